@@ -1,0 +1,456 @@
+//! The archiver: turns directory trees and byte streams into blobs, trees
+//! and a snapshot. Files unchanged since the parent snapshot (same size,
+//! mtime, ctime and inode) are not read again; streams are always read in
+//! full and never have a parent.
+
+use crate::chunker::Chunker;
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::{BlobId, SnapshotId};
+use crate::metadata;
+use crate::pack::{self, BlobKind};
+use crate::repository::{BlobWriter, Repository};
+use crate::snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary, SNAPSHOT_VERSION};
+use crate::tree::{Node, NodeKind, Tree};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
+
+/// Bytes read from a source before they are chunked; at least 8 × the
+/// largest chunk so most cuts are found inside one buffer.
+const READ_BUFFER_MIN: usize = 32 * 1024 * 1024;
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    pub tags: Vec<String>,
+    /// Overrides the hostname recorded in the snapshot.
+    pub host: Option<String>,
+    pub parent: ParentChoice,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The latest snapshot of the same host and paths.
+    #[default]
+    Latest,
+    /// Read every file again.
+    None,
+    Id(String),
+}
+
+/// A source file that could not be read; the snapshot lacks it.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+#[derive(Debug)]
+pub struct BackupOutcome {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Why storing a stream stopped: the source (skip the file) or the
+/// repository (fatal).
+enum StreamError {
+    Source(std::io::Error),
+    Repository(Error),
+}
+
+impl From<Error> for StreamError {
+    fn from(e: Error) -> Self {
+        StreamError::Repository(e)
+    }
+}
+
+struct Archiver<'r> {
+    writer: BlobWriter<'r>,
+    chunker: Chunker,
+    zstd_level: i32,
+    buffer: Vec<u8>,
+    summary: Summary,
+    unreadable: Vec<Unreadable>,
+}
+
+impl<'r> Archiver<'r> {
+    fn new(repo: &'r Repository) -> Result<Archiver<'r>> {
+        let chunker = repo.chunker()?;
+        let size = READ_BUFFER_MIN.max(8 * chunker.params().size_max as usize);
+        Ok(Archiver {
+            writer: repo.blob_writer(),
+            zstd_level: repo.config().compression.level,
+            chunker,
+            buffer: vec![0u8; size],
+            summary: Summary::default(),
+            unreadable: Vec::new(),
+        })
+    }
+
+    /// Chunks, dedups, seals and stores everything `source` yields.
+    fn store_stream(&mut self, source: &mut dyn Read) -> Result<(Vec<BlobId>, u64), StreamError> {
+        let mut content = Vec::new();
+        let mut filled = 0usize;
+        let mut total = 0u64;
+        loop {
+            crate::check_interrupt()?;
+            let mut at_end = false;
+            while filled < self.buffer.len() {
+                match source.read(&mut self.buffer[filled..]) {
+                    Ok(0) => {
+                        at_end = true;
+                        break;
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => crate::check_interrupt()?,
+                    Err(e) => return Err(StreamError::Source(e)),
+                }
+            }
+            let lengths = self.chunker.cut(&self.buffer[..filled], at_end);
+            let used = self.store_chunks(&lengths, &mut content)?;
+            total += used as u64;
+            self.buffer.copy_within(used..filled, 0);
+            filled -= used;
+            if at_end {
+                debug_assert_eq!(filled, 0);
+                self.summary.total_bytes_processed += total;
+                return Ok((content, total));
+            }
+        }
+    }
+
+    /// Stores the chunks at the start of the buffer: hashing and sealing run
+    /// in parallel, dedup decisions and pack writes in order.
+    fn store_chunks(&mut self, lengths: &[usize], content: &mut Vec<BlobId>) -> Result<usize> {
+        let mut spans = Vec::with_capacity(lengths.len());
+        let mut at = 0;
+        for &length in lengths {
+            spans.push(at..at + length);
+            at += length;
+        }
+        let buffer = &self.buffer;
+        let key = self.writer.repository().key();
+        let ids: Vec<BlobId> = spans.par_iter().map(|s| key.blob_id(&buffer[s.clone()])).collect();
+        let mut new = Vec::new();
+        for (span, id) in spans.iter().zip(&ids) {
+            if self.writer.reserve(BlobKind::Data, *id)? {
+                new.push((span.clone(), *id));
+            }
+        }
+        let level = self.zstd_level;
+        let sealed: Vec<_> = new
+            .par_iter()
+            .map(|(span, id)| pack::seal_blob(key, BlobKind::Data, *id, &buffer[span.clone()], level))
+            .collect();
+        for blob in sealed {
+            self.writer.add(blob)?;
+        }
+        content.extend_from_slice(&ids);
+        Ok(at)
+    }
+
+    fn skip(&mut self, path: &Path, reason: impl std::fmt::Display) {
+        self.summary.files_unreadable += 1;
+        self.unreadable.push(Unreadable { path: path.to_path_buf(), reason: reason.to_string() });
+    }
+
+    /// Backs up one file-system object. Returns None if it was skipped.
+    fn save_path(&mut self, path: &Path, name: &OsStr, parent: Option<&Node>) -> Result<Option<Node>> {
+        crate::check_interrupt()?;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.skip(path, e);
+                return Ok(None);
+            }
+        };
+        let mut node = metadata::node_from_metadata(name, path, &meta);
+        let parent = parent.filter(|p| p.kind == node.kind);
+        match node.kind {
+            NodeKind::Dir => {
+                let parent_tree = match parent.and_then(|p| p.subtree) {
+                    Some(id) => self.writer.repository().load_tree(&id).ok(),
+                    None => None,
+                };
+                let Some(subtree) = self.save_dir(path, parent_tree.as_ref())? else {
+                    return Ok(None);
+                };
+                match parent.and_then(|p| p.subtree) {
+                    None => self.summary.dirs_new += 1,
+                    Some(old) if old == subtree => self.summary.dirs_unmodified += 1,
+                    Some(_) => self.summary.dirs_changed += 1,
+                }
+                node.subtree = Some(subtree);
+            }
+            NodeKind::File => {
+                self.summary.total_files_processed += 1;
+                if let Some(p) = parent.filter(|p| self.unchanged(p, &node)) {
+                    node.content = p.content.clone();
+                    self.summary.files_unmodified += 1;
+                    self.summary.total_bytes_processed += node.size;
+                    return Ok(Some(node));
+                }
+                let mut file = match std::fs::File::open(path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.skip(path, e);
+                        return Ok(None);
+                    }
+                };
+                match self.store_stream(&mut file) {
+                    Ok((content, size)) => {
+                        node.content = content;
+                        // The size we read is the truth (the file may grow
+                        // while we read it).
+                        node.size = size;
+                    }
+                    Err(StreamError::Source(e)) => {
+                        self.skip(path, e);
+                        return Ok(None);
+                    }
+                    Err(StreamError::Repository(e)) => return Err(e),
+                }
+                if parent.is_some() {
+                    self.summary.files_changed += 1;
+                } else {
+                    self.summary.files_new += 1;
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    /// Same size, mtime, ctime and inode as in the parent, and all of its
+    /// content still indexed.
+    fn unchanged(&self, old: &Node, new: &Node) -> bool {
+        old.size == new.size
+            && old.mtime_ns == new.mtime_ns
+            && old.ctime_ns == new.ctime_ns
+            && old.inode == new.inode
+            && old
+                .content
+                .iter()
+                .all(|id| matches!(self.writer.repository().locate(BlobKind::Data, id), Ok(Some(_))))
+    }
+
+    fn save_dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<BlobId>> {
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.skip(path, e);
+                return Ok(None);
+            }
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) => names.push(entry.file_name()),
+                Err(e) => self.skip(path, e),
+            }
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut nodes = Vec::with_capacity(names.len());
+        for name in names {
+            let parent_node = parent.and_then(|t| t.find(name.as_bytes()));
+            if let Some(node) = self.save_path(&path.join(&name), &name, parent_node)? {
+                nodes.push(node);
+            }
+        }
+        Ok(Some(self.writer.save_tree(&Tree::new(nodes))?))
+    }
+
+    /// Saves the synthetic directories leading to the backed-up paths
+    /// (`/var/lib/x` is stored as var → lib → x, as restic does).
+    fn save_virtual(&mut self, at: &Path, children: &BTreeMap<Vec<u8>, Target>, parent: Option<&Tree>) -> Result<BlobId> {
+        let mut nodes = Vec::new();
+        for (name, target) in children {
+            let path = at.join(OsStr::from_bytes(name));
+            let parent_node = parent.and_then(|t| t.find(name));
+            match target {
+                Target::Real => {
+                    if let Some(node) = self.save_path(&path, OsStr::from_bytes(name), parent_node)? {
+                        nodes.push(node);
+                    }
+                }
+                Target::Virtual(grandchildren) => {
+                    let meta = std::fs::symlink_metadata(&path)
+                        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+                    let mut node = metadata::node_from_metadata(OsStr::from_bytes(name), &path, &meta);
+                    let parent_tree = match parent_node.and_then(|p| p.subtree) {
+                        Some(id) => self.writer.repository().load_tree(&id).ok(),
+                        None => None,
+                    };
+                    node.subtree = Some(self.save_virtual(&path, grandchildren, parent_tree.as_ref())?);
+                    nodes.push(node);
+                }
+            }
+        }
+        self.writer.save_tree(&Tree::new(nodes))
+    }
+}
+
+enum Target {
+    Real,
+    Virtual(BTreeMap<Vec<u8>, Target>),
+}
+
+/// Absolute, with `.` and `..` resolved lexically (symlinks are kept, as in
+/// restic: the path is what the user named).
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path).map_err(|e| Error::io(format!("cannot resolve {}", path.display()), e))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn insert_target(root: &mut BTreeMap<Vec<u8>, Target>, path: &Path) {
+    let parts: Vec<&[u8]> = path.components().filter_map(|c| match c {
+        Component::Normal(n) => Some(n.as_bytes()),
+        _ => None,
+    }).collect();
+    let mut level = root;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let entry = level.entry(part.to_vec()).or_insert_with(|| if last { Target::Real } else { Target::Virtual(BTreeMap::new()) });
+        match entry {
+            Target::Real => return, // an ancestor is already backed up whole
+            Target::Virtual(children) => {
+                if last {
+                    *entry = Target::Real;
+                    return;
+                }
+                level = children;
+            }
+        }
+    }
+}
+
+fn new_snapshot(repo: &Repository, options: &BackupOptions, paths: Vec<String>, source: SourceKind) -> Snapshot {
+    let (uid, gid) = metadata::current_ids();
+    let mut tags = options.tags.clone();
+    tags.sort();
+    tags.dedup();
+    let _ = repo;
+    Snapshot {
+        version: SNAPSHOT_VERSION,
+        time: chrono::Local::now().fixed_offset(),
+        parent: None,
+        tree: BlobId::default(),
+        paths,
+        hostname: options.host.clone().unwrap_or_else(metadata::hostname),
+        username: metadata::username(),
+        uid,
+        gid,
+        tags,
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        source,
+        summary: Summary::default(),
+    }
+}
+
+fn finish(mut archiver: Archiver<'_>, repo: &Repository, mut snapshot: Snapshot, tree: BlobId, started: Instant) -> Result<BackupOutcome> {
+    crate::check_interrupt()?;
+    let stats = archiver.writer.finish()?;
+    let mut summary = std::mem::take(&mut archiver.summary);
+    summary.data_blobs = stats.data_blobs;
+    summary.tree_blobs = stats.tree_blobs;
+    summary.data_added = stats.bytes_raw;
+    summary.data_added_packed = stats.bytes_packed;
+    summary.backup_start = snapshot.time.to_rfc3339();
+    summary.backup_end = chrono::Local::now().fixed_offset().to_rfc3339();
+    summary.duration_seconds = started.elapsed().as_secs_f64();
+    snapshot.summary = summary;
+    snapshot.tree = tree;
+    crate::check_interrupt()?;
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupOutcome { id, snapshot, unreadable: archiver.unreadable })
+}
+
+/// Backs up directory trees (or single files). Needs `load_index` first.
+pub fn backup_paths(repo: &mut Repository, paths: &[PathBuf], options: &BackupOptions) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    if paths.is_empty() {
+        return Err(Error::invalid("nothing to back up: give at least one path"));
+    }
+    let mut targets = BTreeMap::new();
+    let mut names = Vec::new();
+    for path in paths {
+        let abs = absolute(path)?;
+        std::fs::symlink_metadata(&abs).map_err(|e| Error::io(format!("cannot back up {}", abs.display()), e))
+            .map_err(|e| if e.kind() == ErrorKind::NotFound { Error::invalid(e.to_string()) } else { e })?;
+        if abs == Path::new("/") {
+            return Err(Error::invalid("backing up / as a whole is not supported yet; name its directories"));
+        }
+        names.push(abs.to_string_lossy().into_owned());
+        insert_target(&mut targets, &abs);
+    }
+    names.sort();
+    names.dedup();
+    let mut snapshot = new_snapshot(repo, options, names.clone(), SourceKind::Directory);
+    let parent = match &options.parent {
+        ParentChoice::None => None,
+        ParentChoice::Id(sel) => Some(repo.find_snapshot(sel, &SnapshotFilter::default())?),
+        ParentChoice::Latest => {
+            let filter = SnapshotFilter { hosts: vec![snapshot.hostname.clone()], ..Default::default() };
+            repo.snapshots(&filter)?
+                .into_iter()
+                .filter(|(_, s)| s.paths == names && s.source == SourceKind::Directory)
+                .next_back()
+        }
+    };
+    snapshot.parent = parent.as_ref().map(|(id, _)| *id);
+    let parent_tree = match &parent {
+        Some((_, s)) => repo.load_tree(&s.tree).ok(),
+        None => None,
+    };
+    let repo_ref: &Repository = repo;
+    let mut archiver = Archiver::new(repo_ref)?;
+    let tree = archiver.save_virtual(Path::new("/"), &targets, parent_tree.as_ref())?;
+    finish(archiver, repo_ref, snapshot, tree, started)
+}
+
+/// Backs up one byte stream as the file `filename` at the snapshot's root.
+/// Always reads every byte; never uses a parent.
+pub fn backup_stream(repo: &mut Repository, source: &mut dyn Read, filename: &str, options: &BackupOptions) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    if !crate::tree::is_valid_name(filename.as_bytes()) {
+        return Err(Error::invalid(format!("invalid --stdin-filename {filename:?}: one path component, no '/'")));
+    }
+    let snapshot = new_snapshot(repo, options, vec![format!("/{filename}")], SourceKind::Stdin);
+    let repo_ref: &Repository = repo;
+    let mut archiver = Archiver::new(repo_ref)?;
+    let (content, size) = match archiver.store_stream(source) {
+        Ok(done) => done,
+        Err(StreamError::Source(e)) => return Err(Error::io("cannot read standard input", e)),
+        Err(StreamError::Repository(e)) => return Err(e),
+    };
+    let (uid, gid) = metadata::current_ids();
+    let mut node = Node::new(filename.as_bytes(), NodeKind::File);
+    node.mode = 0o644;
+    node.uid = uid;
+    node.gid = gid;
+    node.user = metadata::user_name(uid);
+    node.group = metadata::group_name(gid);
+    let now_ns = snapshot.time.timestamp_nanos_opt().unwrap_or(0);
+    node.mtime_ns = now_ns;
+    node.ctime_ns = now_ns;
+    node.size = size;
+    node.content = content;
+    archiver.summary.files_new = 1;
+    archiver.summary.total_files_processed = 1;
+    let tree = archiver.writer.save_tree(&Tree::new(vec![node]))?;
+    finish(archiver, repo_ref, snapshot, tree, started)
+}

@@ -1,0 +1,56 @@
+//! Storage backends: a small trait over where repository files live. Nothing
+//! above this module touches repository files directly, and a backend only
+//! ever sees sealed bytes (except key files, which hold no plaintext secret).
+
+pub mod local;
+
+use crate::error::Result;
+pub use local::LocalBackend;
+
+/// The kinds of repository file, each in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Config,
+    Key,
+    Snapshot,
+    Index,
+    Pack,
+    Lock,
+}
+
+impl FileKind {
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "",
+            FileKind::Key => "keys",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Index => "index",
+            FileKind::Pack => "packs",
+            FileKind::Lock => "locks",
+        }
+    }
+}
+
+/// Where repository files are stored. Contracts every implementation keeps:
+/// - `put` is atomic and durable: after it returns `Ok` the whole file is
+///   stored and survives a crash; after a crash mid-put, no partial file is
+///   visible under `name`. Putting an existing name again with the same
+///   bytes is harmless (names are content hashes).
+/// - `get_range` returns exactly `length` bytes or an error.
+/// - `list` never returns files still being written.
+pub trait Backend: Send + Sync {
+    /// Human-readable location, for messages.
+    fn location(&self) -> String;
+    /// Does a repository (a `config` file) exist here?
+    fn exists(&self) -> Result<bool>;
+    /// Prepares an empty location for a new repository.
+    fn create(&self) -> Result<()>;
+    fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
+    fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+    fn get_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
+    /// File size in bytes.
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
+    /// (name, size) of every file of a kind.
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+}

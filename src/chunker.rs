@@ -1,0 +1,188 @@
+//! Content-defined chunking with FastCDC (2020 variant, seeded gear table).
+//! Pure: it finds cut points in bytes it is given and does no IO. Callers
+//! stream through a buffer and carry the unfinished tail over (see `cut`).
+
+use crate::error::{Error, Result};
+use fastcdc::v2020::{FastCDC, Normalization};
+
+/// Chunk size bounds, chosen at `init` and stored in the repository config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkerParams {
+    pub size_min: u32,
+    pub size_avg: u32,
+    pub size_max: u32,
+}
+
+impl ChunkerParams {
+    /// Defaults measured on PostgreSQL dumps and file trees: see
+    /// docs/FORMAT.md, "Chunk size defaults".
+    pub const DEFAULT: ChunkerParams =
+        ChunkerParams { size_min: 64 * 1024, size_avg: 256 * 1024, size_max: 1024 * 1024 };
+
+    /// The bounds fastcdc accepts (it asserts on anything else, so hostile or
+    /// damaged configs must be rejected here, before the chunker is built).
+    pub fn validate(&self) -> Result<()> {
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
+        let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.size_min)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.size_avg)
+            && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.size_max)
+            && self.size_min <= self.size_avg
+            && self.size_avg <= self.size_max;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!("chunk sizes out of range: {self:?}")))
+        }
+    }
+}
+
+/// A configured chunker. Cheap to clone; holds no buffers.
+#[derive(Debug, Clone)]
+pub struct Chunker {
+    params: ChunkerParams,
+    seed: u64,
+}
+
+impl Chunker {
+    pub fn new(params: ChunkerParams, seed: u64) -> Result<Chunker> {
+        params.validate()?;
+        Ok(Chunker { params, seed })
+    }
+
+    pub fn params(&self) -> ChunkerParams {
+        self.params
+    }
+
+    /// Chunk lengths for the start of `data`. When `at_end` is false more
+    /// bytes follow, so a final piece that runs to the end of `data` may not
+    /// be a real cut point: it is left out, and the caller prepends those
+    /// bytes to the next buffer. Cuts found strictly inside `data` are final,
+    /// because FastCDC decides a cut from at most `size_max` bytes after the
+    /// chunk's start. This gives the same cuts as chunking the whole stream.
+    pub fn cut(&self, data: &[u8], at_end: bool) -> Vec<usize> {
+        let p = self.params;
+        let cdc = FastCDC::with_level_and_seed(
+            data,
+            p.size_min,
+            p.size_avg,
+            p.size_max,
+            Normalization::Level1,
+            self.seed,
+        );
+        let mut lengths = Vec::with_capacity(data.len() / p.size_avg as usize + 1);
+        for chunk in cdc {
+            let end = chunk.offset + chunk.length;
+            if end == data.len() && !at_end {
+                break;
+            }
+            debug_assert!(chunk.length <= p.size_max as usize);
+            lengths.push(chunk.length);
+        }
+        lengths
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn small() -> Chunker {
+        Chunker::new(ChunkerParams { size_min: 256, size_avg: 1024, size_max: 4096 }, 7).unwrap()
+    }
+
+    fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    /// Chunks `data` by feeding it in pieces of `step` bytes, as the archiver does.
+    fn streamed(chunker: &Chunker, data: &[u8], step: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut fed = 0;
+        loop {
+            let take = step.min(data.len() - fed);
+            buffer.extend_from_slice(&data[fed..fed + take]);
+            fed += take;
+            let at_end = fed == data.len();
+            let lengths = chunker.cut(&buffer, at_end);
+            let used: usize = lengths.iter().sum();
+            out.extend(lengths);
+            buffer.drain(..used);
+            if at_end {
+                assert!(buffer.is_empty());
+                return out;
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn chunks_cover_input_within_bounds_and_streaming_matches_whole(
+            len in 0usize..40_000, seed in any::<u64>(), step in 4096usize..20_000,
+        ) {
+            let data = pseudo_random(len, seed | 1);
+            let chunker = small();
+            let whole = chunker.cut(&data, true);
+            prop_assert_eq!(whole.iter().sum::<usize>(), data.len());
+            for (i, &length) in whole.iter().enumerate() {
+                prop_assert!(length <= 4096);
+                if i + 1 < whole.len() { prop_assert!(length >= 256); }
+            }
+            prop_assert_eq!(streamed(&chunker, &data, step), whole);
+        }
+    }
+
+    #[test]
+    fn an_insertion_moves_only_nearby_cuts() {
+        let data = pseudo_random(200_000, 99);
+        let mut changed = data.clone();
+        changed.splice(100_000..100_000, b"inserted!".iter().copied());
+        let chunker = small();
+        let ends = |d: &[u8]| -> Vec<usize> {
+            chunker.cut(d, true).iter().scan(0, |at, l| { *at += l; Some(*at) }).collect()
+        };
+        let before = ends(&data);
+        let after = ends(&changed);
+        let same_before: Vec<_> = before.iter().filter(|&&e| e < 100_000).collect();
+        let same_after: Vec<_> = after.iter().filter(|&&e| e < 100_000).collect();
+        assert_eq!(same_before, same_after);
+        let tail_before: std::collections::HashSet<_> =
+            before.iter().filter(|&&e| e > 110_000).map(|e| e + 9).collect();
+        let tail_after: std::collections::HashSet<_> =
+            after.iter().filter(|&&e| e > 110_000).copied().collect();
+        assert_eq!(tail_before, tail_after);
+    }
+
+    /// Golden cut points: if these change, every existing repository would
+    /// stop deduplicating against new backups. A fastcdc upgrade must keep them.
+    #[test]
+    fn golden_cut_points_are_stable() {
+        let data = pseudo_random(50_000, 12345);
+        let lengths = small().cut(&data, true);
+        let digest = blake3::hash(
+            &lengths.iter().flat_map(|l| (*l as u64).to_le_bytes()).collect::<Vec<u8>>(),
+        );
+        assert_eq!(lengths.iter().sum::<usize>(), 50_000);
+        assert_eq!(&digest.to_hex()[..16], GOLDEN_DIGEST, "cut points: {lengths:?}");
+    }
+
+    const GOLDEN_DIGEST: &str = "6c0cadc77e6d0e79";
+
+    #[test]
+    fn out_of_range_sizes_are_errors_not_panics() {
+        let bad = ChunkerParams { size_min: 1, size_avg: 2, size_max: 3 };
+        assert!(Chunker::new(bad, 0).is_err());
+        let inverted = ChunkerParams { size_min: 8192, size_avg: 4096, size_max: 65536 };
+        assert!(Chunker::new(inverted, 0).is_err());
+    }
+}

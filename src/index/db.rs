@@ -1,0 +1,167 @@
+//! The local index cache: a RocksDB database mapping blob → pack location,
+//! synced from the repository's index files. Derived state: it can always
+//! be deleted and rebuilt, and is never trusted over the index files.
+//!
+//! Keys: `b kind id` → `pack_id || pack entry`; `f index_id` → "" for each
+//! index file already merged; `m repository` → repository id.
+
+use super::file::IndexFile;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, Id, IndexId, PackId, RepositoryId};
+use crate::pack::{BlobKind, PackEntry, ENTRY_LEN};
+use rocksdb::{BlockBasedOptions, Options, WriteBatch, DB};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// A blob's place: the pack and the entry within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub entry: PackEntry,
+}
+
+pub struct IndexDb {
+    db: Option<DB>,
+    path: PathBuf,
+    /// A private copy made because another process holds the shared cache;
+    /// removed on drop.
+    temporary: bool,
+}
+
+fn blob_key(kind: BlobKind, id: &BlobId) -> [u8; 34] {
+    let mut key = [0u8; 34];
+    key[0] = b'b';
+    key[1] = kind as u8;
+    key[2..].copy_from_slice(id.as_bytes());
+    key
+}
+
+fn options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    // Small memtables and a bloom filter: most lookups during a first backup
+    // are misses, and memory must not grow with the repository.
+    opts.set_write_buffer_size(16 * 1024 * 1024);
+    opts.set_max_write_buffer_number(2);
+    opts.set_keep_log_file_num(2);
+    opts.set_max_open_files(256);
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+impl IndexDb {
+    /// Opens (or creates) the cache in `dir`. If another process holds it,
+    /// works on a private temporary cache instead; if it is damaged, it is
+    /// deleted and recreated (it is only a cache).
+    pub fn open(dir: &Path, repository: RepositoryId) -> Result<IndexDb> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("cannot create cache directory {}", dir.display()), e))?;
+        let path = dir.join("index.rocksdb");
+        let (db, path, temporary) = match DB::open(&options(), &path) {
+            Ok(db) => (db, path, false),
+            Err(e) if e.to_string().contains("lock") => {
+                let private = dir.join(format!("index.tmp-{}", std::process::id()));
+                let _ = DB::destroy(&options(), &private);
+                let db = DB::open(&options(), &private).map_err(db_error)?;
+                (db, private, true)
+            }
+            Err(_) => {
+                let _ = DB::destroy(&options(), &path);
+                let _ = std::fs::remove_dir_all(&path);
+                (DB::open(&options(), &path).map_err(db_error)?, path, false)
+            }
+        };
+        let mut index = IndexDb { db: Some(db), path, temporary };
+        match index.db().get(b"mrepository").map_err(db_error)? {
+            Some(v) if v.as_slice() == repository.as_bytes() => {}
+            Some(_) => {
+                index.clear()?;
+                index.db().put(b"mrepository", repository.as_bytes()).map_err(db_error)?;
+            }
+            None => index.db().put(b"mrepository", repository.as_bytes()).map_err(db_error)?,
+        }
+        Ok(index)
+    }
+
+    fn db(&self) -> &DB {
+        self.db.as_ref().expect("open until dropped")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self, kind: BlobKind, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let Some(value) = self.db().get_pinned(blob_key(kind, id)).map_err(db_error)? else {
+            return Ok(None);
+        };
+        if value.len() != 32 + ENTRY_LEN {
+            return Err(Error::corrupt("local index cache entry is damaged"));
+        }
+        let pack = PackId(Id(value[..32].try_into().expect("32")));
+        let entry = PackEntry::decode(&value[32..])?;
+        Ok(Some(BlobLocation { pack, entry }))
+    }
+
+    pub fn contains(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
+        Ok(self.db().get_pinned(blob_key(kind, id)).map_err(db_error)?.is_some())
+    }
+
+    /// Index files already merged into the cache.
+    pub fn merged_index_files(&self) -> Result<HashSet<IndexId>> {
+        let mut out = HashSet::new();
+        for item in self.db().prefix_iterator(b"f") {
+            let (key, _) = item.map_err(db_error)?;
+            if key.first() != Some(&b'f') {
+                break;
+            }
+            if key.len() == 33 {
+                out.insert(IndexId(Id(key[1..].try_into().expect("32"))));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges one index file, atomically with its "merged" mark.
+    pub fn merge(&self, id: IndexId, file: &IndexFile) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let mut value = Vec::with_capacity(32 + ENTRY_LEN);
+        for pack in &file.packs {
+            for entry in &pack.entries {
+                value.clear();
+                value.extend_from_slice(pack.id.as_bytes());
+                entry.encode_into(&mut value);
+                batch.put(blob_key(entry.kind, &entry.id), &value);
+            }
+        }
+        let mut mark = vec![b'f'];
+        mark.extend_from_slice(id.as_bytes());
+        batch.put(mark, b"");
+        self.db().write(batch).map_err(db_error)
+    }
+
+    /// Drops every entry (e.g. when an index file disappeared).
+    pub fn clear(&mut self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range(&[0u8][..], &[0xffu8; 40][..]);
+        self.db().write(batch).map_err(db_error)?;
+        self.db().compact_range::<&[u8], &[u8]>(None, None);
+        Ok(())
+    }
+}
+
+impl Drop for IndexDb {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        if self.temporary {
+            let _ = DB::destroy(&options(), &self.path);
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn db_error(e: rocksdb::Error) -> Error {
+    Error::new(crate::ErrorKind::Io, format!("local index cache: {e}"))
+}

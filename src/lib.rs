@@ -1,0 +1,72 @@
+//! cairn: content-addressed, deduplicating, encrypted backups.
+//!
+//! The library does all the work; the `cairn` binary parses arguments,
+//! calls one function per command and maps errors to exit codes. The on-disk
+//! format is specified in `docs/FORMAT.md`; the module map and the rules
+//! between modules are in `ARCHITECTURE.md`.
+//!
+//! ```no_run
+//! use cairn::{LocalBackend, Repository, InitOptions, BackupOptions};
+//! use std::sync::Arc;
+//! let backend = Arc::new(LocalBackend::new("/srv/backup/repo"));
+//! Repository::init(backend.clone(), b"password", &InitOptions::default())?;
+//! let mut repo = Repository::open(backend, b"password", None)?;
+//! repo.load_index()?;
+//! let done = cairn::backup_paths(&mut repo, &["/etc".into()], &BackupOptions::default())?;
+//! println!("snapshot {}", done.id);
+//! # Ok::<(), cairn::Error>(())
+//! ```
+
+#[cfg(feature = "cache")]
+pub mod archiver;
+pub mod backend;
+pub mod chunker;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod key;
+pub mod lock;
+pub mod metadata;
+pub mod pack;
+#[cfg(feature = "cache")]
+pub mod repository;
+#[cfg(feature = "cache")]
+pub mod restorer;
+pub mod snapshot;
+pub mod tree;
+
+#[cfg(feature = "cache")]
+pub use archiver::{backup_paths, backup_stream, BackupOptions, BackupOutcome, ParentChoice, Unreadable};
+pub use backend::{Backend, FileKind, LocalBackend};
+pub use chunker::ChunkerParams;
+pub use crypto::KdfParams;
+pub use error::{Error, ErrorKind, Result};
+pub use id::{BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
+pub use lock::{acquire as lock_repository, remove_locks, LockGuard};
+#[cfg(feature = "cache")]
+pub use repository::{InitOptions, Repository};
+#[cfg(feature = "cache")]
+pub use restorer::{dump, restore, RestoreOutcome};
+pub use snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks running operations to stop at the next safe point (called from the
+/// CLI's SIGINT/SIGTERM handler; async-signal-safe).
+pub fn request_interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Fails with `ErrorKind::Interrupted` once an interrupt was requested.
+/// Long loops call this so that no snapshot is written after a Ctrl-C.
+pub fn check_interrupt() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        Err(Error::new(ErrorKind::Interrupted, "interrupted"))
+    } else {
+        Ok(())
+    }
+}

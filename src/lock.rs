@@ -1,0 +1,180 @@
+//! Repository locks: sealed JSON files in `locks/`. `backup` takes a shared
+//! lock; commands that delete take an exclusive one. A lock is stale when it
+//! was not refreshed for `STALE_AFTER`, or when its process on this host is
+//! gone. Held locks are refreshed every `REFRESH_EVERY`.
+
+use crate::backend::{Backend, FileKind};
+use crate::crypto::{Domain, MasterKey};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::{Id, LockId};
+use chrono::{DateTime, FixedOffset, Local};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+pub const LOCK_SIZE_MAX: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub time: DateTime<FixedOffset>,
+    pub exclusive: bool,
+    pub hostname: String,
+    pub username: String,
+    pub pid: u32,
+}
+
+impl LockInfo {
+    pub fn decode(plain: &[u8]) -> Result<LockInfo> {
+        if plain.len() > LOCK_SIZE_MAX {
+            return Err(Error::corrupt("lock is larger than the format allows"));
+        }
+        serde_json::from_slice(plain).map_err(|e| Error::corrupt(format!("lock is not valid: {e}")))
+    }
+
+    pub fn is_stale(&self, now: DateTime<FixedOffset>) -> bool {
+        let age = now.signed_duration_since(self.time);
+        if age.to_std().map(|a| a > STALE_AFTER).unwrap_or(false) {
+            return true;
+        }
+        self.hostname == crate::metadata::hostname() && !process_alive(self.pid)
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// A held lock; released (its file deleted) on drop.
+pub struct LockGuard {
+    backend: Arc<dyn Backend>,
+    name: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+}
+
+fn write_lock(backend: &dyn Backend, key: &MasterKey, exclusive: bool) -> Result<String> {
+    let info = LockInfo {
+        time: Local::now().fixed_offset(),
+        exclusive,
+        hostname: crate::metadata::hostname(),
+        username: crate::metadata::username(),
+        pid: std::process::id(),
+    };
+    let sealed = key.seal(Domain::Lock, &serde_json::to_vec(&info).expect("lock serializes"));
+    let name = LockId(Id::of_file_bytes(&sealed)).to_hex();
+    backend.put(FileKind::Lock, &name, &sealed)?;
+    Ok(name)
+}
+
+/// Lists other processes' live locks that conflict with the one we want.
+fn conflicts(backend: &dyn Backend, key: &MasterKey, exclusive: bool, own: &str) -> Result<Vec<LockInfo>> {
+    let now = Local::now().fixed_offset();
+    let mut out = Vec::new();
+    for (name, _) in backend.list(FileKind::Lock)? {
+        if name == own {
+            continue;
+        }
+        let info = match backend.get(FileKind::Lock, &name).and_then(|b| key.open(Domain::Lock, &b)) {
+            Ok(plain) => match LockInfo::decode(&plain) {
+                Ok(info) => info,
+                Err(_) => continue,
+            },
+            // Deleted meanwhile, or not ours/damaged: it cannot be honoured.
+            Err(_) => continue,
+        };
+        if !info.is_stale(now) && (exclusive || info.exclusive) {
+            out.push(info);
+        }
+    }
+    Ok(out)
+}
+
+pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> Result<LockGuard> {
+    let found = conflicts(backend.as_ref(), key, exclusive, "")?;
+    if let Some(other) = found.first() {
+        return Err(locked_error(other));
+    }
+    let name = write_lock(backend.as_ref(), key, exclusive)?;
+    // Re-check after writing: two processes that raced both see each other
+    // and both back off, rather than both proceeding.
+    let found = conflicts(backend.as_ref(), key, exclusive, &name)?;
+    if let Some(other) = found.first() {
+        let _ = backend.delete(FileKind::Lock, &name);
+        return Err(locked_error(other));
+    }
+    let name = Arc::new(Mutex::new(name));
+    let stop = Arc::new(AtomicBool::new(false));
+    let refresher = {
+        let (backend, key, name, stop) = (backend.clone(), key.clone(), name.clone(), stop.clone());
+        std::thread::spawn(move || refresh_loop(backend, key, exclusive, name, stop))
+    };
+    Ok(LockGuard { backend, name, stop, refresher: Some(refresher) })
+}
+
+fn refresh_loop(backend: Arc<dyn Backend>, key: MasterKey, exclusive: bool, name: Arc<Mutex<String>>, stop: Arc<AtomicBool>) {
+    let tick = Duration::from_millis(200);
+    let mut waited = Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(tick);
+        waited += tick;
+        if waited < REFRESH_EVERY {
+            continue;
+        }
+        waited = Duration::ZERO;
+        if let Ok(new_name) = write_lock(backend.as_ref(), &key, exclusive) {
+            let mut current = name.lock().expect("lock name mutex");
+            let old = std::mem::replace(&mut *current, new_name);
+            let _ = backend.delete(FileKind::Lock, &old);
+        }
+    }
+}
+
+fn locked_error(other: &LockInfo) -> Error {
+    Error::new(
+        ErrorKind::Locked,
+        format!(
+            "repository is locked {} by pid {} on {} (user {}) since {}; run `cairn unlock` if that process is gone",
+            if other.exclusive { "exclusively" } else { "" },
+            other.pid,
+            other.hostname,
+            other.username,
+            other.time.format("%Y-%m-%d %H:%M:%S")
+        )
+        .replace("locked  by", "locked by"),
+    )
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.refresher.take() {
+            let _ = handle.join();
+        }
+        let name = self.name.lock().expect("lock name mutex").clone();
+        let _ = self.backend.delete(FileKind::Lock, &name);
+    }
+}
+
+/// Removes stale locks (or all, with `all`). Returns how many were removed.
+pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result<usize> {
+    let now = Local::now().fixed_offset();
+    let mut removed = 0;
+    for (name, _) in backend.list(FileKind::Lock)? {
+        let stale = match backend.get(FileKind::Lock, &name).and_then(|b| key.open(Domain::Lock, &b)) {
+            Ok(plain) => LockInfo::decode(&plain).map(|i| i.is_stale(now)).unwrap_or(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(_) => true,
+        };
+        if all || stale {
+            backend.delete(FileKind::Lock, &name)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,555 @@
+//! The `cairn` command line: parses arguments, calls one library function
+//! per command, prints, and maps errors to restic's exit codes
+//! (0 ok, 1 fatal, 3 partial backup, 10 no repository, 11 locked,
+//! 12 wrong password, 130 interrupted).
+
+use anyhow::{anyhow, Context};
+use cairn::{
+    BackupOptions, ChunkerParams, ErrorKind, FileKind, InitOptions, KdfParams, LocalBackend, ParentChoice,
+    Repository, SnapshotFilter,
+};
+use clap::{Args, Parser, Subcommand};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Deduplicating, encrypted backups", max_term_width = 100)]
+struct Cli {
+    /// Repository location (a local directory).
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
+    repo: Option<PathBuf>,
+    /// Read the password from the first line of this file.
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the password.
+    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
+    password_command: Option<String>,
+    /// Local cache directory (default: $XDG_CACHE_HOME/cairn).
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Print more (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up directories and files, or standard input.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(FilterArgs),
+    /// Restore a snapshot (SNAPSHOT or SNAPSHOT:SUBPATH) into a directory.
+    Restore {
+        snapshot: String,
+        #[arg(short, long)]
+        target: PathBuf,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Write one file of a snapshot to standard output.
+    Dump {
+        snapshot: String,
+        path: String,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// List the files in a snapshot (SNAPSHOT or SNAPSHOT:SUBPATH).
+    Ls {
+        snapshot: String,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Print a decrypted repository object: config, snapshot ID, index ID,
+    /// key ID, lock ID, or tree SNAPSHOT[:PATH].
+    Cat { kind: String, id: Option<String> },
+    /// Remove stale locks (all locks with --remove-all).
+    Unlock {
+        #[arg(long)]
+        remove_all: bool,
+    },
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// zstd level for new blobs (-7..22).
+    #[arg(long, default_value_t = 3, allow_hyphen_values = true)]
+    compression_level: i32,
+    /// Target pack size in MiB.
+    #[arg(long, default_value_t = 32)]
+    pack_size: u32,
+    /// Chunk sizes in KiB as MIN,AVG,MAX (default 64,256,1024).
+    #[arg(long)]
+    chunk_sizes: Option<String>,
+    /// Argon2id memory in KiB (default 65536). Lower only for tests.
+    #[arg(long, hide = true)]
+    kdf_memory_kib: Option<u32>,
+    /// Argon2id passes (default 3).
+    #[arg(long, hide = true)]
+    kdf_iterations: Option<u32>,
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    paths: Vec<PathBuf>,
+    /// Read the data to back up from standard input.
+    #[arg(long)]
+    stdin: bool,
+    /// File name for --stdin data in the snapshot.
+    #[arg(long, default_value = "stdin")]
+    stdin_filename: String,
+    /// Add a tag (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Hostname to record (default: this host's name).
+    #[arg(long)]
+    host: Option<String>,
+    /// Use this snapshot as parent instead of the latest matching one.
+    #[arg(long)]
+    parent: Option<String>,
+    /// Read every file, ignoring the parent snapshot.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Clone, Default)]
+struct FilterArgs {
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+    /// Only snapshots with this tag, or all of a comma-separated list (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Only snapshots including this path (repeatable).
+    #[arg(long = "path")]
+    paths: Vec<String>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> SnapshotFilter {
+        SnapshotFilter { hosts: self.hosts.clone(), tags: self.tags.clone(), paths: self.paths.clone() }
+    }
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    cairn::request_interrupt();
+}
+
+fn main() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let code = match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let kind = e.downcast_ref::<cairn::Error>().map(|c| c.kind());
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("cairn: error: {message}");
+            kind.map_or(1, ErrorKind::exit_code)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: &Cli) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::Init(args) => init(cli, args),
+        Command::Backup(args) => backup(cli, args),
+        Command::Snapshots(filter) => snapshots(cli, filter),
+        Command::Restore { snapshot, target, filter } => restore(cli, snapshot, target, filter),
+        Command::Dump { snapshot, path, filter } => dump(cli, snapshot, path, filter),
+        Command::Ls { snapshot, filter } => ls(cli, snapshot, filter),
+        Command::Cat { kind, id } => cat(cli, kind, id.as_deref()),
+        Command::Unlock { remove_all } => {
+            let repo = open(cli)?;
+            let removed = cairn::remove_locks(repo.backend().as_ref(), repo.key(), *remove_all)?;
+            if !cli.quiet {
+                println!("removed {removed} lock(s)");
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn backend(cli: &Cli) -> anyhow::Result<Arc<LocalBackend>> {
+    let repo = cli
+        .repo
+        .as_ref()
+        .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))?;
+    Ok(Arc::new(LocalBackend::new(repo)))
+}
+
+/// The password, from (in order) CAIRN_PASSWORD_COMMAND, CAIRN_PASSWORD_FILE,
+/// CAIRN_PASSWORD, or a prompt when a terminal is attached.
+fn password(cli: &Cli, confirm: bool) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let strip = |mut s: String| {
+        if let Some(line_end) = s.find('\n') {
+            s.truncate(line_end);
+        }
+        if s.ends_with('\r') {
+            s.pop();
+        }
+        zeroize::Zeroizing::new(s)
+    };
+    if let Some(command) = &cli.password_command {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run password command {command:?}"))?;
+        if !out.status.success() {
+            return Err(cairn::Error::new(ErrorKind::Command, format!("password command failed ({})", out.status)).into());
+        }
+        return Ok(strip(String::from_utf8(out.stdout).context("password command printed non-UTF-8")?));
+    }
+    if let Some(file) = &cli.password_file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read password file {}", file.display()))?;
+        return Ok(strip(text));
+    }
+    if let Ok(pw) = std::env::var("CAIRN_PASSWORD") {
+        return Ok(zeroize::Zeroizing::new(pw));
+    }
+    if std::io::stderr().is_terminal() || std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("enter password for repository: ").context("cannot read password")?;
+        if confirm {
+            let second = rpassword::prompt_password("enter password again: ").context("cannot read password")?;
+            if first != second {
+                return Err(anyhow!("passwords do not match"));
+            }
+        }
+        return Ok(zeroize::Zeroizing::new(first));
+    }
+    Err(anyhow!("no password given: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD"))
+}
+
+fn open(cli: &Cli) -> anyhow::Result<Repository> {
+    let backend = backend(cli)?;
+    if !cairn::Backend::exists(backend.as_ref())? {
+        return Err(cairn::Error::new(
+            ErrorKind::RepositoryNotFound,
+            format!("repository {} does not exist (run `cairn init`)", backend.location()),
+        )
+        .into());
+    }
+    let password = password(cli, false)?;
+    Ok(Repository::open(backend, password.as_bytes(), cli.cache_dir.as_deref())?)
+}
+
+use cairn::Backend as _;
+
+fn warn_all(cli: &Cli, repo: &mut Repository) {
+    for w in repo.take_warnings() {
+        if !cli.quiet {
+            eprintln!("cairn: warning: {w}");
+        }
+    }
+}
+
+fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
+    let backend = backend(cli)?;
+    let mut options = InitOptions {
+        zstd_level: args.compression_level,
+        pack_size_target: args.pack_size.checked_mul(1024 * 1024).ok_or_else(|| anyhow!("--pack-size too large"))?,
+        ..InitOptions::default()
+    };
+    if let Some(sizes) = &args.chunk_sizes {
+        let parts: Vec<u32> = sizes
+            .split(',')
+            .map(|p| p.trim().parse::<u32>().map(|k| k * 1024))
+            .collect::<Result<_, _>>()
+            .context("--chunk-sizes takes MIN,AVG,MAX in KiB")?;
+        let [size_min, size_avg, size_max] = parts[..] else {
+            return Err(anyhow!("--chunk-sizes takes MIN,AVG,MAX in KiB"));
+        };
+        options.chunker = ChunkerParams { size_min, size_avg, size_max };
+    }
+    options.kdf = KdfParams {
+        memory_kib: args.kdf_memory_kib.unwrap_or(KdfParams::DEFAULT.memory_kib),
+        iterations: args.kdf_iterations.unwrap_or(KdfParams::DEFAULT.iterations),
+        ..KdfParams::DEFAULT
+    };
+    if backend.exists()? {
+        return Err(cairn::Error::new(ErrorKind::RepositoryExists, format!("a repository already exists at {}", backend.location())).into());
+    }
+    let password = password(cli, true)?;
+    if password.is_empty() {
+        return Err(anyhow!("an empty password is not allowed"));
+    }
+    let id = Repository::init(backend.clone(), password.as_bytes(), &options)?;
+    if cli.json {
+        println!("{}", serde_json::json!({"message_type": "initialized", "id": id.to_hex(), "repository": backend.location()}));
+    } else if !cli.quiet {
+        println!("created cairn repository {} at {}", id.short(), backend.location());
+        println!("Without the password the data cannot be read: keep it safe.");
+    }
+    Ok(0)
+}
+
+fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
+    if args.stdin && !args.paths.is_empty() {
+        return Err(anyhow!("--stdin takes no paths"));
+    }
+    if !args.stdin && args.paths.is_empty() {
+        return Err(anyhow!("nothing to back up: give paths or --stdin"));
+    }
+    let mut repo = open(cli)?;
+    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+    repo.load_index()?;
+    warn_all(cli, &mut repo);
+    let options = BackupOptions {
+        tags: args.tags.iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(String::from).collect(),
+        host: args.host.clone(),
+        parent: match (&args.parent, args.force) {
+            (_, true) => ParentChoice::None,
+            (Some(id), false) => ParentChoice::Id(id.clone()),
+            (None, false) => ParentChoice::Latest,
+        },
+    };
+    let outcome = if args.stdin {
+        let stdin = std::io::stdin();
+        let mut lock = stdin.lock();
+        cairn::backup_stream(&mut repo, &mut lock, &args.stdin_filename, &options)?
+    } else {
+        cairn::backup_paths(&mut repo, &args.paths, &options)?
+    };
+    for u in &outcome.unreadable {
+        eprintln!("cairn: warning: cannot read {}: {}", u.path.display(), u.reason);
+    }
+    let s = &outcome.snapshot.summary;
+    if cli.json {
+        let mut summary = serde_json::to_value(s)?;
+        summary["message_type"] = "summary".into();
+        summary["snapshot_id"] = outcome.id.to_hex().into();
+        summary["parent"] = serde_json::to_value(outcome.snapshot.parent)?;
+        println!("{summary}");
+    } else if !cli.quiet {
+        if let Some(parent) = outcome.snapshot.parent {
+            println!("using parent snapshot {}", parent.short());
+        }
+        println!("Files:   {:>8} new, {:>8} changed, {:>8} unmodified", s.files_new, s.files_changed, s.files_unmodified);
+        println!("Dirs:    {:>8} new, {:>8} changed, {:>8} unmodified", s.dirs_new, s.dirs_changed, s.dirs_unmodified);
+        println!(
+            "Added to the repository: {} ({} stored)",
+            human_bytes(s.data_added),
+            human_bytes(s.data_added_packed)
+        );
+        println!(
+            "processed {} files, {} in {:.1}s",
+            s.total_files_processed,
+            human_bytes(s.total_bytes_processed),
+            s.duration_seconds
+        );
+        println!("snapshot {} saved", outcome.id.short());
+    }
+    if outcome.unreadable.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!("cairn: warning: {} file(s) could not be read; the snapshot does not contain them", outcome.unreadable.len());
+        Ok(3)
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.3} {}", UNITS[unit])
+    }
+}
+
+fn snapshot_json(id: &cairn::SnapshotId, s: &cairn::Snapshot) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(s)?;
+    v["id"] = id.to_hex().into();
+    v["short_id"] = id.short().into();
+    Ok(v)
+}
+
+fn snapshots(cli: &Cli, filter: &FilterArgs) -> anyhow::Result<i32> {
+    let mut repo = open(cli)?;
+    let list = repo.snapshots(&filter.filter())?;
+    warn_all(cli, &mut repo);
+    if cli.json {
+        let values: Vec<_> = list.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Result<_, _>>()?;
+        println!("{}", serde_json::to_string(&values)?);
+        return Ok(0);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<8}  {:<19}  {:<15}  {:<20}  Paths", "ID", "Time", "Host", "Tags")?;
+    writeln!(out, "{}", "-".repeat(90))?;
+    for (id, s) in &list {
+        writeln!(
+            out,
+            "{:<8}  {:<19}  {:<15}  {:<20}  {}",
+            id.short(),
+            s.time.format("%Y-%m-%d %H:%M:%S"),
+            s.hostname,
+            s.tags.join(","),
+            s.paths.join(" ")
+        )?;
+    }
+    writeln!(out, "{}", "-".repeat(90))?;
+    writeln!(out, "{} snapshot{}", list.len(), if list.len() == 1 { "" } else { "s" })?;
+    Ok(0)
+}
+
+fn split_selector(selector: &str) -> (&str, &str) {
+    match selector.split_once(':') {
+        Some((id, path)) => (id, path),
+        None => (selector, ""),
+    }
+}
+
+fn restore(cli: &Cli, selector: &str, target: &PathBuf, filter: &FilterArgs) -> anyhow::Result<i32> {
+    let mut repo = open(cli)?;
+    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+    repo.load_index()?;
+    let (sel, subpath) = split_selector(selector);
+    let (id, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
+    warn_all(cli, &mut repo);
+    let outcome = cairn::restore(&repo, &snapshot, subpath, target)?;
+    for p in &outcome.problems {
+        eprintln!("cairn: error: {p}");
+    }
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({"message_type": "summary", "snapshot_id": id.to_hex(), "files_restored": outcome.files,
+                "dirs_restored": outcome.dirs, "bytes_restored": outcome.bytes, "errors": outcome.problems.len()})
+        );
+    } else if !cli.quiet {
+        println!(
+            "restored snapshot {} to {}: {} files, {} dirs, {}",
+            id.short(),
+            target.display(),
+            outcome.files,
+            outcome.dirs,
+            human_bytes(outcome.bytes)
+        );
+    }
+    if outcome.problems.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!("cairn: error: {} problem(s) during restore", outcome.problems.len());
+        Ok(1)
+    }
+}
+
+fn dump(cli: &Cli, selector: &str, path: &str, filter: &FilterArgs) -> anyhow::Result<i32> {
+    let mut repo = open(cli)?;
+    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+    repo.load_index()?;
+    let (_, snapshot) = repo.find_snapshot(selector, &filter.filter())?;
+    warn_all(cli, &mut repo);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    cairn::dump(&repo, &snapshot, path, &mut out)?;
+    Ok(0)
+}
+
+fn ls(cli: &Cli, selector: &str, filter: &FilterArgs) -> anyhow::Result<i32> {
+    let mut repo = open(cli)?;
+    repo.load_index()?;
+    let (sel, subpath) = split_selector(selector);
+    let (_, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
+    let start = match cairn::restorer::find_node(&repo, &snapshot, subpath)? {
+        None => Some(snapshot.tree),
+        Some(node) => node.subtree,
+    };
+    let mut out = std::io::stdout().lock();
+    let mut stack = vec![(subpath.trim_end_matches('/').to_string(), start)];
+    while let Some((prefix, tree)) = stack.pop() {
+        let Some(tree) = tree else { continue };
+        let tree = repo.load_tree(&tree)?;
+        for node in tree.nodes.iter().rev() {
+            let path = format!("{prefix}/{}", node.name_str());
+            if node.kind == cairn::tree::NodeKind::Dir {
+                stack.push((path.clone(), node.subtree));
+            }
+        }
+        for node in &tree.nodes {
+            let path = format!("{prefix}/{}", node.name_str());
+            if cli.json {
+                writeln!(out, "{}", serde_json::json!({"path": path, "type": node.kind, "size": node.size, "mode": node.mode,
+                    "uid": node.uid, "gid": node.gid, "mtime_ns": node.mtime_ns}))?;
+            } else {
+                writeln!(out, "{path}")?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn cat(cli: &Cli, kind: &str, id: Option<&str>) -> anyhow::Result<i32> {
+    let mut repo = open(cli)?;
+    let need_id = || id.ok_or_else(|| anyhow!("cat {kind} needs an id"));
+    let (file_kind, name) = match kind {
+        "config" => (FileKind::Config, "config".to_string()),
+        "snapshot" => {
+            let (sid, _) = repo.find_snapshot(need_id()?, &SnapshotFilter::default())?;
+            (FileKind::Snapshot, sid.to_hex())
+        }
+        "index" => (FileKind::Index, need_id()?.to_string()),
+        "key" => (FileKind::Key, need_id()?.to_string()),
+        "lock" => (FileKind::Lock, need_id()?.to_string()),
+        "tree" => {
+            repo.load_index()?;
+            let (sel, subpath) = split_selector(need_id()?);
+            let (_, snapshot) = repo.find_snapshot(sel, &SnapshotFilter::default())?;
+            let tree_id = match cairn::restorer::find_node(&repo, &snapshot, subpath)? {
+                None => snapshot.tree,
+                Some(node) => node.subtree.ok_or_else(|| anyhow!("{subpath} is not a directory"))?,
+            };
+            let tree = repo.load_tree(&tree_id)?;
+            println!("{}", serde_json::to_string_pretty(&tree)?);
+            return Ok(0);
+        }
+        other => return Err(anyhow!("cannot cat {other:?}: use config, snapshot, index, key, lock or tree")),
+    };
+    let plain = repo.open_file(file_kind, &name)?;
+    if file_kind == FileKind::Index {
+        let file = cairn::index::IndexFile::decode(&plain)?;
+        let packs: Vec<_> = file
+            .packs
+            .iter()
+            .map(|p| {
+                serde_json::json!({"id": p.id.to_hex(), "blobs": p.entries.iter().map(|e| serde_json::json!({
+                    "id": e.id.to_hex(), "type": if e.entry_is_tree() { "tree" } else { "data" }, "offset": e.offset,
+                    "length": e.length, "raw_length": e.raw_length, "codec": e.codec as u8})).collect::<Vec<_>>()})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"supersedes": file.supersedes, "packs": packs}))?);
+    } else {
+        std::io::stdout().write_all(&plain)?;
+        println!();
+    }
+    Ok(0)
+}

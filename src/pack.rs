@@ -1,0 +1,336 @@
+//! Pack files: many sealed blobs followed by a sealed header that lists them.
+//! Pure: builds and parses bytes; the repository stores them.
+//!
+//! Layout (docs/FORMAT.md, "Packs"):
+//! `blob_1 || … || blob_n || seal(header) || header_sealed_len (u32 LE)`.
+
+use crate::crypto::{Domain, MasterKey, SEAL_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, Id, PackId};
+
+/// Largest sealed pack header a reader accepts (bounds the allocation).
+pub const PACK_HEADER_SIZE_MAX: usize = 16 * 1024 * 1024;
+/// Largest raw (uncompressed) blob: a chunk or an encoded tree.
+pub const BLOB_RAW_SIZE_MAX: u32 = 64 * 1024 * 1024;
+/// Largest sealed blob (a blob stored raw plus envelope and slack).
+pub const BLOB_SIZE_MAX: u32 = BLOB_RAW_SIZE_MAX + 1024;
+/// Largest pack a reader accepts; offsets are u32.
+pub const PACK_SIZE_MAX: u64 = 2 * 1024 * 1024 * 1024;
+/// Header plaintext magic and version.
+pub const HEADER_MAGIC: &[u8; 4] = b"CPH\x01";
+/// Encoded size of one header entry.
+pub const ENTRY_LEN: usize = 1 + 1 + 32 + 4 + 4 + 4;
+
+/// Data blobs hold file contents; tree blobs hold directory listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BlobKind {
+    Data = 0,
+    Tree = 1,
+}
+
+impl BlobKind {
+    pub fn from_byte(b: u8) -> Result<BlobKind> {
+        match b {
+            0 => Ok(BlobKind::Data),
+            1 => Ok(BlobKind::Tree),
+            _ => Err(Error::corrupt(format!("unknown blob kind {b}"))),
+        }
+    }
+}
+
+/// How a blob's plaintext was encoded before sealing; recorded per blob so
+/// the codec can change later without rewriting old packs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Stored as is (incompressible data).
+    Raw = 0,
+    Zstd = 1,
+}
+
+impl Codec {
+    pub fn from_byte(b: u8) -> Result<Codec> {
+        match b {
+            0 => Ok(Codec::Raw),
+            1 => Ok(Codec::Zstd),
+            _ => Err(Error::corrupt(format!("unknown blob codec {b}"))),
+        }
+    }
+}
+
+/// Where one blob lives inside a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub kind: BlobKind,
+    pub codec: Codec,
+    pub id: BlobId,
+    /// Byte offset of the sealed blob in the pack.
+    pub offset: u32,
+    /// Sealed length in the pack.
+    pub length: u32,
+    /// Plaintext length after decoding.
+    pub raw_length: u32,
+}
+
+impl PackEntry {
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(self.kind as u8);
+        out.push(self.codec as u8);
+        out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.length.to_le_bytes());
+        out.extend_from_slice(&self.raw_length.to_le_bytes());
+    }
+
+    /// Decodes one entry from exactly `ENTRY_LEN` bytes and checks its limits.
+    pub fn decode(bytes: &[u8]) -> Result<PackEntry> {
+        if bytes.len() != ENTRY_LEN {
+            return Err(Error::corrupt("pack entry has the wrong length"));
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4"));
+        let entry = PackEntry {
+            kind: BlobKind::from_byte(bytes[0])?,
+            codec: Codec::from_byte(bytes[1])?,
+            id: BlobId(Id(bytes[2..34].try_into().expect("32"))),
+            offset: u32_at(34),
+            length: u32_at(38),
+            raw_length: u32_at(42),
+        };
+        if entry.length > BLOB_SIZE_MAX
+            || entry.raw_length > BLOB_RAW_SIZE_MAX
+            || (entry.length as usize) < SEAL_OVERHEAD
+        {
+            return Err(Error::corrupt(format!("pack entry {} has impossible sizes", entry.id)));
+        }
+        Ok(entry)
+    }
+}
+
+/// Encodes a header's plaintext.
+pub fn encode_header(entries: &[PackEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + entries.len() * ENTRY_LEN);
+    out.extend_from_slice(HEADER_MAGIC);
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        e.encode_into(&mut out);
+    }
+    out
+}
+
+/// Decodes a header's plaintext. Blobs MUST be contiguous from offset 0 and
+/// end where the header starts (`data_len`), so any shifted or overlapping
+/// entry is detected as damage.
+pub fn decode_header(plain: &[u8], data_len: u64) -> Result<Vec<PackEntry>> {
+    if plain.len() < 8 || &plain[..4] != HEADER_MAGIC {
+        return Err(Error::corrupt("pack header has a bad magic or version"));
+    }
+    let count = u32::from_le_bytes(plain[4..8].try_into().expect("4")) as usize;
+    if (plain.len() - 8) / ENTRY_LEN != count || (plain.len() - 8) % ENTRY_LEN != 0 {
+        return Err(Error::corrupt("pack header count does not match its length"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    let mut expected_offset = 0u64;
+    for raw in plain[8..].chunks_exact(ENTRY_LEN) {
+        let entry = PackEntry::decode(raw)?;
+        if u64::from(entry.offset) != expected_offset {
+            return Err(Error::corrupt("pack header entries are not contiguous"));
+        }
+        expected_offset += u64::from(entry.length);
+        entries.push(entry);
+    }
+    if expected_offset != data_len {
+        return Err(Error::corrupt("pack header does not cover the pack's blobs"));
+    }
+    Ok(entries)
+}
+
+/// Splits a whole pack file into its entries (opening the sealed header).
+pub fn read_header(key: &MasterKey, pack: &[u8]) -> Result<Vec<PackEntry>> {
+    let (header_start, sealed_len) = header_location(pack.len() as u64, trailer(pack)?)?;
+    let sealed = &pack[header_start as usize..header_start as usize + sealed_len as usize];
+    let plain = key.open(Domain::PackHeader, sealed)?;
+    decode_header(&plain, header_start)
+}
+
+/// The trailing u32 of a pack: its sealed header length.
+pub fn trailer(pack_tail: &[u8]) -> Result<u32> {
+    if pack_tail.len() < 4 {
+        return Err(Error::corrupt("pack is too short to have a header"));
+    }
+    let at = pack_tail.len() - 4;
+    Ok(u32::from_le_bytes(pack_tail[at..].try_into().expect("4")))
+}
+
+/// Checks a header length read from a pack of `pack_len` bytes and returns
+/// (header offset, sealed header length).
+pub fn header_location(pack_len: u64, sealed_len: u32) -> Result<(u64, u32)> {
+    if pack_len > PACK_SIZE_MAX {
+        return Err(Error::corrupt("pack is larger than the format allows"));
+    }
+    let sealed = u64::from(sealed_len);
+    if sealed as usize > PACK_HEADER_SIZE_MAX || sealed + 4 > pack_len || sealed < SEAL_OVERHEAD as u64 {
+        return Err(Error::corrupt("pack header length is out of range"));
+    }
+    Ok((pack_len - 4 - sealed, sealed_len))
+}
+
+/// Compresses (if it helps) and seals one blob. Pure CPU work, so callers run
+/// it in parallel.
+pub struct SealedBlob {
+    pub kind: BlobKind,
+    pub codec: Codec,
+    pub id: BlobId,
+    pub raw_length: u32,
+    pub bytes: Vec<u8>,
+}
+
+pub fn seal_blob(
+    key: &MasterKey,
+    kind: BlobKind,
+    id: BlobId,
+    plaintext: &[u8],
+    zstd_level: i32,
+) -> SealedBlob {
+    assert!(plaintext.len() <= BLOB_RAW_SIZE_MAX as usize, "blob larger than the format allows");
+    let compressed = zstd::bulk::compress(plaintext, zstd_level).ok();
+    let (codec, encoded): (Codec, &[u8]) = match &compressed {
+        Some(c) if c.len() < plaintext.len() => (Codec::Zstd, c),
+        _ => (Codec::Raw, plaintext),
+    };
+    let mut aad_kind = kind as u8;
+    aad_kind |= (codec as u8) << 4;
+    let bytes = key.seal_blob(aad_kind, &id, encoded);
+    SealedBlob { kind, codec, id, raw_length: plaintext.len() as u32, bytes }
+}
+
+/// Opens, decodes and verifies one blob read from a pack.
+pub fn open_blob(key: &MasterKey, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>> {
+    if sealed.len() != entry.length as usize {
+        return Err(Error::corrupt(format!("blob {} is truncated", entry.id)));
+    }
+    let aad_kind = entry.kind as u8 | ((entry.codec as u8) << 4);
+    let encoded = key
+        .open_blob(aad_kind, &entry.id, sealed)
+        .map_err(|e| e.context(format!("blob {}", entry.id)))?;
+    let plain = match entry.codec {
+        Codec::Raw => encoded,
+        Codec::Zstd => zstd::bulk::decompress(&encoded, entry.raw_length as usize)
+            .map_err(|e| Error::corrupt(format!("blob {} does not decompress: {e}", entry.id)))?,
+    };
+    if plain.len() != entry.raw_length as usize {
+        return Err(Error::corrupt(format!("blob {} has the wrong length", entry.id)));
+    }
+    if key.blob_id(&plain) != entry.id {
+        return Err(Error::corrupt(format!("blob {} does not match its id", entry.id)));
+    }
+    Ok(plain)
+}
+
+/// Collects sealed blobs of one kind into a pack in memory.
+pub struct PackBuilder {
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl Default for PackBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PackBuilder {
+    pub fn new() -> PackBuilder {
+        PackBuilder { bytes: Vec::new(), entries: Vec::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn add(&mut self, blob: SealedBlob) {
+        let offset = self.bytes.len() as u32;
+        assert!((self.bytes.len() as u64 + blob.bytes.len() as u64) < PACK_SIZE_MAX);
+        self.entries.push(PackEntry {
+            kind: blob.kind,
+            codec: blob.codec,
+            id: blob.id,
+            offset,
+            length: blob.bytes.len() as u32,
+            raw_length: blob.raw_length,
+        });
+        self.bytes.extend_from_slice(&blob.bytes);
+    }
+
+    /// Appends the sealed header and trailer; the pack is named by the
+    /// BLAKE3 of its bytes, so anyone can verify it without the key.
+    pub fn finish(mut self, key: &MasterKey) -> (PackId, Vec<u8>, Vec<PackEntry>) {
+        let sealed = key.seal(Domain::PackHeader, &encode_header(&self.entries));
+        self.bytes.extend_from_slice(&sealed);
+        self.bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        let id = PackId(Id::of_file_bytes(&self.bytes));
+        (id, self.bytes, self.entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn pack_round_trip(blobs in proptest::collection::vec(
+            (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..3000)), 0..12)) {
+            let key = MasterKey::generate();
+            let mut builder = PackBuilder::new();
+            for (tree, data) in &blobs {
+                let kind = if *tree { BlobKind::Tree } else { BlobKind::Data };
+                builder.add(seal_blob(&key, kind, key.blob_id(data), data, 3));
+            }
+            let (id, bytes, entries) = builder.finish(&key);
+            prop_assert_eq!(id.0, Id::of_file_bytes(&bytes));
+            let decoded = read_header(&key, &bytes).unwrap();
+            prop_assert_eq!(&decoded, &entries);
+            for ((_, data), e) in blobs.iter().zip(&decoded) {
+                let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                prop_assert_eq!(&open_blob(&key, e, sealed).unwrap(), data);
+            }
+        }
+
+        #[test]
+        fn header_decoder_never_panics(plain in proptest::collection::vec(any::<u8>(), 0..600), len in any::<u64>()) {
+            let _ = decode_header(&plain, len);
+        }
+
+        #[test]
+        fn header_decoder_rejects_any_truncation(n in 1usize..5) {
+            let key = MasterKey::generate();
+            let mut builder = PackBuilder::new();
+            for i in 0..5u8 { builder.add(seal_blob(&key, BlobKind::Data, key.blob_id(&[i]), &[i], 3)); }
+            let (_, bytes, _) = builder.finish(&key);
+            let truncated = &bytes[..bytes.len() - n];
+            prop_assert!(read_header(&key, truncated).is_err());
+        }
+    }
+
+    #[test]
+    fn incompressible_blobs_are_stored_raw() {
+        let key = MasterKey::generate();
+        let data: Vec<u8> = crate::crypto::random_bytes::<1024>().to_vec();
+        let blob = seal_blob(&key, BlobKind::Data, key.blob_id(&data), &data, 3);
+        assert_eq!(blob.codec, Codec::Raw);
+        let text = vec![b'a'; 4096];
+        let blob = seal_blob(&key, BlobKind::Data, key.blob_id(&text), &text, 3);
+        assert_eq!(blob.codec, Codec::Zstd);
+        assert!(blob.bytes.len() < 200);
+    }
+}
+
+impl PackEntry {
+    pub fn entry_is_tree(&self) -> bool {
+        self.kind == BlobKind::Tree
+    }
+}

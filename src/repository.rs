@@ -1,0 +1,424 @@
+//! The repository: backend + master key + config + index cache. The only
+//! module that orders writes (MUST: packs, then index files, then the
+//! snapshot) and the only one that seals or opens repository files.
+
+use crate::backend::{Backend, FileKind};
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::config::{Config, PACK_SIZE_TARGET_DEFAULT};
+use crate::crypto::{Domain, KdfParams, MasterKey};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::{BlobId, Id, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
+use crate::index::file::INDEX_FILE_BLOBS_TARGET;
+use crate::index::{BlobLocation, IndexDb, IndexFile, IndexPack};
+use crate::key::KeyFile;
+use crate::pack::{self, BlobKind, PackBuilder, SealedBlob};
+use crate::snapshot::{Snapshot, SnapshotFilter};
+use crate::tree::Tree;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Choices made once, at `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub zstd_level: i32,
+    pub pack_size_target: u32,
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::DEFAULT,
+            zstd_level: 3,
+            pack_size_target: PACK_SIZE_TARGET_DEFAULT,
+            kdf: KdfParams::DEFAULT,
+        }
+    }
+}
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    config: Config,
+    cache_dir: PathBuf,
+    index: Option<IndexDb>,
+    warnings: Vec<String>,
+}
+
+/// `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`.
+pub fn default_cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("cairn");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache").join("cairn")
+}
+
+impl Repository {
+    /// Creates a repository: directories, then the key file, then `config`
+    /// (whose presence marks a finished repository).
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], options: &InitOptions) -> Result<RepositoryId> {
+        options.chunker.validate()?;
+        let config = Config::new(options.chunker, options.zstd_level, options.pack_size_target);
+        config.validate().map_err(|e| Error::invalid(e.to_string()))?;
+        if backend.exists()? {
+            return Err(Error::new(
+                ErrorKind::RepositoryExists,
+                format!("a repository already exists at {}", backend.location()),
+            ));
+        }
+        backend.create()?;
+        let key = MasterKey::generate();
+        let key_file = KeyFile::create(
+            &key,
+            password,
+            options.kdf,
+            &crate::metadata::hostname(),
+            &crate::metadata::username(),
+        )?
+        .encode();
+        backend.put(FileKind::Key, &KeyId(Id::of_file_bytes(&key_file)).to_hex(), &key_file)?;
+        backend.put(FileKind::Config, "config", &key.seal(Domain::Config, &config.encode()))?;
+        Ok(config.id)
+    }
+
+    /// Opens a repository with a password. The index cache is not synced
+    /// until `load_index`.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8], cache_root: Option<&Path>) -> Result<Repository> {
+        if !backend.exists()? {
+            return Err(Error::new(
+                ErrorKind::RepositoryNotFound,
+                format!("repository {} does not exist (run `cairn init`)", backend.location()),
+            ));
+        }
+        let key = open_key(backend.as_ref(), password)?;
+        let sealed = backend.get(FileKind::Config, "config")?;
+        let config = Config::decode(&key.open(Domain::Config, &sealed).map_err(|e| e.context("config"))?)?;
+        let cache_dir = cache_root.map(Path::to_path_buf).unwrap_or_else(default_cache_root).join(config.id.to_hex());
+        Ok(Repository { backend, key, config, cache_dir, index: None, warnings: Vec::new() })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn chunker(&self) -> Result<Chunker> {
+        Chunker::new(self.config.chunker_params(), self.key.chunker_seed())
+    }
+
+    /// Problems met that did not stop the operation (e.g. a damaged index
+    /// file that was skipped); the CLI prints them.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Opens the local index cache and merges index files it has not seen.
+    /// If an index file it merged has disappeared, the cache is rebuilt.
+    pub fn load_index(&mut self) -> Result<()> {
+        let mut db = IndexDb::open(&self.cache_dir, self.config.id)?;
+        let listed: HashSet<IndexId> = self
+            .backend
+            .list(FileKind::Index)?
+            .into_iter()
+            .filter_map(|(name, _)| IndexId::from_hex(&name).ok())
+            .collect();
+        let merged = db.merged_index_files()?;
+        if !merged.is_subset(&listed) {
+            db.clear()?;
+        }
+        let merged = db.merged_index_files()?;
+        let mut todo: Vec<&IndexId> = listed.iter().filter(|id| !merged.contains(id)).collect();
+        todo.sort();
+        for id in todo {
+            match self.load_index_file(id) {
+                Ok(file) => db.merge(*id, &file)?,
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    self.warnings.push(format!("skipping damaged index file {id}: {e}"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.index = Some(db);
+        Ok(())
+    }
+
+    pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        let sealed = self.backend.get(FileKind::Index, &id.to_hex())?;
+        if Id::of_file_bytes(&sealed) != id.0 {
+            return Err(Error::corrupt(format!("index file {id} does not match its name")));
+        }
+        let plain = self.key.open(Domain::Index, &sealed).map_err(|e| e.context(format!("index file {id}")))?;
+        IndexFile::decode(&plain).map_err(|e| e.context(format!("index file {id}")))
+    }
+
+    fn index(&self) -> &IndexDb {
+        self.index.as_ref().expect("load_index must be called before blob access")
+    }
+
+    pub fn locate(&self, kind: BlobKind, id: &BlobId) -> Result<Option<BlobLocation>> {
+        self.index().get(kind, id)
+    }
+
+    /// Reads, decrypts, decompresses and verifies one blob.
+    pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
+        let location = self.locate(kind, id)?.ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("{kind:?} blob {id} is not in the index"))
+        })?;
+        let entry = &location.entry;
+        let sealed = self
+            .backend
+            .get_range(FileKind::Pack, &location.pack.to_hex(), u64::from(entry.offset), u64::from(entry.length))
+            .map_err(|e| e.context(format!("pack {}", location.pack)))?;
+        pack::open_blob(&self.key, entry, &sealed).map_err(|e| e.context(format!("pack {}", location.pack)))
+    }
+
+    pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        Tree::decode(&self.read_blob(BlobKind::Tree, id)?).map_err(|e| e.context(format!("tree {id}")))
+    }
+
+    pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self
+            .backend
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .filter_map(|(name, _)| SnapshotId::from_hex(&name).ok())
+            .collect())
+    }
+
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let sealed = self.backend.get(FileKind::Snapshot, &id.to_hex())?;
+        if Id::of_file_bytes(&sealed) != id.0 {
+            return Err(Error::corrupt(format!("snapshot {id} does not match its name")));
+        }
+        let plain = self.key.open(Domain::Snapshot, &sealed).map_err(|e| e.context(format!("snapshot {id}")))?;
+        Snapshot::decode(&plain).map_err(|e| e.context(format!("snapshot {id}")))
+    }
+
+    /// Every readable snapshot matching `filter`, oldest first. Damaged
+    /// snapshots are skipped with a warning.
+    pub fn snapshots(&mut self, filter: &SnapshotFilter) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let mut out = Vec::new();
+        for id in self.list_snapshot_ids()? {
+            match self.load_snapshot(&id) {
+                Ok(s) if filter.matches(&s) => out.push((id, s)),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Corrupt => self.warnings.push(format!("skipping {e}")),
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, an id or a unique prefix among matching snapshots.
+    pub fn find_snapshot(&mut self, selector: &str, filter: &SnapshotFilter) -> Result<(SnapshotId, Snapshot)> {
+        let all = self.snapshots(filter)?;
+        crate::snapshot::select(&all, selector).cloned()
+    }
+
+    /// Writes a snapshot. Callers MUST have finished their `BlobWriter`
+    /// (packs and index written) first; the type system enforces that by
+    /// consuming the writer in `BlobWriter::finish`.
+    pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        let sealed = self.key.seal(Domain::Snapshot, &snapshot.encode());
+        let id = SnapshotId(Id::of_file_bytes(&sealed));
+        self.backend.put(FileKind::Snapshot, &id.to_hex(), &sealed)?;
+        Ok(id)
+    }
+
+    /// Decrypted bytes of a repository file, for `cat`.
+    pub fn open_file(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let sealed = self.backend.get(kind, name)?;
+        let domain = match kind {
+            FileKind::Config => Domain::Config,
+            FileKind::Snapshot => Domain::Snapshot,
+            FileKind::Index => Domain::Index,
+            FileKind::Lock => Domain::Lock,
+            FileKind::Key => return Ok(sealed),
+            FileKind::Pack => return Err(Error::invalid("packs are read blob by blob")),
+        };
+        self.key.open(domain, &sealed)
+    }
+
+    pub fn blob_writer(&self) -> BlobWriter<'_> {
+        BlobWriter {
+            repo: self,
+            data: PackBuilder::new(),
+            tree: PackBuilder::new(),
+            pending: HashSet::new(),
+            unindexed: Vec::new(),
+            unindexed_blobs: 0,
+            stats: WriteStats::default(),
+        }
+    }
+}
+
+fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<MasterKey> {
+    let keys = backend.list(FileKind::Key)?;
+    if keys.is_empty() {
+        return Err(Error::corrupt("repository has no key files"));
+    }
+    let mut damaged = 0;
+    for (name, _) in keys {
+        let bytes = backend.get(FileKind::Key, &name)?;
+        let key_file = match KeyFile::decode(&bytes) {
+            Ok(k) => k,
+            Err(_) => {
+                damaged += 1;
+                continue;
+            }
+        };
+        match key_file.open(password) {
+            Ok(key) => return Ok(key),
+            Err(e) if e.kind() == ErrorKind::WrongPassword => continue,
+            Err(e) => return Err(e.context(format!("key file {name}"))),
+        }
+    }
+    let note = if damaged > 0 { format!(" ({damaged} key file(s) damaged)") } else { String::new() };
+    Err(Error::new(ErrorKind::WrongPassword, format!("wrong password or no key found{note}")))
+}
+
+/// What a `BlobWriter` added to the repository.
+#[derive(Debug, Clone, Default)]
+pub struct WriteStats {
+    pub data_blobs: u64,
+    pub tree_blobs: u64,
+    pub bytes_raw: u64,
+    pub bytes_packed: u64,
+    pub packs: u64,
+    pub index_files: u64,
+}
+
+/// Collects new blobs into packs and writes packs, then index files. Blobs
+/// become visible to the index cache only after their index file is stored,
+/// so the cache never names a blob the repository's index files do not.
+pub struct BlobWriter<'r> {
+    repo: &'r Repository,
+    data: PackBuilder,
+    tree: PackBuilder,
+    /// Blobs in the open packs or in stored packs not yet indexed. Bounded by
+    /// INDEX_FILE_BLOBS_TARGET plus two packs.
+    pending: HashSet<(BlobKind, BlobId)>,
+    unindexed: Vec<IndexPack>,
+    unindexed_blobs: usize,
+    pub stats: WriteStats,
+}
+
+impl<'r> BlobWriter<'r> {
+    pub fn repository(&self) -> &'r Repository {
+        self.repo
+    }
+
+    /// Marks a blob as about to be added. Returns false if the repository
+    /// (or this writer) already has it, so it need not be sealed at all.
+    pub fn reserve(&mut self, kind: BlobKind, id: BlobId) -> Result<bool> {
+        if self.pending.contains(&(kind, id)) || self.repo.index().contains(kind, &id)? {
+            return Ok(false);
+        }
+        self.pending.insert((kind, id));
+        Ok(true)
+    }
+
+    /// Adds a reserved, sealed blob; stores the pack when it is full.
+    pub fn add(&mut self, blob: SealedBlob) -> Result<()> {
+        debug_assert!(self.pending.contains(&(blob.kind, blob.id)));
+        let kind = blob.kind;
+        match kind {
+            BlobKind::Data => self.stats.data_blobs += 1,
+            BlobKind::Tree => self.stats.tree_blobs += 1,
+        }
+        self.stats.bytes_raw += u64::from(blob.raw_length);
+        self.stats.bytes_packed += blob.bytes.len() as u64;
+        let builder = match kind {
+            BlobKind::Data => &mut self.data,
+            BlobKind::Tree => &mut self.tree,
+        };
+        builder.add(blob);
+        if builder.len() >= self.repo.config.pack_size_target as usize {
+            self.flush_pack(kind)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes, seals and adds a tree unless the repository has it.
+    pub fn save_tree(&mut self, tree: &Tree) -> Result<BlobId> {
+        let bytes = tree.encode();
+        if bytes.len() > crate::tree::TREE_SIZE_MAX {
+            return Err(Error::invalid("a directory is too large to encode as one tree"));
+        }
+        let id = self.repo.key.blob_id(&bytes);
+        if self.reserve(BlobKind::Tree, id)? {
+            let sealed = pack::seal_blob(&self.repo.key, BlobKind::Tree, id, &bytes, self.repo.config.compression.level);
+            self.add(sealed)?;
+        }
+        Ok(id)
+    }
+
+    fn flush_pack(&mut self, kind: BlobKind) -> Result<()> {
+        let builder = match kind {
+            BlobKind::Data => std::mem::take(&mut self.data),
+            BlobKind::Tree => std::mem::take(&mut self.tree),
+        };
+        if builder.is_empty() {
+            return Ok(());
+        }
+        let (id, bytes, entries) = builder.finish(&self.repo.key);
+        self.repo.backend.put(FileKind::Pack, &id.to_hex(), &bytes)?;
+        self.stats.packs += 1;
+        self.stats.bytes_packed += (bytes.len() - entries.iter().map(|e| e.length as usize).sum::<usize>()) as u64;
+        self.unindexed_blobs += entries.len();
+        self.unindexed.push(IndexPack { id, entries });
+        if self.unindexed_blobs >= INDEX_FILE_BLOBS_TARGET {
+            self.write_index()?;
+        }
+        Ok(())
+    }
+
+    fn write_index(&mut self) -> Result<()> {
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        let file = IndexFile { supersedes: Vec::new(), packs: std::mem::take(&mut self.unindexed) };
+        let sealed = self.repo.key.seal(Domain::Index, &file.encode());
+        let id = IndexId(Id::of_file_bytes(&sealed));
+        self.repo.backend.put(FileKind::Index, &id.to_hex(), &sealed)?;
+        self.repo.index().merge(id, &file)?;
+        for pack in &file.packs {
+            for e in &pack.entries {
+                self.pending.remove(&(e.kind, e.id));
+            }
+        }
+        self.unindexed_blobs = 0;
+        self.stats.index_files += 1;
+        Ok(())
+    }
+
+    /// Stores the open packs and the remaining index entries. Only after
+    /// this returns may a snapshot referencing these blobs be written.
+    pub fn finish(mut self) -> Result<WriteStats> {
+        self.flush_pack(BlobKind::Data)?;
+        self.flush_pack(BlobKind::Tree)?;
+        self.write_index()?;
+        debug_assert!(self.pending.is_empty());
+        Ok(self.stats)
+    }
+}
+
+/// Pack ids in the repository (for tests and later `check`).
+pub fn list_packs(backend: &dyn Backend) -> Result<Vec<(PackId, u64)>> {
+    Ok(backend
+        .list(FileKind::Pack)?
+        .into_iter()
+        .filter_map(|(name, size)| PackId::from_hex(&name).ok().map(|id| (id, size)))
+        .collect())
+}
