@@ -375,6 +375,7 @@ fn finish(mut archiver: Archiver<'_>, repo: &Repository, mut snapshot: Snapshot,
     snapshot.summary = summary;
     snapshot.tree = tree;
     crate::check_interrupt()?;
+    crate::failpoint("before-snapshot");
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome { id, snapshot, unreadable: archiver.unreadable })
 }

@@ -374,6 +374,7 @@ impl<'r> BlobWriter<'r> {
         }
         let (id, bytes, entries) = builder.finish(&self.repo.key);
         self.repo.backend.put(FileKind::Pack, &id.to_hex(), &bytes)?;
+        crate::failpoint("after-pack");
         self.stats.packs += 1;
         self.stats.bytes_packed += (bytes.len() - entries.iter().map(|e| e.length as usize).sum::<usize>()) as u64;
         self.unindexed_blobs += entries.len();
@@ -392,6 +393,7 @@ impl<'r> BlobWriter<'r> {
         let sealed = self.repo.key.seal(Domain::Index, &file.encode());
         let id = IndexId(Id::of_file_bytes(&sealed));
         self.repo.backend.put(FileKind::Index, &id.to_hex(), &sealed)?;
+        crate::failpoint("after-index");
         self.repo.index().merge(id, &file)?;
         for pack in &file.packs {
             for e in &pack.entries {
