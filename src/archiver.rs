@@ -278,9 +278,13 @@ impl<'r> Archiver<'r> {
                     }
                 }
                 Target::Virtual(grandchildren) => {
-                    let meta = std::fs::symlink_metadata(&path)
+                    // A parent of a named path is recorded as the directory
+                    // it leads to, even if it is a symlink (/var/run → /run).
+                    let meta = std::fs::metadata(&path)
                         .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
                     let mut node = metadata::node_from_metadata(OsStr::from_bytes(name), &path, &meta);
+                    node.kind = NodeKind::Dir;
+                    node.link_target = None;
                     let parent_tree = match parent_node.and_then(|p| p.subtree) {
                         Some(id) => self.writer.repository().load_tree(&id).ok(),
                         None => None,

@@ -66,7 +66,12 @@ impl KeyFile {
             return Err(Error::corrupt("key file has an unknown version or KDF"));
         }
         key.kdf_params.validate()?;
-        if key.salt.len() != SALT_LEN * 2 || key.data.len() != (32 + crypto::SEAL_OVERHEAD) * 2 {
+        let is_hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+        if key.salt.len() != SALT_LEN * 2
+            || key.data.len() != (32 + crypto::SEAL_OVERHEAD) * 2
+            || !is_hex(&key.salt)
+            || !is_hex(&key.data)
+        {
             return Err(Error::corrupt("key file salt or data has the wrong length"));
         }
         Ok(key)

@@ -146,10 +146,16 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn main() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    // No SA_RESTART: a read blocked on stdin must return EINTR so the
+    // interrupt is noticed. SAFETY: the handler only stores to an atomic,
+    // which is async-signal-safe; the struct is fully initialised.
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        action.sa_flags = 0;
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -277,8 +283,8 @@ fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
     if let Some(sizes) = &args.chunk_sizes {
         let parts: Vec<u32> = sizes
             .split(',')
-            .map(|p| p.trim().parse::<u32>().map(|k| k * 1024))
-            .collect::<Result<_, _>>()
+            .map(|p| p.trim().parse::<u32>().ok().and_then(|k| k.checked_mul(1024)))
+            .collect::<Option<_>>()
             .context("--chunk-sizes takes MIN,AVG,MAX in KiB")?;
         let [size_min, size_avg, size_max] = parts[..] else {
             return Err(anyhow!("--chunk-sizes takes MIN,AVG,MAX in KiB"));
@@ -431,9 +437,9 @@ fn split_selector(selector: &str) -> (&str, &str) {
 fn restore(cli: &Cli, selector: &str, target: &PathBuf, filter: &FilterArgs) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
     let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
-    repo.load_index()?;
     let (sel, subpath) = split_selector(selector);
     let (id, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
+    repo.load_index()?;
     warn_all(cli, &mut repo);
     let outcome = cairn::restore(&repo, &snapshot, subpath, target)?;
     for p in &outcome.problems {
@@ -466,8 +472,8 @@ fn restore(cli: &Cli, selector: &str, target: &PathBuf, filter: &FilterArgs) -> 
 fn dump(cli: &Cli, selector: &str, path: &str, filter: &FilterArgs) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
     let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
-    repo.load_index()?;
     let (_, snapshot) = repo.find_snapshot(selector, &filter.filter())?;
+    repo.load_index()?;
     warn_all(cli, &mut repo);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -477,14 +483,18 @@ fn dump(cli: &Cli, selector: &str, path: &str, filter: &FilterArgs) -> anyhow::R
 
 fn ls(cli: &Cli, selector: &str, filter: &FilterArgs) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
-    repo.load_index()?;
     let (sel, subpath) = split_selector(selector);
     let (_, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
+    repo.load_index()?;
+    let mut out = std::io::stdout().lock();
     let start = match cairn::restorer::find_node(&repo, &snapshot, subpath)? {
         None => Some(snapshot.tree),
-        Some(node) => node.subtree,
+        Some(node) if node.kind == cairn::tree::NodeKind::Dir => node.subtree,
+        Some(_) => {
+            writeln!(out, "/{}", subpath.trim_matches('/'))?;
+            return Ok(0);
+        }
     };
-    let mut out = std::io::stdout().lock();
     let mut stack = vec![(subpath.trim_end_matches('/').to_string(), start)];
     while let Some((prefix, tree)) = stack.pop() {
         let Some(tree) = tree else { continue };
@@ -521,9 +531,9 @@ fn cat(cli: &Cli, kind: &str, id: Option<&str>) -> anyhow::Result<i32> {
         "key" => (FileKind::Key, need_id()?.to_string()),
         "lock" => (FileKind::Lock, need_id()?.to_string()),
         "tree" => {
-            repo.load_index()?;
             let (sel, subpath) = split_selector(need_id()?);
             let (_, snapshot) = repo.find_snapshot(sel, &SnapshotFilter::default())?;
+            repo.load_index()?;
             let tree_id = match cairn::restorer::find_node(&repo, &snapshot, subpath)? {
                 None => snapshot.tree,
                 Some(node) => node.subtree.ok_or_else(|| anyhow!("{subpath} is not a directory"))?,

@@ -112,8 +112,9 @@ pub fn node_from_metadata(name: &OsStr, path: &Path, meta: &Metadata) -> Node {
     node.gid = meta.gid();
     node.user = user_name(meta.uid());
     node.group = group_name(meta.gid());
-    node.mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-    node.ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+    // Saturating: a file dated beyond year 2262 must not crash the backup.
+    node.mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
+    node.ctime_ns = meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec());
     node.inode = meta.ino();
     node.device_id = meta.dev();
     node.links = meta.nlink();

@@ -16,6 +16,8 @@ pub const BLOB_RAW_SIZE_MAX: u32 = 64 * 1024 * 1024;
 pub const BLOB_SIZE_MAX: u32 = BLOB_RAW_SIZE_MAX + 1024;
 /// Largest pack a reader accepts; offsets are u32.
 pub const PACK_SIZE_MAX: u64 = 2 * 1024 * 1024 * 1024;
+/// Most blobs one pack may hold, so its header stays under the limit.
+pub const PACK_BLOBS_MAX: usize = 200_000;
 /// Header plaintext magic and version.
 pub const HEADER_MAGIC: &[u8; 4] = b"CPH\x01";
 /// Encoded size of one header entry.
@@ -120,11 +122,14 @@ pub fn encode_header(entries: &[PackEntry]) -> Vec<u8> {
 /// end where the header starts (`data_len`), so any shifted or overlapping
 /// entry is detected as damage.
 pub fn decode_header(plain: &[u8], data_len: u64) -> Result<Vec<PackEntry>> {
-    if plain.len() < 8 || &plain[..4] != HEADER_MAGIC {
-        return Err(Error::corrupt("pack header has a bad magic or version"));
+    if plain.len() < 8 || &plain[..3] != &HEADER_MAGIC[..3] {
+        return Err(Error::corrupt("pack header has a bad magic"));
+    }
+    if plain[3] != HEADER_MAGIC[3] {
+        return Err(Error::new(crate::ErrorKind::UnsupportedVersion, format!("pack header version {} is not supported", plain[3])));
     }
     let count = u32::from_le_bytes(plain[4..8].try_into().expect("4")) as usize;
-    if (plain.len() - 8) / ENTRY_LEN != count || (plain.len() - 8) % ENTRY_LEN != 0 {
+    if count > PACK_BLOBS_MAX || (plain.len() - 8) / ENTRY_LEN != count || (plain.len() - 8) % ENTRY_LEN != 0 {
         return Err(Error::corrupt("pack header count does not match its length"));
     }
     let mut entries = Vec::with_capacity(count);
@@ -248,6 +253,11 @@ impl PackBuilder {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Full by count: one more blob would overflow the header limit.
+    pub fn is_full(&self) -> bool {
+        self.entries.len() >= PACK_BLOBS_MAX
     }
 
     pub fn add(&mut self, blob: SealedBlob) {

@@ -344,7 +344,7 @@ impl<'r> BlobWriter<'r> {
             BlobKind::Tree => &mut self.tree,
         };
         builder.add(blob);
-        if builder.len() >= self.repo.config.pack_size_target as usize {
+        if builder.len() >= self.repo.config.pack_size_target as usize || builder.is_full() {
             self.flush_pack(kind)?;
         }
         Ok(())

@@ -147,7 +147,6 @@ impl Restorer<'_> {
                 return std::fs::hard_link(first, path)
                     .map_err(|e| Error::io(format!("cannot link {} to {}", path.display(), first.display()), e));
             }
-            self.hardlinks.insert(key, path.to_path_buf());
         }
         remove_existing(path);
         let mut file = OpenOptions::new()
@@ -164,6 +163,9 @@ impl Restorer<'_> {
                 path.display(),
                 node.size
             )));
+        }
+        if node.links > 1 {
+            self.hardlinks.insert((node.device_id, node.inode), path.to_path_buf());
         }
         self.outcome.files += 1;
         self.outcome.bytes += written;

@@ -72,7 +72,10 @@ impl Snapshot {
         let snapshot: Snapshot = serde_json::from_slice(plain)
             .map_err(|e| Error::corrupt(format!("snapshot is not valid: {e}")))?;
         if snapshot.version != SNAPSHOT_VERSION {
-            return Err(Error::corrupt(format!("unknown snapshot version {}", snapshot.version)));
+            return Err(Error::new(
+                crate::ErrorKind::UnsupportedVersion,
+                format!("snapshot version {} is not supported", snapshot.version),
+            ));
         }
         Ok(snapshot)
     }

@@ -178,7 +178,10 @@ impl Tree {
         let tree: Tree =
             serde_json::from_slice(bytes).map_err(|e| Error::corrupt(format!("tree is not valid: {e}")))?;
         if tree.version != TREE_VERSION {
-            return Err(Error::corrupt(format!("unknown tree version {}", tree.version)));
+            return Err(Error::new(
+                crate::ErrorKind::UnsupportedVersion,
+                format!("tree version {} is not supported", tree.version),
+            ));
         }
         for (i, node) in tree.nodes.iter().enumerate() {
             if !is_valid_name(&node.name.0) {

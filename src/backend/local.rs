@@ -6,7 +6,7 @@ use super::{Backend, FileKind};
 use crate::error::{Error, ErrorKind, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Temp files start with this; `list` skips them, `check` may report them.
@@ -75,6 +75,7 @@ impl Backend for LocalBackend {
         for prefix in 0..=255u8 {
             mk(self.root.join("packs").join(format!("{prefix:02x}")))?;
         }
+        sync_dir(&self.root.join("packs"))?;
         sync_dir(&self.root)
     }
 
@@ -83,7 +84,8 @@ impl Backend for LocalBackend {
         let dir = target.parent().expect("repository files live in a directory");
         let temp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(crate::crypto::random_bytes::<8>())));
         let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+            // Owner-only, as restic: key files and metadata sizes are private.
+            let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
             file.write_all(bytes)?;
             file.sync_all()?;
             fs::rename(&temp, &target)

@@ -55,8 +55,15 @@ impl IndexFile {
             return Err(Error::corrupt("index file is larger than the format allows"));
         }
         let mut r = Reader { bytes: plain, at: 0 };
-        if r.take(4)? != INDEX_MAGIC {
-            return Err(Error::corrupt("index file has a bad magic or version"));
+        let magic = r.take(4)?;
+        if magic[..3] != INDEX_MAGIC[..3] {
+            return Err(Error::corrupt("index file has a bad magic"));
+        }
+        if magic[3] != INDEX_MAGIC[3] {
+            return Err(Error::new(
+                crate::ErrorKind::UnsupportedVersion,
+                format!("index file version {} is not supported", magic[3]),
+            ));
         }
         let supersedes_count = r.count(32)?;
         let mut supersedes = Vec::with_capacity(supersedes_count);
