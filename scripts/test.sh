@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs cairn's tests: setup, formatting and lint checks, then every unit,
+# property and integration test (the integration tests drive the real
+# binary against real repositories). CAIRN_SLOW_TESTS=1 enlarges the big
+# round-trip tests (500 MB stream); CI sets it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. scripts/env.sh
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo test --all-targets -- --test-threads=2
+cargo test --doc --quiet
