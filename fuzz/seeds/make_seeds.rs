@@ -1,0 +1,301 @@
+//! Writes realistic seed inputs for every fuzz target into
+//! `<dir>/<target>/` (default dir: `fuzz/corpus`), using cairn's own encoders
+//! and the fixed fuzz key, so sealed seeds open in the targets.
+//!
+//! Usage: make_seeds [DIR]
+
+use cairn::chunker::ChunkerParams;
+use cairn::config::{Config, PACK_SIZE_TARGET_DEFAULT};
+use cairn::crypto::Domain;
+use cairn::id::{BlobId, Id, IndexId, PackId, SnapshotId};
+use cairn::index::{IndexFile, IndexPack};
+use cairn::key::KeyFile;
+use cairn::lock::LockInfo;
+use cairn::pack::{encode_header, seal_blob, BlobKind, PackBuilder, PackEntry};
+use cairn::snapshot::{Snapshot, SourceKind, Summary};
+use cairn::tree::{Bytes, Node, NodeKind, Tree, Xattr};
+use cairn_fuzz::{
+    blob_mode, fuzz_key, pack_mode, pseudo_random, Output, KEY_PASSWORD, TINY_KDF, ZSTD_LEVEL,
+};
+use chrono::DateTime;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let dir: PathBuf = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"));
+    let mut seeds = Seeds { dir, count: 0 };
+    pack_header(&mut seeds);
+    index_file(&mut seeds);
+    snapshot(&mut seeds);
+    tree(&mut seeds);
+    key_file(&mut seeds);
+    config(&mut seeds);
+    lock(&mut seeds);
+    blob_open(&mut seeds);
+    chunker(&mut seeds);
+    println!("make_seeds: wrote {} seeds under {}", seeds.count, seeds.dir.display());
+}
+
+struct Seeds {
+    dir: PathBuf,
+    count: usize,
+}
+
+impl Seeds {
+    fn put(&mut self, target: &str, name: &str, bytes: &[u8]) {
+        let dir = self.dir.join(target);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let path = dir.join(format!("seed-{name}"));
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        self.count += 1;
+    }
+}
+
+/// Sample blob plaintexts: empty, compressible text, incompressible bytes,
+/// and an encoded tree.
+fn sample_blobs() -> Vec<(BlobKind, Vec<u8>)> {
+    vec![
+        (BlobKind::Data, Vec::new()),
+        (BlobKind::Data, b"hello cairn ".repeat(40)),
+        (BlobKind::Data, pseudo_random(300, 42)),
+        (BlobKind::Tree, sample_tree().encode()),
+    ]
+}
+
+fn sample_pack(blobs: &[(BlobKind, Vec<u8>)]) -> (Vec<u8>, Vec<PackEntry>) {
+    let key = fuzz_key();
+    let mut builder = PackBuilder::new();
+    for (kind, plain) in blobs {
+        builder.add(seal_blob(&key, *kind, key.blob_id(plain), plain, ZSTD_LEVEL));
+    }
+    let (_, bytes, entries) = builder.finish(&key);
+    (bytes, entries)
+}
+
+fn pack_header(s: &mut Seeds) {
+    let blobs = sample_blobs();
+    for (name, blobs) in [("empty", &blobs[..0]), ("one", &blobs[1..2]), ("mixed", &blobs[..])] {
+        let (pack, entries) = sample_pack(blobs);
+        let data_len: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
+        let mut plain = Output::default();
+        plain.u8(pack_mode::PLAIN).u64(data_len).bytes(&encode_header(&entries));
+        s.put("pack_header", &format!("plain-{name}"), &plain.0);
+        let mut whole = Output::default();
+        whole.u8(pack_mode::WHOLE).bytes(&pack);
+        s.put("pack_header", &format!("whole-{name}"), &whole.0);
+    }
+    // Structured: blobs, then a flip in a blob, a flip in the header, a cut.
+    for (name, op, amount) in [("flip-blob", 0x03u8, 5u32), ("flip-header", 0x81, 100_000), ("cut", 0x00, 3)] {
+        let mut o = Output::default();
+        o.u8(pack_mode::BUILD).u8(blobs.len() as u8);
+        for (kind, plain) in &blobs {
+            let plain = &plain[..plain.len().min(2000)];
+            o.u8(*kind as u8).u16(plain.len() as u16).bytes(plain);
+        }
+        o.u8(op).u32(amount);
+        s.put("pack_header", &format!("build-{name}"), &o.0);
+    }
+}
+
+fn sample_entry(i: u8, offset: u32, zstd: bool) -> PackEntry {
+    PackEntry {
+        kind: if i % 2 == 0 { BlobKind::Data } else { BlobKind::Tree },
+        codec: if zstd { cairn::pack::Codec::Zstd } else { cairn::pack::Codec::Raw },
+        id: BlobId(Id([i; 32])),
+        offset,
+        length: 41 + u32::from(i) * 10,
+        raw_length: u32::from(i) * 7,
+    }
+}
+
+fn index_file(s: &mut Seeds) {
+    s.put("index_file", "empty", &IndexFile::default().encode());
+    let (_, entries) = sample_pack(&sample_blobs());
+    let file = IndexFile {
+        supersedes: vec![IndexId(Id([1; 32])), IndexId(Id([2; 32]))],
+        packs: vec![
+            IndexPack { id: PackId(Id([3; 32])), entries },
+            IndexPack { id: PackId(Id([4; 32])), entries: vec![sample_entry(5, 0, true), sample_entry(6, 91, false)] },
+            IndexPack { id: PackId(Id([5; 32])), entries: Vec::new() },
+        ],
+    };
+    s.put("index_file", "packs", &file.encode());
+}
+
+fn sample_snapshot() -> Snapshot {
+    Snapshot {
+        version: cairn::snapshot::SNAPSHOT_VERSION,
+        time: DateTime::parse_from_rfc3339("2026-03-14T01:59:26.535897932+02:00").unwrap(),
+        parent: Some(SnapshotId(Id([9; 32]))),
+        tree: BlobId(Id([8; 32])),
+        paths: vec!["/srv/data".into(), "/etc".into()],
+        hostname: "backup-host".into(),
+        username: "root".into(),
+        uid: 0,
+        gid: 0,
+        tags: vec!["nightly".into(), "db:pg".into()],
+        program_version: "cairn 0.1.0".into(),
+        source: SourceKind::Directory,
+        summary: Summary {
+            backup_start: "2026-03-14T01:59:26+02:00".into(),
+            backup_end: "2026-03-14T02:03:01+02:00".into(),
+            duration_seconds: 215.125,
+            files_new: 12,
+            files_changed: 3,
+            files_unmodified: 4000,
+            files_unreadable: 1,
+            dirs_new: 2,
+            dirs_changed: 1,
+            dirs_unmodified: 300,
+            data_blobs: 20,
+            tree_blobs: 5,
+            data_added: 1 << 20,
+            data_added_packed: 700_000,
+            total_files_processed: 4016,
+            total_bytes_processed: 1 << 33,
+        },
+    }
+}
+
+fn snapshot(s: &mut Seeds) {
+    let full = sample_snapshot();
+    s.put("snapshot", "full", &full.encode());
+    let mut stdin = full.clone();
+    stdin.parent = None;
+    stdin.tags.clear();
+    stdin.paths = vec!["/dump.sql".into()];
+    stdin.source = SourceKind::Stdin;
+    stdin.time = DateTime::parse_from_rfc3339("1969-12-31T23:59:59Z").unwrap();
+    stdin.summary = Summary::default();
+    s.put("snapshot", "stdin", &stdin.encode());
+    // Compact (not pretty) JSON also decodes.
+    s.put("snapshot", "compact", &serde_json::to_vec(&full).unwrap());
+}
+
+fn sample_tree() -> Tree {
+    let mut file = Node::new(b"file.txt", NodeKind::File);
+    file.content = vec![BlobId(Id([1; 32])), BlobId(Id([2; 32]))];
+    file.size = 12345;
+    file.mtime_ns = 1_700_000_000_123_456_789;
+    file.ctime_ns = -5;
+    file.user = Some("alice".into());
+    file.group = Some("staff".into());
+    file.xattrs = vec![
+        Xattr { name: Bytes(b"user.comment".to_vec()), value: hex::encode(b"hi") },
+        Xattr { name: Bytes(vec![0xff, b'x']), value: String::new() },
+    ];
+    let mut dir = Node::new(b"dir", NodeKind::Dir);
+    dir.subtree = Some(BlobId(Id([3; 32])));
+    let mut link = Node::new(&[0xc3, 0x28, b'l'], NodeKind::Symlink);
+    link.link_target = Some(Bytes(vec![0xff, b'/', b'x']));
+    let mut dev = Node::new(b"null", NodeKind::Chardev);
+    dev.rdev = 0x103;
+    Tree::new(vec![file, dir, link, dev, Node::new(b"fifo", NodeKind::Fifo)])
+}
+
+fn tree(s: &mut Seeds) {
+    s.put("tree", "empty", &Tree::new(Vec::new()).encode());
+    s.put("tree", "nodes", &sample_tree().encode());
+    s.put("tree", "pretty", &serde_json::to_vec_pretty(&sample_tree()).unwrap());
+}
+
+fn key_file(s: &mut Seeds) {
+    let file = KeyFile::create(&fuzz_key(), KEY_PASSWORD, TINY_KDF, "host", "user").expect("key file");
+    assert_eq!(file.open(KEY_PASSWORD).expect("seed key opens").secret(), fuzz_key().secret());
+    s.put("key_file", "tiny-kdf", &file.encode());
+    let mut big = file.clone();
+    big.kdf_params = cairn::KdfParams::DEFAULT;
+    s.put("key_file", "default-kdf", &big.encode());
+}
+
+fn config(s: &mut Seeds) {
+    s.put("config", "default", &Config::new(ChunkerParams::DEFAULT, 3, PACK_SIZE_TARGET_DEFAULT).encode());
+    let small = ChunkerParams { size_min: 256, size_avg: 1024, size_max: 4096 };
+    s.put("config", "small", &Config::new(small, -7, 1024 * 1024).encode());
+}
+
+fn lock(s: &mut Seeds) {
+    let info = LockInfo {
+        time: DateTime::parse_from_rfc3339("2026-03-14T01:59:26.5+02:00").unwrap(),
+        exclusive: true,
+        hostname: "backup-host".into(),
+        username: "root".into(),
+        pid: 4242,
+    };
+    s.put("lock", "exclusive", &serde_json::to_vec(&info).unwrap());
+    let shared = LockInfo { exclusive: false, pid: u32::MAX, ..info };
+    s.put("lock", "shared", &serde_json::to_vec_pretty(&shared).unwrap());
+}
+
+fn blob_open(s: &mut Seeds) {
+    let key = fuzz_key();
+    for (i, (kind, plain)) in sample_blobs().iter().enumerate() {
+        let blob = seal_blob(&key, *kind, key.blob_id(plain), plain, ZSTD_LEVEL);
+        let entry = PackEntry {
+            kind: blob.kind,
+            codec: blob.codec,
+            id: blob.id,
+            offset: 0,
+            length: blob.bytes.len() as u32,
+            raw_length: blob.raw_length,
+        };
+        assert_eq!(&cairn::pack::open_blob(&key, &entry, &blob.bytes).expect("seed blob opens"), plain);
+        let mut o = Output::default();
+        o.u8(blob_mode::RAW);
+        entry.encode_into(&mut o.0);
+        o.bytes(&blob.bytes);
+        s.put("blob_open", &format!("raw-{i}"), &o.0);
+
+        // Structured: the same plaintext, no damage / one flip / entry damage.
+        let plain = &plain[..plain.len().min(4000)];
+        for (name, flips, fields) in [("clean", 0u8, 0u8), ("flip", 1, 0), ("fields", 0, 0b1_1111)] {
+            let mut o = Output::default();
+            o.u8(blob_mode::SEAL).u8(*kind as u8).u16(plain.len() as u16).bytes(plain);
+            o.u8(flips);
+            for _ in 0..flips {
+                o.u32(30).u8(0x10);
+            }
+            o.u8(fields).u8(3).u8(5).u8(9).u8(4);
+            s.put("blob_open", &format!("seal-{i}-{name}"), &o.0);
+        }
+    }
+    // Sealed with another domain: must not open as a blob.
+    let mut o = Output::default();
+    o.u8(blob_mode::RAW | 2);
+    let sealed = key.seal(Domain::Snapshot, b"not a blob");
+    PackEntry {
+        kind: BlobKind::Data,
+        codec: cairn::pack::Codec::Raw,
+        id: key.blob_id(b"not a blob"),
+        offset: 0,
+        length: sealed.len() as u32,
+        raw_length: 10,
+    }
+    .encode_into(&mut o.0);
+    o.bytes(&sealed);
+    s.put("blob_open", "other-domain", &o.0);
+}
+
+fn chunker(s: &mut Seeds) {
+    // Small params, input bytes.
+    let mut o = Output::default();
+    o.u8(0).u16(192).u16(768).u16(3072).u64(7).u32(1500).u16(700);
+    o.bytes(&pseudo_random(6000, 99));
+    s.put("chunker", "small-bytes", &o.0);
+    // Small params, generated input.
+    let mut o = Output::default();
+    o.u8(2).u16(0).u16(0).u16(0).u64(1).u32(77_777).u16(4000).u16(50_000).u64(12345);
+    s.put("chunker", "small-generated", &o.0);
+    // Default params through the raw u32 mode, generated input.
+    let d = ChunkerParams::DEFAULT;
+    let mut o = Output::default();
+    o.u8(3).u32(d.size_min).u32(d.size_avg).u32(d.size_max).u64(5).u32(100_000).u16(9000).u16(65_535).u64(3);
+    s.put("chunker", "default-generated", &o.0);
+    // Zeros: no content-defined cuts, only max-size ones.
+    let mut o = Output::default();
+    o.u8(0).u16(0).u16(0).u16(0).u64(0).u32(3000).u16(100);
+    o.bytes(&[0u8; 5000]);
+    s.put("chunker", "zeros", &o.0);
+}
