@@ -172,6 +172,10 @@ fn snapshot(s: &mut Seeds) {
     s.put("snapshot", "stdin", &stdin.encode());
     // Compact (not pretty) JSON also decodes.
     s.put("snapshot", "compact", &serde_json::to_vec(&full).unwrap());
+    // A duration as the archiver measures it: 17 significant digits.
+    let mut measured = full.clone();
+    measured.summary.duration_seconds = std::time::Duration::new(7, 595_042_302).as_secs_f64();
+    s.put("snapshot", "measured-duration", &serde_json::to_vec(&measured).unwrap());
 }
 
 fn sample_tree() -> Tree {
