@@ -329,15 +329,14 @@ fn insert_target(root: &mut BTreeMap<Vec<u8>, Target>, path: &Path) {
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
         let entry = level.entry(part.to_vec()).or_insert_with(|| if last { Target::Real } else { Target::Virtual(BTreeMap::new()) });
+        if last {
+            // The named path is stored whole, whatever was below it.
+            *entry = Target::Real;
+            return;
+        }
         match entry {
             Target::Real => return, // an ancestor is already backed up whole
-            Target::Virtual(children) => {
-                if last {
-                    *entry = Target::Real;
-                    return;
-                }
-                level = children;
-            }
+            Target::Virtual(children) => level = children,
         }
     }
 }

@@ -170,12 +170,9 @@ pub fn apply(path: &Path, node: &Node, restore_owner: bool) -> Vec<String> {
         node.mtime_ns.div_euclid(1_000_000_000),
         node.mtime_ns.rem_euclid(1_000_000_000) as u32,
     );
-    let result = if is_link {
-        filetime::set_symlink_file_times(path, mtime, mtime)
-    } else {
-        filetime::set_file_times(path, mtime, mtime)
-    };
-    if let Err(e) = result {
+    // utimensat with AT_SYMLINK_NOFOLLOW for every kind: filetime's
+    // set_file_times opens the path, which blocks forever on a fifo.
+    if let Err(e) = filetime::set_symlink_file_times(path, mtime, mtime) {
         problems.push(format!("{}: cannot set times: {e}", path.display()));
     }
     problems

@@ -180,8 +180,8 @@ fn write_content(repo: &Repository, content: &[BlobId], file: &mut File, sparse:
     for id in content {
         crate::check_interrupt()?;
         let data = repo.read_blob(BlobKind::Data, id)?;
-        if sparse && data.iter().all(|&b| b == 0) {
-            file.seek(SeekFrom::Current(data.len() as i64)).map_err(|e| Error::io("cannot seek", e))?;
+        if sparse {
+            write_sparse(file, &data)?;
         } else {
             file.write_all(&data).map_err(|e| Error::io("cannot write", e))?;
         }
@@ -191,6 +191,31 @@ fn write_content(repo: &Repository, content: &[BlobId], file: &mut File, sparse:
         file.set_len(written).map_err(|e| Error::io("cannot set length", e))?;
     }
     Ok(written)
+}
+
+/// File-system block size assumed for holes: zero runs are skipped in
+/// whole 4 KiB blocks, which is what ext4, XFS and tmpfs allocate.
+const HOLE_BLOCK_LEN: usize = 4096;
+
+/// Writes `data` at the current position, seeking over all-zero blocks so
+/// they stay holes (the caller sets the final length).
+fn write_sparse(file: &mut File, data: &[u8]) -> Result<()> {
+    let mut pending_seek = 0i64;
+    for block in data.chunks(HOLE_BLOCK_LEN) {
+        if block.iter().all(|&b| b == 0) {
+            pending_seek += block.len() as i64;
+            continue;
+        }
+        if pending_seek > 0 {
+            file.seek(SeekFrom::Current(pending_seek)).map_err(|e| Error::io("cannot seek", e))?;
+            pending_seek = 0;
+        }
+        file.write_all(block).map_err(|e| Error::io("cannot write", e))?;
+    }
+    if pending_seek > 0 {
+        file.seek(SeekFrom::Current(pending_seek)).map_err(|e| Error::io("cannot seek", e))?;
+    }
+    Ok(())
 }
 
 fn restore_symlink(node: &Node, path: &Path) -> Result<()> {
