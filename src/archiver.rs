@@ -106,7 +106,9 @@ impl<'r> Archiver<'r> {
                         break;
                     }
                     Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => crate::check_interrupt()?,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                        crate::check_interrupt()?
+                    }
                     Err(e) => return Err(StreamError::Source(e)),
                 }
             }
@@ -134,7 +136,10 @@ impl<'r> Archiver<'r> {
         }
         let buffer = &self.buffer;
         let key = self.writer.repository().key();
-        let ids: Vec<BlobId> = spans.par_iter().map(|s| key.blob_id(&buffer[s.clone()])).collect();
+        let ids: Vec<BlobId> = spans
+            .par_iter()
+            .map(|s| key.blob_id(&buffer[s.clone()]))
+            .collect();
         let mut new = Vec::new();
         for (span, id) in spans.iter().zip(&ids) {
             if self.writer.reserve(BlobKind::Data, *id)? {
@@ -144,7 +149,9 @@ impl<'r> Archiver<'r> {
         let level = self.zstd_level;
         let sealed: Vec<_> = new
             .par_iter()
-            .map(|(span, id)| pack::seal_blob(key, BlobKind::Data, *id, &buffer[span.clone()], level))
+            .map(|(span, id)| {
+                pack::seal_blob(key, BlobKind::Data, *id, &buffer[span.clone()], level)
+            })
             .collect();
         for blob in sealed {
             self.writer.add(blob)?;
@@ -155,11 +162,19 @@ impl<'r> Archiver<'r> {
 
     fn skip(&mut self, path: &Path, reason: impl std::fmt::Display) {
         self.summary.files_unreadable += 1;
-        self.unreadable.push(Unreadable { path: path.to_path_buf(), reason: reason.to_string() });
+        self.unreadable.push(Unreadable {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        });
     }
 
     /// Backs up one file-system object. Returns None if it was skipped.
-    fn save_path(&mut self, path: &Path, name: &OsStr, parent: Option<&Node>) -> Result<Option<Node>> {
+    fn save_path(
+        &mut self,
+        path: &Path,
+        name: &OsStr,
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>> {
         crate::check_interrupt()?;
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -232,10 +247,12 @@ impl<'r> Archiver<'r> {
             && old.mtime_ns == new.mtime_ns
             && old.ctime_ns == new.ctime_ns
             && old.inode == new.inode
-            && old
-                .content
-                .iter()
-                .all(|id| matches!(self.writer.repository().locate(BlobKind::Data, id), Ok(Some(_))))
+            && old.content.iter().all(|id| {
+                matches!(
+                    self.writer.repository().locate(BlobKind::Data, id),
+                    Ok(Some(_))
+                )
+            })
     }
 
     fn save_dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<BlobId>> {
@@ -266,14 +283,21 @@ impl<'r> Archiver<'r> {
 
     /// Saves the synthetic directories leading to the backed-up paths
     /// (`/var/lib/x` is stored as var → lib → x, as restic does).
-    fn save_virtual(&mut self, at: &Path, children: &BTreeMap<Vec<u8>, Target>, parent: Option<&Tree>) -> Result<BlobId> {
+    fn save_virtual(
+        &mut self,
+        at: &Path,
+        children: &BTreeMap<Vec<u8>, Target>,
+        parent: Option<&Tree>,
+    ) -> Result<BlobId> {
         let mut nodes = Vec::new();
         for (name, target) in children {
             let path = at.join(OsStr::from_bytes(name));
             let parent_node = parent.and_then(|t| t.find(name));
             match target {
                 Target::Real => {
-                    if let Some(node) = self.save_path(&path, OsStr::from_bytes(name), parent_node)? {
+                    if let Some(node) =
+                        self.save_path(&path, OsStr::from_bytes(name), parent_node)?
+                    {
                         nodes.push(node);
                     }
                 }
@@ -282,14 +306,16 @@ impl<'r> Archiver<'r> {
                     // it leads to, even if it is a symlink (/var/run → /run).
                     let meta = std::fs::metadata(&path)
                         .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-                    let mut node = metadata::node_from_metadata(OsStr::from_bytes(name), &path, &meta);
+                    let mut node =
+                        metadata::node_from_metadata(OsStr::from_bytes(name), &path, &meta);
                     node.kind = NodeKind::Dir;
                     node.link_target = None;
                     let parent_tree = match parent_node.and_then(|p| p.subtree) {
                         Some(id) => self.writer.repository().load_tree(&id).ok(),
                         None => None,
                     };
-                    node.subtree = Some(self.save_virtual(&path, grandchildren, parent_tree.as_ref())?);
+                    node.subtree =
+                        Some(self.save_virtual(&path, grandchildren, parent_tree.as_ref())?);
                     nodes.push(node);
                 }
             }
@@ -306,7 +332,8 @@ enum Target {
 /// Absolute, with `.` and `..` resolved lexically (symlinks are kept, as in
 /// restic: the path is what the user named).
 fn absolute(path: &Path) -> Result<PathBuf> {
-    let abs = std::path::absolute(path).map_err(|e| Error::io(format!("cannot resolve {}", path.display()), e))?;
+    let abs = std::path::absolute(path)
+        .map_err(|e| Error::io(format!("cannot resolve {}", path.display()), e))?;
     let mut out = PathBuf::from("/");
     for c in abs.components() {
         match c {
@@ -321,14 +348,23 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 fn insert_target(root: &mut BTreeMap<Vec<u8>, Target>, path: &Path) {
-    let parts: Vec<&[u8]> = path.components().filter_map(|c| match c {
-        Component::Normal(n) => Some(n.as_bytes()),
-        _ => None,
-    }).collect();
+    let parts: Vec<&[u8]> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.as_bytes()),
+            _ => None,
+        })
+        .collect();
     let mut level = root;
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
-        let entry = level.entry(part.to_vec()).or_insert_with(|| if last { Target::Real } else { Target::Virtual(BTreeMap::new()) });
+        let entry = level.entry(part.to_vec()).or_insert_with(|| {
+            if last {
+                Target::Real
+            } else {
+                Target::Virtual(BTreeMap::new())
+            }
+        });
         if last {
             // The named path is stored whole, whatever was below it.
             *entry = Target::Real;
@@ -341,7 +377,12 @@ fn insert_target(root: &mut BTreeMap<Vec<u8>, Target>, path: &Path) {
     }
 }
 
-fn new_snapshot(repo: &Repository, options: &BackupOptions, paths: Vec<String>, source: SourceKind) -> Snapshot {
+fn new_snapshot(
+    repo: &Repository,
+    options: &BackupOptions,
+    paths: Vec<String>,
+    source: SourceKind,
+) -> Snapshot {
     let (uid, gid) = metadata::current_ids();
     let mut tags = options.tags.clone();
     tags.sort();
@@ -364,7 +405,13 @@ fn new_snapshot(repo: &Repository, options: &BackupOptions, paths: Vec<String>, 
     }
 }
 
-fn finish(mut archiver: Archiver<'_>, repo: &Repository, mut snapshot: Snapshot, tree: BlobId, started: Instant) -> Result<BackupOutcome> {
+fn finish(
+    mut archiver: Archiver<'_>,
+    repo: &Repository,
+    mut snapshot: Snapshot,
+    tree: BlobId,
+    started: Instant,
+) -> Result<BackupOutcome> {
     crate::check_interrupt()?;
     let stats = archiver.writer.finish()?;
     let mut summary = std::mem::take(&mut archiver.summary);
@@ -380,11 +427,19 @@ fn finish(mut archiver: Archiver<'_>, repo: &Repository, mut snapshot: Snapshot,
     crate::check_interrupt()?;
     crate::failpoint("before-snapshot");
     let id = repo.save_snapshot(&snapshot)?;
-    Ok(BackupOutcome { id, snapshot, unreadable: archiver.unreadable })
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        unreadable: archiver.unreadable,
+    })
 }
 
 /// Backs up directory trees (or single files). Needs `load_index` first.
-pub fn backup_paths(repo: &mut Repository, paths: &[PathBuf], options: &BackupOptions) -> Result<BackupOutcome> {
+pub fn backup_paths(
+    repo: &mut Repository,
+    paths: &[PathBuf],
+    options: &BackupOptions,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     if paths.is_empty() {
         return Err(Error::invalid("nothing to back up: give at least one path"));
@@ -393,10 +448,19 @@ pub fn backup_paths(repo: &mut Repository, paths: &[PathBuf], options: &BackupOp
     let mut names = Vec::new();
     for path in paths {
         let abs = absolute(path)?;
-        std::fs::symlink_metadata(&abs).map_err(|e| Error::io(format!("cannot back up {}", abs.display()), e))
-            .map_err(|e| if e.kind() == ErrorKind::NotFound { Error::invalid(e.to_string()) } else { e })?;
+        std::fs::symlink_metadata(&abs)
+            .map_err(|e| Error::io(format!("cannot back up {}", abs.display()), e))
+            .map_err(|e| {
+                if e.kind() == ErrorKind::NotFound {
+                    Error::invalid(e.to_string())
+                } else {
+                    e
+                }
+            })?;
         if abs == Path::new("/") {
-            return Err(Error::invalid("backing up / as a whole is not supported yet; name its directories"));
+            return Err(Error::invalid(
+                "backing up / as a whole is not supported yet; name its directories",
+            ));
         }
         names.push(abs.to_string_lossy().into_owned());
         insert_target(&mut targets, &abs);
@@ -408,11 +472,13 @@ pub fn backup_paths(repo: &mut Repository, paths: &[PathBuf], options: &BackupOp
         ParentChoice::None => None,
         ParentChoice::Id(sel) => Some(repo.find_snapshot(sel, &SnapshotFilter::default())?),
         ParentChoice::Latest => {
-            let filter = SnapshotFilter { hosts: vec![snapshot.hostname.clone()], ..Default::default() };
+            let filter = SnapshotFilter {
+                hosts: vec![snapshot.hostname.clone()],
+                ..Default::default()
+            };
             repo.snapshots(&filter)?
                 .into_iter()
-                .filter(|(_, s)| s.paths == names && s.source == SourceKind::Directory)
-                .next_back()
+                .rfind(|(_, s)| s.paths == names && s.source == SourceKind::Directory)
         }
     };
     snapshot.parent = parent.as_ref().map(|(id, _)| *id);
@@ -428,12 +494,24 @@ pub fn backup_paths(repo: &mut Repository, paths: &[PathBuf], options: &BackupOp
 
 /// Backs up one byte stream as the file `filename` at the snapshot's root.
 /// Always reads every byte; never uses a parent.
-pub fn backup_stream(repo: &mut Repository, source: &mut dyn Read, filename: &str, options: &BackupOptions) -> Result<BackupOutcome> {
+pub fn backup_stream(
+    repo: &mut Repository,
+    source: &mut dyn Read,
+    filename: &str,
+    options: &BackupOptions,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     if !crate::tree::is_valid_name(filename.as_bytes()) {
-        return Err(Error::invalid(format!("invalid --stdin-filename {filename:?}: one path component, no '/'")));
+        return Err(Error::invalid(format!(
+            "invalid --stdin-filename {filename:?}: one path component, no '/'"
+        )));
     }
-    let snapshot = new_snapshot(repo, options, vec![format!("/{filename}")], SourceKind::Stdin);
+    let snapshot = new_snapshot(
+        repo,
+        options,
+        vec![format!("/{filename}")],
+        SourceKind::Stdin,
+    );
     let repo_ref: &Repository = repo;
     let mut archiver = Archiver::new(repo_ref)?;
     let (content, size) = match archiver.store_stream(source) {

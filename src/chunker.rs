@@ -16,8 +16,11 @@ pub struct ChunkerParams {
 impl ChunkerParams {
     /// Defaults measured on PostgreSQL dumps and file trees: see
     /// docs/FORMAT.md, "Chunk size defaults".
-    pub const DEFAULT: ChunkerParams =
-        ChunkerParams { size_min: 64 * 1024, size_avg: 256 * 1024, size_max: 1024 * 1024 };
+    pub const DEFAULT: ChunkerParams = ChunkerParams {
+        size_min: 64 * 1024,
+        size_avg: 256 * 1024,
+        size_max: 1024 * 1024,
+    };
 
     /// The bounds fastcdc accepts (it asserts on anything else, so hostile or
     /// damaged configs must be rejected here, before the chunker is built).
@@ -33,7 +36,9 @@ impl ChunkerParams {
         if ok {
             Ok(())
         } else {
-            Err(Error::invalid(format!("chunk sizes out of range: {self:?}")))
+            Err(Error::invalid(format!(
+                "chunk sizes out of range: {self:?}"
+            )))
         }
     }
 }
@@ -90,7 +95,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn small() -> Chunker {
-        Chunker::new(ChunkerParams { size_min: 256, size_avg: 1024, size_max: 4096 }, 7).unwrap()
+        Chunker::new(
+            ChunkerParams {
+                size_min: 256,
+                size_avg: 1024,
+                size_max: 4096,
+            },
+            7,
+        )
+        .unwrap()
     }
 
     fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
@@ -149,15 +162,25 @@ mod tests {
         changed.splice(100_000..100_000, b"inserted!".iter().copied());
         let chunker = small();
         let ends = |d: &[u8]| -> Vec<usize> {
-            chunker.cut(d, true).iter().scan(0, |at, l| { *at += l; Some(*at) }).collect()
+            chunker
+                .cut(d, true)
+                .iter()
+                .scan(0, |at, l| {
+                    *at += l;
+                    Some(*at)
+                })
+                .collect()
         };
         let before = ends(&data);
         let after = ends(&changed);
         let same_before: Vec<_> = before.iter().filter(|&&e| e < 100_000).collect();
         let same_after: Vec<_> = after.iter().filter(|&&e| e < 100_000).collect();
         assert_eq!(same_before, same_after);
-        let tail_before: std::collections::HashSet<_> =
-            before.iter().filter(|&&e| e > 110_000).map(|e| e + 9).collect();
+        let tail_before: std::collections::HashSet<_> = before
+            .iter()
+            .filter(|&&e| e > 110_000)
+            .map(|e| e + 9)
+            .collect();
         let tail_after: std::collections::HashSet<_> =
             after.iter().filter(|&&e| e > 110_000).copied().collect();
         assert_eq!(tail_before, tail_after);
@@ -170,19 +193,34 @@ mod tests {
         let data = pseudo_random(50_000, 12345);
         let lengths = small().cut(&data, true);
         let digest = blake3::hash(
-            &lengths.iter().flat_map(|l| (*l as u64).to_le_bytes()).collect::<Vec<u8>>(),
+            &lengths
+                .iter()
+                .flat_map(|l| (*l as u64).to_le_bytes())
+                .collect::<Vec<u8>>(),
         );
         assert_eq!(lengths.iter().sum::<usize>(), 50_000);
-        assert_eq!(&digest.to_hex()[..16], GOLDEN_DIGEST, "cut points: {lengths:?}");
+        assert_eq!(
+            &digest.to_hex()[..16],
+            GOLDEN_DIGEST,
+            "cut points: {lengths:?}"
+        );
     }
 
     const GOLDEN_DIGEST: &str = "6c0cadc77e6d0e79";
 
     #[test]
     fn out_of_range_sizes_are_errors_not_panics() {
-        let bad = ChunkerParams { size_min: 1, size_avg: 2, size_max: 3 };
+        let bad = ChunkerParams {
+            size_min: 1,
+            size_avg: 2,
+            size_max: 3,
+        };
         assert!(Chunker::new(bad, 0).is_err());
-        let inverted = ChunkerParams { size_min: 8192, size_avg: 4096, size_max: 65536 };
+        let inverted = ChunkerParams {
+            size_min: 8192,
+            size_avg: 4096,
+            size_max: 65536,
+        };
         assert!(Chunker::new(inverted, 0).is_err());
     }
 }

@@ -54,7 +54,10 @@ impl Config {
                 size_max: chunker.size_max,
                 normalization: 1,
             },
-            compression: CompressionConfig { codec: "zstd".into(), level: zstd_level },
+            compression: CompressionConfig {
+                codec: "zstd".into(),
+                level: zstd_level,
+            },
             pack_size_target,
         }
     }
@@ -75,11 +78,18 @@ impl Config {
             ));
         }
         if self.chunker.algorithm != "fastcdc-v2020" || self.chunker.normalization != 1 {
-            return Err(Error::new(ErrorKind::UnsupportedVersion, "unknown chunker in config"));
+            return Err(Error::new(
+                ErrorKind::UnsupportedVersion,
+                "unknown chunker in config",
+            ));
         }
-        self.chunker_params().validate().map_err(|e| Error::corrupt(e.to_string()))?;
+        self.chunker_params()
+            .validate()
+            .map_err(|e| Error::corrupt(e.to_string()))?;
         if self.compression.codec != "zstd" || !(-7..=22).contains(&self.compression.level) {
-            return Err(Error::corrupt("config has an unsupported compression setting"));
+            return Err(Error::corrupt(
+                "config has an unsupported compression setting",
+            ));
         }
         if !(1024 * 1024..=512 * 1024 * 1024).contains(&self.pack_size_target) {
             return Err(Error::corrupt("config pack_size_target is out of range"));

@@ -85,7 +85,9 @@ impl MasterKey {
     /// Keyed BLAKE3 of a blob's plaintext. Keyed so that the repository does
     /// not reveal whether it holds a known file (no confirmation attacks).
     pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
-        BlobId(crate::id::Id(*blake3::keyed_hash(&self.blob_id, plaintext).as_bytes()))
+        BlobId(crate::id::Id(
+            *blake3::keyed_hash(&self.blob_id, plaintext).as_bytes(),
+        ))
     }
 
     /// Seed for the chunker's gear table, so chunk boundaries (and hence chunk
@@ -127,7 +129,13 @@ fn seal_with(key: &[u8; 32], label: &[u8], extra: &[u8], plaintext: &[u8]) -> Ve
     let nonce: [u8; NONCE_LEN] = random_bytes();
     let aad = [label, extra].concat();
     let ciphertext = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
         .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory sizes");
     let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
     out.push(ENVELOPE_VERSION);
@@ -151,7 +159,13 @@ fn open_with(key: &[u8; 32], label: &[u8], extra: &[u8], sealed: &[u8]) -> Resul
     let nonce = XNonce::from_slice(&sealed[1..1 + NONCE_LEN]);
     let aad = [label, extra].concat();
     cipher
-        .decrypt(nonce, Payload { msg: &sealed[1 + NONCE_LEN..], aad: &aad })
+        .decrypt(
+            nonce,
+            Payload {
+                msg: &sealed[1 + NONCE_LEN..],
+                aad: &aad,
+            },
+        )
         .map_err(|_| Error::corrupt("authentication failed (data damaged or not ours)"))
 }
 
@@ -165,7 +179,11 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// RFC 9106's second recommended option: 64 MiB, 3 passes, 4 lanes.
-    pub const DEFAULT: KdfParams = KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 4 };
+    pub const DEFAULT: KdfParams = KdfParams {
+        memory_kib: 64 * 1024,
+        iterations: 3,
+        parallelism: 4,
+    };
     /// Upper limits a key file may ask for: a hostile key file must not make
     /// us allocate unbounded memory or spin forever.
     pub const MEMORY_KIB_MAX: u32 = 4 * 1024 * 1024;
@@ -180,7 +198,9 @@ impl KdfParams {
         if ok {
             Ok(())
         } else {
-            Err(Error::corrupt(format!("key file has out-of-range Argon2 parameters {self:?}")))
+            Err(Error::corrupt(format!(
+                "key file has out-of-range Argon2 parameters {self:?}"
+            )))
         }
     }
 }
@@ -188,10 +208,18 @@ impl KdfParams {
 /// Derives the 32-byte key-file key from a password with Argon2id.
 pub fn derive_password_key(password: &[u8], salt: &[u8], params: &KdfParams) -> Result<[u8; 32]> {
     params.validate()?;
-    let argon_params =
-        argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
-            .map_err(|e| Error::corrupt(format!("bad Argon2 parameters: {e}")))?;
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
+    let argon_params = argon2::Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        Some(32),
+    )
+    .map_err(|e| Error::corrupt(format!("bad Argon2 parameters: {e}")))?;
+    let argon = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon_params,
+    );
     let mut out = [0u8; 32];
     argon
         .hash_password_into(password, salt, &mut out)

@@ -56,7 +56,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), source: None }
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -77,7 +81,11 @@ impl Error {
         } else {
             ErrorKind::Io
         };
-        Error { kind, message: context.into(), source: Some(source) }
+        Error {
+            kind,
+            message: context.into(),
+            source: Some(source),
+        }
     }
 
     /// Prefixes the message with where the error happened.

@@ -28,7 +28,13 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
-    pub fn create(master: &MasterKey, password: &[u8], params: KdfParams, hostname: &str, username: &str) -> Result<KeyFile> {
+    pub fn create(
+        master: &MasterKey,
+        password: &[u8],
+        params: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<KeyFile> {
         let salt: [u8; SALT_LEN] = crypto::random_bytes();
         let password_key = crypto::derive_password_key(password, &salt, &params)?;
         Ok(KeyFile {
@@ -46,10 +52,15 @@ impl KeyFile {
     /// Derives the password key and opens the master secret. A wrong
     /// password gives `ErrorKind::WrongPassword`.
     pub fn open(&self, password: &[u8]) -> Result<MasterKey> {
-        let salt = hex::decode(&self.salt).map_err(|_| Error::corrupt("key file salt is not hex"))?;
-        let sealed = hex::decode(&self.data).map_err(|_| Error::corrupt("key file data is not hex"))?;
+        let salt =
+            hex::decode(&self.salt).map_err(|_| Error::corrupt("key file salt is not hex"))?;
+        let sealed =
+            hex::decode(&self.data).map_err(|_| Error::corrupt("key file data is not hex"))?;
         let password_key = crypto::derive_password_key(password, &salt, &self.kdf_params)?;
-        Ok(MasterKey::from_secret(crypto::open_secret(&password_key, &sealed)?))
+        Ok(MasterKey::from_secret(crypto::open_secret(
+            &password_key,
+            &sealed,
+        )?))
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -84,7 +95,11 @@ mod tests {
     use crate::error::ErrorKind;
     use proptest::prelude::*;
 
-    const FAST: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+    const FAST: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
 
     #[test]
     fn key_file_round_trip_and_wrong_password() {
@@ -93,7 +108,10 @@ mod tests {
         let decoded = KeyFile::decode(&file.encode()).unwrap();
         assert_eq!(decoded, file);
         assert_eq!(decoded.open(b"secret").unwrap().secret(), master.secret());
-        assert_eq!(decoded.open(b"wrong").unwrap_err().kind(), ErrorKind::WrongPassword);
+        assert_eq!(
+            decoded.open(b"wrong").unwrap_err().kind(),
+            ErrorKind::WrongPassword
+        );
     }
 
     #[test]

@@ -38,7 +38,9 @@ pub mod snapshot;
 pub mod tree;
 
 #[cfg(feature = "cache")]
-pub use archiver::{backup_paths, backup_stream, BackupOptions, BackupOutcome, ParentChoice, Unreadable};
+pub use archiver::{
+    backup_paths, backup_stream, BackupOptions, BackupOutcome, ParentChoice, Unreadable,
+};
 pub use backend::{Backend, FileKind, LocalBackend};
 pub use chunker::ChunkerParams;
 pub use crypto::KdfParams;

@@ -44,7 +44,9 @@ impl LockInfo {
 }
 
 fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
     // SAFETY: kill with signal 0 only checks whether the process exists.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
@@ -66,21 +68,32 @@ fn write_lock(backend: &dyn Backend, key: &MasterKey, exclusive: bool) -> Result
         username: crate::metadata::username(),
         pid: std::process::id(),
     };
-    let sealed = key.seal(Domain::Lock, &serde_json::to_vec(&info).expect("lock serializes"));
+    let sealed = key.seal(
+        Domain::Lock,
+        &serde_json::to_vec(&info).expect("lock serializes"),
+    );
     let name = LockId(Id::of_file_bytes(&sealed)).to_hex();
     backend.put(FileKind::Lock, &name, &sealed)?;
     Ok(name)
 }
 
 /// Lists other processes' live locks that conflict with the one we want.
-fn conflicts(backend: &dyn Backend, key: &MasterKey, exclusive: bool, own: &str) -> Result<Vec<LockInfo>> {
+fn conflicts(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    exclusive: bool,
+    own: &str,
+) -> Result<Vec<LockInfo>> {
     let now = Local::now().fixed_offset();
     let mut out = Vec::new();
     for (name, _) in backend.list(FileKind::Lock)? {
         if name == own {
             continue;
         }
-        let info = match backend.get(FileKind::Lock, &name).and_then(|b| key.open(Domain::Lock, &b)) {
+        let info = match backend
+            .get(FileKind::Lock, &name)
+            .and_then(|b| key.open(Domain::Lock, &b))
+        {
             Ok(plain) => match LockInfo::decode(&plain) {
                 Ok(info) => info,
                 Err(_) => continue,
@@ -114,10 +127,21 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
         let (backend, key, name, stop) = (backend.clone(), key.clone(), name.clone(), stop.clone());
         std::thread::spawn(move || refresh_loop(backend, key, exclusive, name, stop))
     };
-    Ok(LockGuard { backend, name, stop, refresher: Some(refresher) })
+    Ok(LockGuard {
+        backend,
+        name,
+        stop,
+        refresher: Some(refresher),
+    })
 }
 
-fn refresh_loop(backend: Arc<dyn Backend>, key: MasterKey, exclusive: bool, name: Arc<Mutex<String>>, stop: Arc<AtomicBool>) {
+fn refresh_loop(
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    exclusive: bool,
+    name: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+) {
     let tick = Duration::from_millis(200);
     let mut waited = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
@@ -166,8 +190,13 @@ pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result
     let now = Local::now().fixed_offset();
     let mut removed = 0;
     for (name, _) in backend.list(FileKind::Lock)? {
-        let stale = match backend.get(FileKind::Lock, &name).and_then(|b| key.open(Domain::Lock, &b)) {
-            Ok(plain) => LockInfo::decode(&plain).map(|i| i.is_stale(now)).unwrap_or(true),
+        let stale = match backend
+            .get(FileKind::Lock, &name)
+            .and_then(|b| key.open(Domain::Lock, &b))
+        {
+            Ok(plain) => LockInfo::decode(&plain)
+                .map(|i| i.is_stale(now))
+                .unwrap_or(true),
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(_) => true,
         };

@@ -5,8 +5,8 @@
 
 use anyhow::{anyhow, Context};
 use cairn::{
-    BackupOptions, ChunkerParams, ErrorKind, FileKind, InitOptions, KdfParams, LocalBackend, ParentChoice,
-    Repository, SnapshotFilter,
+    BackupOptions, ChunkerParams, ErrorKind, FileKind, InitOptions, KdfParams, LocalBackend,
+    ParentChoice, Repository, SnapshotFilter,
 };
 use clap::{Args, Parser, Subcommand};
 use std::io::{IsTerminal, Write};
@@ -14,7 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Deduplicating, encrypted backups", max_term_width = 100)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Deduplicating, encrypted backups",
+    max_term_width = 100
+)]
 struct Cli {
     /// Repository location (a local directory).
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
@@ -137,7 +142,11 @@ struct FilterArgs {
 
 impl FilterArgs {
     fn filter(&self) -> SnapshotFilter {
-        SnapshotFilter { hosts: self.hosts.clone(), tags: self.tags.clone(), paths: self.paths.clone() }
+        SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self.tags.clone(),
+            paths: self.paths.clone(),
+        }
     }
 }
 
@@ -182,8 +191,16 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Init(args) => init(cli, args),
         Command::Backup(args) => backup(cli, args),
         Command::Snapshots(filter) => snapshots(cli, filter),
-        Command::Restore { snapshot, target, filter } => restore(cli, snapshot, target, filter),
-        Command::Dump { snapshot, path, filter } => dump(cli, snapshot, path, filter),
+        Command::Restore {
+            snapshot,
+            target,
+            filter,
+        } => restore(cli, snapshot, target, filter),
+        Command::Dump {
+            snapshot,
+            path,
+            filter,
+        } => dump(cli, snapshot, path, filter),
         Command::Ls { snapshot, filter } => ls(cli, snapshot, filter),
         Command::Cat { kind, id } => cat(cli, kind, id.as_deref()),
         Command::Unlock { remove_all } => {
@@ -226,28 +243,39 @@ fn password(cli: &Cli, confirm: bool) -> anyhow::Result<zeroize::Zeroizing<Strin
             .output()
             .with_context(|| format!("cannot run password command {command:?}"))?;
         if !out.status.success() {
-            return Err(cairn::Error::new(ErrorKind::Command, format!("password command failed ({})", out.status)).into());
+            return Err(cairn::Error::new(
+                ErrorKind::Command,
+                format!("password command failed ({})", out.status),
+            )
+            .into());
         }
-        return Ok(strip(String::from_utf8(out.stdout).context("password command printed non-UTF-8")?));
+        return Ok(strip(
+            String::from_utf8(out.stdout).context("password command printed non-UTF-8")?,
+        ));
     }
     if let Some(file) = &cli.password_file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read password file {}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read password file {}", file.display()))?;
         return Ok(strip(text));
     }
     if let Ok(pw) = std::env::var("CAIRN_PASSWORD") {
         return Ok(zeroize::Zeroizing::new(pw));
     }
     if std::io::stderr().is_terminal() || std::io::stdin().is_terminal() {
-        let first = rpassword::prompt_password("enter password for repository: ").context("cannot read password")?;
+        let first = rpassword::prompt_password("enter password for repository: ")
+            .context("cannot read password")?;
         if confirm {
-            let second = rpassword::prompt_password("enter password again: ").context("cannot read password")?;
+            let second = rpassword::prompt_password("enter password again: ")
+                .context("cannot read password")?;
             if first != second {
                 return Err(anyhow!("passwords do not match"));
             }
         }
         return Ok(zeroize::Zeroizing::new(first));
     }
-    Err(anyhow!("no password given: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD"))
+    Err(anyhow!(
+        "no password given: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD"
+    ))
 }
 
 fn open(cli: &Cli) -> anyhow::Result<Repository> {
@@ -255,12 +283,19 @@ fn open(cli: &Cli) -> anyhow::Result<Repository> {
     if !cairn::Backend::exists(backend.as_ref())? {
         return Err(cairn::Error::new(
             ErrorKind::RepositoryNotFound,
-            format!("repository {} does not exist (run `cairn init`)", backend.location()),
+            format!(
+                "repository {} does not exist (run `cairn init`)",
+                backend.location()
+            ),
         )
         .into());
     }
     let password = password(cli, false)?;
-    Ok(Repository::open(backend, password.as_bytes(), cli.cache_dir.as_deref())?)
+    Ok(Repository::open(
+        backend,
+        password.as_bytes(),
+        cli.cache_dir.as_deref(),
+    )?)
 }
 
 use cairn::Backend as _;
@@ -277,19 +312,31 @@ fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
     let backend = backend(cli)?;
     let mut options = InitOptions {
         zstd_level: args.compression_level,
-        pack_size_target: args.pack_size.checked_mul(1024 * 1024).ok_or_else(|| anyhow!("--pack-size too large"))?,
+        pack_size_target: args
+            .pack_size
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| anyhow!("--pack-size too large"))?,
         ..InitOptions::default()
     };
     if let Some(sizes) = &args.chunk_sizes {
         let parts: Vec<u32> = sizes
             .split(',')
-            .map(|p| p.trim().parse::<u32>().ok().and_then(|k| k.checked_mul(1024)))
+            .map(|p| {
+                p.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .and_then(|k| k.checked_mul(1024))
+            })
             .collect::<Option<_>>()
             .context("--chunk-sizes takes MIN,AVG,MAX in KiB")?;
         let [size_min, size_avg, size_max] = parts[..] else {
             return Err(anyhow!("--chunk-sizes takes MIN,AVG,MAX in KiB"));
         };
-        options.chunker = ChunkerParams { size_min, size_avg, size_max };
+        options.chunker = ChunkerParams {
+            size_min,
+            size_avg,
+            size_max,
+        };
     }
     options.kdf = KdfParams {
         memory_kib: args.kdf_memory_kib.unwrap_or(KdfParams::DEFAULT.memory_kib),
@@ -297,7 +344,11 @@ fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
         ..KdfParams::DEFAULT
     };
     if backend.exists()? {
-        return Err(cairn::Error::new(ErrorKind::RepositoryExists, format!("a repository already exists at {}", backend.location())).into());
+        return Err(cairn::Error::new(
+            ErrorKind::RepositoryExists,
+            format!("a repository already exists at {}", backend.location()),
+        )
+        .into());
     }
     let password = password(cli, true)?;
     if password.is_empty() {
@@ -305,9 +356,16 @@ fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
     }
     let id = Repository::init(backend.clone(), password.as_bytes(), &options)?;
     if cli.json {
-        println!("{}", serde_json::json!({"message_type": "initialized", "id": id.to_hex(), "repository": backend.location()}));
+        println!(
+            "{}",
+            serde_json::json!({"message_type": "initialized", "id": id.to_hex(), "repository": backend.location()})
+        );
     } else if !cli.quiet {
-        println!("created cairn repository {} at {}", id.short(), backend.location());
+        println!(
+            "created cairn repository {} at {}",
+            id.short(),
+            backend.location()
+        );
         println!("Without the password the data cannot be read: keep it safe.");
     }
     Ok(0)
@@ -325,7 +383,13 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     repo.load_index()?;
     warn_all(cli, &mut repo);
     let options = BackupOptions {
-        tags: args.tags.iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(String::from).collect(),
+        tags: args
+            .tags
+            .iter()
+            .flat_map(|t| t.split(','))
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect(),
         host: args.host.clone(),
         parent: match (&args.parent, args.force) {
             (_, true) => ParentChoice::None,
@@ -341,7 +405,11 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
         cairn::backup_paths(&mut repo, &args.paths, &options)?
     };
     for u in &outcome.unreadable {
-        eprintln!("cairn: warning: cannot read {}: {}", u.path.display(), u.reason);
+        eprintln!(
+            "cairn: warning: cannot read {}: {}",
+            u.path.display(),
+            u.reason
+        );
     }
     let s = &outcome.snapshot.summary;
     if cli.json {
@@ -354,8 +422,14 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
         if let Some(parent) = outcome.snapshot.parent {
             println!("using parent snapshot {}", parent.short());
         }
-        println!("Files:   {:>8} new, {:>8} changed, {:>8} unmodified", s.files_new, s.files_changed, s.files_unmodified);
-        println!("Dirs:    {:>8} new, {:>8} changed, {:>8} unmodified", s.dirs_new, s.dirs_changed, s.dirs_unmodified);
+        println!(
+            "Files:   {:>8} new, {:>8} changed, {:>8} unmodified",
+            s.files_new, s.files_changed, s.files_unmodified
+        );
+        println!(
+            "Dirs:    {:>8} new, {:>8} changed, {:>8} unmodified",
+            s.dirs_new, s.dirs_changed, s.dirs_unmodified
+        );
         println!(
             "Added to the repository: {} ({} stored)",
             human_bytes(s.data_added),
@@ -372,7 +446,10 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     if outcome.unreadable.is_empty() {
         Ok(0)
     } else {
-        eprintln!("cairn: warning: {} file(s) could not be read; the snapshot does not contain them", outcome.unreadable.len());
+        eprintln!(
+            "cairn: warning: {} file(s) could not be read; the snapshot does not contain them",
+            outcome.unreadable.len()
+        );
         Ok(3)
     }
 }
@@ -404,12 +481,19 @@ fn snapshots(cli: &Cli, filter: &FilterArgs) -> anyhow::Result<i32> {
     let list = repo.snapshots(&filter.filter())?;
     warn_all(cli, &mut repo);
     if cli.json {
-        let values: Vec<_> = list.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Result<_, _>>()?;
+        let values: Vec<_> = list
+            .iter()
+            .map(|(id, s)| snapshot_json(id, s))
+            .collect::<Result<_, _>>()?;
         println!("{}", serde_json::to_string(&values)?);
         return Ok(0);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<8}  {:<19}  {:<15}  {:<20}  Paths", "ID", "Time", "Host", "Tags")?;
+    writeln!(
+        out,
+        "{:<8}  {:<19}  {:<15}  {:<20}  Paths",
+        "ID", "Time", "Host", "Tags"
+    )?;
     writeln!(out, "{}", "-".repeat(90))?;
     for (id, s) in &list {
         writeln!(
@@ -423,7 +507,12 @@ fn snapshots(cli: &Cli, filter: &FilterArgs) -> anyhow::Result<i32> {
         )?;
     }
     writeln!(out, "{}", "-".repeat(90))?;
-    writeln!(out, "{} snapshot{}", list.len(), if list.len() == 1 { "" } else { "s" })?;
+    writeln!(
+        out,
+        "{} snapshot{}",
+        list.len(),
+        if list.len() == 1 { "" } else { "s" }
+    )?;
     Ok(0)
 }
 
@@ -434,7 +523,12 @@ fn split_selector(selector: &str) -> (&str, &str) {
     }
 }
 
-fn restore(cli: &Cli, selector: &str, target: &PathBuf, filter: &FilterArgs) -> anyhow::Result<i32> {
+fn restore(
+    cli: &Cli,
+    selector: &str,
+    target: &std::path::Path,
+    filter: &FilterArgs,
+) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
     let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
     let (sel, subpath) = split_selector(selector);
@@ -464,7 +558,10 @@ fn restore(cli: &Cli, selector: &str, target: &PathBuf, filter: &FilterArgs) -> 
     if outcome.problems.is_empty() {
         Ok(0)
     } else {
-        eprintln!("cairn: error: {} problem(s) during restore", outcome.problems.len());
+        eprintln!(
+            "cairn: error: {} problem(s) during restore",
+            outcome.problems.len()
+        );
         Ok(1)
     }
 }
@@ -508,8 +605,12 @@ fn ls(cli: &Cli, selector: &str, filter: &FilterArgs) -> anyhow::Result<i32> {
         for node in &tree.nodes {
             let path = format!("{prefix}/{}", node.name_str());
             if cli.json {
-                writeln!(out, "{}", serde_json::json!({"path": path, "type": node.kind, "size": node.size, "mode": node.mode,
-                    "uid": node.uid, "gid": node.gid, "mtime_ns": node.mtime_ns}))?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"path": path, "type": node.kind, "size": node.size, "mode": node.mode,
+                    "uid": node.uid, "gid": node.gid, "mtime_ns": node.mtime_ns})
+                )?;
             } else {
                 writeln!(out, "{path}")?;
             }
@@ -536,13 +637,19 @@ fn cat(cli: &Cli, kind: &str, id: Option<&str>) -> anyhow::Result<i32> {
             repo.load_index()?;
             let tree_id = match cairn::restorer::find_node(&repo, &snapshot, subpath)? {
                 None => snapshot.tree,
-                Some(node) => node.subtree.ok_or_else(|| anyhow!("{subpath} is not a directory"))?,
+                Some(node) => node
+                    .subtree
+                    .ok_or_else(|| anyhow!("{subpath} is not a directory"))?,
             };
             let tree = repo.load_tree(&tree_id)?;
             println!("{}", serde_json::to_string_pretty(&tree)?);
             return Ok(0);
         }
-        other => return Err(anyhow!("cannot cat {other:?}: use config, snapshot, index, key, lock or tree")),
+        other => {
+            return Err(anyhow!(
+                "cannot cat {other:?}: use config, snapshot, index, key, lock or tree"
+            ))
+        }
     };
     let plain = repo.open_file(file_kind, &name)?;
     if file_kind == FileKind::Index {
@@ -556,7 +663,12 @@ fn cat(cli: &Cli, kind: &str, id: Option<&str>) -> anyhow::Result<i32> {
                     "length": e.length, "raw_length": e.raw_length, "codec": e.codec as u8})).collect::<Vec<_>>()})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"supersedes": file.supersedes, "packs": packs}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"supersedes": file.supersedes, "packs": packs})
+            )?
+        );
     } else {
         std::io::stdout().write_all(&plain)?;
         println!();

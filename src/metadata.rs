@@ -55,7 +55,11 @@ pub fn user_name(uid: u32) -> Option<String> {
     let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
     let name = if rc == 0 && !result.is_null() {
         // SAFETY: on success pw_name points to a NUL-terminated string in buf.
-        Some(unsafe { CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned())
+        Some(
+            unsafe { CStr::from_ptr(pwd.pw_name) }
+                .to_string_lossy()
+                .into_owned(),
+        )
     } else {
         None
     };
@@ -76,7 +80,11 @@ pub fn group_name(gid: u32) -> Option<String> {
     let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
     let name = if rc == 0 && !result.is_null() {
         // SAFETY: on success gr_name points to a NUL-terminated string in buf.
-        Some(unsafe { CStr::from_ptr(grp.gr_name) }.to_string_lossy().into_owned())
+        Some(
+            unsafe { CStr::from_ptr(grp.gr_name) }
+                .to_string_lossy()
+                .into_owned(),
+        )
     } else {
         None
     };
@@ -113,17 +121,29 @@ pub fn node_from_metadata(name: &OsStr, path: &Path, meta: &Metadata) -> Node {
     node.user = user_name(meta.uid());
     node.group = group_name(meta.gid());
     // Saturating: a file dated beyond year 2262 must not crash the backup.
-    node.mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
-    node.ctime_ns = meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec());
+    node.mtime_ns = meta
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec());
+    node.ctime_ns = meta
+        .ctime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.ctime_nsec());
     node.inode = meta.ino();
     node.device_id = meta.dev();
     node.links = meta.nlink();
-    node.size = if kind == NodeKind::File { meta.len() } else { 0 };
+    node.size = if kind == NodeKind::File {
+        meta.len()
+    } else {
+        0
+    };
     if matches!(kind, NodeKind::Chardev | NodeKind::Blockdev) {
         node.rdev = meta.rdev();
     }
     if kind == NodeKind::Symlink {
-        node.link_target = std::fs::read_link(path).ok().map(|t| Bytes(t.as_os_str().as_bytes().to_vec()));
+        node.link_target = std::fs::read_link(path)
+            .ok()
+            .map(|t| Bytes(t.as_os_str().as_bytes().to_vec()));
     }
     node.xattrs = read_xattrs(path);
     node
@@ -132,11 +152,16 @@ pub fn node_from_metadata(name: &OsStr, path: &Path, meta: &Metadata) -> Node {
 /// Extended attributes of `path` itself (not a symlink's target). File
 /// systems without xattr support give an empty list.
 pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
-    let Ok(names) = xattr::list(path) else { return Vec::new() };
+    let Ok(names) = xattr::list(path) else {
+        return Vec::new();
+    };
     let mut out: Vec<Xattr> = names
         .filter_map(|name| {
             let value = xattr::get(path, &name).ok().flatten()?;
-            Some(Xattr { name: Bytes(name.as_bytes().to_vec()), value: hex::encode(value) })
+            Some(Xattr {
+                name: Bytes(name.as_bytes().to_vec()),
+                value: hex::encode(value),
+            })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -155,14 +180,22 @@ pub fn apply(path: &Path, node: &Node, restore_owner: bool) -> Vec<String> {
         }
     }
     for x in &node.xattrs {
-        let Ok(value) = hex::decode(&x.value) else { continue };
+        let Ok(value) = hex::decode(&x.value) else {
+            continue;
+        };
         if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name.0), &value) {
-            problems.push(format!("{}: cannot set xattr {}: {e}", path.display(), String::from_utf8_lossy(&x.name.0)));
+            problems.push(format!(
+                "{}: cannot set xattr {}: {e}",
+                path.display(),
+                String::from_utf8_lossy(&x.name.0)
+            ));
         }
     }
     if !is_link {
         use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777)) {
+        if let Err(e) =
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
+        {
             problems.push(format!("{}: cannot set mode: {e}", path.display()));
         }
     }
@@ -187,10 +220,21 @@ pub fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
         NodeKind::Chardev => (libc::S_IFCHR, node.rdev),
         NodeKind::Blockdev => (libc::S_IFBLK, node.rdev),
         NodeKind::Socket => (libc::S_IFSOCK, 0),
-        _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a special file")),
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a special file",
+            ))
+        }
     };
     // SAFETY: c_path is a valid NUL-terminated string.
-    let rc = unsafe { libc::mknod(c_path.as_ptr(), kind_bits | (node.mode & 0o7777), rdev as libc::dev_t) };
+    let rc = unsafe {
+        libc::mknod(
+            c_path.as_ptr(),
+            kind_bits | (node.mode & 0o7777),
+            rdev as libc::dev_t,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {

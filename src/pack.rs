@@ -101,7 +101,10 @@ impl PackEntry {
             || entry.raw_length > BLOB_RAW_SIZE_MAX
             || (entry.length as usize) < SEAL_OVERHEAD
         {
-            return Err(Error::corrupt(format!("pack entry {} has impossible sizes", entry.id)));
+            return Err(Error::corrupt(format!(
+                "pack entry {} has impossible sizes",
+                entry.id
+            )));
         }
         Ok(entry)
     }
@@ -122,15 +125,23 @@ pub fn encode_header(entries: &[PackEntry]) -> Vec<u8> {
 /// end where the header starts (`data_len`), so any shifted or overlapping
 /// entry is detected as damage.
 pub fn decode_header(plain: &[u8], data_len: u64) -> Result<Vec<PackEntry>> {
-    if plain.len() < 8 || &plain[..3] != &HEADER_MAGIC[..3] {
+    if plain.len() < 8 || plain[..3] != HEADER_MAGIC[..3] {
         return Err(Error::corrupt("pack header has a bad magic"));
     }
     if plain[3] != HEADER_MAGIC[3] {
-        return Err(Error::new(crate::ErrorKind::UnsupportedVersion, format!("pack header version {} is not supported", plain[3])));
+        return Err(Error::new(
+            crate::ErrorKind::UnsupportedVersion,
+            format!("pack header version {} is not supported", plain[3]),
+        ));
     }
     let count = u32::from_le_bytes(plain[4..8].try_into().expect("4")) as usize;
-    if count > PACK_BLOBS_MAX || (plain.len() - 8) / ENTRY_LEN != count || (plain.len() - 8) % ENTRY_LEN != 0 {
-        return Err(Error::corrupt("pack header count does not match its length"));
+    if count > PACK_BLOBS_MAX
+        || (plain.len() - 8) / ENTRY_LEN != count
+        || !(plain.len() - 8).is_multiple_of(ENTRY_LEN)
+    {
+        return Err(Error::corrupt(
+            "pack header count does not match its length",
+        ));
     }
     let mut entries = Vec::with_capacity(count);
     let mut expected_offset = 0u64;
@@ -143,7 +154,9 @@ pub fn decode_header(plain: &[u8], data_len: u64) -> Result<Vec<PackEntry>> {
         entries.push(entry);
     }
     if expected_offset != data_len {
-        return Err(Error::corrupt("pack header does not cover the pack's blobs"));
+        return Err(Error::corrupt(
+            "pack header does not cover the pack's blobs",
+        ));
     }
     Ok(entries)
 }
@@ -172,7 +185,10 @@ pub fn header_location(pack_len: u64, sealed_len: u32) -> Result<(u64, u32)> {
         return Err(Error::corrupt("pack is larger than the format allows"));
     }
     let sealed = u64::from(sealed_len);
-    if sealed as usize > PACK_HEADER_SIZE_MAX || sealed + 4 > pack_len || sealed < SEAL_OVERHEAD as u64 {
+    if sealed as usize > PACK_HEADER_SIZE_MAX
+        || sealed + 4 > pack_len
+        || sealed < SEAL_OVERHEAD as u64
+    {
         return Err(Error::corrupt("pack header length is out of range"));
     }
     Ok((pack_len - 4 - sealed, sealed_len))
@@ -195,7 +211,10 @@ pub fn seal_blob(
     plaintext: &[u8],
     zstd_level: i32,
 ) -> SealedBlob {
-    assert!(plaintext.len() <= BLOB_RAW_SIZE_MAX as usize, "blob larger than the format allows");
+    assert!(
+        plaintext.len() <= BLOB_RAW_SIZE_MAX as usize,
+        "blob larger than the format allows"
+    );
     let compressed = zstd::bulk::compress(plaintext, zstd_level).ok();
     let (codec, encoded): (Codec, &[u8]) = match &compressed {
         Some(c) if c.len() < plaintext.len() => (Codec::Zstd, c),
@@ -204,7 +223,13 @@ pub fn seal_blob(
     let mut aad_kind = kind as u8;
     aad_kind |= (codec as u8) << 4;
     let bytes = key.seal_blob(aad_kind, &id, encoded);
-    SealedBlob { kind, codec, id, raw_length: plaintext.len() as u32, bytes }
+    SealedBlob {
+        kind,
+        codec,
+        id,
+        raw_length: plaintext.len() as u32,
+        bytes,
+    }
 }
 
 /// Opens, decodes and verifies one blob read from a pack.
@@ -222,10 +247,16 @@ pub fn open_blob(key: &MasterKey, entry: &PackEntry, sealed: &[u8]) -> Result<Ve
             .map_err(|e| Error::corrupt(format!("blob {} does not decompress: {e}", entry.id)))?,
     };
     if plain.len() != entry.raw_length as usize {
-        return Err(Error::corrupt(format!("blob {} has the wrong length", entry.id)));
+        return Err(Error::corrupt(format!(
+            "blob {} has the wrong length",
+            entry.id
+        )));
     }
     if key.blob_id(&plain) != entry.id {
-        return Err(Error::corrupt(format!("blob {} does not match its id", entry.id)));
+        return Err(Error::corrupt(format!(
+            "blob {} does not match its id",
+            entry.id
+        )));
     }
     Ok(plain)
 }
@@ -244,7 +275,10 @@ impl Default for PackBuilder {
 
 impl PackBuilder {
     pub fn new() -> PackBuilder {
-        PackBuilder { bytes: Vec::new(), entries: Vec::new() }
+        PackBuilder {
+            bytes: Vec::new(),
+            entries: Vec::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -279,9 +313,16 @@ impl PackBuilder {
     pub fn finish(mut self, key: &MasterKey) -> (PackId, Vec<u8>, Vec<PackEntry>) {
         let sealed = key.seal(Domain::PackHeader, &encode_header(&self.entries));
         self.bytes.extend_from_slice(&sealed);
-        self.bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         let id = PackId(Id::of_file_bytes(&self.bytes));
         (id, self.bytes, self.entries)
+    }
+}
+
+impl PackEntry {
+    pub fn entry_is_tree(&self) -> bool {
+        self.kind == BlobKind::Tree
     }
 }
 
@@ -336,11 +377,5 @@ mod tests {
         let blob = seal_blob(&key, BlobKind::Data, key.blob_id(&text), &text, 3);
         assert_eq!(blob.codec, Codec::Zstd);
         assert!(blob.bytes.len() < 200);
-    }
-}
-
-impl PackEntry {
-    pub fn entry_is_tree(&self) -> bool {
-        self.kind == BlobKind::Tree
     }
 }

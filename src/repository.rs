@@ -59,10 +59,20 @@ pub fn default_cache_root() -> PathBuf {
 impl Repository {
     /// Creates a repository: directories, then the key file, then `config`
     /// (whose presence marks a finished repository).
-    pub fn init(backend: Arc<dyn Backend>, password: &[u8], options: &InitOptions) -> Result<RepositoryId> {
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        options: &InitOptions,
+    ) -> Result<RepositoryId> {
         options.chunker.validate()?;
-        let config = Config::new(options.chunker, options.zstd_level, options.pack_size_target);
-        config.validate().map_err(|e| Error::invalid(e.to_string()))?;
+        let config = Config::new(
+            options.chunker,
+            options.zstd_level,
+            options.pack_size_target,
+        );
+        config
+            .validate()
+            .map_err(|e| Error::invalid(e.to_string()))?;
         if backend.exists()? {
             return Err(Error::new(
                 ErrorKind::RepositoryExists,
@@ -79,25 +89,53 @@ impl Repository {
             &crate::metadata::username(),
         )?
         .encode();
-        backend.put(FileKind::Key, &KeyId(Id::of_file_bytes(&key_file)).to_hex(), &key_file)?;
-        backend.put(FileKind::Config, "config", &key.seal(Domain::Config, &config.encode()))?;
+        backend.put(
+            FileKind::Key,
+            &KeyId(Id::of_file_bytes(&key_file)).to_hex(),
+            &key_file,
+        )?;
+        backend.put(
+            FileKind::Config,
+            "config",
+            &key.seal(Domain::Config, &config.encode()),
+        )?;
         Ok(config.id)
     }
 
     /// Opens a repository with a password. The index cache is not synced
     /// until `load_index`.
-    pub fn open(backend: Arc<dyn Backend>, password: &[u8], cache_root: Option<&Path>) -> Result<Repository> {
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        cache_root: Option<&Path>,
+    ) -> Result<Repository> {
         if !backend.exists()? {
             return Err(Error::new(
                 ErrorKind::RepositoryNotFound,
-                format!("repository {} does not exist (run `cairn init`)", backend.location()),
+                format!(
+                    "repository {} does not exist (run `cairn init`)",
+                    backend.location()
+                ),
             ));
         }
         let key = open_key(backend.as_ref(), password)?;
         let sealed = backend.get(FileKind::Config, "config")?;
-        let config = Config::decode(&key.open(Domain::Config, &sealed).map_err(|e| e.context("config"))?)?;
-        let cache_dir = cache_root.map(Path::to_path_buf).unwrap_or_else(default_cache_root).join(config.id.to_hex());
-        Ok(Repository { backend, key, config, cache_dir, index: None, warnings: Vec::new() })
+        let config = Config::decode(
+            &key.open(Domain::Config, &sealed)
+                .map_err(|e| e.context("config"))?,
+        )?;
+        let cache_dir = cache_root
+            .map(Path::to_path_buf)
+            .unwrap_or_else(default_cache_root)
+            .join(config.id.to_hex());
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            cache_dir,
+            index: None,
+            warnings: Vec::new(),
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -142,9 +180,9 @@ impl Repository {
         for id in todo {
             match self.load_index_file(id) {
                 Ok(file) => db.merge(*id, &file)?,
-                Err(e) if e.kind() == ErrorKind::Corrupt => {
-                    self.warnings.push(format!("skipping damaged index file {id}: {e}"))
-                }
+                Err(e) if e.kind() == ErrorKind::Corrupt => self
+                    .warnings
+                    .push(format!("skipping damaged index file {id}: {e}")),
                 Err(e) => return Err(e),
             }
         }
@@ -155,14 +193,21 @@ impl Repository {
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
         let sealed = self.backend.get(FileKind::Index, &id.to_hex())?;
         if Id::of_file_bytes(&sealed) != id.0 {
-            return Err(Error::corrupt(format!("index file {id} does not match its name")));
+            return Err(Error::corrupt(format!(
+                "index file {id} does not match its name"
+            )));
         }
-        let plain = self.key.open(Domain::Index, &sealed).map_err(|e| e.context(format!("index file {id}")))?;
+        let plain = self
+            .key
+            .open(Domain::Index, &sealed)
+            .map_err(|e| e.context(format!("index file {id}")))?;
         IndexFile::decode(&plain).map_err(|e| e.context(format!("index file {id}")))
     }
 
     fn index(&self) -> &IndexDb {
-        self.index.as_ref().expect("load_index must be called before blob access")
+        self.index
+            .as_ref()
+            .expect("load_index must be called before blob access")
     }
 
     pub fn locate(&self, kind: BlobKind, id: &BlobId) -> Result<Option<BlobLocation>> {
@@ -172,18 +217,28 @@ impl Repository {
     /// Reads, decrypts, decompresses and verifies one blob.
     pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
         let location = self.locate(kind, id)?.ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, format!("{kind:?} blob {id} is not in the index"))
+            Error::new(
+                ErrorKind::NotFound,
+                format!("{kind:?} blob {id} is not in the index"),
+            )
         })?;
         let entry = &location.entry;
         let sealed = self
             .backend
-            .get_range(FileKind::Pack, &location.pack.to_hex(), u64::from(entry.offset), u64::from(entry.length))
+            .get_range(
+                FileKind::Pack,
+                &location.pack.to_hex(),
+                u64::from(entry.offset),
+                u64::from(entry.length),
+            )
             .map_err(|e| e.context(format!("pack {}", location.pack)))?;
-        pack::open_blob(&self.key, entry, &sealed).map_err(|e| e.context(format!("pack {}", location.pack)))
+        pack::open_blob(&self.key, entry, &sealed)
+            .map_err(|e| e.context(format!("pack {}", location.pack)))
     }
 
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
-        Tree::decode(&self.read_blob(BlobKind::Tree, id)?).map_err(|e| e.context(format!("tree {id}")))
+        Tree::decode(&self.read_blob(BlobKind::Tree, id)?)
+            .map_err(|e| e.context(format!("tree {id}")))
     }
 
     pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
@@ -198,9 +253,14 @@ impl Repository {
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let sealed = self.backend.get(FileKind::Snapshot, &id.to_hex())?;
         if Id::of_file_bytes(&sealed) != id.0 {
-            return Err(Error::corrupt(format!("snapshot {id} does not match its name")));
+            return Err(Error::corrupt(format!(
+                "snapshot {id} does not match its name"
+            )));
         }
-        let plain = self.key.open(Domain::Snapshot, &sealed).map_err(|e| e.context(format!("snapshot {id}")))?;
+        let plain = self
+            .key
+            .open(Domain::Snapshot, &sealed)
+            .map_err(|e| e.context(format!("snapshot {id}")))?;
         Snapshot::decode(&plain).map_err(|e| e.context(format!("snapshot {id}")))
     }
 
@@ -212,7 +272,9 @@ impl Repository {
             match self.load_snapshot(&id) {
                 Ok(s) if filter.matches(&s) => out.push((id, s)),
                 Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Corrupt => self.warnings.push(format!("skipping {e}")),
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    self.warnings.push(format!("skipping {e}"))
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -221,7 +283,11 @@ impl Repository {
     }
 
     /// Resolves `latest`, an id or a unique prefix among matching snapshots.
-    pub fn find_snapshot(&mut self, selector: &str, filter: &SnapshotFilter) -> Result<(SnapshotId, Snapshot)> {
+    pub fn find_snapshot(
+        &mut self,
+        selector: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<(SnapshotId, Snapshot)> {
         let all = self.snapshots(filter)?;
         crate::snapshot::select(&all, selector).cloned()
     }
@@ -232,7 +298,8 @@ impl Repository {
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         let sealed = self.key.seal(Domain::Snapshot, &snapshot.encode());
         let id = SnapshotId(Id::of_file_bytes(&sealed));
-        self.backend.put(FileKind::Snapshot, &id.to_hex(), &sealed)?;
+        self.backend
+            .put(FileKind::Snapshot, &id.to_hex(), &sealed)?;
         Ok(id)
     }
 
@@ -284,8 +351,15 @@ fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<MasterKey> {
             Err(e) => return Err(e.context(format!("key file {name}"))),
         }
     }
-    let note = if damaged > 0 { format!(" ({damaged} key file(s) damaged)") } else { String::new() };
-    Err(Error::new(ErrorKind::WrongPassword, format!("wrong password or no key found{note}")))
+    let note = if damaged > 0 {
+        format!(" ({damaged} key file(s) damaged)")
+    } else {
+        String::new()
+    };
+    Err(Error::new(
+        ErrorKind::WrongPassword,
+        format!("wrong password or no key found{note}"),
+    ))
 }
 
 /// What a `BlobWriter` added to the repository.
@@ -354,11 +428,19 @@ impl<'r> BlobWriter<'r> {
     pub fn save_tree(&mut self, tree: &Tree) -> Result<BlobId> {
         let bytes = tree.encode();
         if bytes.len() > crate::tree::TREE_SIZE_MAX {
-            return Err(Error::invalid("a directory is too large to encode as one tree"));
+            return Err(Error::invalid(
+                "a directory is too large to encode as one tree",
+            ));
         }
         let id = self.repo.key.blob_id(&bytes);
         if self.reserve(BlobKind::Tree, id)? {
-            let sealed = pack::seal_blob(&self.repo.key, BlobKind::Tree, id, &bytes, self.repo.config.compression.level);
+            let sealed = pack::seal_blob(
+                &self.repo.key,
+                BlobKind::Tree,
+                id,
+                &bytes,
+                self.repo.config.compression.level,
+            );
             self.add(sealed)?;
         }
         Ok(id)
@@ -373,10 +455,13 @@ impl<'r> BlobWriter<'r> {
             return Ok(());
         }
         let (id, bytes, entries) = builder.finish(&self.repo.key);
-        self.repo.backend.put(FileKind::Pack, &id.to_hex(), &bytes)?;
+        self.repo
+            .backend
+            .put(FileKind::Pack, &id.to_hex(), &bytes)?;
         crate::failpoint("after-pack");
         self.stats.packs += 1;
-        self.stats.bytes_packed += (bytes.len() - entries.iter().map(|e| e.length as usize).sum::<usize>()) as u64;
+        self.stats.bytes_packed +=
+            (bytes.len() - entries.iter().map(|e| e.length as usize).sum::<usize>()) as u64;
         self.unindexed_blobs += entries.len();
         self.unindexed.push(IndexPack { id, entries });
         if self.unindexed_blobs >= INDEX_FILE_BLOBS_TARGET {
@@ -389,10 +474,15 @@ impl<'r> BlobWriter<'r> {
         if self.unindexed.is_empty() {
             return Ok(());
         }
-        let file = IndexFile { supersedes: Vec::new(), packs: std::mem::take(&mut self.unindexed) };
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs: std::mem::take(&mut self.unindexed),
+        };
         let sealed = self.repo.key.seal(Domain::Index, &file.encode());
         let id = IndexId(Id::of_file_bytes(&sealed));
-        self.repo.backend.put(FileKind::Index, &id.to_hex(), &sealed)?;
+        self.repo
+            .backend
+            .put(FileKind::Index, &id.to_hex(), &sealed)?;
         crate::failpoint("after-index");
         self.repo.index().merge(id, &file)?;
         for pack in &file.packs {

@@ -30,17 +30,25 @@ pub struct RestoreOutcome {
 /// Returns None for the root itself.
 pub fn find_node(repo: &Repository, snapshot: &Snapshot, subpath: &str) -> Result<Option<Node>> {
     let mut tree = repo.load_tree(&snapshot.tree)?;
-    let parts: Vec<&str> = subpath.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = subpath
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     let mut found = None;
     for (i, part) in parts.iter().enumerate() {
-        let node = tree
-            .find(part.as_bytes())
-            .cloned()
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{subpath:?} is not in the snapshot")))?;
+        let node = tree.find(part.as_bytes()).cloned().ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("{subpath:?} is not in the snapshot"),
+            )
+        })?;
         if i + 1 < parts.len() {
-            let subtree = node
-                .subtree
-                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{subpath:?} is not in the snapshot")))?;
+            let subtree = node.subtree.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("{subpath:?} is not in the snapshot"),
+                )
+            })?;
             tree = repo.load_tree(&subtree)?;
         }
         found = Some(node);
@@ -58,8 +66,14 @@ struct Restorer<'r> {
 
 /// Restores `subpath` of a snapshot into `target`: a directory's contents go
 /// into `target`; a single file is written as `target/<name>`.
-pub fn restore(repo: &Repository, snapshot: &Snapshot, subpath: &str, target: &Path) -> Result<RestoreOutcome> {
-    std::fs::create_dir_all(target).map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?;
+pub fn restore(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    subpath: &str,
+    target: &Path,
+) -> Result<RestoreOutcome> {
+    std::fs::create_dir_all(target)
+        .map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?;
     let mut restorer = Restorer {
         repo,
         restore_owner: metadata::is_root(),
@@ -77,7 +91,9 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, subpath: &str, target: &P
             let problems = metadata::apply(target, &node, restorer.restore_owner);
             restorer.outcome.problems.extend(problems);
         }
-        Some(node) => restorer.restore_node(&node, &target.join(OsStr::from_bytes(&node.name.0)))?,
+        Some(node) => {
+            restorer.restore_node(&node, &target.join(OsStr::from_bytes(&node.name.0)))?
+        }
     }
     Ok(restorer.outcome)
 }
@@ -100,8 +116,9 @@ impl Restorer<'_> {
             NodeKind::Symlink => restore_symlink(node, path),
             _ => {
                 remove_existing(path);
-                metadata::make_special(path, node)
-                    .map_err(|e| Error::io(format!("{}: cannot create special file", path.display()), e))
+                metadata::make_special(path, node).map_err(|e| {
+                    Error::io(format!("{}: cannot create special file", path.display()), e)
+                })
             }
         };
         match result {
@@ -125,9 +142,11 @@ impl Restorer<'_> {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 remove_existing(path);
-                std::fs::create_dir(path).map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?
+                std::fs::create_dir(path)
+                    .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?
             }
-            Err(_) => std::fs::create_dir(path).map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?,
+            Err(_) => std::fs::create_dir(path)
+                .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?,
         }
         self.outcome.dirs += 1;
         let tree = self.repo.load_tree(&node.subtree.expect("validated dir"))?;
@@ -144,8 +163,12 @@ impl Restorer<'_> {
             let key = (node.device_id, node.inode);
             if let Some(first) = self.hardlinks.get(&key) {
                 remove_existing(path);
-                return std::fs::hard_link(first, path)
-                    .map_err(|e| Error::io(format!("cannot link {} to {}", path.display(), first.display()), e));
+                return std::fs::hard_link(first, path).map_err(|e| {
+                    Error::io(
+                        format!("cannot link {} to {}", path.display(), first.display()),
+                        e,
+                    )
+                });
             }
         }
         remove_existing(path);
@@ -165,7 +188,8 @@ impl Restorer<'_> {
             )));
         }
         if node.links > 1 {
-            self.hardlinks.insert((node.device_id, node.inode), path.to_path_buf());
+            self.hardlinks
+                .insert((node.device_id, node.inode), path.to_path_buf());
         }
         self.outcome.files += 1;
         self.outcome.bytes += written;
@@ -175,7 +199,12 @@ impl Restorer<'_> {
 
 /// Writes a file's blobs in order. With `sparse`, all-zero blobs become
 /// holes (the file is a real file we can seek in).
-fn write_content(repo: &Repository, content: &[BlobId], file: &mut File, sparse: bool) -> Result<u64> {
+fn write_content(
+    repo: &Repository,
+    content: &[BlobId],
+    file: &mut File,
+    sparse: bool,
+) -> Result<u64> {
     let mut written = 0u64;
     for id in content {
         crate::check_interrupt()?;
@@ -183,12 +212,14 @@ fn write_content(repo: &Repository, content: &[BlobId], file: &mut File, sparse:
         if sparse {
             write_sparse(file, &data)?;
         } else {
-            file.write_all(&data).map_err(|e| Error::io("cannot write", e))?;
+            file.write_all(&data)
+                .map_err(|e| Error::io("cannot write", e))?;
         }
         written += data.len() as u64;
     }
     if sparse {
-        file.set_len(written).map_err(|e| Error::io("cannot set length", e))?;
+        file.set_len(written)
+            .map_err(|e| Error::io("cannot set length", e))?;
     }
     Ok(written)
 }
@@ -207,19 +238,25 @@ fn write_sparse(file: &mut File, data: &[u8]) -> Result<()> {
             continue;
         }
         if pending_seek > 0 {
-            file.seek(SeekFrom::Current(pending_seek)).map_err(|e| Error::io("cannot seek", e))?;
+            file.seek(SeekFrom::Current(pending_seek))
+                .map_err(|e| Error::io("cannot seek", e))?;
             pending_seek = 0;
         }
-        file.write_all(block).map_err(|e| Error::io("cannot write", e))?;
+        file.write_all(block)
+            .map_err(|e| Error::io("cannot write", e))?;
     }
     if pending_seek > 0 {
-        file.seek(SeekFrom::Current(pending_seek)).map_err(|e| Error::io("cannot seek", e))?;
+        file.seek(SeekFrom::Current(pending_seek))
+            .map_err(|e| Error::io("cannot seek", e))?;
     }
     Ok(())
 }
 
 fn restore_symlink(node: &Node, path: &Path) -> Result<()> {
-    let target = node.link_target.as_ref().ok_or_else(|| Error::corrupt("symlink without a target"))?;
+    let target = node
+        .link_target
+        .as_ref()
+        .ok_or_else(|| Error::corrupt("symlink without a target"))?;
     remove_existing(path);
     std::os::unix::fs::symlink(OsStr::from_bytes(&target.0), path)
         .map_err(|e| Error::io(format!("cannot create symlink {}", path.display()), e))
@@ -236,22 +273,35 @@ fn remove_existing(path: &Path) {
 }
 
 /// Writes the content of the file at `path` in a snapshot to `out`.
-pub fn dump(repo: &Repository, snapshot: &Snapshot, path: &str, out: &mut dyn Write) -> Result<u64> {
+pub fn dump(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    path: &str,
+    out: &mut dyn Write,
+) -> Result<u64> {
     let node = find_node(repo, snapshot, path)?
         .ok_or_else(|| Error::invalid("dump needs a file path inside the snapshot"))?;
     if node.kind != NodeKind::File {
-        return Err(Error::invalid(format!("{path:?} is not a regular file (it is a {:?})", node.kind)));
+        return Err(Error::invalid(format!(
+            "{path:?} is not a regular file (it is a {:?})",
+            node.kind
+        )));
     }
     let mut written = 0u64;
     for id in &node.content {
         crate::check_interrupt()?;
         let data = repo.read_blob(BlobKind::Data, id)?;
-        out.write_all(&data).map_err(|e| Error::io("cannot write output", e))?;
+        out.write_all(&data)
+            .map_err(|e| Error::io("cannot write output", e))?;
         written += data.len() as u64;
     }
-    out.flush().map_err(|e| Error::io("cannot write output", e))?;
+    out.flush()
+        .map_err(|e| Error::io("cannot write output", e))?;
     if written != node.size {
-        return Err(Error::corrupt(format!("{path}: dumped {written} bytes but the snapshot records {}", node.size)));
+        return Err(Error::corrupt(format!(
+            "{path}: dumped {written} bytes but the snapshot records {}",
+            node.size
+        )));
     }
     Ok(written)
 }

@@ -98,7 +98,10 @@ impl SnapshotFilter {
     pub fn matches(&self, s: &Snapshot) -> bool {
         let host_ok = self.hosts.is_empty() || self.hosts.contains(&s.hostname);
         let tag_ok = self.tags.is_empty()
-            || self.tags.iter().any(|group| group.split(',').all(|t| s.has_tag(t)));
+            || self
+                .tags
+                .iter()
+                .any(|group| group.split(',').all(|t| s.has_tag(t)));
         let path_ok = self.paths.is_empty() || self.paths.iter().all(|p| s.paths.contains(p));
         host_ok && tag_ok && path_ok
     }
@@ -122,11 +125,18 @@ pub fn select<'a>(
             "invalid snapshot {selector:?}: use latest, an id, or a prefix of at least 4 hex digits"
         )));
     }
-    let mut found = candidates.iter().filter(|(id, _)| id.to_hex().starts_with(&prefix));
+    let mut found = candidates
+        .iter()
+        .filter(|(id, _)| id.to_hex().starts_with(&prefix));
     match (found.next(), found.next()) {
         (Some(one), None) => Ok(one),
-        (None, _) => Err(Error::new(crate::ErrorKind::NotFound, format!("no snapshot matches {selector:?}"))),
-        (Some(_), Some(_)) => Err(Error::invalid(format!("snapshot prefix {selector:?} is ambiguous"))),
+        (None, _) => Err(Error::new(
+            crate::ErrorKind::NotFound,
+            format!("no snapshot matches {selector:?}"),
+        )),
+        (Some(_), Some(_)) => Err(Error::invalid(format!(
+            "snapshot prefix {selector:?} is ambiguous"
+        ))),
     }
 }
 
@@ -156,14 +166,27 @@ mod tests {
 
     #[test]
     fn selectors_pick_latest_prefix_and_refuse_ambiguity() {
-        let a = (SnapshotId(Id([0xab; 32])), sample("2026-01-01T00:00:00Z", "a", &[]));
-        let b = (SnapshotId(Id([0xac; 32])), sample("2026-01-02T00:00:00Z", "b", &["x"]));
+        let a = (
+            SnapshotId(Id([0xab; 32])),
+            sample("2026-01-01T00:00:00Z", "a", &[]),
+        );
+        let b = (
+            SnapshotId(Id([0xac; 32])),
+            sample("2026-01-02T00:00:00Z", "b", &["x"]),
+        );
         let list = vec![a.clone(), b.clone()];
         assert_eq!(select(&list, "latest").unwrap().0, b.0);
         assert_eq!(select(&list, "abab").unwrap().0, a.0);
         assert!(select(&list, "ab").is_err());
-        assert!(select(&[a.clone(), (SnapshotId(Id([0xab; 32])), a.1.clone())], "abab").is_err());
-        let filter = SnapshotFilter { tags: vec!["x".into()], ..Default::default() };
+        assert!(select(
+            &[a.clone(), (SnapshotId(Id([0xab; 32])), a.1.clone())],
+            "abab"
+        )
+        .is_err());
+        let filter = SnapshotFilter {
+            tags: vec!["x".into()],
+            ..Default::default()
+        };
         assert!(filter.matches(&b.1) && !filter.matches(&a.1));
     }
 

@@ -42,7 +42,9 @@ impl<'de> Deserialize<'de> for Bytes {
         }
         match Repr::deserialize(d)? {
             Repr::Text(text) => Ok(Bytes(text.into_bytes())),
-            Repr::Hex { hex } => hex::decode(hex).map(Bytes).map_err(serde::de::Error::custom),
+            Repr::Hex { hex } => hex::decode(hex)
+                .map(Bytes)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -155,7 +157,10 @@ pub fn is_valid_name(name: &[u8]) -> bool {
 impl Tree {
     pub fn new(mut nodes: Vec<Node>) -> Tree {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        Tree { version: TREE_VERSION, nodes }
+        Tree {
+            version: TREE_VERSION,
+            nodes,
+        }
     }
 
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
@@ -175,8 +180,8 @@ impl Tree {
         if bytes.len() > TREE_SIZE_MAX {
             return Err(Error::corrupt("tree is larger than the format allows"));
         }
-        let tree: Tree =
-            serde_json::from_slice(bytes).map_err(|e| Error::corrupt(format!("tree is not valid: {e}")))?;
+        let tree: Tree = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(format!("tree is not valid: {e}")))?;
         if tree.version != TREE_VERSION {
             return Err(Error::new(
                 crate::ErrorKind::UnsupportedVersion,
@@ -185,20 +190,31 @@ impl Tree {
         }
         for (i, node) in tree.nodes.iter().enumerate() {
             if !is_valid_name(&node.name.0) {
-                return Err(Error::corrupt(format!("tree has an unsafe name {:?}", node.name_str())));
+                return Err(Error::corrupt(format!(
+                    "tree has an unsafe name {:?}",
+                    node.name_str()
+                )));
             }
             if i > 0 && tree.nodes[i - 1].name >= node.name {
                 return Err(Error::corrupt("tree entries are not sorted and unique"));
             }
             if (node.kind == NodeKind::Dir) != node.subtree.is_some() {
-                return Err(Error::corrupt(format!("tree node {:?} has a bad subtree", node.name_str())));
+                return Err(Error::corrupt(format!(
+                    "tree node {:?} has a bad subtree",
+                    node.name_str()
+                )));
             }
             if node.kind != NodeKind::File && !node.content.is_empty() {
-                return Err(Error::corrupt(format!("tree node {:?} has stray content", node.name_str())));
+                return Err(Error::corrupt(format!(
+                    "tree node {:?} has stray content",
+                    node.name_str()
+                )));
             }
             let target_len = node.link_target.as_ref().map_or(0, |t| t.0.len());
             if target_len > NAME_LEN_MAX
-                || node.xattrs.iter().any(|x| x.name.0.len() > NAME_LEN_MAX || x.value.len() > 2 * XATTR_VALUE_LEN_MAX)
+                || node.xattrs.iter().any(|x| {
+                    x.name.0.len() > NAME_LEN_MAX || x.value.len() > 2 * XATTR_VALUE_LEN_MAX
+                })
             {
                 return Err(Error::corrupt("tree node has an oversized field"));
             }
@@ -220,19 +236,35 @@ mod tests {
             any::<u32>(),
             any::<i64>(),
             proptest::collection::vec(any::<[u8; 32]>(), 0..4),
-            proptest::collection::vec((proptest::collection::vec(any::<u8>(), 1..10), proptest::collection::vec(any::<u8>(), 0..10)), 0..3),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 1..10),
+                    proptest::collection::vec(any::<u8>(), 0..10),
+                ),
+                0..3,
+            ),
         )
             .prop_map(|(name, kind, mode, mtime, content, xattrs)| {
-                let kind = [NodeKind::File, NodeKind::Dir, NodeKind::Symlink, NodeKind::Fifo][kind];
+                let kind = [
+                    NodeKind::File,
+                    NodeKind::Dir,
+                    NodeKind::Symlink,
+                    NodeKind::Fifo,
+                ][kind];
                 let mut node = Node::new(&name, kind);
                 node.mode = mode & 0o7777;
                 node.mtime_ns = mtime;
                 node.xattrs = xattrs
                     .into_iter()
-                    .map(|(n, v)| Xattr { name: Bytes(n), value: hex::encode(v) })
+                    .map(|(n, v)| Xattr {
+                        name: Bytes(n),
+                        value: hex::encode(v),
+                    })
                     .collect();
                 match kind {
-                    NodeKind::File => node.content = content.into_iter().map(|b| BlobId(Id(b))).collect(),
+                    NodeKind::File => {
+                        node.content = content.into_iter().map(|b| BlobId(Id(b))).collect()
+                    }
                     NodeKind::Dir => node.subtree = Some(BlobId(Id([7; 32]))),
                     NodeKind::Symlink => node.link_target = Some(Bytes(vec![0xff, b'/', b'x'])),
                     _ => {}
@@ -262,7 +294,10 @@ mod tests {
         for bad in [&b".."[..], b".", b"a/b", b"", b"a\0b"] {
             let mut node = Node::new(b"x", NodeKind::File);
             node.name = Bytes(bad.to_vec());
-            let tree = Tree { version: TREE_VERSION, nodes: vec![node] };
+            let tree = Tree {
+                version: TREE_VERSION,
+                nodes: vec![node],
+            };
             assert!(Tree::decode(&tree.encode()).is_err(), "{bad:?} accepted");
         }
     }

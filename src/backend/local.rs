@@ -25,7 +25,9 @@ impl LocalBackend {
         // Names come from our own code or from user-given ids; refuse anything
         // that could escape the repository.
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(Error::invalid(format!("invalid repository file name {name:?}")));
+            return Err(Error::invalid(format!(
+                "invalid repository file name {name:?}"
+            )));
         }
         Ok(match kind {
             FileKind::Config => self.root.join("config"),
@@ -67,9 +69,15 @@ impl Backend for LocalBackend {
             }
         }
         let mk = |p: PathBuf| {
-            fs::create_dir_all(&p).map_err(|e| Error::io(format!("cannot create {}", p.display()), e))
+            fs::create_dir_all(&p)
+                .map_err(|e| Error::io(format!("cannot create {}", p.display()), e))
         };
-        for kind in [FileKind::Key, FileKind::Snapshot, FileKind::Index, FileKind::Lock] {
+        for kind in [
+            FileKind::Key,
+            FileKind::Snapshot,
+            FileKind::Index,
+            FileKind::Lock,
+        ] {
             mk(self.root.join(kind.dir()))?;
         }
         for prefix in 0..=255u8 {
@@ -81,11 +89,20 @@ impl Backend for LocalBackend {
 
     fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
         let target = self.path(kind, name)?;
-        let dir = target.parent().expect("repository files live in a directory");
-        let temp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(crate::crypto::random_bytes::<8>())));
+        let dir = target
+            .parent()
+            .expect("repository files live in a directory");
+        let temp = dir.join(format!(
+            "{TEMP_PREFIX}{}",
+            hex::encode(crate::crypto::random_bytes::<8>())
+        ));
         let write = || -> std::io::Result<()> {
             // Owner-only, as restic: key files and metadata sizes are private.
-            let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)?;
             file.write_all(bytes)?;
             file.sync_all()?;
             fs::rename(&temp, &target)
@@ -104,7 +121,8 @@ impl Backend for LocalBackend {
 
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
-        let file = File::open(&path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        let file = File::open(&path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
         let size = file
             .metadata()
             .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?
@@ -154,7 +172,8 @@ impl Backend for LocalBackend {
                 Err(e) => return Err(Error::io(format!("cannot list {}", dir.display()), e)),
             };
             for entry in entries {
-                let entry = entry.map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
+                let entry =
+                    entry.map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with('.') {
                     continue;
@@ -169,7 +188,8 @@ impl Backend for LocalBackend {
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         let path = self.path(kind, name)?;
-        fs::remove_file(&path).map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
+        fs::remove_file(&path)
+            .map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
         sync_dir(path.parent().expect("in a directory"))
     }
 }

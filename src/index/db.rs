@@ -56,8 +56,12 @@ impl IndexDb {
     /// works on a private temporary cache instead; if it is damaged, it is
     /// deleted and recreated (it is only a cache).
     pub fn open(dir: &Path, repository: RepositoryId) -> Result<IndexDb> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("cannot create cache directory {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::io(
+                format!("cannot create cache directory {}", dir.display()),
+                e,
+            )
+        })?;
         let path = dir.join("index.rocksdb");
         let (db, path, temporary) = match DB::open(&options(), &path) {
             Ok(db) => (db, path, false),
@@ -73,14 +77,24 @@ impl IndexDb {
                 (DB::open(&options(), &path).map_err(db_error)?, path, false)
             }
         };
-        let mut index = IndexDb { db: Some(db), path, temporary };
+        let mut index = IndexDb {
+            db: Some(db),
+            path,
+            temporary,
+        };
         match index.db().get(b"mrepository").map_err(db_error)? {
             Some(v) if v.as_slice() == repository.as_bytes() => {}
             Some(_) => {
                 index.clear()?;
-                index.db().put(b"mrepository", repository.as_bytes()).map_err(db_error)?;
+                index
+                    .db()
+                    .put(b"mrepository", repository.as_bytes())
+                    .map_err(db_error)?;
             }
-            None => index.db().put(b"mrepository", repository.as_bytes()).map_err(db_error)?,
+            None => index
+                .db()
+                .put(b"mrepository", repository.as_bytes())
+                .map_err(db_error)?,
         }
         Ok(index)
     }
@@ -106,7 +120,11 @@ impl IndexDb {
     }
 
     pub fn contains(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
-        Ok(self.db().get_pinned(blob_key(kind, id)).map_err(db_error)?.is_some())
+        Ok(self
+            .db()
+            .get_pinned(blob_key(kind, id))
+            .map_err(db_error)?
+            .is_some())
     }
 
     /// Index files already merged into the cache.

@@ -33,7 +33,8 @@ impl IndexFile {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + 36 * self.packs.len() + ENTRY_LEN * self.blob_count());
+        let mut out =
+            Vec::with_capacity(12 + 36 * self.packs.len() + ENTRY_LEN * self.blob_count());
         out.extend_from_slice(INDEX_MAGIC);
         out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
         for id in &self.supersedes {
@@ -52,9 +53,14 @@ impl IndexFile {
 
     pub fn decode(plain: &[u8]) -> Result<IndexFile> {
         if plain.len() > INDEX_FILE_SIZE_MAX {
-            return Err(Error::corrupt("index file is larger than the format allows"));
+            return Err(Error::corrupt(
+                "index file is larger than the format allows",
+            ));
         }
-        let mut r = Reader { bytes: plain, at: 0 };
+        let mut r = Reader {
+            bytes: plain,
+            at: 0,
+        };
         let magic = r.take(4)?;
         if magic[..3] != INDEX_MAGIC[..3] {
             return Err(Error::corrupt("index file has a bad magic"));
@@ -127,7 +133,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn entry_strategy() -> impl Strategy<Value = PackEntry> {
-        (any::<bool>(), any::<bool>(), any::<[u8; 32]>(), any::<u32>(), 41u32..1000, 0u32..1000)
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<[u8; 32]>(),
+            any::<u32>(),
+            41u32..1000,
+            0u32..1000,
+        )
             .prop_map(|(tree, zstd, id, offset, length, raw_length)| PackEntry {
                 kind: if tree { BlobKind::Tree } else { BlobKind::Data },
                 codec: if zstd { Codec::Zstd } else { Codec::Raw },
