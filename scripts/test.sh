@@ -9,5 +9,5 @@ bash scripts/setup.sh
 . scripts/env.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets -- --test-threads=2
+cargo test --lib --bins --tests -- --test-threads=2
 cargo test --doc --quiet
