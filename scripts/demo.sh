@@ -34,7 +34,7 @@ echo "== cairn snapshots"
 "$cairn" snapshots
 echo "== cairn restore latest (tag volumes) and compare"
 "$cairn" restore latest --tag volumes --target "$work/restore"
-diff -r "$work/source" "$work/restore$work/source"
+diff -r --no-dereference "$work/source" "$work/restore$work/source"
 echo "== cairn dump latest app.sql (tag postgres) and compare"
 "$cairn" dump latest app.sql --tag postgres | cmp - "$work/app.sql"
 echo "demo OK: repository at $CAIRN_REPOSITORY ($(du -sh "$CAIRN_REPOSITORY" | cut -f1)); source $(du -sh "$work/source" | cut -f1) + $(du -sh "$work/app.sql" | cut -f1) dump"
