@@ -31,7 +31,11 @@ fn text_like(len: usize) -> Vec<u8> {
 
 fn report(stage: &str, bytes: usize, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
-    println!("{stage:<28} {:>8.0} MB/s  ({:.3} s)", bytes as f64 / secs / 1e6, secs);
+    println!(
+        "{stage:<28} {:>8.0} MB/s  ({:.3} s)",
+        bytes as f64 / secs / 1e6,
+        secs
+    );
 }
 
 fn main() {
@@ -50,16 +54,31 @@ fn main() {
         at += l;
     }
     let started = Instant::now();
-    let ids: Vec<_> = spans.iter().map(|s| key.blob_id(&data[s.clone()])).collect();
+    let ids: Vec<_> = spans
+        .iter()
+        .map(|s| key.blob_id(&data[s.clone()]))
+        .collect();
     report("blob id (keyed BLAKE3)", data.len(), started);
 
     for level in [1, 3] {
         let started = Instant::now();
         let mut stored = 0usize;
         for (span, id) in spans.iter().zip(&ids) {
-            stored += seal_blob(&key, BlobKind::Data, *id, &data[span.clone()], level).bytes.len();
+            stored += seal_blob(&key, BlobKind::Data, *id, &data[span.clone()], level)
+                .bytes
+                .len();
         }
-        report(&format!("zstd {level} + XChaCha20 seal"), data.len(), started);
-        println!("{:<28} {:>8.2} x  ({} chunks, mean {} KiB)", "  ratio", data.len() as f64 / stored as f64, lengths.len(), data.len() / lengths.len() / 1024);
+        report(
+            &format!("zstd {level} + XChaCha20 seal"),
+            data.len(),
+            started,
+        );
+        println!(
+            "{:<28} {:>8.2} x  ({} chunks, mean {} KiB)",
+            "  ratio",
+            data.len() as f64 / stored as f64,
+            lengths.len(),
+            data.len() / lengths.len() / 1024
+        );
     }
 }
