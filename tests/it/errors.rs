@@ -1,0 +1,279 @@
+//! Documented exit codes and error behaviour.
+
+use crate::common::*;
+use std::sync::Arc;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn wrong_password_exits_12() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    std::fs::write(src.join("f"), b"x").unwrap();
+    t.backup_json(&[&src]);
+    let wrong = t.dir.path().join("wrong-password");
+    std::fs::write(&wrong, "not the password\n").unwrap();
+    let target = t.dir.path().join("never-restored");
+    for args in [
+        vec!["snapshots"],
+        vec!["backup", path_str(&src)],
+        vec!["restore", "latest", "--target", path_str(&target)],
+    ] {
+        let out = t
+            .command()
+            .env("CAIRN_PASSWORD_FILE", &wrong)
+            .args(&args)
+            .run();
+        assert_eq!(
+            out.status.code(),
+            Some(12),
+            "{args:?} with a wrong password: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        !target.exists(),
+        "restore with a wrong password created its target"
+    );
+    // The same through CAIRN_PASSWORD and CAIRN_PASSWORD_COMMAND.
+    let out = t
+        .command()
+        .env_remove("CAIRN_PASSWORD_FILE")
+        .env("CAIRN_PASSWORD", "nope")
+        .arg("snapshots")
+        .run();
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "CAIRN_PASSWORD: {}",
+        stderr(&out)
+    );
+    let out = t
+        .command()
+        .env_remove("CAIRN_PASSWORD_FILE")
+        .env("CAIRN_PASSWORD_COMMAND", "echo nope")
+        .arg("snapshots")
+        .run();
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "CAIRN_PASSWORD_COMMAND: {}",
+        stderr(&out)
+    );
+    // And the right password through each channel still works.
+    let out = t
+        .command()
+        .env_remove("CAIRN_PASSWORD_FILE")
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .arg("snapshots")
+        .run();
+    assert_success(&out, &["snapshots (CAIRN_PASSWORD)"]);
+    let out = t
+        .command()
+        .env_remove("CAIRN_PASSWORD_FILE")
+        .env(
+            "CAIRN_PASSWORD_COMMAND",
+            format!("printf '%s\\n' '{PASSWORD}'"),
+        )
+        .arg("snapshots")
+        .run();
+    assert_success(&out, &["snapshots (CAIRN_PASSWORD_COMMAND)"]);
+    assert_eq!(t.snapshot_ids().len(), 1, "no snapshot may have been added");
+}
+
+#[test]
+fn missing_repository_exits_10() {
+    let t = TestRepo::uninitialised();
+    let src = t.path("src");
+    std::fs::write(src.join("f"), b"x").unwrap();
+    for args in [
+        vec!["snapshots"],
+        vec!["backup", path_str(&src)],
+        vec!["ls", "latest"],
+    ] {
+        let out = t.cmd(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(10),
+            "{args:?} without a repository: {}",
+            stderr(&out)
+        );
+    }
+    // An existing but empty directory is not a repository either.
+    std::fs::create_dir_all(&t.repo).unwrap();
+    let out = t.cmd(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(10), "empty dir: {}", stderr(&out));
+    assert!(
+        !t.repo.join("config").exists(),
+        "a failed command must not create a repository"
+    );
+}
+
+#[test]
+fn locked_repository_exits_11() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    std::fs::write(src.join("f"), b"locked out").unwrap();
+    let backend: Arc<dyn cairn::Backend> = Arc::new(cairn::LocalBackend::new(&t.repo));
+    let repo = cairn::Repository::open(
+        backend.clone(),
+        PASSWORD.as_bytes(),
+        Some(t.cache.as_path()),
+    )
+    .expect("open repository");
+    let guard = cairn::lock_repository(backend, repo.key(), true).expect("take exclusive lock");
+
+    let out = t.cmd(&["backup", path_str(&src)]);
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "backup under an exclusive lock: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("lock"),
+        "the message should mention the lock: {}",
+        stderr(&out)
+    );
+    let out = t.cmd(&["unlock"]);
+    assert_success(&out, &["unlock"]);
+    let out = t.cmd(&["backup", path_str(&src)]);
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "unlock must not remove a live lock: {}",
+        stderr(&out)
+    );
+    assert!(
+        t.snapshot_ids().is_empty(),
+        "no snapshot may be written while locked"
+    );
+
+    drop(guard);
+    let s = t.backup_json(&[&src]);
+    assert_eq!(num(&s, "files_new"), 1);
+    assert!(
+        std::fs::read_dir(t.repo.join("locks"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "locks left behind"
+    );
+}
+
+#[test]
+fn init_twice_fails() {
+    let t = TestRepo::new();
+    let config_before = std::fs::read(t.repo.join("config")).unwrap();
+    let keys_before: Vec<_> = walk(&t.repo.join("keys")).into_keys().collect();
+
+    let other = t.dir.path().join("other-password");
+    std::fs::write(&other, "another password\n").unwrap();
+    let out = t
+        .command()
+        .env("CAIRN_PASSWORD_FILE", &other)
+        .args(["init"])
+        .args(FAST_KDF)
+        .run();
+    assert!(
+        !out.status.success(),
+        "second init succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    assert_eq!(
+        std::fs::read(t.repo.join("config")).unwrap(),
+        config_before,
+        "config was rewritten"
+    );
+    let keys_after: Vec<_> = walk(&t.repo.join("keys")).into_keys().collect();
+    assert_eq!(keys_before, keys_after, "key files changed");
+    t.ok(&["snapshots"]);
+    let out = t
+        .command()
+        .env("CAIRN_PASSWORD_FILE", &other)
+        .arg("snapshots")
+        .run();
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "the second init's password must not open the repository"
+    );
+
+    // A non-empty directory that is not a repository is not taken over.
+    let t2 = TestRepo::uninitialised();
+    std::fs::create_dir_all(&t2.repo).unwrap();
+    std::fs::write(t2.repo.join("precious.txt"), b"do not touch").unwrap();
+    let out = t2.cmd(&["init", FAST_KDF[0], FAST_KDF[1], FAST_KDF[2], FAST_KDF[3]]);
+    assert!(
+        !out.status.success(),
+        "init into a non-empty directory succeeded"
+    );
+    assert_eq!(
+        std::fs::read(t2.repo.join("precious.txt")).unwrap(),
+        b"do not touch"
+    );
+}
+
+#[test]
+fn unreadable_file_exits_3_and_is_named() {
+    let mut t = TestRepo::uninitialised();
+    if is_root() {
+        if !have_tool("setpriv") {
+            note("root without setpriv: cannot run as an unprivileged user; test skipped");
+            return;
+        }
+        t.switch_user(65534, 65534);
+    }
+    t.init(&FAST_KDF);
+    let src = t.path("src");
+    std::fs::write(src.join("readable.txt"), b"can read me\n").unwrap();
+    std::fs::create_dir(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/also-readable.txt"), sql_bytes(4, 100_000)).unwrap();
+    let secret = src.join("sub/locked.txt");
+    std::fs::write(&secret, b"cannot read me\n").unwrap();
+    chmod(&secret, 0o000);
+    if t.run_as.is_some() {
+        run_tool("chown", &["-R", "65534:65534", path_str(&src)]);
+    }
+    if std::fs::File::open(&secret).is_ok() && !is_root() {
+        note("a mode-000 file is readable here (capabilities?): test skipped");
+        return;
+    }
+
+    let out = t.cmd(&["--json", "backup", path_str(&src)]);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "backup with an unreadable file: {err}"
+    );
+    assert!(
+        err.contains(path_str(&secret)),
+        "stderr must name {}: {err}",
+        secret.display()
+    );
+    let summary = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(num(&summary, "files_unreadable"), 1, "{summary}");
+
+    let snaps = t.snapshots_json(&[]);
+    assert_eq!(snaps.len(), 1, "the snapshot must have been written");
+    let target = t.dir.path().join("restored");
+    let selector = format!("latest:{}", path_str(&src));
+    t.ok(&["restore", &selector, "--target", path_str(&target)]);
+    assert_eq!(
+        std::fs::read(target.join("readable.txt")).unwrap(),
+        b"can read me\n"
+    );
+    assert_eq!(
+        std::fs::read(target.join("sub/also-readable.txt")).unwrap(),
+        sql_bytes(4, 100_000)
+    );
+    assert!(
+        !target.join("sub/locked.txt").exists(),
+        "the unreadable file must not be in the snapshot"
+    );
+}

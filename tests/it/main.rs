@@ -1,0 +1,12 @@
+//! The one integration test binary: runs the real `cairn` binary against
+//! real repositories on disk.
+
+mod common;
+mod crash;
+mod dedup;
+mod errors;
+mod kdf;
+mod metadata;
+mod privacy;
+mod selectors;
+mod stdin;
