@@ -16,6 +16,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_cairn");
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const FAST_KDF: [&str; 4] = ["--kdf-memory-kib", "64", "--kdf-iterations", "1"];
 
+/// The binary under test; CAIRN_IT_BIN overrides the build's (to run the
+/// suite as another user, who may not reach the build directory).
+pub fn cairn_bin() -> PathBuf {
+    std::env::var_os("CAIRN_IT_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(BIN))
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -91,7 +97,7 @@ impl TestRepo {
             cache,
             password_file,
             run_as: None,
-            bin: PathBuf::from(BIN),
+            bin: cairn_bin(),
         }
     }
 
@@ -101,7 +107,7 @@ impl TestRepo {
     pub fn switch_user(&mut self, uid: u32, gid: u32) {
         assert!(is_root(), "switch_user needs root");
         let bin = self.dir.path().join("cairn-bin");
-        std::fs::copy(BIN, &bin).unwrap();
+        std::fs::copy(cairn_bin(), &bin).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::chown(self.dir.path(), Some(uid), Some(gid)).unwrap();

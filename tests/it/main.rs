@@ -7,6 +7,7 @@ mod dedup;
 mod errors;
 mod kdf;
 mod metadata;
+mod oracle;
 mod privacy;
 mod selectors;
 mod stdin;
