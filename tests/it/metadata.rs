@@ -280,3 +280,46 @@ fn full_restore_recreates_the_absolute_path() {
     );
     assert_trees_equal(&src, &restored_src);
 }
+
+/// Several paths, relative and overlapping, and a single file: each is
+/// stored under its absolute path; the second backup finds the first as
+/// parent whatever the order the paths are given in.
+#[test]
+fn several_relative_paths_are_stored_under_their_absolute_paths() {
+    let t = TestRepo::new();
+    let base = t.path("base");
+    std::fs::create_dir_all(base.join("a/x")).unwrap();
+    std::fs::create_dir_all(base.join("b")).unwrap();
+    std::fs::write(base.join("a/x/one"), b"1\n").unwrap();
+    std::fs::write(base.join("a/top"), sql_bytes(7, 200_000)).unwrap();
+    std::fs::write(base.join("b/two"), b"2\n").unwrap();
+    std::fs::write(base.join("b/not-backed-up"), b"no\n").unwrap();
+    std::fs::write(base.join("single"), b"3\n").unwrap();
+    set_mtimes_recursive(&base, 1_400_000_000, 1);
+
+    let mut c = t.command();
+    c.current_dir(&base).args(["--json", "backup", "a", "b/two", "single", "./a/../a/x"]);
+    let out = c.run();
+    assert_success(&out, &["backup with relative paths"]);
+    let first = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(num(&first, "files_new"), 4, "{first}");
+
+    let mut c = t.command();
+    c.current_dir(&base).args(["--json", "backup", "single", "a/x", "b/two", &format!("{}/a", path_str(&base))]);
+    let out = c.run();
+    assert_success(&out, &["backup with paths in another order"]);
+    let second = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(second["parent"], first["snapshot_id"], "same path set, same parent: {second}");
+    assert_eq!(num(&second, "files_unmodified"), 4, "{second}");
+
+    let target = t.restore("latest", "restored");
+    let rbase = target.join(base.strip_prefix("/").unwrap());
+    assert_trees_equal(&base.join("a"), &rbase.join("a"));
+    assert_eq!(std::fs::read(rbase.join("b/two")).unwrap(), b"2\n");
+    assert_eq!(std::fs::read(rbase.join("single")).unwrap(), b"3\n");
+    assert!(!rbase.join("b/not-backed-up").exists(), "an unnamed sibling was backed up");
+    let snaps = t.snapshots_json(&[]);
+    let want: Vec<String> =
+        ["a", "a/x", "b/two", "single"].iter().map(|p| format!("{}/{p}", path_str(&base))).collect();
+    assert_eq!(snaps[1]["paths"], serde_json::json!(want));
+}
