@@ -19,7 +19,9 @@ pub const FAST_KDF: [&str; 4] = ["--kdf-memory-kib", "64", "--kdf-iterations", "
 /// The binary under test; CAIRN_IT_BIN overrides the build's (to run the
 /// suite as another user, who may not reach the build directory).
 pub fn cairn_bin() -> PathBuf {
-    std::env::var_os("CAIRN_IT_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(BIN))
+    std::env::var_os("CAIRN_IT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BIN))
 }
 
 pub fn is_root() -> bool {
@@ -287,7 +289,9 @@ impl RunExt for Command {
 pub fn output_with_timeout(c: &mut Command, secs: u64) -> Output {
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let description = format!("{c:?}");
-    let child = c.spawn().unwrap_or_else(|e| panic!("cannot run {description}: {e}"));
+    let child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {description}: {e}"));
     finish_with_timeout(child, &description, secs)
 }
 
@@ -321,7 +325,11 @@ pub fn finish_with_timeout(mut child: std::process::Child, description: &str, se
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
-    Output { status, stdout: out_reader.join().unwrap(), stderr: err_reader.join().unwrap() }
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
 }
 
 pub fn assert_success<S: AsRef<OsStr>>(out: &Output, args: &[S]) {
@@ -709,14 +717,12 @@ pub fn assert_trees_equal(src: &Path, dst: &Path) {
                     problems.push(format!("{rel}: symlink target {ta:?} became {tb:?}"));
                 }
             }
-            "chardev" | "blockdev" => {
-                if ma.rdev() != mb.rdev() {
-                    problems.push(format!(
-                        "{rel}: rdev {:#x} became {:#x}",
-                        ma.rdev(),
-                        mb.rdev()
-                    ));
-                }
+            "chardev" | "blockdev" if ma.rdev() != mb.rdev() => {
+                problems.push(format!(
+                    "{rel}: rdev {:#x} became {:#x}",
+                    ma.rdev(),
+                    mb.rdev()
+                ));
             }
             _ => {}
         }

@@ -298,18 +298,29 @@ fn several_relative_paths_are_stored_under_their_absolute_paths() {
     set_mtimes_recursive(&base, 1_400_000_000, 1);
 
     let mut c = t.command();
-    c.current_dir(&base).args(["--json", "backup", "a", "b/two", "single", "./a/../a/x"]);
+    c.current_dir(&base)
+        .args(["--json", "backup", "a", "b/two", "single", "./a/../a/x"]);
     let out = c.run();
     assert_success(&out, &["backup with relative paths"]);
     let first = parse_summary(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(num(&first, "files_new"), 4, "{first}");
 
     let mut c = t.command();
-    c.current_dir(&base).args(["--json", "backup", "single", "a/x", "b/two", &format!("{}/a", path_str(&base))]);
+    c.current_dir(&base).args([
+        "--json",
+        "backup",
+        "single",
+        "a/x",
+        "b/two",
+        &format!("{}/a", path_str(&base)),
+    ]);
     let out = c.run();
     assert_success(&out, &["backup with paths in another order"]);
     let second = parse_summary(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(second["parent"], first["snapshot_id"], "same path set, same parent: {second}");
+    assert_eq!(
+        second["parent"], first["snapshot_id"],
+        "same path set, same parent: {second}"
+    );
     assert_eq!(num(&second, "files_unmodified"), 4, "{second}");
 
     let target = t.restore("latest", "restored");
@@ -317,9 +328,14 @@ fn several_relative_paths_are_stored_under_their_absolute_paths() {
     assert_trees_equal(&base.join("a"), &rbase.join("a"));
     assert_eq!(std::fs::read(rbase.join("b/two")).unwrap(), b"2\n");
     assert_eq!(std::fs::read(rbase.join("single")).unwrap(), b"3\n");
-    assert!(!rbase.join("b/not-backed-up").exists(), "an unnamed sibling was backed up");
+    assert!(
+        !rbase.join("b/not-backed-up").exists(),
+        "an unnamed sibling was backed up"
+    );
     let snaps = t.snapshots_json(&[]);
-    let want: Vec<String> =
-        ["a", "a/x", "b/two", "single"].iter().map(|p| format!("{}/{p}", path_str(&base))).collect();
+    let want: Vec<String> = ["a", "a/x", "b/two", "single"]
+        .iter()
+        .map(|p| format!("{}/{p}", path_str(&base)))
+        .collect();
     assert_eq!(snaps[1]["paths"], serde_json::json!(want));
 }

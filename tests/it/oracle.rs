@@ -25,7 +25,10 @@ fn differs(name: &str, mutate: impl FnOnce(&Path), linked_b: bool) {
     build(&b, linked_b);
     mutate(&b);
     let result = std::panic::catch_unwind(|| assert_trees_equal(&a, &b));
-    assert!(result.is_err(), "the comparison missed a difference: {name}");
+    assert!(
+        result.is_err(),
+        "the comparison missed a difference: {name}"
+    );
 }
 
 #[test]
@@ -46,9 +49,21 @@ fn tree_comparison_notices_every_difference() {
         true,
     );
     differs("mode", |b| chmod(&b.join("f"), 0o600), true);
-    differs("mtime by 1 ns", |b| set_mtime(&b.join("f"), 1_500_000_000, 6), true);
-    differs("dir mtime", |b| set_mtime(&b.join("d"), 1_500_000_000, 6), true);
-    differs("symlink mtime", |b| set_mtime(&b.join("l"), 1_500_000_001, 5), true);
+    differs(
+        "mtime by 1 ns",
+        |b| set_mtime(&b.join("f"), 1_500_000_000, 6),
+        true,
+    );
+    differs(
+        "dir mtime",
+        |b| set_mtime(&b.join("d"), 1_500_000_000, 6),
+        true,
+    );
+    differs(
+        "symlink mtime",
+        |b| set_mtime(&b.join("l"), 1_500_000_001, 5),
+        true,
+    );
     differs(
         "symlink target",
         |b| {
@@ -86,7 +101,18 @@ fn tree_comparison_notices_every_difference() {
     if xattrs {
         differs(
             "xattr",
-            |b| run_tool("setfattr", &["-n".as_ref(), "user.t".as_ref(), "-v".as_ref(), "1".as_ref(), b.join("f").as_os_str()]),
+            |b| {
+                run_tool(
+                    "setfattr",
+                    &[
+                        "-n".as_ref(),
+                        "user.t".as_ref(),
+                        "-v".as_ref(),
+                        "1".as_ref(),
+                        b.join("f").as_os_str(),
+                    ],
+                )
+            },
             true,
         );
     } else {
