@@ -53,4 +53,17 @@ pub trait Backend: Send + Sync {
     /// (name, size) of every file of a kind.
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+
+    /// Reads a whole file after checking its size against `size_max`, so a
+    /// damaged or hostile repository cannot make us allocate without bound.
+    fn get_bounded(&self, kind: FileKind, name: &str, size_max: usize) -> Result<Vec<u8>> {
+        let size = self.size(kind, name)?;
+        if size > size_max as u64 {
+            return Err(crate::Error::corrupt(format!(
+                "{} {name} is {size} bytes, more than the {size_max} the format allows",
+                kind.dir()
+            )));
+        }
+        self.get(kind, name)
+    }
 }

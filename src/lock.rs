@@ -91,7 +91,11 @@ fn conflicts(
             continue;
         }
         let info = match backend
-            .get(FileKind::Lock, &name)
+            .get_bounded(
+                FileKind::Lock,
+                &name,
+                LOCK_SIZE_MAX + crate::crypto::SEAL_OVERHEAD,
+            )
             .and_then(|b| key.open(Domain::Lock, &b))
         {
             Ok(plain) => match LockInfo::decode(&plain) {
@@ -191,7 +195,11 @@ pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result
     let mut removed = 0;
     for (name, _) in backend.list(FileKind::Lock)? {
         let stale = match backend
-            .get(FileKind::Lock, &name)
+            .get_bounded(
+                FileKind::Lock,
+                &name,
+                LOCK_SIZE_MAX + crate::crypto::SEAL_OVERHEAD,
+            )
             .and_then(|b| key.open(Domain::Lock, &b))
         {
             Ok(plain) => LockInfo::decode(&plain)

@@ -18,6 +18,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Envelope bytes a sealed file carries beyond its plaintext limit.
+const SEALED_SLACK: usize = crate::crypto::SEAL_OVERHEAD;
+
 /// Choices made once, at `init`.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -119,7 +122,11 @@ impl Repository {
             ));
         }
         let key = open_key(backend.as_ref(), password)?;
-        let sealed = backend.get(FileKind::Config, "config")?;
+        let sealed = backend.get_bounded(
+            FileKind::Config,
+            "config",
+            SEALED_SLACK + crate::config::CONFIG_SIZE_MAX,
+        )?;
         let config = Config::decode(
             &key.open(Domain::Config, &sealed)
                 .map_err(|e| e.context("config"))?,
@@ -191,7 +198,11 @@ impl Repository {
     }
 
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
-        let sealed = self.backend.get(FileKind::Index, &id.to_hex())?;
+        let sealed = self.backend.get_bounded(
+            FileKind::Index,
+            &id.to_hex(),
+            SEALED_SLACK + crate::index::file::INDEX_FILE_SIZE_MAX,
+        )?;
         if Id::of_file_bytes(&sealed) != id.0 {
             return Err(Error::corrupt(format!(
                 "index file {id} does not match its name"
@@ -251,7 +262,11 @@ impl Repository {
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let sealed = self.backend.get(FileKind::Snapshot, &id.to_hex())?;
+        let sealed = self.backend.get_bounded(
+            FileKind::Snapshot,
+            &id.to_hex(),
+            SEALED_SLACK + crate::snapshot::SNAPSHOT_SIZE_MAX,
+        )?;
         if Id::of_file_bytes(&sealed) != id.0 {
             return Err(Error::corrupt(format!(
                 "snapshot {id} does not match its name"
@@ -305,7 +320,12 @@ impl Repository {
 
     /// Decrypted bytes of a repository file, for `cat`.
     pub fn open_file(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        let sealed = self.backend.get(kind, name)?;
+        // The largest non-pack file the format allows is an index file.
+        let sealed = self.backend.get_bounded(
+            kind,
+            name,
+            SEALED_SLACK + crate::index::file::INDEX_FILE_SIZE_MAX,
+        )?;
         let domain = match kind {
             FileKind::Config => Domain::Config,
             FileKind::Snapshot => Domain::Snapshot,
@@ -337,7 +357,14 @@ fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<MasterKey> {
     }
     let mut damaged = 0;
     for (name, _) in keys {
-        let bytes = backend.get(FileKind::Key, &name)?;
+        let bytes = match backend.get_bounded(FileKind::Key, &name, crate::key::KEY_FILE_SIZE_MAX) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                damaged += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let key_file = match KeyFile::decode(&bytes) {
             Ok(k) => k,
             Err(_) => {

@@ -277,3 +277,28 @@ fn unreadable_file_exits_3_and_is_named() {
         "the unreadable file must not be in the snapshot"
     );
 }
+
+/// Regression: repository files used to be read whole before their size was
+/// checked, so a huge junk file in `snapshots/` would be allocated in full.
+/// Now the size is checked first and the file is skipped as damaged.
+#[test]
+fn oversized_snapshot_file_is_skipped_unread() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    std::fs::write(src.join("f"), b"kept").unwrap();
+    t.backup_json(&[&src]);
+    let junk = t.repo.join("snapshots").join("ab".repeat(32));
+    std::fs::write(&junk, vec![0u8; 5 * 1024 * 1024]).unwrap();
+    let out = t.cmd(&["snapshots", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 1, "the junk file was listed as a snapshot");
+    let err = stderr(&out);
+    assert!(
+        err.contains("more than") && err.contains(&"ab".repeat(32)),
+        "no warning naming the file: {err}"
+    );
+    let restored = t.restore("latest", "restored");
+    let file = restored.join(src.strip_prefix("/").unwrap()).join("f");
+    assert_eq!(std::fs::read(file).unwrap(), b"kept");
+}
