@@ -1,6 +1,7 @@
 //! Throughput of the CPU stages of a backup, one thread each, on 256 MiB of
 //! compressible text-like data: chunking, keyed BLAKE3 blob ids, and
-//! compress+seal. Run with `cargo bench --bench pipeline`. Comparisons with
+//! compress+seal. Run with `cargo bench --no-default-features --bench pipeline`
+//! (the bench needs no RocksDB, so this avoids a release build of it). Comparisons with
 //! restic and borg on the same data belong in scripts/bench.sh (issue 6).
 
 use cairn::chunker::{Chunker, ChunkerParams};

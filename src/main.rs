@@ -78,11 +78,25 @@ enum Command {
     /// Print a decrypted repository object: config, snapshot ID, index ID,
     /// key ID, lock ID, or tree SNAPSHOT[:PATH].
     Cat { kind: String, id: Option<String> },
+    /// Manage the passwords (key files) that open the repository.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Remove stale locks (all locks with --remove-all).
     Unlock {
         #[arg(long)]
         remove_all: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Add a password: read from --new-password-file, or prompted twice.
+    Add {
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+    /// List the key files.
+    List,
 }
 
 #[derive(Args)]
@@ -217,6 +231,61 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         } => dump(cli, snapshot, path, filter),
         Command::Ls { snapshot, filter } => ls(cli, snapshot, filter),
         Command::Cat { kind, id } => cat(cli, kind, id.as_deref()),
+        Command::Key(KeyCommand::Add { new_password_file }) => {
+            let repo = open(cli)?;
+            let new = match new_password_file {
+                Some(file) => {
+                    let text = std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    text.lines().next().unwrap_or("").to_string()
+                }
+                None if std::io::stdin().is_terminal() => {
+                    let first = rpassword::prompt_password("enter new password: ")?;
+                    if first != rpassword::prompt_password("enter new password again: ")? {
+                        return Err(anyhow!("passwords do not match"));
+                    }
+                    first
+                }
+                None => return Err(anyhow!("key add needs --new-password-file or a terminal")),
+            };
+            if new.is_empty() {
+                return Err(anyhow!("an empty password is not allowed"));
+            }
+            let id = repo.add_key(new.as_bytes(), KdfParams::DEFAULT)?;
+            if !cli.quiet {
+                println!("added key {}", id.short());
+            }
+            Ok(0)
+        }
+        Command::Key(KeyCommand::List) => {
+            let repo = open(cli)?;
+            let keys = repo.list_keys()?;
+            if cli.json {
+                let values: Vec<_> = keys
+                    .iter()
+                    .map(|(name, k)| match k {
+                        Ok(k) => serde_json::json!({"id": name, "created": k.created, "hostname": k.hostname,
+                            "username": k.username, "kdf": k.kdf, "kdf_params": k.kdf_params}),
+                        Err(e) => serde_json::json!({"id": name, "error": e.to_string()}),
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string(&values)?);
+            } else {
+                for (name, k) in &keys {
+                    match k {
+                        Ok(k) => println!(
+                            "{}  {}  {}@{}",
+                            &name[..8.min(name.len())],
+                            k.created,
+                            k.username,
+                            k.hostname
+                        ),
+                        Err(e) => println!("{}  damaged: {e}", &name[..8.min(name.len())]),
+                    }
+                }
+            }
+            Ok(0)
+        }
         Command::Unlock { remove_all } => {
             let repo = open(cli)?;
             let removed = cairn::remove_locks(repo.backend().as_ref(), repo.key(), *remove_all)?;

@@ -145,6 +145,34 @@ impl Repository {
         })
     }
 
+    /// Adds a key file so that `password` also opens this repository.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        let key_file = KeyFile::create(
+            &self.key,
+            password,
+            kdf,
+            &crate::metadata::hostname(),
+            &crate::metadata::username(),
+        )?
+        .encode();
+        let id = KeyId(Id::of_file_bytes(&key_file));
+        self.backend.put(FileKind::Key, &id.to_hex(), &key_file)?;
+        Ok(id)
+    }
+
+    /// The key files, readable ones decoded (damaged ones as errors).
+    pub fn list_keys(&self) -> Result<Vec<(String, Result<KeyFile>)>> {
+        let mut out = Vec::new();
+        for (name, _) in self.backend.list(FileKind::Key)? {
+            let decoded = self
+                .backend
+                .get_bounded(FileKind::Key, &name, crate::key::KEY_FILE_SIZE_MAX)
+                .and_then(|bytes| KeyFile::decode(&bytes));
+            out.push((name, decoded));
+        }
+        Ok(out)
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

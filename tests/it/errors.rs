@@ -302,3 +302,34 @@ fn oversized_snapshot_file_is_skipped_unread() {
     let file = restored.join(src.strip_prefix("/").unwrap()).join("f");
     assert_eq!(std::fs::read(file).unwrap(), b"kept");
 }
+
+/// Several passwords open one repository: `key add` writes a second key
+/// file; both passwords open it, a third does not.
+#[test]
+fn a_second_password_opens_the_repository() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    std::fs::write(src.join("f"), b"x").unwrap();
+    t.backup_json(&[&src]);
+    let second = t.dir.path().join("second-password");
+    std::fs::write(&second, "another secret\n").unwrap();
+    t.ok(&["key", "add", "--new-password-file", path_str(&second)]);
+    let keys: Vec<serde_json::Value> =
+        serde_json::from_str(&t.ok(&["key", "list", "--json"])).unwrap();
+    assert_eq!(keys.len(), 2);
+    let out = t
+        .command()
+        .env("CAIRN_PASSWORD_FILE", &second)
+        .args(["snapshots", "--json"])
+        .run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(t.snapshot_ids().len(), 1);
+    let third = t.dir.path().join("third-password");
+    std::fs::write(&third, "not a key\n").unwrap();
+    let out = t
+        .command()
+        .env("CAIRN_PASSWORD_FILE", &third)
+        .args(["snapshots"])
+        .run();
+    assert_eq!(out.status.code(), Some(12));
+}
