@@ -109,8 +109,7 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_ref().map(|e| e as _)
-    }
-}
+/// `source()` stays `None`: `Display` already ends with the OS error, and
+/// chain printers (anyhow's `{:#}`) would otherwise print it twice. The OS
+/// error itself is available through `Error::io_error`.
+impl std::error::Error for Error {}
