@@ -377,17 +377,11 @@ fn insert_target(root: &mut BTreeMap<Vec<u8>, Target>, path: &Path) {
     }
 }
 
-fn new_snapshot(
-    repo: &Repository,
-    options: &BackupOptions,
-    paths: Vec<String>,
-    source: SourceKind,
-) -> Snapshot {
+fn new_snapshot(options: &BackupOptions, paths: Vec<String>, source: SourceKind) -> Snapshot {
     let (uid, gid) = metadata::current_ids();
     let mut tags = options.tags.clone();
     tags.sort();
     tags.dedup();
-    let _ = repo;
     Snapshot {
         version: SNAPSHOT_VERSION,
         time: chrono::Local::now().fixed_offset(),
@@ -467,7 +461,7 @@ pub fn backup_paths(
     }
     names.sort();
     names.dedup();
-    let mut snapshot = new_snapshot(repo, options, names.clone(), SourceKind::Directory);
+    let mut snapshot = new_snapshot(options, names.clone(), SourceKind::Directory);
     let parent = match &options.parent {
         ParentChoice::None => None,
         ParentChoice::Id(sel) => Some(repo.find_snapshot(sel, &SnapshotFilter::default())?),
@@ -506,12 +500,7 @@ pub fn backup_stream(
             "invalid --stdin-filename {filename:?}: one path component, no '/'"
         )));
     }
-    let snapshot = new_snapshot(
-        repo,
-        options,
-        vec![format!("/{filename}")],
-        SourceKind::Stdin,
-    );
+    let snapshot = new_snapshot(options, vec![format!("/{filename}")], SourceKind::Stdin);
     let repo_ref: &Repository = repo;
     let mut archiver = Archiver::new(repo_ref)?;
     let (content, size) = match archiver.store_stream(source) {

@@ -167,14 +167,13 @@ fn locked_error(other: &LockInfo) -> Error {
     Error::new(
         ErrorKind::Locked,
         format!(
-            "repository is locked {} by pid {} on {} (user {}) since {}; run `cairn unlock` if that process is gone",
-            if other.exclusive { "exclusively" } else { "" },
+            "repository is locked{} by pid {} on {} (user {}) since {}; run `cairn unlock` if that process is gone",
+            if other.exclusive { " exclusively" } else { "" },
             other.pid,
             other.hostname,
             other.username,
             other.time.format("%Y-%m-%d %H:%M:%S")
-        )
-        .replace("locked  by", "locked by"),
+        ),
     )
 }
 

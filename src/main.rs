@@ -742,7 +742,7 @@ fn cat(cli: &Cli, kind: &str, id: Option<&str>) -> anyhow::Result<i32> {
             .iter()
             .map(|p| {
                 serde_json::json!({"id": p.id.to_hex(), "blobs": p.entries.iter().map(|e| serde_json::json!({
-                    "id": e.id.to_hex(), "type": if e.entry_is_tree() { "tree" } else { "data" }, "offset": e.offset,
+                    "id": e.id.to_hex(), "type": if e.kind == cairn::pack::BlobKind::Tree { "tree" } else { "data" }, "offset": e.offset,
                     "length": e.length, "raw_length": e.raw_length, "codec": e.codec as u8})).collect::<Vec<_>>()})
             })
             .collect();

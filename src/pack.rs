@@ -320,12 +320,6 @@ impl PackBuilder {
     }
 }
 
-impl PackEntry {
-    pub fn entry_is_tree(&self) -> bool {
-        self.kind == BlobKind::Tree
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

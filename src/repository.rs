@@ -205,11 +205,13 @@ impl Repository {
             .into_iter()
             .filter_map(|(name, _)| IndexId::from_hex(&name).ok())
             .collect();
-        let merged = db.merged_index_files()?;
+        let mut merged = db.merged_index_files()?;
         if !merged.is_subset(&listed) {
+            // An index file we merged is gone (replaced by repair or prune):
+            // its entries may name deleted packs, so start over.
             db.clear()?;
+            merged.clear();
         }
-        let merged = db.merged_index_files()?;
         let mut todo: Vec<&IndexId> = listed.iter().filter(|id| !merged.contains(id)).collect();
         todo.sort();
         for id in todo {

@@ -178,7 +178,7 @@ impl Restorer<'_> {
             .truncate(true)
             .open(path)
             .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
-        let written = write_content(self.repo, &node.content, &mut file, true)
+        let written = write_content(self.repo, &node.content, &mut file)
             .map_err(|e| e.context(path.display()))?;
         if written != node.size {
             return Err(Error::corrupt(format!(
@@ -197,30 +197,18 @@ impl Restorer<'_> {
     }
 }
 
-/// Writes a file's blobs in order. With `sparse`, all-zero blobs become
-/// holes (the file is a real file we can seek in).
-fn write_content(
-    repo: &Repository,
-    content: &[BlobId],
-    file: &mut File,
-    sparse: bool,
-) -> Result<u64> {
+/// Writes a file's blobs in order, leaving all-zero blocks as holes; the
+/// final `set_len` gives the file its length even if it ends in a hole.
+fn write_content(repo: &Repository, content: &[BlobId], file: &mut File) -> Result<u64> {
     let mut written = 0u64;
     for id in content {
         crate::check_interrupt()?;
         let data = repo.read_blob(BlobKind::Data, id)?;
-        if sparse {
-            write_sparse(file, &data)?;
-        } else {
-            file.write_all(&data)
-                .map_err(|e| Error::io("cannot write", e))?;
-        }
+        write_sparse(file, &data)?;
         written += data.len() as u64;
     }
-    if sparse {
-        file.set_len(written)
-            .map_err(|e| Error::io("cannot set length", e))?;
-    }
+    file.set_len(written)
+        .map_err(|e| Error::io("cannot set length", e))?;
     Ok(written)
 }
 
