@@ -386,6 +386,7 @@ fn new_snapshot(options: &BackupOptions, paths: Vec<String>, source: SourceKind)
         version: SNAPSHOT_VERSION,
         time: chrono::Local::now().fixed_offset(),
         parent: None,
+        original: None,
         tree: BlobId::default(),
         paths,
         hostname: options.host.clone().unwrap_or_else(metadata::hostname),

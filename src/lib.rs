@@ -20,6 +20,8 @@
 #[cfg(feature = "cache")]
 pub mod archiver;
 pub mod backend;
+#[cfg(feature = "cache")]
+pub mod checker;
 pub mod chunker;
 pub mod config;
 pub mod crypto;
@@ -30,6 +32,8 @@ pub mod key;
 pub mod lock;
 pub mod metadata;
 pub mod pack;
+#[cfg(feature = "cache")]
+pub mod repair;
 #[cfg(feature = "cache")]
 pub mod repository;
 #[cfg(feature = "cache")]
@@ -42,11 +46,15 @@ pub use archiver::{
     backup_paths, backup_stream, BackupOptions, BackupOutcome, ParentChoice, Unreadable,
 };
 pub use backend::{Backend, FileKind, LocalBackend};
+#[cfg(feature = "cache")]
+pub use checker::{check, check_keyless, CheckOptions, CheckReport, ReadData};
 pub use chunker::ChunkerParams;
 pub use crypto::KdfParams;
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
 pub use lock::{acquire as lock_repository, remove_locks, LockGuard};
+#[cfg(feature = "cache")]
+pub use repair::{repair_index, repair_snapshots, RepairIndexOutcome, RepairSnapshotsOutcome};
 #[cfg(feature = "cache")]
 pub use repository::{InitOptions, Repository};
 #[cfg(feature = "cache")]

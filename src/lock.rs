@@ -43,7 +43,8 @@ impl LockInfo {
     }
 }
 
-fn process_alive(pid: u32) -> bool {
+/// Whether a process with this pid exists on this host.
+pub(crate) fn process_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };

@@ -81,6 +81,12 @@ enum Command {
     /// Manage the passwords (key files) that open the repository.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Verify the repository: structure, and with --read-data every blob.
+    /// Exit 0 when clean, 1 when damage was found.
+    Check(CheckArgs),
+    /// Rebuild the index from the pack headers, or rewrite damaged snapshots.
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Remove stale locks (all locks with --remove-all).
     Unlock {
         #[arg(long)]
@@ -97,6 +103,37 @@ enum KeyCommand {
     },
     /// List the key files.
     List,
+}
+
+#[derive(Subcommand)]
+enum RepairCommand {
+    /// Rebuild every index file (and the local cache) from the pack headers.
+    Index,
+    /// Rewrite snapshots that reference missing or damaged data, dropping
+    /// only the files and directories that cannot be restored.
+    Snapshots {
+        /// Delete the damaged originals once their repaired copies are saved.
+        #[arg(long)]
+        forget: bool,
+        /// Show what would be dropped; write nothing.
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Also read, decrypt, decompress and re-hash every blob of every pack.
+    #[arg(long)]
+    read_data: bool,
+    /// Read only a subset of the packs: n/m (the n-th of m slices), p% or a
+    /// size such as 2G (random packs).
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
+    read_data_subset: Option<String>,
+    /// Without the password: compare every file with its name (the BLAKE3
+    /// of its bytes); with --read-data, packs too.
+    #[arg(long)]
+    no_password: bool,
 }
 
 #[derive(Args)]
@@ -286,6 +323,8 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        Command::Check(args) => check(cli, args),
+        Command::Repair(command) => repair(cli, command),
         Command::Unlock { remove_all } => {
             let repo = open(cli)?;
             let removed = cairn::remove_locks(repo.backend().as_ref(), repo.key(), *remove_all)?;
@@ -535,6 +574,161 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
         );
         Ok(3)
     }
+}
+
+fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> {
+    let mut repo = open(cli)?;
+    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), true)?;
+    match command {
+        RepairCommand::Index => {
+            let outcome = cairn::repair_index(&mut repo)?;
+            warn_all(cli, &mut repo);
+            if cli.json {
+                println!("{}", serde_json::to_string(&outcome)?);
+            } else {
+                for (pack, why) in &outcome.packs_unreadable {
+                    eprintln!("cairn: warning: pack {pack} not indexed: {why}");
+                }
+                if !cli.quiet {
+                    println!(
+                        "indexed {} blobs in {} packs; wrote {} index file(s), removed {} old one(s)",
+                        outcome.blobs_indexed,
+                        outcome.packs_indexed,
+                        outcome.index_files_written.len(),
+                        outcome.index_files_removed
+                    );
+                }
+            }
+            Ok(if outcome.packs_unreadable.is_empty() {
+                0
+            } else {
+                1
+            })
+        }
+        RepairCommand::Snapshots { forget, dry_run } => {
+            repo.load_index()?;
+            warn_all(cli, &mut repo);
+            let outcome = cairn::repair_snapshots(&mut repo, *forget, *dry_run)?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&outcome)?);
+                return Ok(0);
+            }
+            for s in &outcome.snapshots {
+                println!("snapshot {}:", s.original.short());
+                for (path, why) in &s.dropped {
+                    println!("  dropped {path}: {why}");
+                }
+                match (s.repaired, s.restorable) {
+                    (_, false) => {
+                        println!("  nothing restorable is left (root directory unreadable)")
+                    }
+                    (Some(new), true) => println!("  saved as snapshot {}", new.short()),
+                    (None, true) => println!("  would be rewritten"),
+                }
+                if s.forgotten {
+                    println!("  removed the damaged original");
+                }
+            }
+            if !cli.quiet {
+                println!(
+                    "{} of {} snapshot(s) needed repair{}",
+                    outcome.snapshots.len(),
+                    outcome.snapshots_checked,
+                    if *dry_run {
+                        " (dry run: nothing written)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
+    let report = if args.no_password {
+        if args.read_data_subset.is_some() {
+            return Err(anyhow!(
+                "--no-password reads all packs or none: use --read-data"
+            ));
+        }
+        let backend = backend(cli)?;
+        if !backend.exists()? {
+            return Err(cairn::Error::new(
+                ErrorKind::RepositoryNotFound,
+                format!("repository {} does not exist", backend.location()),
+            )
+            .into());
+        }
+        cairn::check_keyless(backend.as_ref(), args.read_data)?
+    } else {
+        let read_data = match (&args.read_data_subset, args.read_data) {
+            (Some(subset), _) => subset.parse::<cairn::ReadData>()?,
+            (None, true) => cairn::ReadData::All,
+            (None, false) => cairn::ReadData::None,
+        };
+        let repo = open(cli)?;
+        let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+        let options = cairn::CheckOptions {
+            read_data,
+            ..cairn::CheckOptions::default()
+        };
+        cairn::check(&repo, &options)?
+    };
+    if cli.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["clean"] = report.is_clean().into();
+        value["verdict"] = report.verdict().into();
+        println!("{value}");
+    } else {
+        if !cli.quiet {
+            println!(
+                "checked {} key file(s), {} index file(s), {} pack(s), {} snapshot(s), {} tree(s)",
+                report.keys, report.index_files, report.packs, report.snapshots, report.trees
+            );
+            if report.packs_read > 0 {
+                println!(
+                    "read {} pack(s), {}",
+                    report.packs_read,
+                    human_bytes(report.bytes_read)
+                );
+            }
+            for note in &report.notes {
+                println!("note: {note}");
+            }
+        }
+        for p in &report.problems {
+            println!("error: {} {}: {}", p.object, p.status, p.message);
+        }
+        if report.problems_unlisted > 0 {
+            println!(
+                "error: ... and {} more problem(s)",
+                report.problems_unlisted
+            );
+        }
+        for d in &report.damaged_paths {
+            println!(
+                "damaged: snapshot {} {}: {}",
+                d.snapshot.short(),
+                d.path,
+                d.detail
+            );
+        }
+        if report.damaged_paths_unlisted > 0 {
+            println!(
+                "damaged: ... and {} more path(s)",
+                report.damaged_paths_unlisted
+            );
+        }
+        if !cli.quiet {
+            for hint in &report.hints {
+                println!("hint: {hint}");
+            }
+        }
+        println!("{}", report.verdict());
+    }
+    Ok(if report.is_clean() { 0 } else { 1 })
 }
 
 fn human_bytes(n: u64) -> String {

@@ -167,7 +167,7 @@ impl Repository {
             let decoded = self
                 .backend
                 .get_bounded(FileKind::Key, &name, crate::key::KEY_FILE_SIZE_MAX)
-                .and_then(|bytes| KeyFile::decode(&bytes));
+                .and_then(|bytes| decode_key_file(&name, &bytes));
             out.push((name, decoded));
         }
         Ok(out)
@@ -196,15 +196,30 @@ impl Repository {
     }
 
     /// Opens the local index cache and merges index files it has not seen.
-    /// If an index file it merged has disappeared, the cache is rebuilt.
+    /// If an index file it merged has disappeared, the cache is rebuilt; a
+    /// damaged cache is thrown away and rebuilt, never fatal.
     pub fn load_index(&mut self) -> Result<()> {
         let mut db = IndexDb::open(&self.cache_dir, self.config.id)?;
-        let listed: HashSet<IndexId> = self
-            .backend
-            .list(FileKind::Index)?
-            .into_iter()
-            .filter_map(|(name, _)| IndexId::from_hex(&name).ok())
-            .collect();
+        if db.was_recreated() {
+            self.warnings
+                .push("the local index cache was damaged and is being rebuilt".into());
+        }
+        if let Err(e) = self.sync_index(&mut db) {
+            if e.kind() != ErrorKind::Corrupt {
+                return Err(e);
+            }
+            self.warnings
+                .push(format!("{e}; rebuilding the local index cache"));
+            db.rebuild_empty()?;
+            self.sync_index(&mut db)?;
+        }
+        self.index = Some(db);
+        Ok(())
+    }
+
+    /// Brings the cache up to date with the index files listed now.
+    fn sync_index(&mut self, db: &mut IndexDb) -> Result<()> {
+        let listed = self.list_index_ids()?;
         let mut merged = db.merged_index_files()?;
         if !merged.is_subset(&listed) {
             // An index file we merged is gone (replaced by repair or prune):
@@ -223,8 +238,22 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        self.index = Some(db);
         Ok(())
+    }
+
+    /// The index files in the repository now.
+    pub fn list_index_ids(&self) -> Result<HashSet<IndexId>> {
+        Ok(self
+            .backend
+            .list(FileKind::Index)?
+            .into_iter()
+            .filter_map(|(name, _)| IndexId::from_hex(&name).ok())
+            .collect())
+    }
+
+    /// The cache directory of this repository (`<cache root>/<repo id>`).
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
     }
 
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
@@ -348,6 +377,14 @@ impl Repository {
         Ok(id)
     }
 
+    /// Seals and stores one index file; returns its id.
+    pub fn save_index_file(&self, file: &IndexFile) -> Result<IndexId> {
+        let sealed = self.key.seal(Domain::Index, &file.encode());
+        let id = IndexId(Id::of_file_bytes(&sealed));
+        self.backend.put(FileKind::Index, &id.to_hex(), &sealed)?;
+        Ok(id)
+    }
+
     /// Decrypted bytes of a repository file, for `cat`.
     pub fn open_file(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         // The largest non-pack file the format allows is an index file.
@@ -380,33 +417,51 @@ impl Repository {
     }
 }
 
+/// Decodes a key file after checking it against its name (the BLAKE3 of
+/// its bytes), so a flipped bit reads as damage, not as a wrong password.
+fn decode_key_file(name: &str, bytes: &[u8]) -> Result<KeyFile> {
+    if Id::of_file_bytes(bytes).to_hex() != name {
+        return Err(Error::corrupt(format!(
+            "key file {} does not match its name",
+            &name[..8.min(name.len())]
+        )));
+    }
+    KeyFile::decode(bytes)
+}
+
 fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<MasterKey> {
     let keys = backend.list(FileKind::Key)?;
     if keys.is_empty() {
         return Err(Error::corrupt("repository has no key files"));
     }
+    let total = keys.len();
     let mut damaged = 0;
+    let mut first_damage = String::new();
     for (name, _) in keys {
-        let bytes = match backend.get_bounded(FileKind::Key, &name, crate::key::KEY_FILE_SIZE_MAX) {
-            Ok(bytes) => bytes,
+        let decoded = backend
+            .get_bounded(FileKind::Key, &name, crate::key::KEY_FILE_SIZE_MAX)
+            .and_then(|bytes| decode_key_file(&name, &bytes));
+        let key_file = match decoded {
+            Ok(k) => k,
             Err(e) if e.kind() == ErrorKind::Corrupt => {
+                if damaged == 0 {
+                    first_damage = e.to_string();
+                }
                 damaged += 1;
                 continue;
             }
             Err(e) => return Err(e),
-        };
-        let key_file = match KeyFile::decode(&bytes) {
-            Ok(k) => k,
-            Err(_) => {
-                damaged += 1;
-                continue;
-            }
         };
         match key_file.open(password) {
             Ok(key) => return Ok(key),
             Err(e) if e.kind() == ErrorKind::WrongPassword => continue,
             Err(e) => return Err(e.context(format!("key file {name}"))),
         }
+    }
+    if damaged == total {
+        return Err(Error::corrupt(format!(
+            "every key file is damaged ({first_damage}); restore keys/ from a copy"
+        )));
     }
     let note = if damaged > 0 {
         format!(" ({damaged} key file(s) damaged)")
@@ -535,11 +590,7 @@ impl<'r> BlobWriter<'r> {
             supersedes: Vec::new(),
             packs: std::mem::take(&mut self.unindexed),
         };
-        let sealed = self.repo.key.seal(Domain::Index, &file.encode());
-        let id = IndexId(Id::of_file_bytes(&sealed));
-        self.repo
-            .backend
-            .put(FileKind::Index, &id.to_hex(), &sealed)?;
+        let id = self.repo.save_index_file(&file)?;
         crate::failpoint("after-index");
         self.repo.index().merge(id, &file)?;
         for pack in &file.packs {

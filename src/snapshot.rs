@@ -47,6 +47,9 @@ pub struct Snapshot {
     pub time: DateTime<FixedOffset>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<SnapshotId>,
+    /// Set by `repair snapshots` on the rewritten copy: the damaged original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
     pub tree: BlobId,
     pub paths: Vec<String>,
     pub hostname: String,
@@ -151,6 +154,7 @@ mod tests {
             version: SNAPSHOT_VERSION,
             time: DateTime::parse_from_rfc3339(time).unwrap(),
             parent: None,
+            original: None,
             tree: BlobId(Id([1; 32])),
             paths: vec!["/data".into()],
             hostname: host.into(),

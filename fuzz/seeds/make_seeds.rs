@@ -129,6 +129,7 @@ fn sample_snapshot() -> Snapshot {
         version: cairn::snapshot::SNAPSHOT_VERSION,
         time: DateTime::parse_from_rfc3339("2026-03-14T01:59:26.535897932+02:00").unwrap(),
         parent: Some(SnapshotId(Id([9; 32]))),
+        original: None,
         tree: BlobId(Id([8; 32])),
         paths: vec!["/srv/data".into(), "/etc".into()],
         hostname: "backup-host".into(),

@@ -26,6 +26,8 @@ pub struct IndexDb {
     /// A private copy made because another process holds the shared cache;
     /// removed on drop.
     temporary: bool,
+    /// The cache on disk could not be opened and was recreated empty.
+    recreated: bool,
 }
 
 fn blob_key(kind: BlobKind, id: &BlobId) -> [u8; 34] {
@@ -63,24 +65,22 @@ impl IndexDb {
             )
         })?;
         let path = dir.join("index.rocksdb");
-        let (db, path, temporary) = match DB::open(&options(), &path) {
-            Ok(db) => (db, path, false),
+        remove_orphaned_private_caches(dir);
+        let (db, path, temporary, recreated) = match DB::open(&options(), &path) {
+            Ok(db) => (db, path, false, false),
             Err(e) if e.to_string().contains("lock") => {
                 let private = dir.join(format!("index.tmp-{}", std::process::id()));
                 let _ = DB::destroy(&options(), &private);
                 let db = DB::open(&options(), &private).map_err(db_error)?;
-                (db, private, true)
+                (db, private, true, false)
             }
-            Err(_) => {
-                let _ = DB::destroy(&options(), &path);
-                let _ = std::fs::remove_dir_all(&path);
-                (DB::open(&options(), &path).map_err(db_error)?, path, false)
-            }
+            Err(_) => (Self::recreate(&path)?, path, false, true),
         };
         let mut index = IndexDb {
             db: Some(db),
             path,
             temporary,
+            recreated,
         };
         match index.db().get(b"mrepository").map_err(db_error)? {
             Some(v) if v.as_slice() == repository.as_bytes() => {}
@@ -97,6 +97,51 @@ impl IndexDb {
                 .map_err(db_error)?,
         }
         Ok(index)
+    }
+
+    fn recreate(path: &Path) -> Result<DB> {
+        let _ = DB::destroy(&options(), path);
+        let _ = std::fs::remove_dir_all(path);
+        DB::open(&options(), path).map_err(db_error)
+    }
+
+    /// Throws the cache away and starts an empty one, for a cache whose
+    /// reads failed (a damaged cache is rebuilt, never trusted or fatal).
+    pub fn rebuild_empty(&mut self) -> Result<()> {
+        drop(self.db.take());
+        self.db = Some(Self::recreate(&self.path)?);
+        self.recreated = true;
+        Ok(())
+    }
+
+    /// True when the cache on disk was unreadable and was started afresh.
+    pub fn was_recreated(&self) -> bool {
+        self.recreated
+    }
+
+    /// True for a private copy (another process holds the shared cache).
+    pub fn is_temporary(&self) -> bool {
+        self.temporary
+    }
+
+    /// Calls `f` with every blob location in the cache, in key order
+    /// (kind, then id). Reads every block, so RocksDB's checksums catch a
+    /// damaged cache here.
+    pub fn for_each_blob(&self, mut f: impl FnMut(BlobKind, BlobLocation)) -> Result<()> {
+        for item in self.db().prefix_iterator(b"b") {
+            let (key, value) = item.map_err(db_error)?;
+            if key.first() != Some(&b'b') {
+                break;
+            }
+            if key.len() != 34 || value.len() != 32 + ENTRY_LEN {
+                return Err(Error::corrupt("local index cache entry is damaged"));
+            }
+            let kind = BlobKind::from_byte(key[1])?;
+            let pack = PackId(Id(value[..32].try_into().expect("32")));
+            let entry = PackEntry::decode(&value[32..])?;
+            f(kind, BlobLocation { pack, entry });
+        }
+        Ok(())
     }
 
     fn db(&self) -> &DB {
@@ -181,5 +226,30 @@ impl Drop for IndexDb {
 }
 
 fn db_error(e: rocksdb::Error) -> Error {
-    Error::new(crate::ErrorKind::Io, format!("local index cache: {e}"))
+    let kind = match e.kind() {
+        rocksdb::ErrorKind::Corruption => crate::ErrorKind::Corrupt,
+        _ => crate::ErrorKind::Io,
+    };
+    Error::new(kind, format!("local index cache: {e}"))
+}
+
+/// Deletes private caches (`index.tmp-<pid>`) whose process is gone, left
+/// behind when a process that could not share the cache was killed.
+fn remove_orphaned_private_caches(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("index.tmp-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !crate::lock::process_alive(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

@@ -1,0 +1,325 @@
+//! `repair index` and `repair snapshots`: the two ways back from damage.
+//!
+//! `repair index` rebuilds the index from the pack headers, for when index
+//! files are lost or damaged. `repair snapshots` rewrites snapshots whose
+//! data is partly gone, dropping only the files and directories that can no
+//! longer be restored, so what remains restores cleanly. Both follow the
+//! write order of docs/FORMAT.md: new files are stored before anything they
+//! replace is deleted, so a crash at any point loses nothing.
+
+use crate::backend::FileKind;
+use crate::error::{ErrorKind, Result};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::index::file::INDEX_FILE_BLOBS_TARGET;
+use crate::index::{IndexFile, IndexPack};
+use crate::pack::{self, BlobKind};
+use crate::repository::{BlobWriter, Repository};
+use crate::tree::{Node, NodeKind, Tree};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::HashMap;
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RepairIndexOutcome {
+    pub packs_indexed: u64,
+    pub blobs_indexed: u64,
+    /// Packs whose header cannot be read; their blobs are not indexed.
+    pub packs_unreadable: Vec<(PackId, String)>,
+    pub index_files_written: Vec<IndexId>,
+    pub index_files_removed: u64,
+}
+
+/// Rebuilds every index file from the pack headers. The caller holds an
+/// exclusive lock. New index files (naming the old ones as superseded) are
+/// stored before the old ones are deleted.
+pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexOutcome> {
+    let backend = repo.backend().clone();
+    let old: Vec<IndexId> = {
+        let mut ids: Vec<IndexId> = repo.list_index_ids()?.into_iter().collect();
+        ids.sort();
+        ids
+    };
+    let packs = crate::repository::list_packs(backend.as_ref())?;
+    let key = repo.key();
+    let headers: Vec<Result<(PackId, Result<Vec<pack::PackEntry>>)>> = packs
+        .par_iter()
+        .map(|&(id, size)| {
+            crate::check_interrupt()?;
+            let name = id.to_hex();
+            let read = (|| {
+                let tail = backend.get_range(FileKind::Pack, &name, size.saturating_sub(4), 4)?;
+                let (start, sealed_len) = pack::header_location(size, pack::trailer(&tail)?)?;
+                let sealed =
+                    backend.get_range(FileKind::Pack, &name, start, u64::from(sealed_len))?;
+                let plain = key.open(crate::crypto::Domain::PackHeader, &sealed)?;
+                pack::decode_header(&plain, start)
+            })();
+            match read {
+                Err(e) if !matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => Err(e),
+                read => Ok((id, read)),
+            }
+        })
+        .collect();
+    let mut outcome = RepairIndexOutcome::default();
+    let mut pending: Vec<IndexPack> = Vec::new();
+    let mut pending_blobs = 0usize;
+    let mut written = Vec::new();
+    for result in headers {
+        let (id, entries) = result?;
+        match entries {
+            Ok(entries) => {
+                outcome.packs_indexed += 1;
+                outcome.blobs_indexed += entries.len() as u64;
+                pending_blobs += entries.len();
+                pending.push(IndexPack { id, entries });
+                if pending_blobs >= INDEX_FILE_BLOBS_TARGET {
+                    written.push(std::mem::take(&mut pending));
+                    pending_blobs = 0;
+                }
+            }
+            Err(e) => outcome.packs_unreadable.push((id, e.to_string())),
+        }
+    }
+    if !pending.is_empty() {
+        written.push(pending);
+    }
+    for packs in written {
+        let file = IndexFile {
+            supersedes: old.clone(),
+            packs,
+        };
+        outcome
+            .index_files_written
+            .push(repo.save_index_file(&file)?);
+    }
+    crate::failpoint("repair-index-before-delete");
+    for id in &old {
+        if !outcome.index_files_written.contains(id) {
+            backend.delete(FileKind::Index, &id.to_hex())?;
+            outcome.index_files_removed += 1;
+        }
+    }
+    repo.load_index()?;
+    Ok(outcome)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RepairedSnapshot {
+    pub original: SnapshotId,
+    /// The rewritten snapshot; `None` when nothing of it could be saved
+    /// (its root directory listing is unreadable).
+    pub repaired: Option<SnapshotId>,
+    /// Paths dropped from the snapshot, with why.
+    pub dropped: Vec<(String, String)>,
+    /// Whether any of it can be kept (false: root listing unreadable).
+    pub restorable: bool,
+    /// Whether the damaged original was deleted (`--forget`).
+    pub forgotten: bool,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RepairSnapshotsOutcome {
+    pub snapshots_checked: u64,
+    pub snapshots: Vec<RepairedSnapshot>,
+}
+
+/// Rewrites every snapshot that references blobs that are missing from the
+/// index or lie in missing or truncated packs. The caller holds an
+/// exclusive lock and has called `load_index`. With `dry_run`, reports what
+/// it would do and writes nothing.
+pub fn repair_snapshots(
+    repo: &mut Repository,
+    forget: bool,
+    dry_run: bool,
+) -> Result<RepairSnapshotsOutcome> {
+    let pack_sizes: HashMap<PackId, u64> = crate::repository::list_packs(repo.backend().as_ref())?
+        .into_iter()
+        .collect();
+    let ids = repo.list_snapshot_ids()?;
+    let mut outcome = RepairSnapshotsOutcome::default();
+    let repo_ref: &Repository = repo;
+    let mut rewriter = Rewriter {
+        repo: repo_ref,
+        pack_sizes,
+        writer: (!dry_run).then(|| repo_ref.blob_writer()),
+        rewritten: HashMap::new(),
+        dropped: Vec::new(),
+    };
+    let mut todo = Vec::new();
+    for id in ids {
+        crate::check_interrupt()?;
+        let snapshot = match repo_ref.load_snapshot(&id) {
+            Ok(s) => s,
+            // A damaged snapshot file cannot be rewritten: there is nothing
+            // to read. `check` reports it; `forget` removes it.
+            Err(e) if e.kind() == ErrorKind::Corrupt => continue,
+            Err(e) => return Err(e),
+        };
+        outcome.snapshots_checked += 1;
+        rewriter.dropped.clear();
+        let root = rewriter.rewrite(snapshot.tree, "")?;
+        if root == Some(snapshot.tree) {
+            continue;
+        }
+        todo.push((id, snapshot, root, std::mem::take(&mut rewriter.dropped)));
+    }
+    if let Some(writer) = rewriter.writer.take() {
+        writer.finish()?;
+    }
+    for (id, snapshot, root, dropped) in todo {
+        let mut repaired = None;
+        if let (Some(root), false) = (root, dry_run) {
+            let mut copy = snapshot.clone();
+            copy.tree = root;
+            copy.original = Some(id);
+            copy.parent = None;
+            if !copy.has_tag("repaired") {
+                copy.tags.push("repaired".into());
+            }
+            repaired = Some(repo_ref.save_snapshot(&copy)?);
+        }
+        let forgotten = forget && !dry_run;
+        if forgotten {
+            repo_ref
+                .backend()
+                .delete(FileKind::Snapshot, &id.to_hex())?;
+        }
+        outcome.snapshots.push(RepairedSnapshot {
+            original: id,
+            repaired,
+            dropped,
+            restorable: root.is_some(),
+            forgotten,
+        });
+    }
+    Ok(outcome)
+}
+
+struct Rewriter<'r> {
+    repo: &'r Repository,
+    pack_sizes: HashMap<PackId, u64>,
+    writer: Option<BlobWriter<'r>>,
+    /// Old tree id → new one (`None`: unreadable). Shared across snapshots.
+    rewritten: HashMap<BlobId, Option<BlobId>>,
+    dropped: Vec<(String, String)>,
+}
+
+impl Rewriter<'_> {
+    fn blob_readable(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
+        Ok(match self.repo.locate(kind, id)? {
+            None => false,
+            Some(loc) => self.pack_sizes.get(&loc.pack).is_some_and(|&size| {
+                u64::from(loc.entry.offset) + u64::from(loc.entry.length) <= size
+            }),
+        })
+    }
+
+    /// Returns the id of the repaired tree, or `None` if it is unreadable.
+    fn rewrite(&mut self, id: BlobId, path: &str) -> Result<Option<BlobId>> {
+        if let Some(&done) = self.rewritten.get(&id) {
+            if done != Some(id) {
+                // Same damage as met before in another snapshot: list it
+                // again for this one.
+                self.collect_dropped(id, path)?;
+            }
+            return Ok(done);
+        }
+        let tree = match self.load(&id) {
+            Some(tree) => tree,
+            None => {
+                self.rewritten.insert(id, None);
+                return Ok(None);
+            }
+        };
+        let mut nodes: Vec<Node> = Vec::with_capacity(tree.nodes.len());
+        for node in &tree.nodes {
+            let child = format!("{path}/{}", node.name_str());
+            match node.kind {
+                NodeKind::Dir => {
+                    let Some(sub) = node.subtree else {
+                        self.dropped
+                            .push((child, "directory has no listing".into()));
+                        continue;
+                    };
+                    match self.rewrite(sub, &child)? {
+                        Some(new) => {
+                            let mut node = node.clone();
+                            node.subtree = Some(new);
+                            nodes.push(node);
+                        }
+                        None => self
+                            .dropped
+                            .push((child, "directory listing unreadable".into())),
+                    }
+                }
+                NodeKind::File => {
+                    let mut bad = 0;
+                    for blob in &node.content {
+                        if !self.blob_readable(BlobKind::Data, blob)? {
+                            bad += 1;
+                        }
+                    }
+                    if bad == 0 {
+                        nodes.push(node.clone());
+                    } else {
+                        self.dropped.push((
+                            child,
+                            format!("{bad} of {} chunks unreadable", node.content.len()),
+                        ));
+                    }
+                }
+                _ => nodes.push(node.clone()),
+            }
+        }
+        let new_tree = Tree { nodes, ..tree };
+        let new_id = match &mut self.writer {
+            Some(writer) => writer.save_tree(&new_tree)?,
+            // Dry run: the id the tree would get, without storing it.
+            None => self.repo.key().blob_id(&new_tree.encode()),
+        };
+        self.rewritten.insert(id, Some(new_id));
+        Ok(Some(new_id))
+    }
+
+    fn load(&self, id: &BlobId) -> Option<Tree> {
+        if !self.blob_readable(BlobKind::Tree, id).unwrap_or(false) {
+            return None;
+        }
+        self.repo.load_tree(id).ok()
+    }
+
+    /// Re-lists what a tree rewritten earlier dropped, under a new path.
+    fn collect_dropped(&mut self, id: BlobId, path: &str) -> Result<()> {
+        let Some(tree) = self.load(&id) else {
+            return Ok(());
+        };
+        for node in &tree.nodes {
+            let child = format!("{path}/{}", node.name_str());
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(sub)) => match self.rewritten.get(&sub).copied() {
+                    Some(None) => self
+                        .dropped
+                        .push((child, "directory listing unreadable".into())),
+                    Some(Some(new)) if new != sub => self.collect_dropped(sub, &child)?,
+                    _ => {}
+                },
+                (NodeKind::File, _) => {
+                    let mut bad = 0;
+                    for blob in &node.content {
+                        if !self.blob_readable(BlobKind::Data, blob)? {
+                            bad += 1;
+                        }
+                    }
+                    if bad > 0 {
+                        self.dropped.push((
+                            child,
+                            format!("{bad} of {} chunks unreadable", node.content.len()),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
