@@ -86,7 +86,13 @@ pub fn check_interrupt() -> Result<()> {
 /// Integration tests use it to prove a crash at each step of a backup leaves
 /// a valid repository. Costs one environment lookup per call.
 pub fn failpoint(name: &str) {
-    if std::env::var_os("CAIRN_FAILPOINT").is_some_and(|v| v == name) {
+    if failpoint_is(name) {
         std::process::abort();
     }
+}
+
+/// Whether the test hook `CAIRN_FAILPOINT` is set to `name` (for injected
+/// errors such as `enospc`, where the process must go on and fail cleanly).
+pub fn failpoint_is(name: &str) -> bool {
+    std::env::var_os("CAIRN_FAILPOINT").is_some_and(|v| v == name)
 }

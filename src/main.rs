@@ -589,6 +589,12 @@ fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> {
                 for (pack, why) in &outcome.packs_unreadable {
                     eprintln!("cairn: warning: pack {pack} not indexed: {why}");
                 }
+                if outcome.packs_salvaged > 0 {
+                    println!(
+                        "salvaged {} blobs from {} damaged pack(s) into new packs; {} blobs were lost",
+                        outcome.blobs_salvaged, outcome.packs_salvaged, outcome.blobs_lost
+                    );
+                }
                 if !cli.quiet {
                     println!(
                         "indexed {} blobs in {} packs; wrote {} index file(s), removed {} old one(s)",

@@ -27,6 +27,11 @@ pub struct RepairIndexOutcome {
     pub packs_unreadable: Vec<(PackId, String)>,
     pub index_files_written: Vec<IndexId>,
     pub index_files_removed: u64,
+    /// Damaged packs whose intact blobs were copied to new packs (and which
+    /// were then deleted).
+    pub packs_salvaged: u64,
+    pub blobs_salvaged: u64,
+    pub blobs_lost: u64,
 }
 
 /// Rebuilds every index file from the pack headers. The caller holds an
@@ -62,27 +67,40 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexOutcome> {
         .collect();
     let mut outcome = RepairIndexOutcome::default();
     let mut pending: Vec<IndexPack> = Vec::new();
-    let mut pending_blobs = 0usize;
-    let mut written = Vec::new();
+    let mut unreadable = Vec::new();
     for result in headers {
         let (id, entries) = result?;
         match entries {
-            Ok(entries) => {
-                outcome.packs_indexed += 1;
-                outcome.blobs_indexed += entries.len() as u64;
-                pending_blobs += entries.len();
-                pending.push(IndexPack { id, entries });
-                if pending_blobs >= INDEX_FILE_BLOBS_TARGET {
-                    written.push(std::mem::take(&mut pending));
-                    pending_blobs = 0;
-                }
-            }
-            Err(e) => outcome.packs_unreadable.push((id, e.to_string())),
+            Ok(entries) => pending.push(IndexPack { id, entries }),
+            Err(e) => unreadable.push((id, e.to_string())),
         }
     }
-    if !pending.is_empty() {
-        written.push(pending);
+    // Packs without a readable header (e.g. truncated): move the blobs that
+    // still verify, found through the old index files, into new packs.
+    let mut salvaged_from = Vec::new();
+    if !unreadable.is_empty() {
+        let (new_packs, done) = salvage(repo, &old, &unreadable, &mut outcome)?;
+        pending.extend(new_packs);
+        salvaged_from = done;
     }
+    for (id, why) in unreadable {
+        if !salvaged_from.contains(&id) {
+            outcome.packs_unreadable.push((id, why));
+        }
+    }
+    let mut written: Vec<Vec<IndexPack>> = Vec::new();
+    let mut blobs_in_last = usize::MAX;
+    for pack in pending {
+        outcome.packs_indexed += 1;
+        outcome.blobs_indexed += pack.entries.len() as u64;
+        if blobs_in_last >= INDEX_FILE_BLOBS_TARGET {
+            written.push(Vec::new());
+            blobs_in_last = 0;
+        }
+        blobs_in_last += pack.entries.len();
+        written.last_mut().expect("pushed above").push(pack);
+    }
+    outcome.packs_salvaged = salvaged_from.len() as u64;
     for packs in written {
         let file = IndexFile {
             supersedes: old.clone(),
@@ -99,8 +117,92 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexOutcome> {
             outcome.index_files_removed += 1;
         }
     }
+    // Only now, with the salvaged blobs indexed elsewhere, may the damaged
+    // packs go.
+    for id in &salvaged_from {
+        backend.delete(FileKind::Pack, &id.to_hex())?;
+    }
     repo.load_index()?;
     Ok(outcome)
+}
+
+/// Copies the blobs of damaged packs that still verify into new packs.
+/// Their places come from the old index files. Returns the new packs and
+/// the damaged packs that were fully dealt with.
+fn salvage(
+    repo: &Repository,
+    old_index_files: &[IndexId],
+    damaged: &[(PackId, String)],
+    outcome: &mut RepairIndexOutcome,
+) -> Result<(Vec<IndexPack>, Vec<PackId>)> {
+    let wanted: HashMap<PackId, usize> = damaged
+        .iter()
+        .enumerate()
+        .map(|(n, (id, _))| (*id, n))
+        .collect();
+    let mut entries: Vec<Vec<pack::PackEntry>> = vec![Vec::new(); damaged.len()];
+    for id in old_index_files {
+        let Ok(file) = repo.load_index_file(id) else {
+            continue;
+        };
+        for p in file.packs {
+            if let Some(&n) = wanted.get(&p.id) {
+                entries[n].extend(p.entries);
+            }
+        }
+    }
+    let mut builder = pack::PackBuilder::new();
+    let mut new_packs = Vec::new();
+    let mut done = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let backend = repo.backend();
+    for ((id, _), entries) in damaged.iter().zip(entries) {
+        if entries.is_empty() {
+            continue; // Nothing known about it: leave it for a human.
+        }
+        let bytes = match backend.get(FileKind::Pack, &id.to_hex()) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let start = entry.offset as usize;
+            if !seen.insert((entry.kind, entry.id)) {
+                continue;
+            }
+            let Some(sealed) = bytes
+                .get(start..start + entry.length as usize)
+                .filter(|sealed| pack::open_blob(repo.key(), &entry, sealed).is_ok())
+            else {
+                outcome.blobs_lost += 1;
+                continue;
+            };
+            outcome.blobs_salvaged += 1;
+            if builder.len() + sealed.len() > repo.config().pack_size_target as usize
+                || builder.is_full()
+            {
+                new_packs.push(store_pack(repo, std::mem::take(&mut builder))?);
+            }
+            builder.add(pack::SealedBlob {
+                kind: entry.kind,
+                codec: entry.codec,
+                id: entry.id,
+                raw_length: entry.raw_length,
+                bytes: sealed.to_vec(),
+            });
+        }
+        done.push(*id);
+    }
+    if !builder.is_empty() {
+        new_packs.push(store_pack(repo, builder)?);
+    }
+    Ok((new_packs, done))
+}
+
+fn store_pack(repo: &Repository, builder: pack::PackBuilder) -> Result<IndexPack> {
+    let (id, bytes, entries) = builder.finish(repo.key());
+    repo.backend().put(FileKind::Pack, &id.to_hex(), &bytes)?;
+    Ok(IndexPack { id, entries })
 }
 
 #[derive(Debug, Clone, Serialize)]

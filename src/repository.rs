@@ -586,11 +586,14 @@ impl<'r> BlobWriter<'r> {
         if self.unindexed.is_empty() {
             return Ok(());
         }
+        // Cloned, not taken: until the index file is stored, these packs
+        // are ours to delete if the backup fails (see Drop).
         let file = IndexFile {
             supersedes: Vec::new(),
-            packs: std::mem::take(&mut self.unindexed),
+            packs: self.unindexed.clone(),
         };
         let id = self.repo.save_index_file(&file)?;
+        self.unindexed.clear();
         crate::failpoint("after-index");
         self.repo.index().merge(id, &file)?;
         for pack in &file.packs {
@@ -610,7 +613,19 @@ impl<'r> BlobWriter<'r> {
         self.flush_pack(BlobKind::Tree)?;
         self.write_index()?;
         debug_assert!(self.pending.is_empty());
-        Ok(self.stats)
+        Ok(std::mem::take(&mut self.stats))
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    /// A writer dropped before `finish` (an error, an interrupt) deletes the
+    /// packs it stored but never indexed. No other process can reference
+    /// them (blobs become visible only through index files), and on a full
+    /// disk the space is what the next backup needs.
+    fn drop(&mut self) {
+        for pack in &self.unindexed {
+            let _ = self.repo.backend.delete(FileKind::Pack, &pack.id.to_hex());
+        }
     }
 }
 

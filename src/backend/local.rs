@@ -97,6 +97,11 @@ impl Backend for LocalBackend {
             hex::encode(crate::crypto::random_bytes::<8>())
         ));
         let write = || -> std::io::Result<()> {
+            if kind == FileKind::Pack && crate::failpoint_is("enospc") {
+                // Test hook: a full disk, for machines where the tests
+                // cannot mount a small filesystem.
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
             // Owner-only, as restic: key files and metadata sizes are private.
             let mut file = OpenOptions::new()
                 .write(true)

@@ -48,6 +48,8 @@ fn crash_scenario(failpoint: &str, delete_cache: bool) {
         vec![first_id.clone()],
         "{ctx} only the first snapshot may exist"
     );
+    let check = t.ok(&["check", "--read-data"]);
+    assert!(check.contains("no errors were found"), "{ctx} {check}");
 
     let target = t.restore(&first_id, "first");
     let restored = content_map(&target.join(src.strip_prefix("/").unwrap()));

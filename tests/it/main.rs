@@ -1,10 +1,12 @@
 //! The one integration test binary: runs the real `cairn` binary against
 //! real repositories on disk.
 
+mod check;
 mod common;
 mod crash;
 mod dedup;
 mod errors;
+mod faults;
 mod kdf;
 mod metadata;
 mod oracle;
