@@ -34,6 +34,7 @@ pub mod pack;
 pub mod repository;
 #[cfg(feature = "cache")]
 pub mod restorer;
+pub mod retention;
 pub mod snapshot;
 pub mod tree;
 
