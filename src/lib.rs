@@ -24,6 +24,8 @@ pub mod chunker;
 pub mod config;
 pub mod crypto;
 pub mod error;
+#[cfg(feature = "cache")]
+pub mod forget;
 pub mod id;
 pub mod index;
 pub mod key;
@@ -40,18 +42,22 @@ pub mod tree;
 
 #[cfg(feature = "cache")]
 pub use archiver::{
-    backup_paths, backup_stream, BackupOptions, BackupOutcome, ParentChoice, Unreadable,
+    backup_paths, backup_stream, parse_backup_time, BackupOptions, BackupOutcome, ParentChoice,
+    Unreadable,
 };
 pub use backend::{Backend, FileKind, LocalBackend};
 pub use chunker::ChunkerParams;
 pub use crypto::KdfParams;
 pub use error::{Error, ErrorKind, Result};
+#[cfg(feature = "cache")]
+pub use forget::{forget, ForgetGroup, ForgetOptions, ForgetOutcome};
 pub use id::{BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
 pub use lock::{acquire as lock_repository, remove_locks, LockGuard};
 #[cfg(feature = "cache")]
 pub use repository::{InitOptions, Repository};
 #[cfg(feature = "cache")]
 pub use restorer::{dump, restore, RestoreOutcome};
+pub use retention::{Count, Duration as RetentionDuration, GroupBy, GroupKey, Policy, Reason};
 pub use snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary};
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,6 +13,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod forget_cli;
+
 #[derive(Parser)]
 #[command(
     name = "cairn",
@@ -81,6 +83,9 @@ enum Command {
     /// Manage the passwords (key files) that open the repository.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Remove snapshots: the given ones, or those a --keep-* policy does not
+    /// keep (per group; see docs/retention.md). Data is freed only by prune.
+    Forget(forget_cli::ForgetArgs),
     /// Remove stale locks (all locks with --remove-all).
     Unlock {
         #[arg(long)]
@@ -139,6 +144,10 @@ struct BackupArgs {
     /// Read every file, ignoring the parent snapshot.
     #[arg(long)]
     force: bool,
+    /// Record this time instead of now: "YYYY-MM-DD HH:MM:SS" (local time)
+    /// or RFC 3339 with its offset.
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -231,6 +240,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         } => dump(cli, snapshot, path, filter),
         Command::Ls { snapshot, filter } => ls(cli, snapshot, filter),
         Command::Cat { kind, id } => cat(cli, kind, id.as_deref()),
+        Command::Forget(args) => forget_cli::forget(cli, args),
         Command::Key(KeyCommand::Add { new_password_file }) => {
             let repo = open(cli)?;
             let new = match new_password_file {
@@ -474,6 +484,11 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
             .map(String::from)
             .collect(),
         host: args.host.clone(),
+        time: args
+            .time
+            .as_deref()
+            .map(cairn::parse_backup_time)
+            .transpose()?,
         parent: match (&args.parent, args.force) {
             (_, true) => ParentChoice::None,
             (Some(id), false) => ParentChoice::Id(id.clone()),
