@@ -5,6 +5,7 @@ mod common;
 mod crash;
 mod dedup;
 mod errors;
+mod forget;
 mod kdf;
 mod metadata;
 mod oracle;
