@@ -250,7 +250,7 @@ fn forget_by_id_removes_exactly_those() {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(removed, [c.as_str(), a.as_str()], "newest first");
-    assert_eq!(t.snapshot_ids(), [b.clone()]);
+    assert_eq!(t.snapshot_ids(), [b]);
     // The data stays: the remaining snapshot restores.
     let restored = t.restore("latest", "out");
     assert_eq!(
