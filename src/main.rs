@@ -471,6 +471,11 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     if !args.stdin && args.paths.is_empty() {
         return Err(anyhow!("nothing to back up: give paths or --stdin"));
     }
+    let time = args
+        .time
+        .as_deref()
+        .map(cairn::parse_backup_time)
+        .transpose()?;
     let mut repo = open(cli)?;
     let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
     repo.load_index()?;
@@ -484,11 +489,7 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
             .map(String::from)
             .collect(),
         host: args.host.clone(),
-        time: args
-            .time
-            .as_deref()
-            .map(cairn::parse_backup_time)
-            .transpose()?,
+        time,
         parent: match (&args.parent, args.force) {
             (_, true) => ParentChoice::None,
             (Some(id), false) => ParentChoice::Id(id.clone()),
