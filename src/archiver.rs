@@ -29,6 +29,30 @@ pub struct BackupOptions {
     /// Overrides the hostname recorded in the snapshot.
     pub host: Option<String>,
     pub parent: ParentChoice,
+    /// The snapshot's time instead of now (`backup --time`), kept with its
+    /// offset. Retention policies bucket snapshots by this local time.
+    pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+/// Parses a `backup --time` value: RFC 3339 (its offset is kept), or
+/// restic's `YYYY-MM-DD HH:MM:SS` in this machine's time zone (the earlier
+/// of two readings when a DST change repeats the hour).
+pub fn parse_backup_time(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>> {
+    use chrono::TimeZone;
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t);
+    }
+    let naive = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").map_err(|_| {
+        Error::invalid(format!(
+            "invalid time {s:?}: use \"YYYY-MM-DD HH:MM:SS\" (local time) or RFC 3339"
+        ))
+    })?;
+    chrono::Local
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.fixed_offset())
+        .ok_or_else(|| Error::invalid(format!("time {s:?} does not exist in the local time zone")))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -384,7 +408,9 @@ fn new_snapshot(options: &BackupOptions, paths: Vec<String>, source: SourceKind)
     tags.dedup();
     Snapshot {
         version: SNAPSHOT_VERSION,
-        time: chrono::Local::now().fixed_offset(),
+        time: options
+            .time
+            .unwrap_or_else(|| chrono::Local::now().fixed_offset()),
         parent: None,
         original: None,
         tree: BlobId::default(),

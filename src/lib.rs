@@ -26,6 +26,8 @@ pub mod chunker;
 pub mod config;
 pub mod crypto;
 pub mod error;
+#[cfg(feature = "cache")]
+pub mod forget;
 pub mod id;
 pub mod index;
 pub mod key;
@@ -38,12 +40,14 @@ pub mod repair;
 pub mod repository;
 #[cfg(feature = "cache")]
 pub mod restorer;
+pub mod retention;
 pub mod snapshot;
 pub mod tree;
 
 #[cfg(feature = "cache")]
 pub use archiver::{
-    backup_paths, backup_stream, BackupOptions, BackupOutcome, ParentChoice, Unreadable,
+    backup_paths, backup_stream, parse_backup_time, BackupOptions, BackupOutcome, ParentChoice,
+    Unreadable,
 };
 pub use backend::{Backend, FileKind, LocalBackend};
 #[cfg(feature = "cache")]
@@ -51,6 +55,8 @@ pub use checker::{check, check_keyless, CheckOptions, CheckReport, ReadData};
 pub use chunker::ChunkerParams;
 pub use crypto::KdfParams;
 pub use error::{Error, ErrorKind, Result};
+#[cfg(feature = "cache")]
+pub use forget::{forget, ForgetGroup, ForgetOptions, ForgetOutcome};
 pub use id::{BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
 pub use lock::{acquire as lock_repository, remove_locks, LockGuard};
 #[cfg(feature = "cache")]
@@ -59,6 +65,7 @@ pub use repair::{repair_index, repair_snapshots, RepairIndexOutcome, RepairSnaps
 pub use repository::{InitOptions, Repository};
 #[cfg(feature = "cache")]
 pub use restorer::{dump, restore, RestoreOutcome};
+pub use retention::{Count, Duration as RetentionDuration, GroupBy, GroupKey, Policy, Reason};
 pub use snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary};
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,6 +13,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod forget_cli;
+
 #[derive(Parser)]
 #[command(
     name = "cairn",
@@ -87,6 +89,9 @@ enum Command {
     /// Rebuild the index from the pack headers, or rewrite damaged snapshots.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Remove snapshots: the given ones, or those a --keep-* policy does not
+    /// keep (per group; see docs/retention.md). Data is freed only by prune.
+    Forget(forget_cli::ForgetArgs),
     /// Remove stale locks (all locks with --remove-all).
     Unlock {
         #[arg(long)]
@@ -176,6 +181,10 @@ struct BackupArgs {
     /// Read every file, ignoring the parent snapshot.
     #[arg(long)]
     force: bool,
+    /// Record this time instead of now: "YYYY-MM-DD HH:MM:SS" (local time)
+    /// or RFC 3339 with its offset.
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -268,6 +277,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         } => dump(cli, snapshot, path, filter),
         Command::Ls { snapshot, filter } => ls(cli, snapshot, filter),
         Command::Cat { kind, id } => cat(cli, kind, id.as_deref()),
+        Command::Forget(args) => forget_cli::forget(cli, args),
         Command::Key(KeyCommand::Add { new_password_file }) => {
             let repo = open(cli)?;
             let new = match new_password_file {
@@ -500,6 +510,11 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     if !args.stdin && args.paths.is_empty() {
         return Err(anyhow!("nothing to back up: give paths or --stdin"));
     }
+    let time = args
+        .time
+        .as_deref()
+        .map(cairn::parse_backup_time)
+        .transpose()?;
     let mut repo = open(cli)?;
     let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
     repo.load_index()?;
@@ -513,6 +528,7 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
             .map(String::from)
             .collect(),
         host: args.host.clone(),
+        time,
         parent: match (&args.parent, args.force) {
             (_, true) => ParentChoice::None,
             (Some(id), false) => ParentChoice::Id(id.clone()),

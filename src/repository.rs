@@ -385,6 +385,12 @@ impl Repository {
         Ok(id)
     }
 
+    /// Deletes a snapshot file (`forget`). The trees and data it named stay
+    /// in the packs; only a prune reclaims them.
+    pub fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.backend.delete(FileKind::Snapshot, &id.to_hex())
+    }
+
     /// Decrypted bytes of a repository file, for `cat`.
     pub fn open_file(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         // The largest non-pack file the format allows is an index file.

@@ -7,6 +7,7 @@ mod crash;
 mod dedup;
 mod errors;
 mod faults;
+mod forget;
 mod kdf;
 mod metadata;
 mod oracle;
