@@ -1,0 +1,347 @@
+#!/usr/bin/env bash
+# cairn side by side with restic and borg (Debian's packages) on the same
+# data, in one run: wall time and peak RSS (/usr/bin/time -v) and repository
+# size (du -sb), plus two floors (zstd -3 -T0 and b3sum of the dump).
+#
+#   bash scripts/bench.sh [--quick] [--reps N] [--nights N] [--no-doc] [--data-only] [WORKDIR]
+#
+# WORKDIR (default /tmp/cairn-bench) holds the generated data, the
+# repositories and the raw results; data is generated once and reused
+# (delete WORKDIR/data to regenerate). The table is printed and written
+# between the markers in docs/PERFORMANCE.md (unless --no-doc).
+#
+# Data: (a) plain SQL dumps (pg_dump -Fp) of a throwaway PostgreSQL 15
+# cluster: pgbench -i plus the text-heavy tables of scripts/measure/gen_shop.sql,
+# then each later night changes ~1% of the rows, ~90% of them among the newest
+# 5% of ids (updates, inserts, deletes; see night_sql below); (b) a tree of
+# real files copied from /usr (40,000+ files in the full mode).
+#
+# Every repository-mutating sequence (init, first backup, unchanged
+# re-backup, second night, ...) runs --reps times on fresh repositories, and
+# each figure is the best of the reps; restore, check and the floors run
+# --reps times on the final repositories. Page cache is warm for every tool.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo_root=$PWD
+
+quick=0 data_only=0 reps="" nights=2 write_doc=1 work=/tmp/cairn-bench
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --reps) reps=$2; shift ;;
+    --nights) nights=$2; shift ;;
+    --no-doc) write_doc=0 ;;
+    --data-only) data_only=1 ;;
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) work=$1 ;;
+  esac
+  shift
+done
+[ "$nights" -ge 2 ] || { echo "--nights must be at least 2" >&2; exit 2; }
+if [ -z "$reps" ]; then reps=$([ $quick = 1 ] && echo 3 || echo 2); fi
+mode=$([ $quick = 1 ] && echo quick || echo full)
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+chmod 755 "$work"
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# --- tools -----------------------------------------------------------------
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+need_pkgs=()
+command -v restic >/dev/null || need_pkgs+=(restic)
+command -v borg >/dev/null || need_pkgs+=(borgbackup)
+command -v b3sum >/dev/null || need_pkgs+=(b3sum)
+command -v zstd >/dev/null || need_pkgs+=(zstd)
+[ -x /usr/bin/time ] || need_pkgs+=(time)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need_pkgs+=(postgresql-15 postgresql-client-15)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  sudo_ apt-get update -qq
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if [ $data_only = 1 ]; then
+  cairn=""
+elif [ -n "${CAIRN_BIN:-}" ]; then
+  cairn=$CAIRN_BIN
+else
+  . scripts/env.sh
+  log "cargo build --release (the first build compiles RocksDB: ~16 min on 2 cores)"
+  cargo build --release --quiet --bin cairn
+  cairn="$CARGO_TARGET_DIR/release/cairn"
+fi
+
+# --- data --------------------------------------------------------------------
+data=$work/data
+if [ $quick = 1 ]; then
+  pgscale=3 customers=60000 orders=150000
+  tree_dirs=(/usr/share/doc /usr/include)
+else
+  pgscale=20 customers=600000 orders=1500000
+  tree_dirs=(/usr/share/doc /usr/share/man /usr/include /usr/lib/python3.11 /usr/share/locale
+             /usr/share/perl /usr/share/zoneinfo /usr/share/i18n)
+fi
+stamp="$data/.done-$mode-$nights"
+
+# One night of changes, ~1% of the rows of each table: ~90% of the changed
+# rows among the newest 5% of ids (recent activity), ~10% anywhere; new
+# rows appended; a few recent orders and customers deleted. Updated rows
+# move under MVCC, so in dump order they also vanish from their old place.
+night_sql() {
+  local night=$1
+  local accounts=$((pgscale * 100000))
+  local a_new=$((accounts * 95 / 100)) c_new=$((customers * 95 / 100)) o_new=$((orders * 95 / 100))
+  local history=$((pgscale * 250)) c_ins=$((customers / 600)) o_ins=$((orders / 200))
+  cat <<SQL
+SELECT setseed(0.$((1000 + night)));
+UPDATE pgbench_accounts SET abalance = abalance + (random()*10000)::int - 5000
+  WHERE (aid > $a_new AND random() < 0.18) OR random() < 0.001;
+UPDATE pgbench_tellers SET tbalance = tbalance + 17 WHERE random() < 0.10;
+UPDATE pgbench_branches SET bbalance = bbalance + 99;
+INSERT INTO pgbench_history (tid,bid,aid,delta,mtime)
+  SELECT 1+(random()*$((pgscale * 10 - 1)))::int, 1+(random()*$((pgscale - 1)))::int,
+         1+(random()*$((accounts - 1)))::int, (random()*10000)::int-5000,
+         timestamp '2026-01-01' + $night * interval '1 day' + g * interval '1 second'
+  FROM generate_series(1,$history) g;
+UPDATE customers SET prefs = jsonb_set(prefs, '{last_login_ip}', to_jsonb((floor(random()*223)+1)::int||'.'||floor(random()*255)::int||'.'||floor(random()*255)::int||'.'||floor(random()*255)::int))
+  WHERE (id > $c_new AND random() < 0.144) OR random() < 0.0008;
+UPDATE customers SET email = replace(email, '@', '+n$night@') WHERE (id > $c_new AND random() < 0.036) OR random() < 0.0002;
+UPDATE orders SET status = CASE status WHEN 'placed' THEN 'paid' WHEN 'paid' THEN 'shipped' WHEN 'shipped' THEN 'delivered' ELSE 'returned' END
+  WHERE (id > $o_new AND random() < 0.18) OR random() < 0.001;
+INSERT INTO customers (first_name,last_name,email,phone,street,city,postcode,country,created_at,prefs)
+  SELECT 'New','Customer'||g, 'new.customer'||g||'.n$night@example.com', '+1-555-'||lpad(g::text,7,'0'), g||' Station Road','Leeds','12345','GB',
+         timestamptz '2026-01-01' + $night * interval '1 day', '{"lang":"en","tier":"free","tags":[],"newsletter":true}'
+  FROM generate_series(1,$c_ins) g;
+INSERT INTO orders (customer_id,status,placed_at,total,currency,items,shipping_note)
+  SELECT 1+floor(random()*$customers)::int, 'placed', timestamptz '2026-01-01' + $night * interval '1 day' + g * interval '1 second',
+    round((5+random()*495)::numeric,2), 'EUR',
+    jsonb_build_array(jsonb_build_object('sku','SKU-'||lpad(floor(random()*99999)::int::text,5,'0'),'name','Desk lamp','qty',1,'unit_price',39.90)), NULL
+  FROM generate_series(1,$o_ins) g;
+DELETE FROM orders WHERE (id > $o_new AND random() < 0.018) OR random() < 0.0001;
+DELETE FROM customers c WHERE id > $c_new AND random() < 0.04 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id);
+SQL
+}
+
+generate_dumps() {
+  local pg=$work/pg pgbin=/usr/lib/postgresql/15/bin port=54337 as=()
+  rm -rf "$pg"
+  mkdir -p "$pg/sock"
+  if [ "$(id -u)" = 0 ]; then
+    # initdb refuses to run as root: run the cluster as the postgres user.
+    chown -R postgres: "$pg"
+    as=(runuser -u postgres --)
+  fi
+  "${as[@]}" "$pgbin/initdb" -D "$pg/db" -A trust -U postgres --no-sync >"$work/pg.log" 2>&1
+  "${as[@]}" "$pgbin/pg_ctl" -D "$pg/db" -l "$pg/server.log" -w \
+    -o "-p $port -k $pg/sock -c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=8GB" \
+    start >>"$work/pg.log"
+  local conn=(-h "$pg/sock" -p $port -U postgres)
+  trap '"${as[@]}" "$pgbin/pg_ctl" -D "$pg/db" -m immediate stop >/dev/null 2>&1 || true' EXIT
+  "$pgbin/createdb" "${conn[@]}" shop
+  log "pgbench -i -s $pgscale"
+  "$pgbin/pgbench" "${conn[@]}" -i -q -s $pgscale shop >>"$work/pg.log" 2>&1
+  log "text-heavy tables: $customers customers, $orders orders (gen_shop.sql)"
+  sed -e "s/generate_series(1,600000)/generate_series(1,$customers)/" \
+      -e "s/generate_series(1,1500000)/generate_series(1,$orders)/" \
+      -e "s/random()\*600000/random()*$customers/" \
+      scripts/measure/gen_shop.sql | "$pgbin/psql" "${conn[@]}" -q -v ON_ERROR_STOP=1 shop >>"$work/pg.log"
+  "$pgbin/pg_dump" "${conn[@]}" -Fp shop >"$data/night1.sql"
+  for n in $(seq 2 "$nights"); do
+    log "night $n: ~1% of the rows change"
+    night_sql "$n" | "$pgbin/psql" "${conn[@]}" -q -v ON_ERROR_STOP=1 shop >>"$work/pg.log"
+    "$pgbin/pg_dump" "${conn[@]}" -Fp shop >"$data/night$n.sql"
+  done
+  "${as[@]}" "$pgbin/pg_ctl" -D "$pg/db" -m fast stop >>"$work/pg.log"
+  trap - EXIT
+  rm -rf "$pg"
+}
+
+if [ ! -e "$stamp" ]; then
+  rm -rf "$data"
+  mkdir -p "$data/tree"
+  started=$(date +%s)
+  generate_dumps
+  log "file tree: copying ${tree_dirs[*]}"
+  for d in "${tree_dirs[@]}"; do
+    [ -d "$d" ] && cp -a "$d" "$data/tree/$(echo "${d#/}" | tr / _)"
+  done
+  log "data generated in $(($(date +%s) - started)) s"
+  touch "$stamp"
+fi
+dump1=$data/night1.sql
+dump1_bytes=$(stat -c %s "$dump1")
+tree_bytes=$(du -sb --apparent-size "$data/tree" | cut -f1)
+tree_files=$(find "$data/tree" -type f | wc -l)
+log "dump $((dump1_bytes / 1000000)) MB; tree $tree_files files, $((tree_bytes / 1000000)) MB"
+[ $data_only = 1 ] && exit 0
+
+# --- measuring -----------------------------------------------------------------
+results=$work/results.tsv
+: >"$results"
+export RESTIC_PASSWORD=bench-password BORG_PASSPHRASE=bench-password
+export BORG_BASE_DIR=$work/state/borg BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+printf 'bench-password\n' >"$work/password"
+export CAIRN_PASSWORD_FILE=$work/password CAIRN_CACHE_DIR=$work/state/cairn-cache
+restic_cache=$work/state/restic-cache
+unset CAIRN_PASSWORD CAIRN_PASSWORD_COMMAND RESTIC_REPOSITORY BORG_REPO
+
+# measure CASE TOOL INPUT_BYTES REPO|- [< input] CMD...: one timed run,
+# appended to results.tsv as case, tool, seconds, peak RSS KiB, bytes, repo bytes.
+measure() {
+  local case=$1 tool=$2 bytes=$3 repo=$4
+  shift 4
+  local t=$work/time.txt
+  if ! /usr/bin/time -v -o "$t" "$@" >>"$work/run.log" 2>&1; then
+    echo "FAILED: $case / $tool: $*" >&2
+    tail -5 "$work/run.log" >&2
+    return 1
+  fi
+  local secs rss size=0
+  secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=0; for(i=1;i<=n;i++) s=s*60+p[i]; print s}' "$t")
+  rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$t")
+  [ "$repo" != - ] && size=$(du -sb "$repo" | cut -f1)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$tool" "$secs" "$rss" "$bytes" "$size" >>"$results"
+}
+# Runs CMD with FILE as its standard input; exec, so the RSS is CMD's.
+stdin_of=(sh -c 'f=$1; shift; exec "$@" <"$f"' sh)
+
+repos=$work/repos
+run_sequence() {
+  rm -rf "$repos" "$work/state"
+  mkdir -p "$repos" "$work/state"
+  local n night_bytes tree=$data/tree
+  for tool in cairn restic borg; do
+    local r=$repos/dump-$tool t=$repos/tree-$tool
+    case $tool in
+      cairn) "$cairn" -q -r "$r" init >>"$work/run.log"; "$cairn" -q -r "$t" init >>"$work/run.log" ;;
+      restic) restic -q -r "$r" init >>"$work/run.log"; restic -q -r "$t" init >>"$work/run.log" ;;
+      borg) borg init -e repokey "$r" >>"$work/run.log" 2>&1; borg init -e repokey "$t" >>"$work/run.log" 2>&1 ;;
+    esac
+  done
+  for n in $(seq 1 "$nights"); do
+    local dump=$data/night$n.sql
+    night_bytes=$(stat -c %s "$dump")
+    local label="dump night $n (stdin)"
+    [ $n = 1 ] && label="dump first backup (stdin)"
+    [ $n = 2 ] && label="dump second night (stdin)"
+    measure "$label" cairn "$night_bytes" "$repos/dump-cairn" \
+      "${stdin_of[@]}" "$dump" "$cairn" -q -r "$repos/dump-cairn" backup --stdin --stdin-filename dump.sql
+    measure "$label" restic "$night_bytes" "$repos/dump-restic" \
+      "${stdin_of[@]}" "$dump" restic -q -r "$repos/dump-restic" --cache-dir "$restic_cache" backup --stdin --stdin-filename dump.sql
+    measure "$label" borg "$night_bytes" "$repos/dump-borg" \
+      "${stdin_of[@]}" "$dump" borg create --compression zstd,3 --stdin-name dump.sql "$repos/dump-borg::night$n" -
+    if [ $n = 1 ]; then
+      label="dump unchanged re-backup (stdin)"
+      measure "$label" cairn "$night_bytes" "$repos/dump-cairn" \
+        "${stdin_of[@]}" "$dump" "$cairn" -q -r "$repos/dump-cairn" backup --stdin --stdin-filename dump.sql
+      measure "$label" restic "$night_bytes" "$repos/dump-restic" \
+        "${stdin_of[@]}" "$dump" restic -q -r "$repos/dump-restic" --cache-dir "$restic_cache" backup --stdin --stdin-filename dump.sql
+      measure "$label" borg "$night_bytes" "$repos/dump-borg" \
+        "${stdin_of[@]}" "$dump" borg create --compression zstd,3 --stdin-name dump.sql "$repos/dump-borg::night1-again" -
+    fi
+  done
+  for round in first unchanged; do
+    local label="tree first backup"
+    [ $round = unchanged ] && label="tree unchanged re-backup"
+    measure "$label" cairn "$tree_bytes" "$repos/tree-cairn" "$cairn" -q -r "$repos/tree-cairn" backup "$tree"
+    measure "$label" restic "$tree_bytes" "$repos/tree-restic" \
+      restic -q -r "$repos/tree-restic" --cache-dir "$restic_cache" backup "$tree"
+    measure "$label" borg "$tree_bytes" "$repos/tree-borg" \
+      borg create --compression zstd,3 "$repos/tree-borg::$round" "$tree"
+  done
+}
+
+# The last night's dump, restored from each tool's dump repository.
+restore_and_check() {
+  local last=$data/night$nights.sql last_bytes out=$work/restore
+  last_bytes=$(stat -c %s "$last")
+  rm -rf "$out"
+  mkdir -p "$out"
+  measure "dump restore" cairn "$last_bytes" - "$cairn" -q -r "$repos/dump-cairn" restore latest --target "$out/cairn"
+  measure "dump restore" restic "$last_bytes" - \
+    restic -q -r "$repos/dump-restic" --cache-dir "$restic_cache" restore latest --target "$out/restic"
+  mkdir -p "$out/borg"
+  measure "dump restore" borg "$last_bytes" - \
+    sh -c 'cd "$1" && exec borg extract "$2"' sh "$out/borg" "$repos/dump-borg::night$nights"
+  for f in "$out/cairn/dump.sql" "$out/restic/dump.sql" "$out/borg/dump.sql"; do
+    cmp -s "$last" "$f" || { echo "restore mismatch: $f" >&2; exit 1; }
+  done
+  rm -rf "$out"
+  local size
+  size=$(du -sb "$repos/dump-cairn" | cut -f1)
+  measure "dump check --read-data" cairn "$size" - "$cairn" -q -r "$repos/dump-cairn" check --read-data
+  size=$(du -sb "$repos/dump-restic" | cut -f1)
+  measure "dump check --read-data" restic "$size" - \
+    restic -q -r "$repos/dump-restic" --cache-dir "$restic_cache" check --read-data
+  size=$(du -sb "$repos/dump-borg" | cut -f1)
+  measure "dump check --read-data" borg "$size" - borg check --verify-data "$repos/dump-borg"
+  measure "floor: compress dump" "zstd -3 -T0" "$dump1_bytes" - sh -c 'exec zstd -q -3 -T0 -c "$1" >/dev/null' sh "$dump1"
+  measure "floor: hash dump" "b3sum" "$dump1_bytes" - b3sum --no-names "$dump1"
+}
+
+: >"$work/run.log"
+started=$(date +%s)
+for rep in $(seq 1 "$reps"); do
+  log "rep $rep/$reps: backups"
+  run_sequence
+  log "rep $rep/$reps: restore, check, floors"
+  restore_and_check
+done
+elapsed=$(($(date +%s) - started))
+
+versions="cairn $("$cairn" --version | awk '{print $2}'), $(restic version | awk '{print $1, $2}'), $(borg --version), zstd $(zstd -V | grep -o 'v[0-9.]*' | head -1), b3sum $(b3sum --version | awk '{print $2}'), PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}')"
+machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, work dir on $(df -T "$work" | awk 'NR==2 {print $2" "$1}')"
+python3 - "$results" "$repo_root/docs/PERFORMANCE.md" "$write_doc" <<PY
+import sys, collections
+results, doc, write_doc = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+best = collections.OrderedDict()
+for line in open(results):
+    case, tool, secs, rss, nbytes, repo = line.rstrip("\n").split("\t")
+    key = (case, tool)
+    row = (float(secs), int(rss), int(nbytes), int(repo))
+    old = best.get(key)
+    # Best time of the reps; peak RSS is the largest seen (memory is not noise).
+    best[key] = row if old is None else (min(old[0], row[0]), max(old[1], row[1]), row[2], row[3])
+floors = {"floor: compress dump": "dump first backup (stdin)", "floor: hash dump": "dump unchanged re-backup (stdin)"}
+lines = ["| case | tool | seconds | MB/s | peak RSS MiB | repo MB | cairn's ratio |",
+         "|---|---|---:|---:|---:|---:|---|"]
+for (case, tool), (secs, rss, nbytes, repo) in best.items():
+    mbs = nbytes / 1e6 / secs if secs > 0 else float("inf")
+    if case in floors:
+        c = best.get((floors[case], "cairn"))
+        ratio = f"cairn {c[0] / secs:.2f}x this time" if c and secs > 0 else ""
+    elif tool == "cairn":
+        ratio = ""
+    else:
+        c = best.get((case, "cairn"))
+        ratio = f"{secs / c[0]:.2f}x faster, {c[1] / rss:.2f}x the RSS" if c and c[0] > 0 else ""
+        if c and repo:
+            ratio += f", {c[3] / repo:.2f}x the size"
+    repo_mb = f"{repo / 1e6:.1f}" if repo else ""
+    lines.append(f"| {case} | {tool} | {secs:.2f} | {mbs:.0f} | {rss / 1024:.0f} | {repo_mb} | {ratio} |")
+table = "\n".join(lines)
+print(table)
+if write_doc:
+    header = """Run: \`bash scripts/bench.sh $([ $quick = 1 ] && echo '--quick ')--reps $reps --nights $nights\` on $(date -u +%Y-%m-%d) ($mode mode, best of $reps reps, $elapsed s).
+
+- Machine: $machine.
+- Versions: $versions.
+- Data: dump night 1 = $dump1_bytes bytes (pg_dump -Fp, pgbench scale $pgscale + $customers customers + $orders orders); tree = $tree_files files, $tree_bytes bytes.
+"""
+    block = "<!-- bench:begin -->\n" + header + "\n" + table + "\n<!-- bench:end -->"
+    try:
+        text = open(doc).read()
+    except FileNotFoundError:
+        text = "# Performance\n\n<!-- bench:begin -->\n<!-- bench:end -->\n"
+    start, end = text.find("<!-- bench:begin -->"), text.find("<!-- bench:end -->")
+    if start < 0 or end < 0:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    else:
+        text = text[:start] + block + text[end + len("<!-- bench:end -->"):]
+    open(doc, "w").write(text)
+    print(f"\nwritten to {doc}", file=sys.stderr)
+PY
