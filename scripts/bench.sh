@@ -84,7 +84,7 @@ else
   tree_dirs=(/usr/share/doc /usr/share/man /usr/include /usr/lib/python3.11 /usr/share/locale
              /usr/share/perl /usr/share/zoneinfo /usr/share/i18n)
 fi
-stamp="$data/.done-$mode-$nights"
+stamp="$data/.done-$mode"  # holds the number of nights generated
 
 # One night of changes, ~1% of the rows of each table: ~90% of the changed
 # rows among the newest 5% of ids (recent activity), ~10% anywhere; new
@@ -116,7 +116,7 @@ INSERT INTO customers (first_name,last_name,email,phone,street,city,postcode,cou
          timestamptz '2026-01-01' + $night * interval '1 day', '{"lang":"en","tier":"free","tags":[],"newsletter":true}'
   FROM generate_series(1,$c_ins) g;
 INSERT INTO orders (customer_id,status,placed_at,total,currency,items,shipping_note)
-  SELECT 1+floor(random()*$customers)::int, 'placed', timestamptz '2026-01-01' + $night * interval '1 day' + g * interval '1 second',
+  SELECT 1+floor(random()*$c_new)::int, 'placed', timestamptz '2026-01-01' + $night * interval '1 day' + g * interval '1 second',
     round((5+random()*495)::numeric,2), 'EUR',
     jsonb_build_array(jsonb_build_object('sku','SKU-'||lpad(floor(random()*99999)::int::text,5,'0'),'name','Desk lamp','qty',1,'unit_price',39.90)), NULL
   FROM generate_series(1,$o_ins) g;
@@ -126,7 +126,8 @@ SQL
 }
 
 generate_dumps() {
-  local pg=$work/pg pgbin=/usr/lib/postgresql/15/bin port=54337 as=()
+  # Globals, not locals: the EXIT trap below needs them.
+  pg=$work/pg pgbin=/usr/lib/postgresql/15/bin port=54337 as=()
   rm -rf "$pg"
   mkdir -p "$pg/sock"
   if [ "$(id -u)" = 0 ]; then
@@ -159,7 +160,7 @@ generate_dumps() {
   rm -rf "$pg"
 }
 
-if [ ! -e "$stamp" ]; then
+if [ "$(cat "$stamp" 2>/dev/null || echo 0)" -lt "$nights" ]; then
   rm -rf "$data"
   mkdir -p "$data/tree"
   started=$(date +%s)
@@ -169,7 +170,7 @@ if [ ! -e "$stamp" ]; then
     [ -d "$d" ] && cp -a "$d" "$data/tree/$(echo "${d#/}" | tr / _)"
   done
   log "data generated in $(($(date +%s) - started)) s"
-  touch "$stamp"
+  echo "$nights" >"$stamp"
 fi
 dump1=$data/night1.sql
 dump1_bytes=$(stat -c %s "$dump1")

@@ -2,26 +2,56 @@
 //! and a snapshot. Files unchanged since the parent snapshot (same size,
 //! mtime, ctime and inode) are not read again; streams are always read in
 //! full and never have a parent.
+//!
+//! A backup is a two-stage pipeline. The calling thread walks the source,
+//! reads, chunks and hashes (it needs the blob ids at once to build the
+//! trees) and queues the bytes as `Job`s. A store thread owns the
+//! `BlobWriter`: it takes every queued job up to `GROUP_BYTES_MAX` at once,
+//! makes the dedup decisions in input order, seals the new blobs in
+//! parallel (so several small files are compressed at the same time) and
+//! appends them to packs, whose fsync'd writes now overlap the reading and
+//! hashing of the next bytes. A byte budget (`IN_FLIGHT_MAX`) bounds what is
+//! queued, so memory does not grow with the source and a slow disk slows
+//! the reader down. The writer is finished (packs, then index files) only
+//! after both stages succeeded, and only then is the snapshot written; a
+//! failure in either stage drops the writer, which deletes its unindexed
+//! packs.
 
 use crate::chunker::Chunker;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::metadata;
 use crate::pack::{self, BlobKind};
-use crate::repository::{BlobWriter, Repository};
+use crate::repository::{BlobWriter, Repository, WriteStats};
 use crate::snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary, SNAPSHOT_VERSION};
 use crate::tree::{Node, NodeKind, Tree};
+use crossbeam_channel::{Receiver, Sender};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 /// Bytes read from a source before they are chunked; at least 8 × the
-/// largest chunk so most cuts are found inside one buffer.
-const READ_BUFFER_MIN: usize = 32 * 1024 * 1024;
+/// largest chunk so most cuts are found inside one buffer. The pipeline
+/// keeps several buffers busy, so one need not be large.
+const READ_BUFFER_MIN: usize = 16 * 1024 * 1024;
+
+/// Read bytes queued for, or being sealed by, the store thread. This bounds
+/// the pipeline's memory (with one read buffer, the sealed group and the
+/// open packs) and applies back-pressure to the reader.
+const IN_FLIGHT_MAX: usize = 48 * 1024 * 1024;
+
+/// The store thread seals up to this many queued bytes in one parallel
+/// batch: enough to keep every core busy on a run of small files.
+const GROUP_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// A read buffer smaller than this fraction of a full one is copied out
+/// rather than handed over whole (small files would otherwise pin 16 MiB each).
+const HAND_OVER_FRACTION: usize = 4;
 
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
@@ -92,27 +122,203 @@ impl From<Error> for StreamError {
     }
 }
 
-struct Archiver<'r> {
-    writer: BlobWriter<'r>,
-    chunker: Chunker,
+/// Work for the store thread.
+enum Job {
+    /// Chunks of a source: `lengths` and `ids` describe consecutive chunks
+    /// at the start of `bytes` (which may be a whole, longer read buffer).
+    Data {
+        bytes: Vec<u8>,
+        lengths: Vec<usize>,
+        ids: Vec<BlobId>,
+    },
+    /// An encoded tree and its id.
+    Tree { id: BlobId, bytes: Vec<u8> },
+}
+
+impl Job {
+    /// Budget bytes this job holds while queued (capped so one oversized
+    /// job cannot wait forever).
+    fn charge(&self) -> usize {
+        let len = match self {
+            Job::Data { bytes, .. } => bytes.len(),
+            Job::Tree { bytes, .. } => bytes.len(),
+        };
+        len.min(IN_FLIGHT_MAX)
+    }
+}
+
+/// A counting byte budget between the stages. `close` wakes a waiting
+/// producer when the other side has stopped, so neither can block forever.
+struct Budget {
+    state: Mutex<BudgetState>,
+    changed: Condvar,
+}
+
+struct BudgetState {
+    used: usize,
+    closed: bool,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            state: Mutex::new(BudgetState {
+                used: 0,
+                closed: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BudgetState> {
+        // A poisoned lock means the other stage panicked; the scope
+        // re-raises that panic, so the state itself is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `n` more bytes fit. False if the budget was closed.
+    fn acquire(&self, n: usize) -> bool {
+        let mut state = self.lock();
+        while !state.closed && state.used > 0 && state.used + n > IN_FLIGHT_MAX {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.closed {
+            return false;
+        }
+        state.used += n;
+        true
+    }
+
+    fn release(&self, n: usize) {
+        let mut state = self.lock();
+        state.used -= n.min(state.used);
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+/// The error the reading stage sees when the store thread has stopped; the
+/// store thread's own error replaces it.
+fn store_stopped() -> Error {
+    Error::new(ErrorKind::Interrupted, "the store thread stopped")
+}
+
+/// The store stage: dedup, seal and pack everything queued, in order.
+/// Returns the writer, not yet finished, once the queue is closed and
+/// empty; on error the writer is dropped, deleting its unindexed packs.
+fn store_thread<'r>(
+    mut writer: BlobWriter<'r>,
+    jobs: Receiver<Job>,
+    budget: &Budget,
+    spare: Sender<Vec<u8>>,
     zstd_level: i32,
+) -> Result<BlobWriter<'r>> {
+    let result = (|| {
+        while let Ok(first) = jobs.recv() {
+            if budget.is_closed() {
+                // The reading stage failed: nothing queued will be used.
+                return Ok(());
+            }
+            crate::check_interrupt()?;
+            let mut bytes = first.charge();
+            let mut group = vec![first];
+            while bytes < GROUP_BYTES_MAX {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        bytes += job.charge();
+                        group.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            store_group(&mut writer, &group, zstd_level)?;
+            for job in group {
+                budget.release(job.charge());
+                if let Job::Data { bytes, .. } = job {
+                    // Full read buffers go back to the reader, saving the
+                    // page faults of a fresh 16 MiB allocation.
+                    if bytes.len() >= READ_BUFFER_MIN {
+                        let _ = spare.try_send(bytes);
+                    }
+                }
+            }
+        }
+        Ok(())
+    })();
+    budget.close();
+    result.map(|()| writer)
+}
+
+/// Dedup decisions and pack appends in input order; sealing in parallel.
+fn store_group(writer: &mut BlobWriter<'_>, group: &[Job], zstd_level: i32) -> Result<()> {
+    let key = writer.repository().key();
+    let mut new: Vec<(BlobKind, BlobId, &[u8])> = Vec::new();
+    for job in group {
+        match job {
+            Job::Data {
+                bytes,
+                lengths,
+                ids,
+            } => {
+                let mut at = 0;
+                for (&length, id) in lengths.iter().zip(ids) {
+                    if writer.reserve(BlobKind::Data, *id)? {
+                        new.push((BlobKind::Data, *id, &bytes[at..at + length]));
+                    }
+                    at += length;
+                }
+            }
+            Job::Tree { id, bytes } => {
+                if writer.reserve(BlobKind::Tree, *id)? {
+                    new.push((BlobKind::Tree, *id, bytes));
+                }
+            }
+        }
+    }
+    let sealed: Vec<_> = new
+        .par_iter()
+        .map(|(kind, id, bytes)| pack::seal_blob(key, *kind, *id, bytes, zstd_level))
+        .collect();
+    if crate::failpoint_is("store-error") {
+        return Err(Error::io(
+            "injected store failure",
+            std::io::Error::other("CAIRN_FAILPOINT=store-error"),
+        ));
+    }
+    for blob in sealed {
+        writer.add(blob)?;
+    }
+    Ok(())
+}
+
+/// The reading stage: walks, reads, chunks and hashes, and queues the bytes.
+struct Archiver<'r, 'b> {
+    repo: &'r Repository,
+    jobs: Option<Sender<Job>>,
+    budget: &'b Budget,
+    spare: Receiver<Vec<u8>>,
+    chunker: Chunker,
     buffer: Vec<u8>,
     summary: Summary,
     unreadable: Vec<Unreadable>,
 }
 
-impl<'r> Archiver<'r> {
-    fn new(repo: &'r Repository) -> Result<Archiver<'r>> {
-        let chunker = repo.chunker()?;
-        let size = READ_BUFFER_MIN.max(8 * chunker.params().size_max as usize);
-        Ok(Archiver {
-            writer: repo.blob_writer(),
-            zstd_level: repo.config().compression.level,
-            chunker,
-            buffer: vec![0u8; size],
-            summary: Summary::default(),
-            unreadable: Vec::new(),
-        })
+impl<'r> Archiver<'r, '_> {
+    /// Queues a job, waiting while the budget is spent.
+    fn send(&mut self, job: Job) -> Result<()> {
+        let jobs = self.jobs.as_ref().ok_or_else(store_stopped)?;
+        if !self.budget.acquire(job.charge()) {
+            return Err(store_stopped());
+        }
+        jobs.send(job).map_err(|_| store_stopped())
     }
 
     /// Chunks, dedups, seals and stores everything `source` yields.
@@ -137,9 +343,13 @@ impl<'r> Archiver<'r> {
                 }
             }
             let lengths = self.chunker.cut(&self.buffer[..filled], at_end);
-            let used = self.store_chunks(&lengths, &mut content)?;
+            let used: usize = lengths.iter().sum();
+            if used > 0 {
+                let ids = self.blob_ids(&lengths);
+                content.extend_from_slice(&ids);
+                self.queue_chunks(used, filled, lengths, ids)?;
+            }
             total += used as u64;
-            self.buffer.copy_within(used..filled, 0);
             filled -= used;
             if at_end {
                 debug_assert_eq!(filled, 0);
@@ -149,9 +359,10 @@ impl<'r> Archiver<'r> {
         }
     }
 
-    /// Stores the chunks at the start of the buffer: hashing and sealing run
-    /// in parallel, dedup decisions and pack writes in order.
-    fn store_chunks(&mut self, lengths: &[usize], content: &mut Vec<BlobId>) -> Result<usize> {
+    /// Keyed BLAKE3 of the chunks at the start of the buffer, in parallel
+    /// when there are several.
+    fn blob_ids(&self, lengths: &[usize]) -> Vec<BlobId> {
+        let key = self.repo.key();
         let mut spans = Vec::with_capacity(lengths.len());
         let mut at = 0;
         for &length in lengths {
@@ -159,29 +370,55 @@ impl<'r> Archiver<'r> {
             at += length;
         }
         let buffer = &self.buffer;
-        let key = self.writer.repository().key();
-        let ids: Vec<BlobId> = spans
+        if spans.len() == 1 {
+            return vec![key.blob_id(&buffer[spans[0].clone()])];
+        }
+        spans
             .par_iter()
             .map(|s| key.blob_id(&buffer[s.clone()]))
-            .collect();
-        let mut new = Vec::new();
-        for (span, id) in spans.iter().zip(&ids) {
-            if self.writer.reserve(BlobKind::Data, *id)? {
-                new.push((span.clone(), *id));
-            }
+            .collect()
+    }
+
+    /// Hands the first `used` bytes of the buffer to the store thread and
+    /// moves the unfinished tail (up to `filled`) to the front of the
+    /// buffer that is read next.
+    fn queue_chunks(
+        &mut self,
+        used: usize,
+        filled: usize,
+        lengths: Vec<usize>,
+        ids: Vec<BlobId>,
+    ) -> Result<()> {
+        let bytes = if used >= self.buffer.len() / HAND_OVER_FRACTION {
+            let mut next = match self.spare.try_recv() {
+                Ok(b) if b.len() == self.buffer.len() => b,
+                _ => vec![0u8; self.buffer.len()],
+            };
+            next[..filled - used].copy_from_slice(&self.buffer[used..filled]);
+            std::mem::replace(&mut self.buffer, next)
+        } else {
+            let bytes = self.buffer[..used].to_vec();
+            self.buffer.copy_within(used..filled, 0);
+            bytes
+        };
+        self.send(Job::Data {
+            bytes,
+            lengths,
+            ids,
+        })
+    }
+
+    /// Encodes a tree and queues it; returns its id at once.
+    fn save_tree(&mut self, tree: &Tree) -> Result<BlobId> {
+        let bytes = tree.encode();
+        if bytes.len() > crate::tree::TREE_SIZE_MAX {
+            return Err(Error::invalid(
+                "a directory is too large to encode as one tree",
+            ));
         }
-        let level = self.zstd_level;
-        let sealed: Vec<_> = new
-            .par_iter()
-            .map(|(span, id)| {
-                pack::seal_blob(key, BlobKind::Data, *id, &buffer[span.clone()], level)
-            })
-            .collect();
-        for blob in sealed {
-            self.writer.add(blob)?;
-        }
-        content.extend_from_slice(&ids);
-        Ok(at)
+        let id = self.repo.key().blob_id(&bytes);
+        self.send(Job::Tree { id, bytes })?;
+        Ok(id)
     }
 
     fn skip(&mut self, path: &Path, reason: impl std::fmt::Display) {
@@ -212,7 +449,7 @@ impl<'r> Archiver<'r> {
         match node.kind {
             NodeKind::Dir => {
                 let parent_tree = match parent.and_then(|p| p.subtree) {
-                    Some(id) => self.writer.repository().load_tree(&id).ok(),
+                    Some(id) => self.repo.load_tree(&id).ok(),
                     None => None,
                 };
                 let Some(subtree) = self.save_dir(path, parent_tree.as_ref())? else {
@@ -273,7 +510,7 @@ impl<'r> Archiver<'r> {
             && old.inode == new.inode
             && old.content.iter().all(|id| {
                 matches!(
-                    self.writer.repository().locate(BlobKind::Data, id),
+                    self.repo.locate(BlobKind::Data, id),
                     Ok(Some(_))
                 )
             })
@@ -302,7 +539,7 @@ impl<'r> Archiver<'r> {
                 nodes.push(node);
             }
         }
-        Ok(Some(self.writer.save_tree(&Tree::new(nodes))?))
+        Ok(Some(self.save_tree(&Tree::new(nodes))?))
     }
 
     /// Saves the synthetic directories leading to the backed-up paths
@@ -335,7 +572,7 @@ impl<'r> Archiver<'r> {
                     node.kind = NodeKind::Dir;
                     node.link_target = None;
                     let parent_tree = match parent_node.and_then(|p| p.subtree) {
-                        Some(id) => self.writer.repository().load_tree(&id).ok(),
+                        Some(id) => self.repo.load_tree(&id).ok(),
                         None => None,
                     };
                     node.subtree =
@@ -344,7 +581,7 @@ impl<'r> Archiver<'r> {
                 }
             }
         }
-        self.writer.save_tree(&Tree::new(nodes))
+        self.save_tree(&Tree::new(nodes))
     }
 }
 
@@ -426,16 +663,80 @@ fn new_snapshot(options: &BackupOptions, paths: Vec<String>, source: SourceKind)
     }
 }
 
-fn finish(
-    mut archiver: Archiver<'_>,
-    repo: &Repository,
-    mut snapshot: Snapshot,
+/// What the reading stage produced: the root tree, and its bookkeeping.
+struct Archived {
     tree: BlobId,
+    summary: Summary,
+    unreadable: Vec<Unreadable>,
+}
+
+/// Runs `walk` as the reading stage of the pipeline, with the store stage
+/// on its own thread, and finishes the writer (packs, then index files)
+/// only if both succeeded.
+fn archive(
+    repo: &Repository,
+    walk: impl FnOnce(&mut Archiver<'_, '_>) -> Result<BlobId>,
+) -> Result<(Archived, WriteStats)> {
+    let chunker = repo.chunker()?;
+    let size = READ_BUFFER_MIN.max(8 * chunker.params().size_max as usize);
+    let budget = Budget::new();
+    let (jobs, queued) = crossbeam_channel::unbounded();
+    // Two spare buffers: one being filled while one is sealed.
+    let (spare_tx, spare) = crossbeam_channel::bounded(2);
+    let zstd_level = repo.config().compression.level;
+    let writer = repo.blob_writer();
+    let (walked, stored) = std::thread::scope(|scope| {
+        let store = std::thread::Builder::new()
+            .name("cairn-store".into())
+            .spawn_scoped(scope, || {
+                store_thread(writer, queued, &budget, spare_tx, zstd_level)
+            })
+            .map_err(|e| Error::io("cannot start the store thread", e))?;
+        let mut archiver = Archiver {
+            repo,
+            jobs: Some(jobs),
+            budget: &budget,
+            spare,
+            chunker,
+            buffer: vec![0u8; size],
+            summary: Summary::default(),
+            unreadable: Vec::new(),
+        };
+        let walked = walk(&mut archiver);
+        if walked.is_err() {
+            // Tell the store thread to drop what is queued, not seal it.
+            budget.close();
+        }
+        // Closing the queue lets the store thread drain it and return.
+        archiver.jobs = None;
+        let stored = match store.join() {
+            Ok(stored) => stored,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let walked = walked.map(|tree| Archived {
+            tree,
+            summary: std::mem::take(&mut archiver.summary),
+            unreadable: std::mem::take(&mut archiver.unreadable),
+        });
+        Ok::<_, Error>((walked, stored))
+    })?;
+    // The store thread's error is the cause when both stages failed (the
+    // reading stage then only saw `store_stopped`).
+    let writer = stored?;
+    let archived = walked?;
+    crate::check_interrupt()?;
+    let stats = writer.finish()?;
+    Ok((archived, stats))
+}
+
+fn finish(
+    repo: &Repository,
+    archived: Archived,
+    stats: WriteStats,
+    mut snapshot: Snapshot,
     started: Instant,
 ) -> Result<BackupOutcome> {
-    crate::check_interrupt()?;
-    let stats = archiver.writer.finish()?;
-    let mut summary = std::mem::take(&mut archiver.summary);
+    let mut summary = archived.summary;
     summary.data_blobs = stats.data_blobs;
     summary.tree_blobs = stats.tree_blobs;
     summary.data_added = stats.bytes_raw;
@@ -444,14 +745,14 @@ fn finish(
     summary.backup_end = chrono::Local::now().fixed_offset().to_rfc3339();
     summary.duration_seconds = started.elapsed().as_secs_f64();
     snapshot.summary = summary;
-    snapshot.tree = tree;
+    snapshot.tree = archived.tree;
     crate::check_interrupt()?;
     crate::failpoint("before-snapshot");
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome {
         id,
         snapshot,
-        unreadable: archiver.unreadable,
+        unreadable: archived.unreadable,
     })
 }
 
@@ -508,9 +809,10 @@ pub fn backup_paths(
         None => None,
     };
     let repo_ref: &Repository = repo;
-    let mut archiver = Archiver::new(repo_ref)?;
-    let tree = archiver.save_virtual(Path::new("/"), &targets, parent_tree.as_ref())?;
-    finish(archiver, repo_ref, snapshot, tree, started)
+    let (archived, stats) = archive(repo_ref, |archiver| {
+        archiver.save_virtual(Path::new("/"), &targets, parent_tree.as_ref())
+    })?;
+    finish(repo_ref, archived, stats, snapshot, started)
 }
 
 /// Backs up one byte stream as the file `filename` at the snapshot's root.
@@ -529,26 +831,29 @@ pub fn backup_stream(
     }
     let snapshot = new_snapshot(options, vec![format!("/{filename}")], SourceKind::Stdin);
     let repo_ref: &Repository = repo;
-    let mut archiver = Archiver::new(repo_ref)?;
-    let (content, size) = match archiver.store_stream(source) {
-        Ok(done) => done,
-        Err(StreamError::Source(e)) => return Err(Error::io("cannot read standard input", e)),
-        Err(StreamError::Repository(e)) => return Err(e),
-    };
-    let (uid, gid) = metadata::current_ids();
-    let mut node = Node::new(filename.as_bytes(), NodeKind::File);
-    node.mode = 0o644;
-    node.uid = uid;
-    node.gid = gid;
-    node.user = metadata::user_name(uid);
-    node.group = metadata::group_name(gid);
-    let now_ns = snapshot.time.timestamp_nanos_opt().unwrap_or(0);
-    node.mtime_ns = now_ns;
-    node.ctime_ns = now_ns;
-    node.size = size;
-    node.content = content;
-    archiver.summary.files_new = 1;
-    archiver.summary.total_files_processed = 1;
-    let tree = archiver.writer.save_tree(&Tree::new(vec![node]))?;
-    finish(archiver, repo_ref, snapshot, tree, started)
+    let (archived, stats) = archive(repo_ref, |archiver| {
+        let (content, size) = match archiver.store_stream(source) {
+            Ok(done) => done,
+            Err(StreamError::Source(e)) => {
+                return Err(Error::io("cannot read standard input", e))
+            }
+            Err(StreamError::Repository(e)) => return Err(e),
+        };
+        let (uid, gid) = metadata::current_ids();
+        let mut node = Node::new(filename.as_bytes(), NodeKind::File);
+        node.mode = 0o644;
+        node.uid = uid;
+        node.gid = gid;
+        node.user = metadata::user_name(uid);
+        node.group = metadata::group_name(gid);
+        let now_ns = snapshot.time.timestamp_nanos_opt().unwrap_or(0);
+        node.mtime_ns = now_ns;
+        node.ctime_ns = now_ns;
+        node.size = size;
+        node.content = content;
+        archiver.summary.files_new = 1;
+        archiver.summary.total_files_processed = 1;
+        archiver.save_tree(&Tree::new(vec![node]))
+    })?;
+    finish(repo_ref, archived, stats, snapshot, started)
 }
