@@ -11,6 +11,7 @@ mod forget;
 mod kdf;
 mod metadata;
 mod oracle;
+mod pipeline;
 mod privacy;
 mod selectors;
 mod stdin;

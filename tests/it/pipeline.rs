@@ -1,0 +1,122 @@
+//! The backup pipeline (a reading stage and a store thread): a failure in
+//! the store thread writes no snapshot and leaves no unindexed packs, and
+//! many small files in flight at once are stored exactly once each.
+
+use crate::common::*;
+
+fn packs_and_index(t: &TestRepo) -> (usize, usize) {
+    (
+        walk_files(&t.repo.join("packs")).len(),
+        walk_files(&t.repo.join("index")).len(),
+    )
+}
+
+fn check_read_data_clean(t: &TestRepo, ctx: &str) {
+    let out = t.command().args(["check", "--read-data"]).run();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{ctx} check --read-data failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_failing_store_thread_writes_no_snapshot_and_leaves_no_packs() {
+    let t = TestRepo::uninitialised();
+    // Small packs, so the store thread has stored several packs before it
+    // fails and the cleanup has something to delete.
+    t.init(&[&FAST_KDF[..], &["--pack-size", "1"]].concat());
+    let first = sql_bytes(1, 2 << 20);
+    t.backup_stdin_json("first.sql", &[], &mut &first[..]);
+    let before = packs_and_index(&t);
+
+    let src = t.path("src");
+    std::fs::write(src.join("big.bin"), random_bytes(2, 24 << 20)).unwrap();
+    for i in 0..200 {
+        std::fs::write(src.join(format!("small-{i}.txt")), format!("file {i}\n")).unwrap();
+    }
+    for source in ["paths", "stdin"] {
+        let mut c = t.command();
+        c.env("CAIRN_FAILPOINT", "store-error");
+        let out = if source == "paths" {
+            c.args(["backup", path_str(&src)]).run()
+        } else {
+            c.args(["backup", "--stdin", "--stdin-filename", "big.bin"])
+                .stdin(std::fs::File::open(src.join("big.bin")).unwrap());
+            c.run()
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "[{source}] {stderr}");
+        assert!(stderr.contains("injected store failure"), "[{source}] {stderr}");
+        assert!(!stderr.contains("panicked"), "[{source}] {stderr}");
+        assert_eq!(t.snapshot_ids().len(), 1, "[{source}] a snapshot was written");
+        assert_eq!(
+            packs_and_index(&t),
+            before,
+            "[{source}] packs or index files left behind"
+        );
+        assert!(
+            std::fs::read_dir(t.repo.join("locks"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "[{source}] the failed backup left its lock"
+        );
+    }
+    check_read_data_clean(&t, "[after store failures]");
+    assert_eq!(t.ok_bytes(&["dump", "latest", "first.sql"]), first);
+    // The same backup without the failure stores everything.
+    let id = t.backup_json(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = t.restore(&format!("{id}:{}", path_str(&src)), "after");
+    assert_trees_equal(&src, &target);
+}
+
+#[test]
+fn many_small_files_in_flight_are_each_stored_once() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    let mut distinct = 0u64;
+    // 3000 small files in 30 directories, a third of them duplicates of
+    // another file (dedup must hold across files sealed in one batch), plus
+    // empty files and a file larger than one read buffer.
+    for d in 0..30 {
+        let dir = src.join(format!("d{d:02}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in 0..100 {
+            let n = d * 100 + f;
+            let body = if n % 3 == 0 {
+                format!("duplicate body {}\n", n % 7).into_bytes()
+            } else {
+                distinct += 1;
+                random_bytes(n as u64, 100 + (n % 5000))
+            };
+            std::fs::write(dir.join(format!("f{f:03}")), body).unwrap();
+        }
+        std::fs::write(dir.join("empty"), b"").unwrap();
+    }
+    std::fs::write(src.join("large.sql"), sql_bytes(9, 40 << 20)).unwrap();
+    let summary = t.backup_json(&[&src]);
+    let data_blobs = num(&summary, "data_blobs");
+    // 7 distinct duplicate bodies, the distinct small files, and the chunks
+    // of the large file (at least 40 MiB / 1 MiB).
+    assert!(
+        data_blobs >= distinct + 7 + 40,
+        "too few data blobs: {data_blobs}"
+    );
+    assert!(
+        data_blobs <= distinct + 7 + 40 * 16,
+        "too many data blobs: {data_blobs}"
+    );
+    let id = summary["snapshot_id"].as_str().unwrap().to_string();
+    let target = t.restore(&format!("{id}:{}", path_str(&src)), "restored");
+    assert_trees_equal(&src, &target);
+    // Everything again with --force: nothing new is stored.
+    let again = t.backup_json(&[src.as_os_str(), "--force".as_ref()]);
+    assert_eq!(num(&again, "data_blobs"), 0, "{again}");
+    check_read_data_clean(&t, "[small files]");
+}
