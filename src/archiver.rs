@@ -509,12 +509,10 @@ impl<'r> Archiver<'r, '_> {
             && old.mtime_ns == new.mtime_ns
             && old.ctime_ns == new.ctime_ns
             && old.inode == new.inode
-            && old.content.iter().all(|id| {
-                matches!(
-                    self.repo.locate(BlobKind::Data, id),
-                    Ok(Some(_))
-                )
-            })
+            && old
+                .content
+                .iter()
+                .all(|id| matches!(self.repo.locate(BlobKind::Data, id), Ok(Some(_))))
     }
 
     fn save_dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<BlobId>> {
@@ -835,9 +833,7 @@ pub fn backup_stream(
     let (archived, stats) = archive(repo_ref, |archiver| {
         let (content, size) = match archiver.store_stream(source) {
             Ok(done) => done,
-            Err(StreamError::Source(e)) => {
-                return Err(Error::io("cannot read standard input", e))
-            }
+            Err(StreamError::Source(e)) => return Err(Error::io("cannot read standard input", e)),
             Err(StreamError::Repository(e)) => return Err(e),
         };
         let (uid, gid) = metadata::current_ids();

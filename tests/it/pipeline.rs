@@ -49,9 +49,16 @@ fn a_failing_store_thread_writes_no_snapshot_and_leaves_no_packs() {
         };
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "[{source}] {stderr}");
-        assert!(stderr.contains("injected store failure"), "[{source}] {stderr}");
+        assert!(
+            stderr.contains("injected store failure"),
+            "[{source}] {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "[{source}] {stderr}");
-        assert_eq!(t.snapshot_ids().len(), 1, "[{source}] a snapshot was written");
+        assert_eq!(
+            t.snapshot_ids().len(),
+            1,
+            "[{source}] a snapshot was written"
+        );
         assert_eq!(
             packs_and_index(&t),
             before,
