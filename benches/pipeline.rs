@@ -103,6 +103,13 @@ fn main() {
     let lengths = measure("chunk (FastCDC v2020, 1 core)", text.len(), reps, || {
         chunker.cut(&text, true)
     });
+    let parallel = measure(
+        "chunk (FastCDC v2020, cut_parallel, all cores)",
+        text.len(),
+        reps,
+        || chunker.cut_parallel(&text, true, threads),
+    );
+    assert_eq!(parallel, lengths, "cut_parallel must equal cut");
     let spans = spans_of(&lengths);
     println!(
         "{:<44} {} chunks, mean {} KiB",

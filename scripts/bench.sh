@@ -3,7 +3,7 @@
 # data, in one run: wall time and peak RSS (/usr/bin/time -v) and repository
 # size (du -sb), plus two floors (zstd -3 -T0 and b3sum of the dump).
 #
-#   bash scripts/bench.sh [--quick] [--reps N] [--nights N] [--no-doc] [--data-only] [WORKDIR]
+#   bash scripts/bench.sh [--quick] [--reps N] [--nights N] [--scaling [BLOBS]] [--no-doc] [--data-only] [WORKDIR]
 #
 # WORKDIR (default /tmp/cairn-bench) holds the generated data, the
 # repositories and the raw results; data is generated once and reused
@@ -16,15 +16,21 @@
 # 5% of ids (updates, inserts, deletes; see night_sql below); (b) a tree of
 # real files copied from /usr (40,000+ files in the full mode).
 #
-# Every repository-mutating sequence (init, first backup, unchanged
+# Stream cases pipe the dump through cat. Every repository-mutating sequence (init, first backup, unchanged
 # re-backup, second night, ...) runs --reps times on fresh repositories, and
 # each figure is the best of the reps; restore, check and the floors run
 # --reps times on the final repositories. Page cache is warm for every tool.
+#
+# --nights N backs up N nightly dumps (default 2), so the repository sizes
+# after N nights can be compared. --scaling also backs up the first dump
+# into a repository whose index already names BLOBS blobs (default 5
+# million; made cheaply by benches/index_scaling.rs) and into an empty one,
+# to compare cairn's peak memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_root=$PWD
 
-quick=0 data_only=0 reps="" nights=2 write_doc=1 work=/tmp/cairn-bench
+quick=0 data_only=0 scaling=0 reps="" nights=2 write_doc=1 work=/tmp/cairn-bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -32,6 +38,9 @@ while [ $# -gt 0 ]; do
     --nights) nights=$2; shift ;;
     --no-doc) write_doc=0 ;;
     --data-only) data_only=1 ;;
+    --scaling)
+      scaling=5000000
+      if [ $# -gt 1 ] && [[ $2 =~ ^[0-9]+$ ]]; then scaling=$2; shift; fi ;;
     -h|--help) sed -n 2,12p "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) work=$1 ;;
@@ -128,13 +137,15 @@ SQL
 generate_dumps() {
   # Globals, not locals: the EXIT trap below needs them.
   pg=$work/pg pgbin=/usr/lib/postgresql/15/bin port=54337 as=()
-  rm -rf "$pg"
-  mkdir -p "$pg/sock"
   if [ "$(id -u)" = 0 ]; then
     # initdb refuses to run as root: run the cluster as the postgres user.
-    chown -R postgres: "$pg"
     as=(runuser -u postgres --)
   fi
+  # A cluster left running by an interrupted run would shut ours down.
+  [ -e "$pg/db/postmaster.pid" ] && "${as[@]}" "$pgbin/pg_ctl" -D "$pg/db" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$pg"
+  mkdir -p "$pg/sock"
+  [ "$(id -u)" = 0 ] && chown -R postgres: "$pg"
   "${as[@]}" "$pgbin/initdb" -D "$pg/db" -A trust -U postgres --no-sync >"$work/pg.log" 2>&1
   "${as[@]}" "$pgbin/pg_ctl" -D "$pg/db" -l "$pg/server.log" -w \
     -o "-p $port -k $pg/sock -c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=8GB" \
@@ -207,8 +218,10 @@ measure() {
   [ "$repo" != - ] && size=$(du -sb "$repo" | cut -f1)
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$tool" "$secs" "$rss" "$bytes" "$size" >>"$results"
 }
-# Runs CMD with FILE as its standard input; exec, so the RSS is CMD's.
-stdin_of=(sh -c 'f=$1; shift; exec "$@" <"$f"' sh)
+# Runs CMD with FILE piped into its standard input by cat, as a dump is
+# (pg_dump | tool): a stream, not a seekable file. exec, so that the RSS
+# measured is the larger of cat's and CMD's, which is CMD's.
+stdin_of=(sh -c 'f=$1; shift; cat "$f" | exec "$@"' sh)
 
 repos=$work/repos
 run_sequence() {
@@ -292,6 +305,24 @@ for rep in $(seq 1 "$reps"); do
   log "rep $rep/$reps: restore, check, floors"
   restore_and_check
 done
+# Peak memory against the size of the index: the same backups into an
+# empty repository and into one that already indexes $scaling blobs.
+if [ "$scaling" -gt 0 ]; then
+  log "scaling: a repository indexing $scaling blobs (benches/index_scaling.rs)"
+  s=$work/scaling
+  rm -rf "$s"
+  mkdir -p "$s"
+  cargo bench --quiet --bench index_scaling -- "$s/big" "$s/cache" "$work/password" "$scaling" >>"$work/run.log" 2>&1
+  "$cairn" -q -r "$s/empty" --cache-dir "$s/cache" init >>"$work/run.log"
+  for round in first unchanged; do
+    for r in empty big; do
+      label="scaling: dump $round backup, repo $r"
+      [ $r = big ] && label="scaling: dump $round backup, repo of $((scaling / 1000000))M blobs"
+      measure "$label" cairn "$dump1_bytes" "$s/$r" \
+        "${stdin_of[@]}" "$dump1" "$cairn" -q -r "$s/$r" --cache-dir "$s/cache" backup --stdin --stdin-filename dump.sql
+    done
+  done
+fi
 elapsed=$(($(date +%s) - started))
 
 versions="cairn $("$cairn" --version | awk '{print $2}'), $(restic version | awk '{print $1, $2}'), $(borg --version), zstd $(zstd -V | grep -o 'v[0-9.]*' | head -1), b3sum $(b3sum --version | awk '{print $2}'), PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}')"
@@ -315,6 +346,9 @@ for (case, tool), (secs, rss, nbytes, repo) in best.items():
     if case in floors:
         c = best.get((floors[case], "cairn"))
         ratio = f"cairn {c[0] / secs:.2f}x this time" if c and secs > 0 else ""
+    elif case.startswith("scaling:") and "repo of" in case:
+        e = best.get((case.split(", repo of")[0] + ", repo empty", tool))
+        ratio = f"{rss / e[1]:.2f}x the RSS, {secs / e[0]:.2f}x the time of the empty repo" if e else ""
     elif tool == "cairn":
         ratio = ""
     else:

@@ -4,8 +4,9 @@
 //! full and never have a parent.
 //!
 //! A backup is a two-stage pipeline. The calling thread walks the source,
-//! reads, chunks and hashes (it needs the blob ids at once to build the
-//! trees) and queues the bytes as `Job`s. A store thread owns the
+//! reads, chunks (`Chunker::cut_parallel`, on all cores) and hashes (it
+//! needs the blob ids at once to build the trees) and queues the bytes as
+//! `Job`s. A store thread owns the
 //! `BlobWriter`: it takes every queued job up to `GROUP_BYTES_MAX` at once,
 //! makes the dedup decisions in input order, seals the new blobs in
 //! parallel (so several small files are compressed at the same time) and
@@ -25,7 +26,7 @@ use crate::pack::{self, BlobKind};
 use crate::repository::{BlobWriter, Repository, WriteStats};
 use crate::snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary, SNAPSHOT_VERSION};
 use crate::tree::{Node, NodeKind, Tree};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -38,16 +39,16 @@ use std::time::Instant;
 /// Bytes read from a source before they are chunked; at least 8 × the
 /// largest chunk so most cuts are found inside one buffer. The pipeline
 /// keeps several buffers busy, so one need not be large.
-const READ_BUFFER_MIN: usize = 16 * 1024 * 1024;
+const READ_BUFFER_MIN: usize = 8 * 1024 * 1024;
 
 /// Read bytes queued for, or being sealed by, the store thread. This bounds
 /// the pipeline's memory (with one read buffer, the sealed group and the
 /// open packs) and applies back-pressure to the reader.
-const IN_FLIGHT_MAX: usize = 48 * 1024 * 1024;
+const IN_FLIGHT_MAX: usize = 8 * 1024 * 1024;
 
 /// The store thread seals up to this many queued bytes in one parallel
 /// batch: enough to keep every core busy on a run of small files.
-const GROUP_BYTES_MAX: usize = 16 * 1024 * 1024;
+const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// A read buffer smaller than this fraction of a full one is copied out
 /// rather than handed over whole (small files would otherwise pin 16 MiB each).
@@ -343,7 +344,11 @@ impl<'r> Archiver<'r, '_> {
                     Err(e) => return Err(StreamError::Source(e)),
                 }
             }
-            let lengths = self.chunker.cut(&self.buffer[..filled], at_end);
+            let lengths = self.chunker.cut_parallel(
+                &self.buffer[..filled],
+                at_end,
+                rayon::current_num_threads(),
+            );
             let used: usize = lengths.iter().sum();
             if used > 0 {
                 let ids = self.blob_ids(&lengths);
@@ -681,7 +686,7 @@ fn archive(
     let budget = Budget::new();
     let (jobs, queued) = crossbeam_channel::unbounded();
     // Two spare buffers: one being filled while one is sealed.
-    let (spare_tx, spare) = crossbeam_channel::bounded(2);
+    let (spare_tx, spare) = crossbeam_channel::bounded(1);
     let zstd_level = repo.config().compression.level;
     let writer = repo.blob_writer();
     let (walked, stored) = std::thread::scope(|scope| {
@@ -814,11 +819,83 @@ pub fn backup_paths(
     finish(repo_ref, archived, stats, snapshot, started)
 }
 
+/// Blocks a stream is read in ahead of the chunker, and how many may wait.
+const READ_AHEAD_BLOCK_BYTES: usize = 1024 * 1024;
+const READ_AHEAD_BLOCKS: usize = 4;
+
+/// Reads a stream on its own thread, a few blocks ahead, so that the
+/// process writing into a pipe (`pg_dump | cairn backup --stdin`) keeps
+/// writing while this one chunks and hashes, instead of taking turns.
+struct ReadAhead {
+    blocks: Receiver<std::io::Result<Vec<u8>>>,
+    block: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.block.len() {
+            match self.blocks.recv_timeout(INTERRUPT_POLL) {
+                Ok(Ok(block)) => {
+                    self.block = block;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The reader thread may be blocked on a pipe that stays
+                // open: an interrupt must not wait for it.
+                Err(RecvTimeoutError::Timeout) => {
+                    if crate::check_interrupt().is_err() {
+                        return Err(std::io::ErrorKind::Interrupted.into());
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(0), // end of stream
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.at);
+        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// How often a reader waiting for the stream checks for an interrupt.
+const INTERRUPT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The reader thread: runs until the stream ends or fails, or until the
+/// consumer has gone away (the backup failed; it notices at its next block).
+fn read_ahead(mut source: impl Read, blocks: Sender<std::io::Result<Vec<u8>>>) {
+    loop {
+        let mut block = vec![0u8; READ_AHEAD_BLOCK_BYTES];
+        let mut filled = 0;
+        while filled < block.len() {
+            match source.read(&mut block[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = blocks.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if filled == 0 {
+            return;
+        }
+        block.truncate(filled);
+        if blocks.send(Ok(block)).is_err() {
+            return;
+        }
+    }
+}
+
 /// Backs up one byte stream as the file `filename` at the snapshot's root.
-/// Always reads every byte; never uses a parent.
+/// Always reads every byte; never uses a parent. The stream is read a few
+/// MiB ahead on a thread of its own. If the backup fails before the end of
+/// the stream, that thread is left to finish its current `read` and then
+/// stops (it may outlive this call while blocked on an open pipe).
 pub fn backup_stream(
     repo: &mut Repository,
-    source: &mut dyn Read,
+    source: impl Read + Send + 'static,
     filename: &str,
     options: &BackupOptions,
 ) -> Result<BackupOutcome> {
@@ -830,27 +907,51 @@ pub fn backup_stream(
     }
     let snapshot = new_snapshot(options, vec![format!("/{filename}")], SourceKind::Stdin);
     let repo_ref: &Repository = repo;
+    let (blocks_tx, blocks) = crossbeam_channel::bounded(READ_AHEAD_BLOCKS);
+    let reader = std::thread::Builder::new()
+        .name("cairn-read".into())
+        .spawn(move || read_ahead(source, blocks_tx))
+        .map_err(|e| Error::io("cannot start the reader thread", e))?;
+    let mut ahead = ReadAhead {
+        blocks,
+        block: Vec::new(),
+        at: 0,
+    };
     let (archived, stats) = archive(repo_ref, |archiver| {
-        let (content, size) = match archiver.store_stream(source) {
-            Ok(done) => done,
-            Err(StreamError::Source(e)) => return Err(Error::io("cannot read standard input", e)),
-            Err(StreamError::Repository(e)) => return Err(e),
-        };
-        let (uid, gid) = metadata::current_ids();
-        let mut node = Node::new(filename.as_bytes(), NodeKind::File);
-        node.mode = 0o644;
-        node.uid = uid;
-        node.gid = gid;
-        node.user = metadata::user_name(uid);
-        node.group = metadata::group_name(gid);
-        let now_ns = snapshot.time.timestamp_nanos_opt().unwrap_or(0);
-        node.mtime_ns = now_ns;
-        node.ctime_ns = now_ns;
-        node.size = size;
-        node.content = content;
-        archiver.summary.files_new = 1;
-        archiver.summary.total_files_processed = 1;
-        archiver.save_tree(&Tree::new(vec![node]))
+        store_stdin(archiver, &mut ahead, filename, &snapshot)
     })?;
+    // The whole stream was read, so the reader thread has returned.
+    if let Err(panic) = reader.join() {
+        std::panic::resume_unwind(panic);
+    }
     finish(repo_ref, archived, stats, snapshot, started)
+}
+
+/// The reading stage of a stream backup: the stream, then its root tree.
+fn store_stdin(
+    archiver: &mut Archiver<'_, '_>,
+    source: &mut dyn Read,
+    filename: &str,
+    snapshot: &Snapshot,
+) -> Result<BlobId> {
+    let (content, size) = match archiver.store_stream(source) {
+        Ok(done) => done,
+        Err(StreamError::Source(e)) => return Err(Error::io("cannot read standard input", e)),
+        Err(StreamError::Repository(e)) => return Err(e),
+    };
+    let (uid, gid) = metadata::current_ids();
+    let mut node = Node::new(filename.as_bytes(), NodeKind::File);
+    node.mode = 0o644;
+    node.uid = uid;
+    node.gid = gid;
+    node.user = metadata::user_name(uid);
+    node.group = metadata::group_name(gid);
+    let now_ns = snapshot.time.timestamp_nanos_opt().unwrap_or(0);
+    node.mtime_ns = now_ns;
+    node.ctime_ns = now_ns;
+    node.size = size;
+    node.content = content;
+    archiver.summary.files_new = 1;
+    archiver.summary.total_files_processed = 1;
+    archiver.save_tree(&Tree::new(vec![node]))
 }

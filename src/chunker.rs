@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use fastcdc::v2020::{FastCDC, Normalization};
+use rayon::prelude::*;
 
 /// Chunk size bounds, chosen at `init` and stored in the repository config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -87,6 +88,91 @@ impl Chunker {
         }
         lengths
     }
+
+    /// The same lengths as `cut`, found with up to `parts` threads. FastCDC
+    /// is sequential (each cut depends on where the chunk began), so every
+    /// part after the first is chunked speculatively from its own start,
+    /// all parts at once. Then the true sequence is followed from the
+    /// previous part into the next until it reaches one of that part's cut
+    /// points: from a common cut point both sequences are identical, so the
+    /// rest of the part's cuts are taken as they are. The sequences usually
+    /// meet within a chunk or two; if they never do (e.g. long runs of equal
+    /// bytes, where every chunk is the maximum size), the part is simply
+    /// chunked again from where the previous one ended.
+    pub fn cut_parallel(&self, data: &[u8], at_end: bool, parts: usize) -> Vec<usize> {
+        let max = self.params.size_max as usize;
+        // Parts much larger than a chunk, so the re-synchronisation is rare
+        // work compared to the part itself.
+        let parts = parts.min(data.len() / (16 * max)).max(1);
+        if parts == 1 {
+            return self.cut(data, at_end);
+        }
+        let bounds: Vec<usize> = (0..=parts).map(|i| i * data.len() / parts).collect();
+        // Cut points (chunk ends, absolute) of each part chunked from its
+        // start; only those at or before the part's end, which are final
+        // because they lie strictly inside the slice given to `cut`.
+        let speculative: Vec<Vec<usize>> = (0..parts)
+            .into_par_iter()
+            .map(|k| {
+                let (start, end) = (bounds[k], bounds[k + 1]);
+                let last = k + 1 == parts;
+                let slice_end = if last {
+                    data.len()
+                } else {
+                    (end + max + 1).min(data.len())
+                };
+                let slice_at_end = at_end && slice_end == data.len();
+                let mut at = start;
+                self.cut(&data[start..slice_end], slice_at_end)
+                    .into_iter()
+                    .map(|length| {
+                        at += length;
+                        at
+                    })
+                    .take_while(|&e| last || e <= end)
+                    .collect()
+            })
+            .collect();
+        let mut ends: Vec<usize> = speculative[0].clone();
+        for (k, part) in speculative.iter().enumerate().skip(1) {
+            let mut at = ends.last().copied().unwrap_or(0);
+            loop {
+                if let Ok(i) = part.binary_search(&at) {
+                    ends.extend_from_slice(&part[i + 1..]);
+                    break;
+                }
+                if at >= bounds[k + 1] && k + 1 < parts {
+                    break; // walked past this part; try the next one
+                }
+                match self.next_cut(data, at, at_end) {
+                    Some(end) => {
+                        ends.push(end);
+                        at = end;
+                    }
+                    None => break,
+                }
+            }
+        }
+        let mut previous = 0;
+        ends.into_iter()
+            .map(|end| {
+                let length = end - previous;
+                previous = end;
+                length
+            })
+            .collect()
+    }
+
+    /// The end of the chunk starting at `start`, if it is a final cut.
+    fn next_cut(&self, data: &[u8], start: usize, at_end: bool) -> Option<usize> {
+        // A chunk is never longer than size_max, so one more byte than that
+        // shows whether the cut is final.
+        let slice_end = (start + self.params.size_max as usize + 1).min(data.len());
+        let slice_at_end = at_end && slice_end == data.len();
+        self.cut(&data[start..slice_end], slice_at_end)
+            .first()
+            .map(|length| start + length)
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +238,57 @@ mod tests {
                 if i + 1 < whole.len() { prop_assert!(length >= 256); }
             }
             prop_assert_eq!(streamed(&chunker, &data, step), whole);
+        }
+    }
+
+    /// Data with long runs of one byte (where speculative parts may never
+    /// meet the true sequence) between random stretches.
+    fn runs_and_noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut data = pseudo_random(len, seed | 1);
+        let mut state = seed | 1;
+        let mut at = 0;
+        while at < len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let run = (state % 40_000) as usize;
+            let end = (at + run).min(len);
+            if state % 3 == 0 {
+                data[at..end].fill((state >> 8) as u8);
+            }
+            at = end + (state >> 20) as usize % 30_000;
+        }
+        data
+    }
+
+    proptest! {
+        #[test]
+        fn parallel_cuts_equal_sequential_cuts(
+            len in 0usize..400_000, seed in any::<u64>(), parts in 1usize..6,
+            at_end in any::<bool>(), runs in any::<bool>(),
+        ) {
+            let data = if runs { runs_and_noise(len, seed) } else { pseudo_random(len, seed | 1) };
+            let chunker = small();
+            prop_assert_eq!(
+                chunker.cut_parallel(&data, at_end, parts),
+                chunker.cut(&data, at_end)
+            );
+        }
+    }
+
+    #[test]
+    fn parallel_cuts_of_one_repeated_byte_equal_sequential_cuts() {
+        // Every chunk is size_max from wherever chunking starts, so the
+        // speculative parts never meet the true sequence by luck.
+        let data = vec![7u8; 300_001];
+        let chunker = small();
+        for parts in 2..5 {
+            for at_end in [false, true] {
+                assert_eq!(
+                    chunker.cut_parallel(&data, at_end, parts),
+                    chunker.cut(&data, at_end)
+                );
+            }
         }
     }
 

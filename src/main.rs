@@ -536,9 +536,8 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
         },
     };
     let outcome = if args.stdin {
-        let stdin = std::io::stdin();
-        let mut lock = stdin.lock();
-        cairn::backup_stream(&mut repo, &mut lock, &args.stdin_filename, &options)?
+        // Not locked: the stream is read on cairn's reader thread.
+        cairn::backup_stream(&mut repo, std::io::stdin(), &args.stdin_filename, &options)?
     } else {
         cairn::backup_paths(&mut repo, &args.paths, &options)?
     };
