@@ -10,6 +10,7 @@
 
 use cairn::backend::LocalBackend;
 use cairn::id::{BlobId, Id, PackId};
+use cairn::index::file::INDEX_FILE_BLOBS_TARGET;
 use cairn::index::{IndexFile, IndexPack};
 use cairn::pack::{BlobKind, Codec, PackEntry};
 use cairn::{InitOptions, Repository};
@@ -17,11 +18,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Blobs per fake pack and per index file (the real writer's targets are
-/// about 100 blobs per 32 MiB pack and 100,000 blobs per index file; larger
-/// files only make this setup faster).
+/// Blobs per fake pack (the writer stores about 100 chunks of 256 KiB and
+/// more per 32 MiB pack) and per index file: the writer's own target, as
+/// larger files would make the cache sync hold larger batches in memory than
+/// cairn ever does.
 const BLOBS_PER_PACK: usize = 100;
-const BLOBS_PER_INDEX_FILE: usize = 1_000_000;
+const BLOBS_PER_INDEX_FILE: usize = INDEX_FILE_BLOBS_TARGET;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args()

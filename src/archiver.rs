@@ -43,12 +43,14 @@ const READ_BUFFER_MIN: usize = 8 * 1024 * 1024;
 
 /// Read bytes queued for, or being sealed by, the store thread. This bounds
 /// the pipeline's memory (with one read buffer, the sealed group and the
-/// open packs) and applies back-pressure to the reader.
-const IN_FLIGHT_MAX: usize = 8 * 1024 * 1024;
+/// open packs) and applies back-pressure to the reader. Two groups, so the
+/// reader can queue the next group while one is sealed; a whole read buffer
+/// is charged in full, so it is sealed while the reader fills the next.
+const IN_FLIGHT_MAX: usize = 2 * GROUP_BYTES_MAX;
 
 /// The store thread seals up to this many queued bytes in one parallel
 /// batch: enough to keep every core busy on a run of small files.
-const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
+const GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// A read buffer smaller than this fraction of a full one is copied out
 /// rather than handed over whole (small files would otherwise pin 16 MiB each).

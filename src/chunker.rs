@@ -101,26 +101,23 @@ impl Chunker {
     /// chunked again from where the previous one ended.
     pub fn cut_parallel(&self, data: &[u8], at_end: bool, parts: usize) -> Vec<usize> {
         let max = self.params.size_max as usize;
-        // Parts much larger than a chunk, so the re-synchronisation is rare
-        // work compared to the part itself.
-        let parts = parts.min(data.len() / (16 * max)).max(1);
+        // Parts several chunks long, so that re-synchronising (usually a
+        // chunk or two) is small work compared to the part itself.
+        let parts = parts.min(data.len() / (4 * max)).max(1);
         if parts == 1 {
             return self.cut(data, at_end);
         }
         let bounds: Vec<usize> = (0..=parts).map(|i| i * data.len() / parts).collect();
         // Cut points (chunk ends, absolute) of each part chunked from its
-        // start; only those at or before the part's end, which are final
-        // because they lie strictly inside the slice given to `cut`.
+        // start, up to the part's end: one byte more is enough to make
+        // those final, as they then lie strictly inside the slice given to
+        // `cut` (a cut depends only on the bytes before it).
         let speculative: Vec<Vec<usize>> = (0..parts)
             .into_par_iter()
             .map(|k| {
                 let (start, end) = (bounds[k], bounds[k + 1]);
                 let last = k + 1 == parts;
-                let slice_end = if last {
-                    data.len()
-                } else {
-                    (end + max + 1).min(data.len())
-                };
+                let slice_end = if last { data.len() } else { end + 1 };
                 let slice_at_end = at_end && slice_end == data.len();
                 let mut at = start;
                 self.cut(&data[start..slice_end], slice_at_end)
