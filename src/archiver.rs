@@ -303,6 +303,34 @@ fn store_group(writer: &mut BlobWriter<'_>, group: &[Job], zstd_level: i32) -> R
     Ok(())
 }
 
+/// Entries of a directory examined at once (stat, xattrs, reading small
+/// files): a tree of small files is bound by these system calls, not by
+/// sealing, so they run on every core.
+const PREFETCH_ENTRIES: usize = 32;
+
+/// Files up to this size are read whole while prefetching (so a batch holds
+/// at most 8 MiB); larger ones are streamed through the read buffer.
+const PREFETCH_FILE_MAX: u64 = 256 * 1024;
+
+/// An entry's node and what to do about its content; an error means the
+/// entry cannot be read and is skipped.
+type Prefetched = std::io::Result<(Node, FileContent)>;
+
+enum FileContent {
+    /// As in the parent snapshot: reuse its content.
+    Unchanged,
+    /// A small file, already read, chunked and hashed.
+    Read(std::io::Result<SmallFile>),
+    /// Not a file, or a large one: read through `store_stream`.
+    Stream,
+}
+
+struct SmallFile {
+    bytes: Vec<u8>,
+    lengths: Vec<usize>,
+    ids: Vec<BlobId>,
+}
+
 /// The reading stage: walks, reads, chunks and hashes, and queues the bytes.
 struct Archiver<'r, 'b> {
     repo: &'r Repository,
@@ -441,18 +469,17 @@ impl<'r> Archiver<'r, '_> {
     fn save_path(
         &mut self,
         path: &Path,
-        name: &OsStr,
         parent: Option<&Node>,
+        prefetched: Prefetched,
     ) -> Result<Option<Node>> {
         crate::check_interrupt()?;
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
+        let (mut node, content) = match prefetched {
+            Ok(found) => found,
             Err(e) => {
                 self.skip(path, e);
                 return Ok(None);
             }
         };
-        let mut node = metadata::node_from_metadata(name, path, &meta);
         let parent = parent.filter(|p| p.kind == node.kind);
         match node.kind {
             NodeKind::Dir => {
@@ -472,31 +499,51 @@ impl<'r> Archiver<'r, '_> {
             }
             NodeKind::File => {
                 self.summary.total_files_processed += 1;
-                if let Some(p) = parent.filter(|p| self.unchanged(p, &node)) {
-                    node.content = p.content.clone();
-                    self.summary.files_unmodified += 1;
-                    self.summary.total_bytes_processed += node.size;
-                    return Ok(Some(node));
-                }
-                let mut file = match std::fs::File::open(path) {
-                    Ok(f) => f,
-                    Err(e) => {
+                match content {
+                    FileContent::Unchanged => {
+                        node.content = parent.map(|p| p.content.clone()).unwrap_or_default();
+                        self.summary.files_unmodified += 1;
+                        self.summary.total_bytes_processed += node.size;
+                        return Ok(Some(node));
+                    }
+                    FileContent::Read(Ok(read)) => {
+                        // The size we read is the truth (the file may have
+                        // changed since it was stat'ed).
+                        node.size = read.bytes.len() as u64;
+                        node.content = read.ids.clone();
+                        self.summary.total_bytes_processed += node.size;
+                        if !read.lengths.is_empty() {
+                            self.send(Job::Data {
+                                bytes: read.bytes,
+                                lengths: read.lengths,
+                                ids: read.ids,
+                            })?;
+                        }
+                    }
+                    FileContent::Read(Err(e)) => {
                         self.skip(path, e);
                         return Ok(None);
                     }
-                };
-                match self.store_stream(&mut file) {
-                    Ok((content, size)) => {
-                        node.content = content;
-                        // The size we read is the truth (the file may grow
-                        // while we read it).
-                        node.size = size;
+                    FileContent::Stream => {
+                        let mut file = match std::fs::File::open(path) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                self.skip(path, e);
+                                return Ok(None);
+                            }
+                        };
+                        match self.store_stream(&mut file) {
+                            Ok((content, size)) => {
+                                node.content = content;
+                                node.size = size;
+                            }
+                            Err(StreamError::Source(e)) => {
+                                self.skip(path, e);
+                                return Ok(None);
+                            }
+                            Err(StreamError::Repository(e)) => return Err(e),
+                        }
                     }
-                    Err(StreamError::Source(e)) => {
-                        self.skip(path, e);
-                        return Ok(None);
-                    }
-                    Err(StreamError::Repository(e)) => return Err(e),
                 }
                 if parent.is_some() {
                     self.summary.files_changed += 1;
@@ -507,6 +554,46 @@ impl<'r> Archiver<'r, '_> {
             _ => {}
         }
         Ok(Some(node))
+    }
+
+    /// The part of backing up one entry that needs no `&mut self` and so
+    /// runs for several entries at once: stat, owner names, xattrs, the
+    /// comparison with the parent, and reading, chunking and hashing a
+    /// small changed file whole.
+    fn prefetch(&self, path: &Path, name: &OsStr, parent: Option<&Node>) -> Prefetched {
+        let meta = std::fs::symlink_metadata(path)?;
+        let node = metadata::node_from_metadata(name, path, &meta);
+        if node.kind != NodeKind::File {
+            return Ok((node, FileContent::Stream));
+        }
+        let parent = parent.filter(|p| p.kind == node.kind);
+        let content = if parent.is_some_and(|p| self.unchanged(p, &node)) {
+            FileContent::Unchanged
+        } else if node.size <= PREFETCH_FILE_MAX {
+            FileContent::Read(self.read_small(path))
+        } else {
+            FileContent::Stream
+        };
+        Ok((node, content))
+    }
+
+    fn read_small(&self, path: &Path) -> std::io::Result<SmallFile> {
+        let bytes = std::fs::read(path)?;
+        let lengths = self.chunker.cut(&bytes, true);
+        let key = self.repo.key();
+        let mut at = 0;
+        let ids = lengths
+            .iter()
+            .map(|&length| {
+                at += length;
+                key.blob_id(&bytes[at - length..at])
+            })
+            .collect();
+        Ok(SmallFile {
+            bytes,
+            lengths,
+            ids,
+        })
     }
 
     /// Same size, mtime, ctime and inode as in the parent, and all of its
@@ -539,10 +626,22 @@ impl<'r> Archiver<'r, '_> {
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut nodes = Vec::with_capacity(names.len());
-        for name in names {
-            let parent_node = parent.and_then(|t| t.find(name.as_bytes()));
-            if let Some(node) = self.save_path(&path.join(&name), &name, parent_node)? {
-                nodes.push(node);
+        for batch in names.chunks(PREFETCH_ENTRIES) {
+            crate::check_interrupt()?;
+            let parents: Vec<Option<&Node>> = batch
+                .iter()
+                .map(|name| parent.and_then(|t| t.find(name.as_bytes())))
+                .collect();
+            let this = &*self;
+            let prefetched: Vec<Prefetched> = batch
+                .par_iter()
+                .zip(parents.par_iter())
+                .map(|(name, p)| this.prefetch(&path.join(name), name, *p))
+                .collect();
+            for ((name, p), pre) in batch.iter().zip(parents).zip(prefetched) {
+                if let Some(node) = self.save_path(&path.join(name), p, pre)? {
+                    nodes.push(node);
+                }
             }
         }
         Ok(Some(self.save_tree(&Tree::new(nodes))?))
@@ -562,9 +661,9 @@ impl<'r> Archiver<'r, '_> {
             let parent_node = parent.and_then(|t| t.find(name));
             match target {
                 Target::Real => {
-                    if let Some(node) =
-                        self.save_path(&path, OsStr::from_bytes(name), parent_node)?
-                    {
+                    let name = OsStr::from_bytes(name);
+                    let pre = self.prefetch(&path, name, parent_node);
+                    if let Some(node) = self.save_path(&path, parent_node, pre)? {
                         nodes.push(node);
                     }
                 }

@@ -7,6 +7,7 @@
 use crate::crypto::{Domain, MasterKey, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, PackId};
+use std::cell::RefCell;
 
 /// Largest sealed pack header a reader accepts (bounds the allocation).
 pub const PACK_HEADER_SIZE_MAX: usize = 16 * 1024 * 1024;
@@ -215,7 +216,7 @@ pub fn seal_blob(
         plaintext.len() <= BLOB_RAW_SIZE_MAX as usize,
         "blob larger than the format allows"
     );
-    let compressed = zstd::bulk::compress(plaintext, zstd_level).ok();
+    let compressed = compress(plaintext, zstd_level);
     let (codec, encoded): (Codec, &[u8]) = match &compressed {
         Some(c) if c.len() < plaintext.len() => (Codec::Zstd, c),
         _ => (Codec::Raw, plaintext),
@@ -232,6 +233,40 @@ pub fn seal_blob(
     }
 }
 
+thread_local! {
+    /// One zstd compression context per thread (and level), reused: making
+    /// a fresh one per blob cost as much as compressing a small file, 15 %
+    /// of a backup of a tree of small files.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// zstd at `level`, or None if the codec fails (the blob is stored raw).
+fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().is_none_or(|(l, _)| *l != level) {
+            *cell = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
+        }
+        cell.as_mut()?.1.compress(plaintext).ok()
+    })
+}
+
+/// Decompresses at most `capacity` bytes (the entry's raw length).
+fn decompress(encoded: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(zstd::bulk::Decompressor::new()?);
+        }
+        cell.as_mut()
+            .expect("set just above")
+            .decompress(encoded, capacity)
+    })
+}
+
 /// Opens, decodes and verifies one blob read from a pack.
 pub fn open_blob(key: &MasterKey, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>> {
     if sealed.len() != entry.length as usize {
@@ -243,7 +278,7 @@ pub fn open_blob(key: &MasterKey, entry: &PackEntry, sealed: &[u8]) -> Result<Ve
         .map_err(|e| e.context(format!("blob {}", entry.id)))?;
     let plain = match entry.codec {
         Codec::Raw => encoded,
-        Codec::Zstd => zstd::bulk::decompress(&encoded, entry.raw_length as usize)
+        Codec::Zstd => decompress(&encoded, entry.raw_length as usize)
             .map_err(|e| Error::corrupt(format!("blob {} does not decompress: {e}", entry.id)))?,
     };
     if plain.len() != entry.raw_length as usize {
