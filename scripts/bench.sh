@@ -3,7 +3,9 @@
 # data, in one run: wall time and peak RSS (/usr/bin/time -v) and repository
 # size (du -sb), plus two floors (zstd -3 -T0 and b3sum of the dump).
 #
-#   bash scripts/bench.sh [--quick] [--reps N] [--nights N] [--scaling [BLOBS]] [--no-doc] [--data-only] [WORKDIR]
+#   bash scripts/bench.sh [--quick] [--reps N] [--nights N] [--scaling [BLOBS]] [--no-doc] [--data-only] [--report-only] [WORKDIR]
+#
+# --report-only renders the table again from WORKDIR/results.tsv (same options).
 #
 # WORKDIR (default /tmp/cairn-bench) holds the generated data, the
 # repositories and the raw results; data is generated once and reused
@@ -30,7 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_root=$PWD
 
-quick=0 data_only=0 scaling=0 reps="" nights=2 write_doc=1 work=/tmp/cairn-bench
+quick=0 data_only=0 report_only=0 scaling=0 reps="" nights=2 write_doc=1 work=/tmp/cairn-bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
     --nights) nights=$2; shift ;;
     --no-doc) write_doc=0 ;;
     --data-only) data_only=1 ;;
+    --report-only) report_only=1 ;;
     --scaling)
       scaling=5000000
       if [ $# -gt 1 ] && [[ $2 =~ ^[0-9]+$ ]]; then scaling=$2; shift; fi ;;
@@ -192,7 +195,7 @@ log "dump $((dump1_bytes / 1000000)) MB; tree $tree_files files, $((tree_bytes /
 
 # --- measuring -----------------------------------------------------------------
 results=$work/results.tsv
-: >"$results"
+[ $report_only = 1 ] || : >"$results"
 export RESTIC_PASSWORD=bench-password BORG_PASSPHRASE=bench-password
 export BORG_BASE_DIR=$work/state/borg BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
@@ -298,6 +301,7 @@ restore_and_check() {
   measure "floor: hash dump" "b3sum" "$dump1_bytes" - b3sum --no-names "$dump1"
 }
 
+if [ $report_only = 0 ]; then
 : >"$work/run.log"
 started=$(date +%s)
 for rep in $(seq 1 "$reps"); do
@@ -324,7 +328,10 @@ if [ "$scaling" -gt 0 ]; then
     done
   done
 fi
-elapsed=$(($(date +%s) - started))
+echo $(($(date +%s) - started)) >"$work/elapsed"
+cut -d' ' -f1-3 /proc/loadavg >"$work/loadavg"
+fi
+elapsed=$(cat "$work/elapsed")
 
 versions="cairn $("$cairn" --version | awk '{print $2}'), $(restic version | awk '{print $1, $2}'), $(borg --version), zstd $(zstd -V | grep -o 'v[0-9.]*' | head -1), b3sum $(b3sum --version | awk '{print $2}'), PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}')"
 machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, work dir on $(df -T "$work" | awk 'NR==2 {print $2" "$1}')"
@@ -332,6 +339,7 @@ python3 - "$results" "$repo_root/docs/PERFORMANCE.md" "$write_doc" <<PY
 import sys, collections
 results, doc, write_doc = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 best = collections.OrderedDict()
+slowest = {}
 for line in open(results):
     case, tool, secs, rss, nbytes, repo = line.rstrip("\n").split("\t")
     key = (case, tool)
@@ -339,9 +347,10 @@ for line in open(results):
     old = best.get(key)
     # Best time of the reps; peak RSS is the largest seen (memory is not noise).
     best[key] = row if old is None else (min(old[0], row[0]), max(old[1], row[1]), row[2], row[3])
+    slowest[key] = max(slowest.get(key, 0.0), row[0])
 floors = {"floor: compress dump": "dump first backup (stdin)", "floor: hash dump": "dump unchanged re-backup (stdin)"}
-lines = ["| case | tool | seconds | MB/s | peak RSS MiB | repo MB | cairn's ratio |",
-         "|---|---|---:|---:|---:|---:|---|"]
+lines = ["| case | tool | seconds (best) | slowest rep | MB/s | peak RSS MiB | repo MB | cairn's ratio |",
+         "|---|---|---:|---:|---:|---:|---:|---|"]
 for (case, tool), (secs, rss, nbytes, repo) in best.items():
     mbs = nbytes / 1e6 / secs if secs > 0 else float("inf")
     if case in floors:
@@ -358,11 +367,11 @@ for (case, tool), (secs, rss, nbytes, repo) in best.items():
         if c and repo:
             ratio += f", {c[3] / repo:.2f}x the size"
     repo_mb = f"{repo / 1e6:.1f}" if repo else ""
-    lines.append(f"| {case} | {tool} | {secs:.2f} | {mbs:.0f} | {rss / 1024:.0f} | {repo_mb} | {ratio} |")
+    lines.append(f"| {case} | {tool} | {secs:.2f} | {slowest[(case, tool)]:.2f} | {mbs:.0f} | {rss / 1024:.0f} | {repo_mb} | {ratio} |")
 table = "\n".join(lines)
 print(table)
 if write_doc:
-    header = """Run: \`bash scripts/bench.sh $([ $quick = 1 ] && echo '--quick ')--reps $reps --nights $nights\` on $(date -u +%Y-%m-%d) ($mode mode, best of $reps reps, $elapsed s).
+    header = """Run: \`bash scripts/bench.sh $([ $quick = 1 ] && echo '--quick ')--reps $reps --nights $nights$([ "$scaling" -gt 0 ] && echo " --scaling $scaling")\` on $(date -u +%Y-%m-%d) ($mode mode, best of $reps reps, $elapsed s; load average at the end $(cat "$work/loadavg" 2>/dev/null || echo unknown): other work shared the 2 CPUs).
 
 - Machine: $machine.
 - Versions: $versions.

@@ -250,7 +250,7 @@ mod tests {
             state ^= state << 17;
             let run = (state % 40_000) as usize;
             let end = (at + run).min(len);
-            if state % 3 == 0 {
+            if state.is_multiple_of(3) {
                 data[at..end].fill((state >> 8) as u8);
             }
             at = end + (state >> 20) as usize % 30_000;
