@@ -9,7 +9,7 @@ use super::file::IndexFile;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, Id, IndexId, PackId, RepositoryId};
 use crate::pack::{BlobKind, PackEntry, ENTRY_LEN};
-use rocksdb::{BlockBasedOptions, Cache, Options, WriteBatch, DB};
+use rocksdb::{BlockBasedOptions, Options, WriteBatch, DB};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -38,11 +38,6 @@ fn blob_key(kind: BlobKind, id: &BlobId) -> [u8; 34] {
     key
 }
 
-/// The block cache, which also holds index and filter blocks: room for the
-/// filters of about 10 million blobs, so lookups of absent blobs (most of a
-/// first backup) rarely read a filter from disk.
-const BLOCK_CACHE_BYTES: usize = 16 * 1024 * 1024;
-
 fn options() -> Options {
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -54,13 +49,6 @@ fn options() -> Options {
     opts.set_max_open_files(256);
     let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
-    // Index and filter blocks live in one bounded block cache instead of
-    // being held per open table file: otherwise they grow with the number
-    // of blobs (about 6 MB of filters per 5 million), and a backup into a
-    // large repository would need more memory than one into an empty one.
-    table.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE_BYTES));
-    table.set_cache_index_and_filter_blocks(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     opts.set_block_based_table_factory(&table);
     opts
 }
