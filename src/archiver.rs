@@ -570,15 +570,28 @@ impl<'r> Archiver<'r, '_> {
         let content = if parent.is_some_and(|p| self.unchanged(p, &node)) {
             FileContent::Unchanged
         } else if node.size <= PREFETCH_FILE_MAX {
-            FileContent::Read(self.read_small(path))
+            match self.read_small(path) {
+                // It grew past the limit since the stat: stream it.
+                Ok(None) => FileContent::Stream,
+                Ok(Some(small)) => FileContent::Read(Ok(small)),
+                Err(e) => FileContent::Read(Err(e)),
+            }
         } else {
             FileContent::Stream
         };
         Ok((node, content))
     }
 
-    fn read_small(&self, path: &Path) -> std::io::Result<SmallFile> {
-        let bytes = std::fs::read(path)?;
+    /// Reads a small file whole; None if it is larger than
+    /// `PREFETCH_FILE_MAX` after all, so memory stays bounded.
+    fn read_small(&self, path: &Path) -> std::io::Result<Option<SmallFile>> {
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?
+            .take(PREFETCH_FILE_MAX + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > PREFETCH_FILE_MAX {
+            return Ok(None);
+        }
         let lengths = self.chunker.cut(&bytes, true);
         let key = self.repo.key();
         let mut at = 0;
@@ -589,11 +602,11 @@ impl<'r> Archiver<'r, '_> {
                 key.blob_id(&bytes[at - length..at])
             })
             .collect();
-        Ok(SmallFile {
+        Ok(Some(SmallFile {
             bytes,
             lengths,
             ids,
-        })
+        }))
     }
 
     /// Same size, mtime, ctime and inode as in the parent, and all of its
