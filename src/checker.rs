@@ -221,26 +221,26 @@ impl CheckReport {
     }
 }
 
-const USED: u8 = 1;
-const DAMAGED: u8 = 2;
+pub(crate) const USED: u8 = 1;
+pub(crate) const DAMAGED: u8 = 2;
 
 /// One index entry. 52 bytes, so even five million blobs fit in ~260 MB;
 /// the table is sorted by (kind, id) and may hold duplicates.
 #[derive(Clone, Copy)]
-struct Row {
-    pack: u32,
-    flags: u8,
-    entry: PackEntry,
+pub(crate) struct Row {
+    pub(crate) pack: u32,
+    pub(crate) flags: u8,
+    pub(crate) entry: PackEntry,
 }
 
 /// The checker's own index, built from the index files alone.
-struct Table {
-    rows: Vec<Row>,
-    packs: Vec<PackId>,
-    pack_numbers: HashMap<PackId, u32>,
+pub(crate) struct Table {
+    pub(crate) rows: Vec<Row>,
+    pub(crate) packs: Vec<PackId>,
+    pub(crate) pack_numbers: HashMap<PackId, u32>,
     /// Size each pack must have, from its index entries.
-    pack_sizes: Vec<u64>,
-    pack_blobs: Vec<u32>,
+    pub(crate) pack_sizes: Vec<u64>,
+    pub(crate) pack_blobs: Vec<u32>,
 }
 
 impl Table {
@@ -328,6 +328,29 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     verify_cache(repo, &table, &good_index_files, &mut report)?;
     add_hints(&mut report);
     Ok(report)
+}
+
+/// What `prune` needs: the structure check's table with every blob that a
+/// snapshot uses marked `USED`, the pack files listed with their sizes, the
+/// readable index files, and the report (prune refuses unless it is clean).
+pub(crate) struct Usage {
+    pub(crate) table: Table,
+    pub(crate) listed_packs: HashMap<PackId, u64>,
+    pub(crate) index_files: Vec<IndexId>,
+    pub(crate) report: CheckReport,
+}
+
+pub(crate) fn usage(repo: &Repository) -> Result<Usage> {
+    let mut report = CheckReport::default();
+    let (mut table, index_files) = build_table(repo, &mut report)?;
+    let listed_packs = check_pack_files(repo.backend().as_ref(), &mut table, &mut report)?;
+    check_snapshots(repo, &mut table, &mut report)?;
+    Ok(Usage {
+        table,
+        listed_packs,
+        index_files,
+        report,
+    })
 }
 
 fn add_hints(report: &mut CheckReport) {

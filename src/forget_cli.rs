@@ -3,7 +3,6 @@
 //! `cairn::forget`.
 
 use crate::{open, snapshot_json, Cli, FilterArgs};
-use anyhow::anyhow;
 use cairn::retention::{parse_tag_list, Count, Duration, GroupBy};
 use cairn::{ForgetOptions, Policy, Snapshot, SnapshotId};
 use clap::Args;
@@ -72,7 +71,7 @@ pub(crate) struct ForgetArgs {
     /// Allow an empty policy to remove every snapshot matching --host/--tag/--path.
     #[arg(long)]
     unsafe_allow_remove_all: bool,
-    /// Run prune afterwards (not implemented yet).
+    /// Run prune afterwards, with its default limits (a dry run with --dry-run).
     #[arg(long)]
     prune: bool,
 }
@@ -106,25 +105,28 @@ impl ForgetArgs {
 }
 
 pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
-    if args.prune {
-        // HOOK(prune): once the library has `prune`, pass the removed ids
-        // from the outcome to it here instead of refusing.
-        return Err(anyhow!(
-            "prune is not implemented yet: run forget without --prune"
-        ));
-    }
     let options = args.options()?;
     let mut repo = open(cli)?;
-    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), true)?;
+    let _lock = crate::lock(cli, &repo, true)?;
     let outcome = cairn::forget(&mut repo, &options)?;
     crate::warn_all(cli, &mut repo);
     if cli.json {
         print_json(&outcome)?;
-        return Ok(0);
+    } else if !cli.quiet {
+        print_text(&options, &outcome)?;
     }
-    if cli.quiet {
-        return Ok(0);
+    if args.prune {
+        let prune_options = cairn::PruneOptions {
+            dry_run: options.dry_run,
+            ..cairn::PruneOptions::default()
+        };
+        let pruned = cairn::prune(&mut repo, &prune_options)?;
+        crate::print_prune(cli, &pruned)?;
     }
+    Ok(0)
+}
+
+fn print_text(options: &ForgetOptions, outcome: &cairn::ForgetOutcome) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if options.ids.is_empty() {
         writeln!(out, "Applying Policy: {}", options.policy)?;
@@ -164,7 +166,7 @@ pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
     } else {
         writeln!(out, "removed {} snapshots: {}", ids.len(), ids.join(" "))?;
     }
-    Ok(0)
+    Ok(())
 }
 
 /// restic's table: one row per snapshot, extra lines for further reasons.

@@ -35,6 +35,8 @@ pub mod lock;
 pub mod metadata;
 pub mod pack;
 #[cfg(feature = "cache")]
+pub mod prune;
+#[cfg(feature = "cache")]
 pub mod repair;
 #[cfg(feature = "cache")]
 pub mod repository;
@@ -58,7 +60,9 @@ pub use error::{Error, ErrorKind, Result};
 #[cfg(feature = "cache")]
 pub use forget::{forget, ForgetGroup, ForgetOptions, ForgetOutcome};
 pub use id::{BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
-pub use lock::{acquire as lock_repository, remove_locks, LockGuard};
+pub use lock::{acquire as lock_repository, acquire_with_retry, remove_locks, LockGuard};
+#[cfg(feature = "cache")]
+pub use prune::{prune, MaxUnused, PruneOptions, PruneOutcome};
 #[cfg(feature = "cache")]
 pub use repair::{repair_index, repair_snapshots, RepairIndexOutcome, RepairSnapshotsOutcome};
 #[cfg(feature = "cache")]

@@ -41,6 +41,9 @@ struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Wait up to this long for a conflicting lock to go away (e.g. 5m, 1h).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    retry_lock: Option<std::time::Duration>,
     /// Print more (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -86,6 +89,9 @@ enum Command {
     /// Verify the repository: structure, and with --read-data every blob.
     /// Exit 0 when clean, 1 when damage was found.
     Check(CheckArgs),
+    /// Delete data no snapshot uses: unused packs, and repack packs with
+    /// more unused data than --max-unused allows.
+    Prune(PruneArgs),
     /// Rebuild the index from the pack headers, or rewrite damaged snapshots.
     #[command(subcommand)]
     Repair(RepairCommand),
@@ -108,6 +114,20 @@ enum KeyCommand {
     },
     /// List the key files.
     List,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// Unused data to tolerate in partly used packs: a percentage of the
+    /// used data (default 5%), a size (e.g. 100M), or "unlimited".
+    #[arg(long, default_value = "5%")]
+    max_unused: String,
+    /// Repack at most this much pack data (e.g. 1G).
+    #[arg(long, value_name = "SIZE")]
+    max_repack_size: Option<String>,
+    /// Show what would be deleted and repacked; change nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -335,6 +355,23 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         }
         Command::Check(args) => check(cli, args),
         Command::Repair(command) => repair(cli, command),
+        Command::Prune(args) => {
+            let options = cairn::PruneOptions {
+                max_unused: args.max_unused.parse()?,
+                max_repack_bytes: args
+                    .max_repack_size
+                    .as_deref()
+                    .map(cairn::prune::parse_size)
+                    .transpose()?,
+                dry_run: args.dry_run,
+            };
+            let mut repo = open(cli)?;
+            let _lock = lock(cli, &repo, true)?;
+            let outcome = cairn::prune(&mut repo, &options)?;
+            warn_all(cli, &mut repo);
+            print_prune(cli, &outcome)?;
+            Ok(0)
+        }
         Command::Unlock { remove_all } => {
             let repo = open(cli)?;
             let removed = cairn::remove_locks(repo.backend().as_ref(), repo.key(), *remove_all)?;
@@ -432,6 +469,36 @@ fn open(cli: &Cli) -> anyhow::Result<Repository> {
 
 use cairn::Backend as _;
 
+/// Takes the repository lock, waiting up to `--retry-lock` for it.
+fn lock(cli: &Cli, repo: &Repository, exclusive: bool) -> anyhow::Result<cairn::LockGuard> {
+    Ok(cairn::acquire_with_retry(
+        repo.backend().clone(),
+        repo.key(),
+        exclusive,
+        cli.retry_lock.unwrap_or_default(),
+    )?)
+}
+
+/// Parses `90s`, `5m`, `2h`, `1d` or plain seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}: use e.g. 30s, 5m, 2h"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("bad duration {text:?}: use e.g. 30s, 5m, 2h")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
 fn warn_all(cli: &Cli, repo: &mut Repository) {
     for w in repo.take_warnings() {
         if !cli.quiet {
@@ -516,7 +583,7 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
         .map(cairn::parse_backup_time)
         .transpose()?;
     let mut repo = open(cli)?;
-    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+    let _lock = lock(cli, &repo, false)?;
     repo.load_index()?;
     warn_all(cli, &mut repo);
     let options = BackupOptions {
@@ -592,9 +659,44 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     }
 }
 
+pub(crate) fn print_prune(cli: &Cli, o: &cairn::PruneOutcome) -> anyhow::Result<()> {
+    if cli.json {
+        let mut value = serde_json::to_value(o)?;
+        value["bytes_freed"] = o.bytes_freed().into();
+        println!("{value}");
+        return Ok(());
+    }
+    if cli.quiet {
+        return Ok(());
+    }
+    let would = if o.dry_run { "would " } else { "" };
+    println!(
+        "used:   {} blobs, {}; unused: {} blobs, {}",
+        o.blobs_used,
+        human_bytes(o.bytes_used),
+        o.blobs_unused,
+        human_bytes(o.bytes_unused)
+    );
+    println!(
+        "{would}delete {} unused pack(s) and {} pack(s) no index names; {would}repack {} pack(s)",
+        o.packs_deleted, o.packs_unindexed_deleted, o.packs_repacked
+    );
+    println!(
+        "{would}free {} ({} deleted, {} written); unused data left: {}",
+        human_bytes(o.bytes_freed()),
+        human_bytes(o.bytes_deleted),
+        human_bytes(o.bytes_written),
+        human_bytes(o.bytes_unused_remaining)
+    );
+    if o.dry_run {
+        println!("dry run: nothing was changed");
+    }
+    Ok(())
+}
+
 fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
-    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), true)?;
+    let _lock = lock(cli, &repo, true)?;
     match command {
         RepairCommand::Index => {
             let outcome = cairn::repair_index(&mut repo)?;
@@ -691,7 +793,7 @@ fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
             (None, false) => cairn::ReadData::None,
         };
         let repo = open(cli)?;
-        let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+        let _lock = lock(cli, &repo, false)?;
         let options = cairn::CheckOptions {
             read_data,
             ..cairn::CheckOptions::default()
@@ -829,7 +931,7 @@ fn restore(
     filter: &FilterArgs,
 ) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
-    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+    let _lock = lock(cli, &repo, false)?;
     let (sel, subpath) = split_selector(selector);
     let (id, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
     repo.load_index()?;
@@ -867,7 +969,7 @@ fn restore(
 
 fn dump(cli: &Cli, selector: &str, path: &str, filter: &FilterArgs) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
-    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+    let _lock = lock(cli, &repo, false)?;
     let (_, snapshot) = repo.find_snapshot(selector, &filter.filter())?;
     repo.load_index()?;
     warn_all(cli, &mut repo);

@@ -370,6 +370,7 @@ impl Repository {
     /// (packs and index written) first; the type system enforces that by
     /// consuming the writer in `BlobWriter::finish`.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        crate::lock::ensure_held()?;
         let sealed = self.key.seal(Domain::Snapshot, &snapshot.encode());
         let id = SnapshotId(Id::of_file_bytes(&sealed));
         self.backend
@@ -594,6 +595,7 @@ impl<'r> BlobWriter<'r> {
         }
         // Cloned, not taken: until the index file is stored, these packs
         // are ours to delete if the backup fails (see Drop).
+        crate::lock::ensure_held()?;
         let file = IndexFile {
             supersedes: Vec::new(),
             packs: self.unindexed.clone(),
