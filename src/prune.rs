@@ -247,15 +247,15 @@ pub fn prune(repo: &mut Repository, options: &PruneOptions) -> Result<PruneOutco
         .filter(|(id, _)| !table.pack_numbers.contains_key(id))
         .map(|(id, size)| (*id, *size))
         .collect();
-    for n in 0..pack_count {
-        match fate[n] {
+    for (f, size) in fate.iter().zip(&table.pack_sizes) {
+        match f {
             Fate::Delete => {
                 outcome.packs_deleted += 1;
-                outcome.bytes_deleted += table.pack_sizes[n];
+                outcome.bytes_deleted += size;
             }
             Fate::Repack => {
                 outcome.packs_repacked += 1;
-                outcome.bytes_deleted += table.pack_sizes[n];
+                outcome.bytes_deleted += size;
             }
             Fate::Keep => {}
         }
@@ -376,9 +376,9 @@ pub fn prune(repo: &mut Repository, options: &PruneOptions) -> Result<PruneOutco
     crate::failpoint("prune-after-index-delete");
 
     // 4. Only now the packs.
-    for n in 0..pack_count {
-        if fate[n] != Fate::Keep {
-            delete_pack(repo, &table.packs[n])?;
+    for (f, id) in fate.iter().zip(&table.packs) {
+        if *f != Fate::Keep {
+            delete_pack(repo, id)?;
         }
     }
     for (id, _) in &unindexed {
