@@ -12,5 +12,6 @@ mod kdf;
 mod metadata;
 mod oracle;
 mod privacy;
+mod prune;
 mod selectors;
 mod stdin;
