@@ -241,6 +241,8 @@ pub(crate) struct Table {
     /// Size each pack must have, from its index entries.
     pub(crate) pack_sizes: Vec<u64>,
     pub(crate) pack_blobs: Vec<u32>,
+    /// Readable index files that a newer one supersedes; not in the table.
+    pub(crate) superseded_files: Vec<IndexId>,
 }
 
 impl Table {
@@ -386,23 +388,41 @@ fn build_table(repo: &Repository, report: &mut CheckReport) -> Result<(Table, Ve
         pack_numbers: HashMap::new(),
         pack_sizes: Vec::new(),
         pack_blobs: Vec::new(),
+        superseded_files: Vec::new(),
     };
     let mut ids: Vec<IndexId> = repo.list_index_ids()?.into_iter().collect();
     ids.sort();
+    // First pass: which files are readable, and which are superseded (left
+    // by a prune or repair that stopped before deleting them).
     let mut good = Vec::new();
+    let mut superseded = HashSet::new();
     for id in ids {
         report.index_files += 1;
-        let file = match repo.load_index_file(&id) {
-            Ok(file) => file,
+        match repo.load_index_file(&id) {
+            Ok(file) => {
+                superseded.extend(file.supersedes);
+                good.push(id);
+            }
             Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::UnsupportedVersion) => {
                 report.problem(format!("index file {id}"), "damaged", e.to_string());
-                continue;
             }
             Err(e) => return Err(e),
-        };
-        add_index_file(&mut table, &file, &id, report);
-        good.push(id);
+        }
     }
+    let mut used = Vec::new();
+    for id in good {
+        if superseded.contains(&id) {
+            report.notes.push(format!(
+                "index file {id} is superseded by a newer one and ignored (left by an interrupted prune or repair; the next prune deletes it)"
+            ));
+            table.superseded_files.push(id);
+            continue;
+        }
+        let file = repo.load_index_file(&id)?;
+        add_index_file(&mut table, &file, &id, report);
+        used.push(id);
+    }
+    let good = used;
     table.rows.sort_unstable_by(|a, b| {
         (a.entry.kind, a.entry.id, a.pack).cmp(&(b.entry.kind, b.entry.id, b.pack))
     });
@@ -1046,6 +1066,7 @@ mod tests {
                 .collect(),
             pack_sizes: vec![1; packs.len()],
             pack_blobs: vec![0; packs.len()],
+            superseded_files: Vec::new(),
             packs: packs.clone(),
         };
         let listed: HashMap<PackId, u64> = packs.iter().map(|p| (*p, 1)).collect();

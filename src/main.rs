@@ -743,6 +743,7 @@ fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> {
                     println!("  dropped {path}: {why}");
                 }
                 match (s.repaired, s.restorable) {
+                    _ if s.already_repaired => println!("  already repaired by an earlier run"),
                     (_, false) => {
                         println!("  nothing restorable is left (root directory unreadable)")
                     }

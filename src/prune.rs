@@ -341,27 +341,9 @@ pub fn prune(repo: &mut Repository, options: &PruneOptions) -> Result<PruneOutco
         });
     }
     packs_for_index.extend(new_packs);
-    let old_index: Vec<IndexId> = usage.index_files.clone();
-    let mut file = IndexFile {
-        supersedes: old_index.clone(),
-        packs: Vec::new(),
-    };
-    let mut blobs = 0;
-    let mut written: HashSet<IndexId> = HashSet::new();
-    for p in packs_for_index {
-        blobs += p.entries.len();
-        file.packs.push(p);
-        if blobs >= INDEX_FILE_BLOBS_TARGET {
-            crate::lock::ensure_held()?;
-            written.insert(repo.save_index_file(&file)?);
-            file.packs.clear();
-            blobs = 0;
-        }
-    }
-    if !file.packs.is_empty() {
-        crate::lock::ensure_held()?;
-        written.insert(repo.save_index_file(&file)?);
-    }
+    let mut old_index: Vec<IndexId> = usage.index_files.clone();
+    old_index.extend(&table.superseded_files);
+    let written = write_index_files(repo, packs_for_index, &old_index)?;
     outcome.index_files_written = written.len() as u64;
     crate::failpoint("prune-after-index");
 
@@ -386,6 +368,37 @@ pub fn prune(repo: &mut Repository, options: &PruneOptions) -> Result<PruneOutco
     }
     repo.load_index()?;
     Ok(outcome)
+}
+
+/// Stores `packs` in index files of up to INDEX_FILE_BLOBS_TARGET blobs.
+/// Only the LAST file names `old` as superseded: readers skip superseded
+/// files, so the list must not appear before every new file is stored
+/// (docs/FORMAT.md). Used by prune and `repair index`.
+pub(crate) fn write_index_files(
+    repo: &Repository,
+    packs: Vec<IndexPack>,
+    old: &[IndexId],
+) -> Result<HashSet<IndexId>> {
+    let mut files: Vec<IndexFile> = vec![IndexFile::default()];
+    let mut blobs = 0;
+    for p in packs {
+        if blobs >= INDEX_FILE_BLOBS_TARGET {
+            files.push(IndexFile::default());
+            blobs = 0;
+        }
+        blobs += p.entries.len();
+        files.last_mut().expect("one file at least").packs.push(p);
+    }
+    files.last_mut().expect("one file at least").supersedes = old.to_vec();
+    let mut written = HashSet::new();
+    for file in files {
+        if file.packs.is_empty() && file.supersedes.is_empty() {
+            continue;
+        }
+        crate::lock::ensure_held()?;
+        written.insert(repo.save_index_file(&file)?);
+    }
+    Ok(written)
 }
 
 fn delete_pack(repo: &Repository, id: &PackId) -> Result<()> {

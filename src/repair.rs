@@ -10,8 +10,7 @@
 use crate::backend::FileKind;
 use crate::error::{ErrorKind, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
-use crate::index::file::INDEX_FILE_BLOBS_TARGET;
-use crate::index::{IndexFile, IndexPack};
+use crate::index::IndexPack;
 use crate::pack::{self, BlobKind};
 use crate::repository::{BlobWriter, Repository};
 use crate::tree::{Node, NodeKind, Tree};
@@ -88,28 +87,11 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexOutcome> {
             outcome.packs_unreadable.push((id, why));
         }
     }
-    let mut written: Vec<Vec<IndexPack>> = Vec::new();
-    let mut blobs_in_last = usize::MAX;
-    for pack in pending {
-        outcome.packs_indexed += 1;
-        outcome.blobs_indexed += pack.entries.len() as u64;
-        if blobs_in_last >= INDEX_FILE_BLOBS_TARGET {
-            written.push(Vec::new());
-            blobs_in_last = 0;
-        }
-        blobs_in_last += pack.entries.len();
-        written.last_mut().expect("pushed above").push(pack);
-    }
+    outcome.packs_indexed = pending.len() as u64;
+    outcome.blobs_indexed = pending.iter().map(|p| p.entries.len() as u64).sum();
     outcome.packs_salvaged = salvaged_from.len() as u64;
-    for packs in written {
-        let file = IndexFile {
-            supersedes: old.clone(),
-            packs,
-        };
-        outcome
-            .index_files_written
-            .push(repo.save_index_file(&file)?);
-    }
+    let written = crate::prune::write_index_files(repo, pending, &old)?;
+    outcome.index_files_written = written.iter().copied().collect();
     crate::failpoint("repair-index-before-delete");
     for id in &old {
         if !outcome.index_files_written.contains(id) {
@@ -215,6 +197,8 @@ pub struct RepairedSnapshot {
     pub dropped: Vec<(String, String)>,
     /// Whether any of it can be kept (false: root listing unreadable).
     pub restorable: bool,
+    /// A repaired copy existed already (an earlier run without --forget).
+    pub already_repaired: bool,
     /// Whether the damaged original was deleted (`--forget`).
     pub forgotten: bool,
 }
@@ -239,6 +223,16 @@ pub fn repair_snapshots(
         .collect();
     let ids = repo.list_snapshot_ids()?;
     let mut outcome = RepairSnapshotsOutcome::default();
+    // Originals that already have a repaired copy are not repaired again
+    // (a second run without --forget would otherwise copy them again).
+    let mut already_repaired = std::collections::HashSet::new();
+    for id in &ids {
+        if let Ok(s) = repo.load_snapshot(id) {
+            if let Some(original) = s.original {
+                already_repaired.insert(original);
+            }
+        }
+    }
     let repo_ref: &Repository = repo;
     let mut rewriter = Rewriter {
         repo: repo_ref,
@@ -258,6 +252,24 @@ pub fn repair_snapshots(
             Err(e) => return Err(e),
         };
         outcome.snapshots_checked += 1;
+        if already_repaired.contains(&id) {
+            if forget {
+                if !dry_run {
+                    repo_ref
+                        .backend()
+                        .delete(FileKind::Snapshot, &id.to_hex())?;
+                }
+                outcome.snapshots.push(RepairedSnapshot {
+                    original: id,
+                    repaired: None,
+                    dropped: Vec::new(),
+                    restorable: true,
+                    already_repaired: true,
+                    forgotten: !dry_run,
+                });
+            }
+            continue;
+        }
         rewriter.dropped.clear();
         let root = rewriter.rewrite(snapshot.tree, "")?;
         if root == Some(snapshot.tree) {
@@ -277,6 +289,7 @@ pub fn repair_snapshots(
             copy.parent = None;
             if !copy.has_tag("repaired") {
                 copy.tags.push("repaired".into());
+                copy.tags.sort();
             }
             repaired = Some(repo_ref.save_snapshot(&copy)?);
         }
@@ -291,6 +304,7 @@ pub fn repair_snapshots(
             repaired,
             dropped,
             restorable: root.is_some(),
+            already_repaired: false,
             forgotten,
         });
     }

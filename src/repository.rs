@@ -218,23 +218,58 @@ impl Repository {
     }
 
     /// Brings the cache up to date with the index files listed now.
+    /// Index files another one supersedes are skipped (docs/FORMAT.md: the
+    /// superseding list is written last, so it is only ever complete).
     fn sync_index(&mut self, db: &mut IndexDb) -> Result<()> {
         let listed = self.list_index_ids()?;
         let mut merged = db.merged_index_files()?;
-        if !merged.is_subset(&listed) {
-            // An index file we merged is gone (replaced by repair or prune):
-            // its entries may name deleted packs, so start over.
+        let mut todo: Vec<IndexId> = listed
+            .iter()
+            .filter(|id| !merged.contains(id))
+            .copied()
+            .collect();
+        todo.sort();
+        // First pass over the new files: what do they supersede?
+        let mut superseded = db.superseded_index_files()?;
+        let mut damaged = HashSet::new();
+        for id in &todo {
+            match self.load_index_file(id) {
+                Ok(file) => superseded.extend(file.supersedes),
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    self.warnings
+                        .push(format!("skipping damaged index file {id}: {e}"));
+                    damaged.insert(*id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !merged.is_subset(&listed) || merged.iter().any(|id| superseded.contains(id)) {
+            // An index file we merged is gone or superseded (replaced by
+            // repair or prune): its entries may name deleted packs, so
+            // start over.
             db.clear()?;
             merged.clear();
+            superseded.clear();
+            todo = listed.iter().copied().collect();
+            todo.sort();
+            for id in &todo {
+                if let Ok(file) = self.load_index_file(id) {
+                    superseded.extend(file.supersedes);
+                }
+            }
         }
-        let mut todo: Vec<&IndexId> = listed.iter().filter(|id| !merged.contains(id)).collect();
-        todo.sort();
         for id in todo {
-            match self.load_index_file(id) {
-                Ok(file) => db.merge(*id, &file)?,
-                Err(e) if e.kind() == ErrorKind::Corrupt => self
-                    .warnings
-                    .push(format!("skipping damaged index file {id}: {e}")),
+            if superseded.contains(&id) || damaged.contains(&id) {
+                continue;
+            }
+            match self.load_index_file(&id) {
+                Ok(file) => db.merge(id, &file)?,
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    if damaged.insert(id) {
+                        self.warnings
+                            .push(format!("skipping damaged index file {id}: {e}"));
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
