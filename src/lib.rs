@@ -21,6 +21,8 @@
 pub mod archiver;
 pub mod backend;
 pub mod chunker;
+#[cfg(feature = "cache")]
+pub mod command;
 pub mod config;
 pub mod crypto;
 pub mod error;
@@ -43,6 +45,8 @@ pub use archiver::{
 };
 pub use backend::{Backend, FileKind, LocalBackend};
 pub use chunker::ChunkerParams;
+#[cfg(feature = "cache")]
+pub use command::backup_command;
 pub use crypto::KdfParams;
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};

@@ -120,10 +120,16 @@ struct InitArgs {
 
 #[derive(Args)]
 struct BackupArgs {
+    /// Paths to back up; with --stdin-from-command, the command and its
+    /// arguments (after --).
     paths: Vec<PathBuf>,
     /// Read the data to back up from standard input.
     #[arg(long)]
     stdin: bool,
+    /// Run the command given after -- (no shell) and back up its standard
+    /// output; if it fails, no snapshot is written.
+    #[arg(long, conflicts_with = "stdin")]
+    stdin_from_command: bool,
     /// File name for --stdin data in the snapshot.
     #[arg(long, default_value = "stdin")]
     stdin_filename: String,
@@ -458,6 +464,11 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     if args.stdin && !args.paths.is_empty() {
         return Err(anyhow!("--stdin takes no paths"));
     }
+    if args.stdin_from_command && args.paths.is_empty() {
+        return Err(anyhow!(
+            "--stdin-from-command needs a command: cairn backup --stdin-from-command -- CMD ARGS..."
+        ));
+    }
     if !args.stdin && args.paths.is_empty() {
         return Err(anyhow!("nothing to back up: give paths or --stdin"));
     }
@@ -484,6 +495,13 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
         let stdin = std::io::stdin();
         let mut lock = stdin.lock();
         cairn::backup_stream(&mut repo, &mut lock, &args.stdin_filename, &options)?
+    } else if args.stdin_from_command {
+        let argv: Vec<_> = args
+            .paths
+            .iter()
+            .map(|p| p.clone().into_os_string())
+            .collect();
+        cairn::backup_command(&mut repo, &argv, &args.stdin_filename, &options)?
     } else {
         cairn::backup_paths(&mut repo, &args.paths, &options)?
     };
