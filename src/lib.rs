@@ -37,6 +37,8 @@ pub mod repository;
 #[cfg(feature = "cache")]
 pub mod restorer;
 pub mod snapshot;
+#[cfg(feature = "cache")]
+pub mod tarball;
 pub mod tree;
 
 #[cfg(feature = "cache")]
@@ -56,6 +58,8 @@ pub use repository::{InitOptions, Repository};
 #[cfg(feature = "cache")]
 pub use restorer::{dump, restore, RestoreOutcome};
 pub use snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary};
+#[cfg(feature = "cache")]
+pub use tarball::{export_tar, import_tar, Compression, ExportOutcome};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -78,6 +78,34 @@ enum Command {
     /// Print a decrypted repository object: config, snapshot ID, index ID,
     /// key ID, lock ID, or tree SNAPSHOT[:PATH].
     Cat { kind: String, id: Option<String> },
+    /// Import a tarball (plain, gzip, zstd, xz or bzip2; - for standard
+    /// input) as a snapshot whose tree is the tarball's contents.
+    ImportTar {
+        file: PathBuf,
+        /// Add a tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Hostname to record (default: this host's name).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Write a snapshot (SNAPSHOT[:PATH], or SNAPSHOT PATH) as a tarball to
+    /// standard output or -o FILE.
+    ExportTar {
+        snapshot: String,
+        path: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Compress with gzip.
+        #[arg(long, conflicts_with = "zstd")]
+        gzip: bool,
+        /// Compress with zstd.
+        #[arg(long)]
+        zstd: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
     /// Manage the passwords (key files) that open the repository.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -237,6 +265,29 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         } => dump(cli, snapshot, path, filter),
         Command::Ls { snapshot, filter } => ls(cli, snapshot, filter),
         Command::Cat { kind, id } => cat(cli, kind, id.as_deref()),
+        Command::ImportTar { file, tags, host } => import_tar(cli, file, tags, host),
+        Command::ExportTar {
+            snapshot,
+            path,
+            output,
+            gzip,
+            zstd,
+            filter,
+        } => {
+            let compression = match (gzip, zstd) {
+                (true, _) => cairn::Compression::Gzip,
+                (_, true) => cairn::Compression::Zstd,
+                _ => cairn::Compression::None,
+            };
+            export_tar(
+                cli,
+                snapshot,
+                path.as_deref(),
+                output.as_deref(),
+                compression,
+                filter,
+            )
+        }
         Command::Key(KeyCommand::Add { new_password_file }) => {
             let repo = open(cli)?;
             let new = match new_password_file {
@@ -477,13 +528,7 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     repo.load_index()?;
     warn_all(cli, &mut repo);
     let options = BackupOptions {
-        tags: args
-            .tags
-            .iter()
-            .flat_map(|t| t.split(','))
-            .filter(|t| !t.is_empty())
-            .map(String::from)
-            .collect(),
+        tags: tag_list(&args.tags),
         host: args.host.clone(),
         parent: match (&args.parent, args.force) {
             (_, true) => ParentChoice::None,
@@ -505,6 +550,19 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     } else {
         cairn::backup_paths(&mut repo, &args.paths, &options)?
     };
+    report_backup(cli, &outcome)
+}
+
+fn tag_list(tags: &[String]) -> Vec<String> {
+    tags.iter()
+        .flat_map(|t| t.split(','))
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Prints a backup's summary and warnings; returns the exit code.
+fn report_backup(cli: &Cli, outcome: &cairn::BackupOutcome) -> anyhow::Result<i32> {
     for u in &outcome.unreadable {
         eprintln!(
             "cairn: warning: cannot read {}: {}",
@@ -553,6 +611,76 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
         );
         Ok(3)
     }
+}
+
+fn import_tar(
+    cli: &Cli,
+    file: &std::path::Path,
+    tags: &[String],
+    host: &Option<String>,
+) -> anyhow::Result<i32> {
+    let mut input: Box<dyn std::io::Read> = if file == std::path::Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+        )
+    };
+    let name = if file == std::path::Path::new("-") {
+        "-".to_string()
+    } else {
+        std::path::absolute(file)?.to_string_lossy().into_owned()
+    };
+    let mut repo = open(cli)?;
+    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+    repo.load_index()?;
+    warn_all(cli, &mut repo);
+    let options = BackupOptions {
+        tags: tag_list(tags),
+        host: host.clone(),
+        parent: ParentChoice::None,
+    };
+    let outcome = cairn::import_tar(&mut repo, &mut input, &name, &options)?;
+    report_backup(cli, &outcome)
+}
+
+fn export_tar(
+    cli: &Cli,
+    selector: &str,
+    path: Option<&str>,
+    output: Option<&std::path::Path>,
+    compression: cairn::Compression,
+    filter: &FilterArgs,
+) -> anyhow::Result<i32> {
+    let (sel, subpath) = split_selector(selector);
+    let subpath = path.unwrap_or(subpath);
+    let mut repo = open(cli)?;
+    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+    let (_, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
+    repo.load_index()?;
+    warn_all(cli, &mut repo);
+    let outcome = match output {
+        Some(file) => {
+            let f = std::fs::File::create(file)
+                .with_context(|| format!("cannot create {}", file.display()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+            let result = cairn::export_tar(&repo, &snapshot, subpath, &mut out, compression);
+            if result.is_err() {
+                // Half a tarball must not pass for a whole one.
+                let _ = std::fs::remove_file(file);
+            }
+            result?
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            cairn::export_tar(&repo, &snapshot, subpath, &mut out, compression)?
+        }
+    };
+    for s in &outcome.skipped {
+        eprintln!("cairn: warning: {s}");
+    }
+    Ok(0)
 }
 
 fn human_bytes(n: u64) -> String {
