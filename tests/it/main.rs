@@ -4,6 +4,7 @@
 mod common;
 mod crash;
 mod dedup;
+mod dumps;
 mod errors;
 mod kdf;
 mod metadata;
