@@ -12,3 +12,4 @@ mod oracle;
 mod privacy;
 mod selectors;
 mod stdin;
+mod tarball;
