@@ -38,6 +38,8 @@ pub mod repository;
 pub mod restorer;
 pub mod snapshot;
 #[cfg(feature = "cache")]
+pub mod stats;
+#[cfg(feature = "cache")]
 pub mod tarball;
 pub mod tree;
 
@@ -58,6 +60,8 @@ pub use repository::{InitOptions, Repository};
 #[cfg(feature = "cache")]
 pub use restorer::{dump, restore, RestoreOutcome};
 pub use snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary};
+#[cfg(feature = "cache")]
+pub use stats::{repository_stats, snapshot_stats, RepositoryStats, SnapshotStats};
 #[cfg(feature = "cache")]
 pub use tarball::{export_tar, import_tar, Compression, ExportOutcome};
 

@@ -106,6 +106,13 @@ enum Command {
         #[command(flatten)]
         filter: FilterArgs,
     },
+    /// Show what the repository stores and, for SNAPSHOT, its restored
+    /// size and distinct data: the difference is deduplication.
+    Stats {
+        snapshot: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
     /// Manage the passwords (key files) that open the repository.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -266,6 +273,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Ls { snapshot, filter } => ls(cli, snapshot, filter),
         Command::Cat { kind, id } => cat(cli, kind, id.as_deref()),
         Command::ImportTar { file, tags, host } => import_tar(cli, file, tags, host),
+        Command::Stats { snapshot, filter } => stats(cli, snapshot.as_deref(), filter),
         Command::ExportTar {
             snapshot,
             path,
@@ -680,6 +688,52 @@ fn export_tar(
     for s in &outcome.skipped {
         eprintln!("cairn: warning: {s}");
     }
+    Ok(0)
+}
+
+fn stats(cli: &Cli, selector: Option<&str>, filter: &FilterArgs) -> anyhow::Result<i32> {
+    let mut repo = open(cli)?;
+    let chosen = match selector {
+        Some(sel) => Some(repo.find_snapshot(sel, &filter.filter())?),
+        None => None,
+    };
+    repo.load_index()?;
+    warn_all(cli, &mut repo);
+    let snapshot = match &chosen {
+        Some((id, s)) => Some((id, cairn::snapshot_stats(&repo, s)?)),
+        None => None,
+    };
+    let r = cairn::repository_stats(&repo)?;
+    if cli.json {
+        let mut v = serde_json::json!({"repository": r});
+        if let Some((id, s)) = &snapshot {
+            v["snapshot"] = serde_json::to_value(s)?;
+            v["snapshot"]["id"] = id.to_hex().into();
+        }
+        println!("{v}");
+        return Ok(0);
+    }
+    if let Some((id, s)) = &snapshot {
+        println!("snapshot {}", id.short());
+        println!("  files: {}, dirs: {}", s.files, s.dirs);
+        println!("  total size:         {}", human_bytes(s.total_size));
+        println!(
+            "  distinct data:      {} in {} blobs",
+            human_bytes(s.data_blob_bytes),
+            s.data_blobs
+        );
+    }
+    println!("repository: {} snapshots", r.snapshots);
+    println!(
+        "  unique blobs:       {} in {} blobs",
+        human_bytes(r.blob_bytes),
+        r.blobs
+    );
+    println!(
+        "  stored in packs:    {} in {} packs",
+        human_bytes(r.pack_bytes),
+        r.packs
+    );
     Ok(0)
 }
 

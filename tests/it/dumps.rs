@@ -361,6 +361,21 @@ fn postgres_dump_two_nights_restore_night_one() {
     );
     let night2 = backup_json_command(&t, &argv);
     let added2 = num(&night2, "data_added");
+    // `cairn stats` shows the same: two full-size snapshots, little more
+    // than one dump's worth of unique data.
+    let stats: serde_json::Value =
+        serde_json::from_str(&t.ok(&["--json", "stats", "latest"])).unwrap();
+    let snapshot_size = num(&stats["snapshot"], "total_size");
+    let unique = num(&stats["repository"], "blob_bytes");
+    assert_eq!(num(&stats["repository"], "snapshots"), 2, "{stats}");
+    assert!(
+        snapshot_size > dump_len * 98 / 100 && unique < dump_len + added2 + (1 << 20),
+        "stats: {stats}, dump {dump_len}, night 2 added {added2}"
+    );
+    assert!(
+        num(&stats["repository"], "pack_bytes") < unique,
+        "packs hold compressed blobs: {stats}"
+    );
     // Night 3: 1% of the rows updated at random. PostgreSQL writes each new
     // row version wherever its free-space map finds room, so the changes
     // spread over the whole dump: measured, not asserted.
