@@ -529,7 +529,13 @@ pub(crate) fn backup_stream_checked(
     let mut archiver = Archiver::new(repo_ref)?;
     let (content, size) = match archiver.store_stream(source) {
         Ok(done) => done,
-        Err(StreamError::Source(e)) => return Err(Error::io("cannot read standard input", e)),
+        Err(StreamError::Source(e)) => {
+            let from = match &snapshot.command {
+                Some(argv) => format!("the output of {}", argv[0]),
+                None => "standard input".into(),
+            };
+            return Err(Error::io(format!("cannot read {from}"), e));
+        }
         Err(StreamError::Repository(e)) => return Err(e),
     };
     source_ok()?;

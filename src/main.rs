@@ -681,6 +681,11 @@ fn export_tar(
         }
         None => {
             let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                return Err(anyhow!(
+                    "not writing a tarball to a terminal: redirect standard output or use -o FILE"
+                ));
+            }
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
             cairn::export_tar(&repo, &snapshot, subpath, &mut out, compression)?
         }
