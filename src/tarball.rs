@@ -303,6 +303,138 @@ pub fn import_tar(
     finish(archiver, repo_ref, snapshot, root, started)
 }
 
+/// GNU tar's PAX sparse formats (`--format=posix --sparse`): the member's
+/// data holds only the non-hole segments. The map of segments is in PAX
+/// records (versions 0.0 and 0.1) or at the start of the data (1.0); the
+/// real name and size are in PAX records.
+#[derive(Default)]
+struct PaxSparse {
+    seen: bool,
+    name: Option<Vec<u8>>,
+    real_size: Option<u64>,
+    major: Option<u64>,
+    /// offset, length, offset, length, … (0.0 and 0.1)
+    map: Vec<u64>,
+}
+
+impl PaxSparse {
+    fn record(&mut self, key: &[u8], text: Option<&str>) {
+        self.seen = true;
+        let number = text.and_then(|t| t.trim().parse::<u64>().ok());
+        match key {
+            b"GNU.sparse.name" => self.name = text.map(|t| t.as_bytes().to_vec()),
+            b"GNU.sparse.size" | b"GNU.sparse.realsize" => self.real_size = number,
+            b"GNU.sparse.major" => self.major = number,
+            b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => self.map.extend(number),
+            b"GNU.sparse.map" => self.map.extend(
+                text.unwrap_or_default()
+                    .split(',')
+                    .filter_map(|n| n.trim().parse::<u64>().ok()),
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// One decimal number on its own line, as in a version 1.0 sparse map.
+fn map_number(data: &mut dyn Read, consumed: &mut u64) -> io::Result<u64> {
+    let mut digits = Vec::new();
+    loop {
+        let mut byte = [0u8];
+        data.read_exact(&mut byte)?;
+        *consumed += 1;
+        match byte[0] {
+            b'\n' => break,
+            b @ b'0'..=b'9' if digits.len() < 20 => digits.push(b),
+            _ => return Err(io::Error::other("bad sparse map")),
+        }
+    }
+    std::str::from_utf8(&digits)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| io::Error::other("bad sparse map"))
+}
+
+/// The file a sparse member stands for: holes as zeros, segments from the
+/// member's data.
+struct Expand<'a> {
+    data: &'a mut dyn Read,
+    segments: Vec<(u64, u64)>,
+    next: usize,
+    pos: u64,
+    size: u64,
+}
+
+impl Read for Expand<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pos >= self.size || buf.is_empty() {
+                return Ok(0);
+            }
+            let (hole_end, segment_end) = match self.segments.get(self.next) {
+                Some(&(offset, length)) => (offset, offset + length),
+                None => (self.size, self.size),
+            };
+            if self.pos < hole_end {
+                let n = buf.len().min((hole_end - self.pos) as usize);
+                buf[..n].fill(0);
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            if self.pos < segment_end {
+                let n = buf.len().min((segment_end - self.pos) as usize);
+                let got = self.data.read(&mut buf[..n])?;
+                if got == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                self.pos += got as u64;
+                return Ok(got);
+            }
+            self.next += 1;
+        }
+    }
+}
+
+/// Reads the map (for version 1.0, from the data) and checks that the
+/// segments are in order, do not overlap and fit the real size.
+fn expand<'a>(sparse: &PaxSparse, data: &'a mut dyn Read) -> io::Result<Expand<'a>> {
+    let size = sparse
+        .real_size
+        .ok_or_else(|| io::Error::other("sparse member without its real size"))?;
+    let mut map = sparse.map.clone();
+    if sparse.major == Some(1) {
+        let mut consumed = 0u64;
+        let count = map_number(data, &mut consumed)?;
+        for _ in 0..count.saturating_mul(2) {
+            map.push(map_number(data, &mut consumed)?);
+        }
+        // The map is padded to a whole 512-byte block.
+        let pad = (512 - consumed % 512) % 512;
+        io::copy(&mut data.take(pad), &mut io::sink())?;
+    }
+    if map.len() % 2 != 0 {
+        return Err(io::Error::other("sparse map has an odd number of values"));
+    }
+    let mut segments = Vec::with_capacity(map.len() / 2);
+    let mut end = 0u64;
+    for pair in map.chunks(2) {
+        let (offset, length) = (pair[0], pair[1]);
+        let segment_end = offset
+            .checked_add(length)
+            .filter(|&e| offset >= end && e <= size)
+            .ok_or_else(|| io::Error::other("sparse map segments overlap or exceed the size"))?;
+        segments.push((offset, length));
+        end = segment_end;
+    }
+    Ok(Expand {
+        data,
+        segments,
+        next: 0,
+        pos: 0,
+        size,
+    })
+}
+
 fn read_member<R: Read>(
     archiver: &mut Archiver<'_>,
     tree: &mut Builder,
@@ -310,8 +442,7 @@ fn read_member<R: Read>(
     archive_name: &str,
 ) -> Result<()> {
     let bad = |e: io::Error| bad_archive(archive_name, e);
-    let path = entry.path_bytes().into_owned();
-    let shown = String::from_utf8_lossy(&path).into_owned();
+    let mut path = entry.path_bytes().into_owned();
     let entry_type = entry.header().entry_type();
     let kind = match entry_type {
         tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
@@ -330,26 +461,14 @@ fn read_member<R: Read>(
         other => {
             skip(
                 archiver,
-                &shown,
+                &String::from_utf8_lossy(&path),
                 format!("unsupported tar member type {:?}", other.as_byte() as char),
             );
             return Ok(());
         }
     };
-    let Some(parts) = components(&path) else {
-        skip(
-            archiver,
-            &shown,
-            "the name climbs out of the archive or is not valid",
-        );
-        return Ok(());
-    };
-    let Some(last) = parts.last().cloned() else {
-        // "./" itself: the snapshot's root has no node to keep its metadata.
-        return Ok(());
-    };
     let header = entry.header();
-    let mut node = Node::new(&last, kind);
+    let mut node = Node::new(b"-", kind);
     node.mode = header.mode().map_err(bad)? & 0o7777;
     node.uid = u32::try_from(header.uid().map_err(bad)?).unwrap_or(u32::MAX);
     node.gid = u32::try_from(header.gid().map_err(bad)?).unwrap_or(u32::MAX);
@@ -369,7 +488,7 @@ fn read_member<R: Read>(
         node.rdev = libc::makedev(major, minor);
     }
     let link_name = entry.link_name_bytes().map(|l| l.into_owned());
-    let mut sparse_pax = false;
+    let mut sparse = PaxSparse::default();
     if let Some(extensions) = entry.pax_extensions().map_err(bad)? {
         for extension in extensions {
             let extension = extension.map_err(bad)?;
@@ -388,22 +507,33 @@ fn read_member<R: Read>(
                     name: Bytes(key[b"SCHILY.xattr.".len()..].to_vec()),
                     value: hex::encode(value),
                 }),
-                _ if key.starts_with(b"GNU.sparse.") => sparse_pax = true,
+                _ if key.starts_with(b"GNU.sparse.") => sparse.record(key, text),
                 _ => {}
             }
         }
     }
     node.xattrs.sort_by(|a, b| a.name.cmp(&b.name));
     node.ctime_ns = node.mtime_ns;
-    if sparse_pax {
-        // The tar crate would hand us the sparse map as file content.
+    if sparse.seen {
+        if let Some(name) = sparse.name.clone() {
+            // The header holds a made-up name (GNUSparseFile.N/…).
+            path = name;
+        }
+    }
+    let shown = String::from_utf8_lossy(&path).into_owned();
+    let Some(parts) = components(&path) else {
         skip(
             archiver,
             &shown,
-            "PAX sparse members are not supported (GNU tar's default --format=gnu sparse members are)",
+            "the name climbs out of the archive or is not valid",
         );
         return Ok(());
-    }
+    };
+    let Some(last) = parts.last().cloned() else {
+        // "./" itself: the snapshot's root has no node to keep its metadata.
+        return Ok(());
+    };
+    node.name = Bytes(last);
     match entry_type {
         tar::EntryType::Link => {
             let target = link_name.as_deref().and_then(components);
@@ -430,7 +560,13 @@ fn read_member<R: Read>(
     }
     if kind == NodeKind::File {
         archiver.summary.total_files_processed += 1;
-        match archiver.store_stream(entry) {
+        let stored = if sparse.seen {
+            let mut expanded = expand(&sparse, entry).map_err(bad)?;
+            archiver.store_stream(&mut expanded)
+        } else {
+            archiver.store_stream(entry)
+        };
+        match stored {
             Ok((content, size)) => {
                 node.content = content;
                 node.size = size;
@@ -798,6 +934,35 @@ mod tests {
         assert_eq!(components(b"/etc/x").unwrap().len(), 2);
         assert!(components(b"./").unwrap().is_empty());
         assert!(components(b"a/../../etc").is_none());
+    }
+
+    #[test]
+    fn sparse_maps_expand_to_holes_and_segments() {
+        // Version 1.0: "2\n0\n3\n8\n2\n" padded to 512, then the data.
+        let mut data = b"2\n0\n3\n8\n2\n".to_vec();
+        data.resize(512, 0);
+        data.extend_from_slice(b"abcXY");
+        let sparse = PaxSparse {
+            seen: true,
+            real_size: Some(12),
+            major: Some(1),
+            ..PaxSparse::default()
+        };
+        let mut reader = &data[..];
+        let mut out = Vec::new();
+        expand(&sparse, &mut reader)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"abc\0\0\0\0\0XY\0\0");
+        // Version 0.1 with a map that runs past the real size is refused.
+        let bad = PaxSparse {
+            seen: true,
+            real_size: Some(4),
+            map: vec![0, 8],
+            ..PaxSparse::default()
+        };
+        assert!(expand(&bad, &mut &b"12345678"[..]).is_err());
     }
 
     #[test]

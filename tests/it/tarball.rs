@@ -1,6 +1,7 @@
 //! `import-tar` and `export-tar` against GNU tar: a real tree tarred by GNU
 //! tar (plain, gzip, zstd, xz, bzip2, sparse), imported, exported, extracted
-//! by GNU tar and compared; damaged tarballs leave no snapshot.
+//! by GNU tar and compared; damaged tarballs leave no snapshot. The sparse
+//! file goes through GNU tar's old GNU and PAX (0.1 and 1.0) sparse formats.
 
 use crate::common::*;
 use std::io::Write;
@@ -117,8 +118,13 @@ fn gnu_tarballs_import_export_and_extract_to_the_same_tree() {
     chmod(&src, 0o755);
     make_tree(&src);
     let tars = t.path("tars");
-    let variants: [(&str, &[&str]); 5] = [
+    let variants: [(&str, &[&str]); 7] = [
         ("plain.tar", &["-S"]),
+        ("posix.tar", &["--format=posix", "-S"]),
+        (
+            "posix-sparse-0.1.tar",
+            &["--format=posix", "-S", "--sparse-version=0.1"],
+        ),
         ("gz.tar.gz", &["-z"]),
         ("zst.tar.zst", &["--zstd"]),
         ("xz.tar.xz", &["-J"]),
