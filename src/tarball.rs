@@ -412,7 +412,7 @@ fn expand<'a>(sparse: &PaxSparse, data: &'a mut dyn Read) -> io::Result<Expand<'
         let pad = (512 - consumed % 512) % 512;
         io::copy(&mut data.take(pad), &mut io::sink())?;
     }
-    if map.len() % 2 != 0 {
+    if !map.len().is_multiple_of(2) {
         return Err(io::Error::other("sparse map has an odd number of values"));
     }
     let mut segments = Vec::with_capacity(map.len() / 2);
