@@ -81,7 +81,7 @@ pub struct BackupOutcome {
 
 /// Why storing a stream stopped: the source (skip the file) or the
 /// repository (fatal).
-enum StreamError {
+pub(crate) enum StreamError {
     Source(std::io::Error),
     Repository(Error),
 }
@@ -92,17 +92,17 @@ impl From<Error> for StreamError {
     }
 }
 
-struct Archiver<'r> {
-    writer: BlobWriter<'r>,
+pub(crate) struct Archiver<'r> {
+    pub(crate) writer: BlobWriter<'r>,
     chunker: Chunker,
     zstd_level: i32,
     buffer: Vec<u8>,
-    summary: Summary,
-    unreadable: Vec<Unreadable>,
+    pub(crate) summary: Summary,
+    pub(crate) unreadable: Vec<Unreadable>,
 }
 
 impl<'r> Archiver<'r> {
-    fn new(repo: &'r Repository) -> Result<Archiver<'r>> {
+    pub(crate) fn new(repo: &'r Repository) -> Result<Archiver<'r>> {
         let chunker = repo.chunker()?;
         let size = READ_BUFFER_MIN.max(8 * chunker.params().size_max as usize);
         Ok(Archiver {
@@ -116,7 +116,10 @@ impl<'r> Archiver<'r> {
     }
 
     /// Chunks, dedups, seals and stores everything `source` yields.
-    fn store_stream(&mut self, source: &mut dyn Read) -> Result<(Vec<BlobId>, u64), StreamError> {
+    pub(crate) fn store_stream(
+        &mut self,
+        source: &mut dyn Read,
+    ) -> Result<(Vec<BlobId>, u64), StreamError> {
         let mut content = Vec::new();
         let mut filled = 0usize;
         let mut total = 0u64;
@@ -401,7 +404,11 @@ fn insert_target(root: &mut BTreeMap<Vec<u8>, Target>, path: &Path) {
     }
 }
 
-fn new_snapshot(options: &BackupOptions, paths: Vec<String>, source: SourceKind) -> Snapshot {
+pub(crate) fn new_snapshot(
+    options: &BackupOptions,
+    paths: Vec<String>,
+    source: SourceKind,
+) -> Snapshot {
     let (uid, gid) = metadata::current_ids();
     let mut tags = options.tags.clone();
     tags.sort();
@@ -422,11 +429,12 @@ fn new_snapshot(options: &BackupOptions, paths: Vec<String>, source: SourceKind)
         tags,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         source,
+        command: None,
         summary: Summary::default(),
     }
 }
 
-fn finish(
+pub(crate) fn finish(
     mut archiver: Archiver<'_>,
     repo: &Repository,
     mut snapshot: Snapshot,
@@ -445,6 +453,7 @@ fn finish(
     summary.duration_seconds = started.elapsed().as_secs_f64();
     snapshot.summary = summary;
     snapshot.tree = tree;
+    snapshot.version = snapshot.required_version();
     crate::check_interrupt()?;
     crate::failpoint("before-snapshot");
     let id = repo.save_snapshot(&snapshot)?;
@@ -521,20 +530,42 @@ pub fn backup_stream(
     filename: &str,
     options: &BackupOptions,
 ) -> Result<BackupOutcome> {
+    backup_stream_checked(repo, source, filename, options, None, &mut || Ok(()))
+}
+
+/// `backup_stream` for a stream produced by `command`: `source_ok` runs
+/// once the stream has ended and before anything is finished, so an error
+/// from it (the command failed) leaves no snapshot.
+pub(crate) fn backup_stream_checked(
+    repo: &mut Repository,
+    source: &mut dyn Read,
+    filename: &str,
+    options: &BackupOptions,
+    command: Option<Vec<String>>,
+    source_ok: &mut dyn FnMut() -> Result<()>,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     if !crate::tree::is_valid_name(filename.as_bytes()) {
         return Err(Error::invalid(format!(
             "invalid --stdin-filename {filename:?}: one path component, no '/'"
         )));
     }
-    let snapshot = new_snapshot(options, vec![format!("/{filename}")], SourceKind::Stdin);
+    let mut snapshot = new_snapshot(options, vec![format!("/{filename}")], SourceKind::Stdin);
+    snapshot.command = command;
     let repo_ref: &Repository = repo;
     let mut archiver = Archiver::new(repo_ref)?;
     let (content, size) = match archiver.store_stream(source) {
         Ok(done) => done,
-        Err(StreamError::Source(e)) => return Err(Error::io("cannot read standard input", e)),
+        Err(StreamError::Source(e)) => {
+            let from = match &snapshot.command {
+                Some(argv) => format!("the output of {}", argv[0]),
+                None => "standard input".into(),
+            };
+            return Err(Error::io(format!("cannot read {from}"), e));
+        }
         Err(StreamError::Repository(e)) => return Err(e),
     };
+    source_ok()?;
     let (uid, gid) = metadata::current_ids();
     let mut node = Node::new(filename.as_bytes(), NodeKind::File);
     node.mode = 0o644;

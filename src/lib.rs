@@ -23,6 +23,8 @@ pub mod backend;
 #[cfg(feature = "cache")]
 pub mod checker;
 pub mod chunker;
+#[cfg(feature = "cache")]
+pub mod command;
 pub mod config;
 pub mod crypto;
 pub mod error;
@@ -44,6 +46,10 @@ pub mod repository;
 pub mod restorer;
 pub mod retention;
 pub mod snapshot;
+#[cfg(feature = "cache")]
+pub mod stats;
+#[cfg(feature = "cache")]
+pub mod tarball;
 pub mod tree;
 
 #[cfg(feature = "cache")]
@@ -55,6 +61,8 @@ pub use backend::{Backend, FileKind, LocalBackend};
 #[cfg(feature = "cache")]
 pub use checker::{check, check_keyless, CheckOptions, CheckReport, ReadData};
 pub use chunker::ChunkerParams;
+#[cfg(feature = "cache")]
+pub use command::backup_command;
 pub use crypto::KdfParams;
 pub use error::{Error, ErrorKind, Result};
 #[cfg(feature = "cache")]
@@ -71,6 +79,10 @@ pub use repository::{InitOptions, Repository};
 pub use restorer::{dump, restore, RestoreOutcome};
 pub use retention::{Count, Duration as RetentionDuration, GroupBy, GroupKey, Policy, Reason};
 pub use snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary};
+#[cfg(feature = "cache")]
+pub use stats::{repository_stats, snapshot_stats, RepositoryStats, SnapshotStats};
+#[cfg(feature = "cache")]
+pub use tarball::{export_tar, import_tar, Compression, ExportOutcome};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -83,6 +83,41 @@ enum Command {
     /// Print a decrypted repository object: config, snapshot ID, index ID,
     /// key ID, lock ID, or tree SNAPSHOT[:PATH].
     Cat { kind: String, id: Option<String> },
+    /// Import a tarball (plain, gzip, zstd, xz or bzip2; - for standard
+    /// input) as a snapshot whose tree is the tarball's contents.
+    ImportTar {
+        file: PathBuf,
+        /// Add a tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Hostname to record (default: this host's name).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Write a snapshot (SNAPSHOT[:PATH], or SNAPSHOT PATH) as a tarball to
+    /// standard output or -o FILE.
+    ExportTar {
+        snapshot: String,
+        path: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Compress with gzip.
+        #[arg(long, conflicts_with = "zstd")]
+        gzip: bool,
+        /// Compress with zstd.
+        #[arg(long)]
+        zstd: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Show what the repository stores and, for SNAPSHOT, its restored
+    /// size and distinct data: the difference is deduplication.
+    Stats {
+        snapshot: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
     /// Manage the passwords (key files) that open the repository.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -182,10 +217,16 @@ struct InitArgs {
 
 #[derive(Args)]
 struct BackupArgs {
+    /// Paths to back up; with --stdin-from-command, the command and its
+    /// arguments (after --).
     paths: Vec<PathBuf>,
     /// Read the data to back up from standard input.
     #[arg(long)]
     stdin: bool,
+    /// Run the command given after -- (no shell) and back up its standard
+    /// output; if it fails, no snapshot is written.
+    #[arg(long, conflicts_with = "stdin")]
+    stdin_from_command: bool,
     /// File name for --stdin data in the snapshot.
     #[arg(long, default_value = "stdin")]
     stdin_filename: String,
@@ -298,6 +339,30 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Ls { snapshot, filter } => ls(cli, snapshot, filter),
         Command::Cat { kind, id } => cat(cli, kind, id.as_deref()),
         Command::Forget(args) => forget_cli::forget(cli, args),
+        Command::ImportTar { file, tags, host } => import_tar(cli, file, tags, host),
+        Command::Stats { snapshot, filter } => stats(cli, snapshot.as_deref(), filter),
+        Command::ExportTar {
+            snapshot,
+            path,
+            output,
+            gzip,
+            zstd,
+            filter,
+        } => {
+            let compression = match (gzip, zstd) {
+                (true, _) => cairn::Compression::Gzip,
+                (_, true) => cairn::Compression::Zstd,
+                _ => cairn::Compression::None,
+            };
+            export_tar(
+                cli,
+                snapshot,
+                path.as_deref(),
+                output.as_deref(),
+                compression,
+                filter,
+            )
+        }
         Command::Key(KeyCommand::Add { new_password_file }) => {
             let repo = open(cli)?;
             let new = match new_password_file {
@@ -574,6 +639,11 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     if args.stdin && !args.paths.is_empty() {
         return Err(anyhow!("--stdin takes no paths"));
     }
+    if args.stdin_from_command && args.paths.is_empty() {
+        return Err(anyhow!(
+            "--stdin-from-command needs a command: cairn backup --stdin-from-command -- CMD ARGS..."
+        ));
+    }
     if !args.stdin && args.paths.is_empty() {
         return Err(anyhow!("nothing to back up: give paths or --stdin"));
     }
@@ -587,13 +657,7 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     repo.load_index()?;
     warn_all(cli, &mut repo);
     let options = BackupOptions {
-        tags: args
-            .tags
-            .iter()
-            .flat_map(|t| t.split(','))
-            .filter(|t| !t.is_empty())
-            .map(String::from)
-            .collect(),
+        tags: tag_list(&args.tags),
         host: args.host.clone(),
         time,
         parent: match (&args.parent, args.force) {
@@ -606,9 +670,29 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
         let stdin = std::io::stdin();
         let mut lock = stdin.lock();
         cairn::backup_stream(&mut repo, &mut lock, &args.stdin_filename, &options)?
+    } else if args.stdin_from_command {
+        let argv: Vec<_> = args
+            .paths
+            .iter()
+            .map(|p| p.clone().into_os_string())
+            .collect();
+        cairn::backup_command(&mut repo, &argv, &args.stdin_filename, &options)?
     } else {
         cairn::backup_paths(&mut repo, &args.paths, &options)?
     };
+    report_backup(cli, &outcome)
+}
+
+fn tag_list(tags: &[String]) -> Vec<String> {
+    tags.iter()
+        .flat_map(|t| t.split(','))
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Prints a backup's summary and warnings; returns the exit code.
+fn report_backup(cli: &Cli, outcome: &cairn::BackupOutcome) -> anyhow::Result<i32> {
     for u in &outcome.unreadable {
         eprintln!(
             "cairn: warning: cannot read {}: {}",
@@ -854,6 +938,128 @@ fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
         println!("{}", report.verdict());
     }
     Ok(if report.is_clean() { 0 } else { 1 })
+}
+
+fn import_tar(
+    cli: &Cli,
+    file: &std::path::Path,
+    tags: &[String],
+    host: &Option<String>,
+) -> anyhow::Result<i32> {
+    let mut input: Box<dyn std::io::Read> = if file == std::path::Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+        )
+    };
+    let name = if file == std::path::Path::new("-") {
+        "-".to_string()
+    } else {
+        std::path::absolute(file)?.to_string_lossy().into_owned()
+    };
+    let mut repo = open(cli)?;
+    let _lock = lock(cli, &repo, false)?;
+    repo.load_index()?;
+    warn_all(cli, &mut repo);
+    let options = BackupOptions {
+        tags: tag_list(tags),
+        host: host.clone(),
+        time: None,
+        parent: ParentChoice::None,
+    };
+    let outcome = cairn::import_tar(&mut repo, &mut input, &name, &options)?;
+    report_backup(cli, &outcome)
+}
+
+fn export_tar(
+    cli: &Cli,
+    selector: &str,
+    path: Option<&str>,
+    output: Option<&std::path::Path>,
+    compression: cairn::Compression,
+    filter: &FilterArgs,
+) -> anyhow::Result<i32> {
+    let (sel, subpath) = split_selector(selector);
+    let subpath = path.unwrap_or(subpath);
+    let mut repo = open(cli)?;
+    let _lock = lock(cli, &repo, false)?;
+    let (_, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
+    repo.load_index()?;
+    warn_all(cli, &mut repo);
+    let outcome = match output {
+        Some(file) => {
+            let f = std::fs::File::create(file)
+                .with_context(|| format!("cannot create {}", file.display()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+            let result = cairn::export_tar(&repo, &snapshot, subpath, &mut out, compression);
+            if result.is_err() {
+                // Half a tarball must not pass for a whole one.
+                let _ = std::fs::remove_file(file);
+            }
+            result?
+        }
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                return Err(anyhow!(
+                    "not writing a tarball to a terminal: redirect standard output or use -o FILE"
+                ));
+            }
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            cairn::export_tar(&repo, &snapshot, subpath, &mut out, compression)?
+        }
+    };
+    for s in &outcome.skipped {
+        eprintln!("cairn: warning: {s}");
+    }
+    Ok(0)
+}
+
+fn stats(cli: &Cli, selector: Option<&str>, filter: &FilterArgs) -> anyhow::Result<i32> {
+    let mut repo = open(cli)?;
+    let chosen = match selector {
+        Some(sel) => Some(repo.find_snapshot(sel, &filter.filter())?),
+        None => None,
+    };
+    repo.load_index()?;
+    warn_all(cli, &mut repo);
+    let snapshot = match &chosen {
+        Some((id, s)) => Some((id, cairn::snapshot_stats(&repo, s)?)),
+        None => None,
+    };
+    let r = cairn::repository_stats(&repo)?;
+    if cli.json {
+        let mut v = serde_json::json!({"repository": r});
+        if let Some((id, s)) = &snapshot {
+            v["snapshot"] = serde_json::to_value(s)?;
+            v["snapshot"]["id"] = id.to_hex().into();
+        }
+        println!("{v}");
+        return Ok(0);
+    }
+    if let Some((id, s)) = &snapshot {
+        println!("snapshot {}", id.short());
+        println!("  files: {}, dirs: {}", s.files, s.dirs);
+        println!("  total size:         {}", human_bytes(s.total_size));
+        println!(
+            "  distinct data:      {} in {} blobs",
+            human_bytes(s.data_blob_bytes),
+            s.data_blobs
+        );
+    }
+    println!("repository: {} snapshots", r.snapshots);
+    println!(
+        "  unique blobs:       {} in {} blobs",
+        human_bytes(r.blob_bytes),
+        r.blobs
+    );
+    println!(
+        "  stored in packs:    {} in {} packs",
+        human_bytes(r.pack_bytes),
+        r.packs
+    );
+    Ok(0)
 }
 
 fn human_bytes(n: u64) -> String {

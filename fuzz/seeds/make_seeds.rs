@@ -139,6 +139,7 @@ fn sample_snapshot() -> Snapshot {
         tags: vec!["nightly".into(), "db:pg".into()],
         program_version: "cairn 0.1.0".into(),
         source: SourceKind::Directory,
+        command: None,
         summary: Summary {
             backup_start: "2026-03-14T01:59:26+02:00".into(),
             backup_end: "2026-03-14T02:03:01+02:00".into(),

@@ -57,7 +57,11 @@ fn assert_restorable(t: &TestRepo, src: &Path, expected: &HashMap<String, Conten
             "--target",
             path_str(&target),
         ]);
-        assert_eq!(&content_map(&target), content, "{ctx} snapshot {id} differs");
+        assert_eq!(
+            &content_map(&target),
+            content,
+            "{ctx} snapshot {id} differs"
+        );
         std::fs::remove_dir_all(&target).unwrap();
     }
 }
@@ -80,7 +84,11 @@ fn prune_frees_the_space_of_forgotten_snapshots_and_keeps_the_rest() {
             std::fs::remove_file(e.unwrap().path()).unwrap();
         }
         std::fs::write(src.join("shared.sql"), sql_bytes(1, 400_000)).unwrap();
-        std::fs::write(src.join(format!("n{night}.bin")), random_bytes(night, 1_500_000)).unwrap();
+        std::fs::write(
+            src.join(format!("n{night}.bin")),
+            random_bytes(night, 1_500_000),
+        )
+        .unwrap();
         ids.push(backup_id(&t, &src, &[]));
         kept.insert(ids.last().unwrap().clone(), content_map(&src));
     }
@@ -94,12 +102,24 @@ fn prune_frees_the_space_of_forgotten_snapshots_and_keeps_the_rest() {
     let repo_before = content_map(&t.repo);
     let dry = prune_json(&t, &["--dry-run", "--max-unused", "0"]);
     assert_eq!(dry["dry_run"], true);
-    assert_eq!(repo_before, content_map(&t.repo), "dry run changed the repository");
+    assert_eq!(
+        repo_before,
+        content_map(&t.repo),
+        "dry run changed the repository"
+    );
     let real = prune_json(&t, &["--max-unused", "0"]);
-    for field in ["packs_deleted", "packs_repacked", "blobs_used", "blobs_unused"] {
+    for field in [
+        "packs_deleted",
+        "packs_repacked",
+        "blobs_used",
+        "blobs_unused",
+    ] {
         assert_eq!(dry[field], real[field], "{field}: dry {dry} real {real}");
     }
-    assert!(num(&real, "packs_deleted") + num(&real, "packs_repacked") > 0, "{real}");
+    assert!(
+        num(&real, "packs_deleted") + num(&real, "packs_repacked") > 0,
+        "{real}"
+    );
     let after = t.pack_bytes();
     // Three of five nightly 1.5 MB random files are gone.
     assert!(
@@ -132,7 +152,11 @@ fn prune_refuses_a_damaged_repository() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("damaged repository"), "{err}");
-    assert_eq!(before, content_map(&t.repo), "prune changed a damaged repository");
+    assert_eq!(
+        before,
+        content_map(&t.repo),
+        "prune changed a damaged repository"
+    );
 }
 
 /// Random sequences of backup / forget / prune / check against a model of
@@ -303,7 +327,11 @@ fn prune_killed_at_any_moment_loses_nothing() {
             }
         }
     };
-    for failpoint in ["prune-after-packs", "prune-after-index", "prune-after-index-delete"] {
+    for failpoint in [
+        "prune-after-packs",
+        "prune-after-index",
+        "prune-after-index-delete",
+    ] {
         make_garbage(&t, &mut model);
         let out = t
             .command()
