@@ -299,6 +299,11 @@ fn main() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
+        // `cairn cat … | head`: the reader went away. Not a bug; end quietly
+        // with the status a shell gives a process killed by SIGPIPE.
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(128 + libc::SIGPIPE);
+        }
         eprintln!("cairn: internal error{location}: {message} (please report this bug)");
     }));
     let cli = match Cli::try_parse() {
@@ -311,6 +316,7 @@ fn main() {
     };
     let code = match run(&cli) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => 128 + libc::SIGPIPE,
         Err(e) => {
             let kind = e.downcast_ref::<cairn::Error>().map(|c| c.kind());
             let message = format!("{e:#}").replace('\n', " ");
@@ -319,6 +325,20 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Our standard output was closed by its reader (`cairn ls | head`): end
+/// quietly, as a process killed by SIGPIPE would.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<cairn::Error>()
+                .and_then(cairn::Error::io_error)
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(cli: &Cli) -> anyhow::Result<i32> {

@@ -333,3 +333,34 @@ fn a_second_password_opens_the_repository() {
         .run();
     assert_eq!(out.status.code(), Some(12));
 }
+
+/// Regression: `cairn cat snapshot latest | head` ended with "internal
+/// error … failed printing to stdout: Broken pipe". A reader that goes away
+/// is not a bug: no message, and the status of a process killed by SIGPIPE.
+#[test]
+fn output_into_a_closed_pipe_is_not_an_internal_error() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    for i in 0..2000 {
+        std::fs::write(src.join(format!("file-{i:05}")), b"x").unwrap();
+    }
+    t.backup_json(&[&src]);
+    for args in [&["ls", "latest"][..], &["cat", "snapshot", "latest"]] {
+        let mut child = t
+            .command()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = finish_with_timeout(child, "cairn into a closed pipe", 60);
+        let err = stderr(&out);
+        assert!(!err.contains("internal error"), "{args:?}: {err}");
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(141)),
+            "{args:?}: {} {err}",
+            out.status
+        );
+    }
+}
