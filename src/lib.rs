@@ -21,6 +21,8 @@
 pub mod archiver;
 pub mod backend;
 #[cfg(feature = "cache")]
+pub mod browse;
+#[cfg(feature = "cache")]
 pub mod checker;
 pub mod chunker;
 #[cfg(feature = "cache")]
@@ -49,6 +51,8 @@ pub mod snapshot;
 #[cfg(feature = "cache")]
 pub mod stats;
 #[cfg(feature = "cache")]
+pub mod tag;
+#[cfg(feature = "cache")]
 pub mod tarball;
 pub mod tree;
 
@@ -58,6 +62,8 @@ pub use archiver::{
     Unreadable,
 };
 pub use backend::{Backend, FileKind, LocalBackend};
+#[cfg(feature = "cache")]
+pub use browse::{diff, find, walk, Change, Diff, DiffEntry, Found, Pattern};
 #[cfg(feature = "cache")]
 pub use checker::{check, check_keyless, CheckOptions, CheckReport, ReadData};
 pub use chunker::ChunkerParams;
@@ -81,6 +87,8 @@ pub use retention::{Count, Duration as RetentionDuration, GroupBy, GroupKey, Pol
 pub use snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary};
 #[cfg(feature = "cache")]
 pub use stats::{repository_stats, snapshot_stats, RepositoryStats, SnapshotStats};
+#[cfg(feature = "cache")]
+pub use tag::{tag, TagChange};
 #[cfg(feature = "cache")]
 pub use tarball::{export_tar, import_tar, Compression, ExportOutcome};
 

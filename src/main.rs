@@ -13,6 +13,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod browse_cli;
 mod forget_cli;
 
 #[derive(Parser)]
@@ -74,12 +75,14 @@ enum Command {
         #[command(flatten)]
         filter: FilterArgs,
     },
-    /// List the files in a snapshot (SNAPSHOT or SNAPSHOT:SUBPATH).
-    Ls {
-        snapshot: String,
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    /// List the files in a snapshot (SNAPSHOT[:SUBPATH] or SNAPSHOT PATH).
+    Ls(browse_cli::LsArgs),
+    /// Find files by name or path pattern in all (or some) snapshots.
+    Find(browse_cli::FindArgs),
+    /// Show what changed between two snapshots.
+    Diff(browse_cli::DiffArgs),
+    /// Add, remove or set tags of snapshots.
+    Tag(browse_cli::TagArgs),
     /// Print a decrypted repository object: config, snapshot ID, index ID,
     /// key ID, lock ID, or tree SNAPSHOT[:PATH].
     Cat { kind: String, id: Option<String> },
@@ -147,8 +150,43 @@ enum KeyCommand {
         #[arg(long)]
         new_password_file: Option<PathBuf>,
     },
-    /// List the key files.
+    /// List the key files (the one this password opened is marked).
     List,
+    /// Remove a key file (a password) by id prefix. The key in use and the
+    /// last intact key cannot be removed.
+    Remove { id: String },
+    /// Change this password: add a key for the new one, remove the old.
+    Passwd {
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+}
+
+/// A new password from a file's first line, or prompted twice.
+fn new_password(file: Option<&std::path::Path>) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let new = match file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            text.lines().next().unwrap_or("").to_string()
+        }
+        None if std::io::stdin().is_terminal() => {
+            let first = rpassword::prompt_password("enter new password: ")?;
+            if first != rpassword::prompt_password("enter new password again: ")? {
+                return Err(anyhow!("passwords do not match"));
+            }
+            first
+        }
+        None => {
+            return Err(anyhow!(
+                "a new password needs --new-password-file or a terminal"
+            ))
+        }
+    };
+    if new.is_empty() {
+        return Err(anyhow!("an empty password is not allowed"));
+    }
+    Ok(zeroize::Zeroizing::new(new))
 }
 
 #[derive(Args)]
@@ -356,7 +394,10 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             path,
             filter,
         } => dump(cli, snapshot, path, filter),
-        Command::Ls { snapshot, filter } => ls(cli, snapshot, filter),
+        Command::Ls(args) => browse_cli::ls(cli, args),
+        Command::Find(args) => browse_cli::find(cli, args),
+        Command::Diff(args) => browse_cli::diff(cli, args),
+        Command::Tag(args) => browse_cli::tag(cli, args),
         Command::Cat { kind, id } => cat(cli, kind, id.as_deref()),
         Command::Forget(args) => forget_cli::forget(cli, args),
         Command::ImportTar { file, tags, host } => import_tar(cli, file, tags, host),
@@ -385,27 +426,29 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         }
         Command::Key(KeyCommand::Add { new_password_file }) => {
             let repo = open(cli)?;
-            let new = match new_password_file {
-                Some(file) => {
-                    let text = std::fs::read_to_string(file)
-                        .with_context(|| format!("cannot read {}", file.display()))?;
-                    text.lines().next().unwrap_or("").to_string()
-                }
-                None if std::io::stdin().is_terminal() => {
-                    let first = rpassword::prompt_password("enter new password: ")?;
-                    if first != rpassword::prompt_password("enter new password again: ")? {
-                        return Err(anyhow!("passwords do not match"));
-                    }
-                    first
-                }
-                None => return Err(anyhow!("key add needs --new-password-file or a terminal")),
-            };
-            if new.is_empty() {
-                return Err(anyhow!("an empty password is not allowed"));
-            }
+            let new = new_password(new_password_file.as_deref())?;
             let id = repo.add_key(new.as_bytes(), KdfParams::DEFAULT)?;
             if !cli.quiet {
                 println!("added key {}", id.short());
+            }
+            Ok(0)
+        }
+        Command::Key(KeyCommand::Remove { id }) => {
+            let repo = open(cli)?;
+            let _lock = lock(cli, &repo, true)?;
+            let removed = repo.remove_key(id)?;
+            if !cli.quiet {
+                println!("removed key {}", &removed[..8]);
+            }
+            Ok(0)
+        }
+        Command::Key(KeyCommand::Passwd { new_password_file }) => {
+            let mut repo = open(cli)?;
+            let _lock = lock(cli, &repo, true)?;
+            let new = new_password(new_password_file.as_deref())?;
+            let id = repo.change_password(new.as_bytes(), KdfParams::DEFAULT)?;
+            if !cli.quiet {
+                println!("password changed: key {} replaces the old one", id.short());
             }
             Ok(0)
         }
@@ -416,9 +459,10 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
                 let values: Vec<_> = keys
                     .iter()
                     .map(|(name, k)| match k {
-                        Ok(k) => serde_json::json!({"id": name, "created": k.created, "hostname": k.hostname,
+                        Ok(k) => serde_json::json!({"id": name, "current": name == repo.current_key(),
+                            "created": k.created, "hostname": k.hostname,
                             "username": k.username, "kdf": k.kdf, "kdf_params": k.kdf_params}),
-                        Err(e) => serde_json::json!({"id": name, "error": e.to_string()}),
+                        Err(e) => serde_json::json!({"id": name, "current": false, "error": e.to_string()}),
                     })
                     .collect();
                 println!("{}", serde_json::to_string(&values)?);
@@ -426,7 +470,8 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
                 for (name, k) in &keys {
                     match k {
                         Ok(k) => println!(
-                            "{}  {}  {}@{}",
+                            "{}{} {}  {}@{}",
+                            if name == repo.current_key() { "*" } else { " " },
                             &name[..8.min(name.len())],
                             k.created,
                             k.username,
@@ -1203,47 +1248,6 @@ fn dump(cli: &Cli, selector: &str, path: &str, filter: &FilterArgs) -> anyhow::R
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     cairn::dump(&repo, &snapshot, path, &mut out)?;
-    Ok(0)
-}
-
-fn ls(cli: &Cli, selector: &str, filter: &FilterArgs) -> anyhow::Result<i32> {
-    let mut repo = open(cli)?;
-    let (sel, subpath) = split_selector(selector);
-    let (_, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
-    repo.load_index()?;
-    let mut out = std::io::stdout().lock();
-    let start = match cairn::restorer::find_node(&repo, &snapshot, subpath)? {
-        None => Some(snapshot.tree),
-        Some(node) if node.kind == cairn::tree::NodeKind::Dir => node.subtree,
-        Some(_) => {
-            writeln!(out, "/{}", subpath.trim_matches('/'))?;
-            return Ok(0);
-        }
-    };
-    let mut stack = vec![(subpath.trim_end_matches('/').to_string(), start)];
-    while let Some((prefix, tree)) = stack.pop() {
-        let Some(tree) = tree else { continue };
-        let tree = repo.load_tree(&tree)?;
-        for node in tree.nodes.iter().rev() {
-            let path = format!("{prefix}/{}", node.name_str());
-            if node.kind == cairn::tree::NodeKind::Dir {
-                stack.push((path.clone(), node.subtree));
-            }
-        }
-        for node in &tree.nodes {
-            let path = format!("{prefix}/{}", node.name_str());
-            if cli.json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"path": path, "type": node.kind, "size": node.size, "mode": node.mode,
-                    "uid": node.uid, "gid": node.gid, "mtime_ns": node.mtime_ns})
-                )?;
-            } else {
-                writeln!(out, "{path}")?;
-            }
-        }
-    }
     Ok(0)
 }
 

@@ -1,6 +1,7 @@
 //! The one integration test binary: runs the real `cairn` binary against
 //! real repositories on disk.
 
+mod browse;
 mod check;
 mod common;
 mod crash;
