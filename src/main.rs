@@ -42,6 +42,10 @@ struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Do not lock the repository (reading commands only: restore, dump,
+    /// check, export-tar), e.g. for a copy on read-only media.
+    #[arg(long, global = true)]
+    no_lock: bool,
     /// Wait up to this long for a conflicting lock to go away (e.g. 5m, 1h).
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     retry_lock: Option<std::time::Duration>,
@@ -601,12 +605,26 @@ use cairn::Backend as _;
 
 /// Takes the repository lock, waiting up to `--retry-lock` for it.
 fn lock(cli: &Cli, repo: &Repository, exclusive: bool) -> anyhow::Result<cairn::LockGuard> {
+    if cli.no_lock {
+        return Err(anyhow!(
+            "--no-lock is only for commands that do not write (restore, dump, check, export-tar)"
+        ));
+    }
     Ok(cairn::acquire_with_retry(
         repo.backend().clone(),
         repo.key(),
         exclusive,
         cli.retry_lock.unwrap_or_default(),
     )?)
+}
+
+/// The shared lock of a reading command, or none with `--no-lock` (for a
+/// repository on read-only media, as restic allows).
+fn read_lock(cli: &Cli, repo: &Repository) -> anyhow::Result<Option<cairn::LockGuard>> {
+    if cli.no_lock {
+        return Ok(None);
+    }
+    lock(cli, repo, false).map(Some)
 }
 
 /// Parses `90s`, `5m`, `2h`, `1d` or plain seconds.
@@ -943,7 +961,7 @@ fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
             (None, false) => cairn::ReadData::None,
         };
         let repo = open(cli)?;
-        let _lock = lock(cli, &repo, false)?;
+        let _lock = read_lock(cli, &repo)?;
         let options = cairn::CheckOptions {
             read_data,
             ..cairn::CheckOptions::default()
@@ -1048,7 +1066,7 @@ fn export_tar(
     let (sel, subpath) = split_selector(selector);
     let subpath = path.unwrap_or(subpath);
     let mut repo = open(cli)?;
-    let _lock = lock(cli, &repo, false)?;
+    let _lock = read_lock(cli, &repo)?;
     let (_, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
     repo.load_index()?;
     warn_all(cli, &mut repo);
@@ -1203,7 +1221,7 @@ fn restore(
     filter: &FilterArgs,
 ) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
-    let _lock = lock(cli, &repo, false)?;
+    let _lock = read_lock(cli, &repo)?;
     let (sel, subpath) = split_selector(selector);
     let (id, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
     repo.load_index()?;
@@ -1241,7 +1259,7 @@ fn restore(
 
 fn dump(cli: &Cli, selector: &str, path: &str, filter: &FilterArgs) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
-    let _lock = lock(cli, &repo, false)?;
+    let _lock = read_lock(cli, &repo)?;
     let (_, snapshot) = repo.find_snapshot(selector, &filter.filter())?;
     repo.load_index()?;
     warn_all(cli, &mut repo);

@@ -364,3 +364,57 @@ fn output_into_a_closed_pipe_is_not_an_internal_error() {
         );
     }
 }
+
+/// A repository on read-only media (an offsite copy mounted read-only):
+/// reading commands work with `--no-lock`; writing commands refuse it.
+#[test]
+fn no_lock_reads_a_read_only_repository() {
+    let mut t = TestRepo::new();
+    let src = t.path("src");
+    std::fs::write(src.join("f"), b"offsite\n").unwrap();
+    t.backup_json(&[&src]);
+    let ro = t.dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mounted = is_root()
+        && std::process::Command::new("mount")
+            .args(["--bind", "-o", "ro"])
+            .arg(&t.repo)
+            .arg(&ro)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !mounted {
+        note("cannot bind-mount read-only (not root?): checking --no-lock refusals only");
+    }
+    let original = t.repo.clone();
+    if mounted {
+        t.repo = ro.clone();
+    }
+    let out = t.cmd(&[
+        "--no-lock",
+        "dump",
+        "latest",
+        &format!("{}/f", path_str(&src)),
+    ]);
+    assert_eq!(out.stdout, b"offsite\n", "{}", stderr(&out));
+    let out = t.cmd(&["--no-lock", "check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    if mounted {
+        let out = t.cmd(&["dump", "latest", &format!("{}/f", path_str(&src))]);
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "a lock was written to read-only media"
+        );
+    }
+    let out = t.cmd(&["--no-lock", "backup", path_str(&src)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--no-lock is only for"),
+        "{}",
+        stderr(&out)
+    );
+    if mounted {
+        let _ = std::process::Command::new("umount").arg(&ro).status();
+    }
+    t.repo = original;
+}
