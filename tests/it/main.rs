@@ -10,6 +10,7 @@ mod dumps;
 mod errors;
 mod faults;
 mod forget;
+mod json;
 mod kdf;
 mod metadata;
 mod oracle;
