@@ -30,6 +30,7 @@ pub mod command;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod exclude;
 #[cfg(feature = "cache")]
 pub mod forget;
 pub mod id;
@@ -52,7 +53,7 @@ pub mod snapshot;
 pub mod stats;
 #[cfg(feature = "cache")]
 pub mod tag;
-#[cfg(feature = "cache")]
+#[cfg(feature = "tar-format")]
 pub mod tarball;
 pub mod tree;
 
