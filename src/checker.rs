@@ -364,6 +364,14 @@ fn add_hints(report: &mut CheckReport) {
             "`cairn repair index` rebuilds the index from the packs that exist (it drops packs that are gone and adds packs no index names)".into(),
         );
     }
+    let blob_damage = report.problems.iter().any(|p| {
+        p.status == "damaged" && (p.object.starts_with("pack ") || p.object.contains(" blob "))
+    });
+    if blob_damage {
+        report.hints.push(
+            "`cairn repair index --read-data` moves the intact blobs of damaged packs into new packs and drops the damaged ones from the index".into(),
+        );
+    }
     if !report.damaged_paths.is_empty() {
         report.hints.push(
             "`cairn repair snapshots --forget` rewrites the damaged snapshots without the unrestorable files (run `repair index` first); restore them from another copy if you have one".into(),

@@ -110,23 +110,44 @@ mod tests {
 
     fn ex(patterns: &[&str]) -> Excluder {
         let mut e = Excluder::default();
-        e.add_patterns(&patterns.iter().map(|s| s.to_string()).collect::<Vec<_>>(), false)
-            .unwrap();
+        e.add_patterns(
+            &patterns.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            false,
+        )
+        .unwrap();
         e
     }
 
     #[test]
     fn gitignore_style_rules() {
-        let e = ex(&["*.log", "node_modules/", "/srv/app/tmp", "cache/*.bin", "!keep.log"]);
+        let e = ex(&[
+            "*.log",
+            "node_modules/",
+            "/srv/app/tmp",
+            "cache/*.bin",
+            "!keep.log",
+        ]);
         assert!(e.excludes(Path::new("/var/log/syslog.log"), false));
         assert!(e.excludes(Path::new("/a.log"), false));
-        assert!(!e.excludes(Path::new("/var/log/keep.log"), false), "negation");
+        assert!(
+            !e.excludes(Path::new("/var/log/keep.log"), false),
+            "negation"
+        );
         assert!(e.excludes(Path::new("/src/node_modules"), true));
-        assert!(!e.excludes(Path::new("/src/node_modules"), false), "dir only");
+        assert!(
+            !e.excludes(Path::new("/src/node_modules"), false),
+            "dir only"
+        );
         assert!(e.excludes(Path::new("/srv/app/tmp"), true));
-        assert!(!e.excludes(Path::new("/other/srv/app/tmp"), true), "anchored");
+        assert!(
+            !e.excludes(Path::new("/other/srv/app/tmp"), true),
+            "anchored"
+        );
         assert!(e.excludes(Path::new("/x/cache/a.bin"), false));
-        assert!(!e.excludes(Path::new("/x/cache/sub/a.bin"), false), "* stops at /");
+        assert!(
+            !e.excludes(Path::new("/x/cache/sub/a.bin"), false),
+            "* stops at /"
+        );
         assert!(!e.excludes(Path::new("/x/logfile"), false));
     }
 

@@ -210,7 +210,12 @@ struct PruneArgs {
 #[derive(Subcommand)]
 enum RepairCommand {
     /// Rebuild every index file (and the local cache) from the pack headers.
-    Index,
+    Index {
+        /// Also read and verify every blob: packs with damaged blobs are
+        /// rewritten without them (their intact blobs move to new packs).
+        #[arg(long)]
+        read_data: bool,
+    },
     /// Rewrite snapshots that reference missing or damaged data, dropping
     /// only the files and directories that cannot be restored.
     Snapshots {
@@ -865,14 +870,14 @@ fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
     let _lock = lock(cli, &repo, true)?;
     match command {
-        RepairCommand::Index => {
-            let outcome = cairn::repair_index(&mut repo)?;
+        RepairCommand::Index { read_data } => {
+            let outcome = cairn::repair_index(&mut repo, *read_data)?;
             warn_all(cli, &mut repo);
             if cli.json {
                 println!("{}", serde_json::to_string(&outcome)?);
             } else {
-                for (pack, why) in &outcome.packs_unreadable {
-                    eprintln!("cairn: warning: pack {pack} not indexed: {why}");
+                for p in &outcome.packs_unreadable {
+                    eprintln!("cairn: warning: pack {} not indexed: {}", p.pack, p.reason);
                 }
                 if outcome.packs_salvaged > 0 {
                     println!(
@@ -885,7 +890,7 @@ fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> {
                         "indexed {} blobs in {} packs; wrote {} index file(s), removed {} old one(s)",
                         outcome.blobs_indexed,
                         outcome.packs_indexed,
-                        outcome.index_files_written.len(),
+                        outcome.index_files_written,
                         outcome.index_files_removed
                     );
                 }
@@ -906,8 +911,8 @@ fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> {
             }
             for s in &outcome.snapshots {
                 println!("snapshot {}:", s.original.short());
-                for (path, why) in &s.dropped {
-                    println!("  dropped {path}: {why}");
+                for d in &s.dropped {
+                    println!("  dropped {}: {}", d.path, d.reason);
                 }
                 match (s.repaired, s.restorable) {
                     _ if s.already_repaired => println!("  already repaired by an earlier run"),

@@ -262,6 +262,13 @@ pub fn prune(repo: &mut Repository, options: &PruneOptions) -> Result<PruneOutco
     }
     outcome.packs_unindexed_deleted = unindexed.len() as u64;
     outcome.bytes_deleted += unindexed.iter().map(|(_, s)| s).sum::<u64>();
+    let nothing_to_do = fate.iter().all(|f| *f == Fate::Keep)
+        && unindexed.is_empty()
+        && table.superseded_files.is_empty();
+    if nothing_to_do {
+        // Rewriting an index that would come out the same is churn.
+        return Ok(outcome);
+    }
     if options.dry_run {
         // Estimate what repacking writes: the used blobs of repacked packs.
         outcome.bytes_written = (0..pack_count)

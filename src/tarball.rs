@@ -6,19 +6,39 @@
 //! writes a snapshot, or a part of one, as a tarball that GNU tar extracts to
 //! the same tree.
 
+//!
+//! The decoding half, `read_members`, needs no repository (feature
+//! `tar-format`; the fuzz target `tar_import` drives it); `import_tar` and
+//! `export_tar` need the `cache` feature.
+
+#[cfg(feature = "cache")]
 use crate::archiver::{finish, new_snapshot, Archiver, BackupOptions, BackupOutcome, StreamError};
 use crate::error::{Error, Result};
+#[cfg(feature = "cache")]
 use crate::id::BlobId;
+#[cfg(feature = "cache")]
 use crate::pack::BlobKind;
+#[cfg(feature = "cache")]
 use crate::repository::Repository;
+#[cfg(feature = "cache")]
 use crate::restorer::find_node;
+#[cfg(feature = "cache")]
 use crate::snapshot::{Snapshot, SourceKind};
-use crate::tree::{is_valid_name, Bytes, Node, NodeKind, Tree, Xattr};
+#[cfg(feature = "cache")]
+use crate::tree::Tree;
+use crate::tree::{is_valid_name, Bytes, Node, NodeKind, Xattr};
+#[cfg(feature = "cache")]
 use std::collections::{BTreeMap, HashMap};
+#[cfg(feature = "cache")]
 use std::ffi::OsStr;
-use std::io::{self, Read, Write};
+#[cfg(feature = "cache")]
+use std::io::Write;
+use std::io::{self, Read};
+#[cfg(feature = "cache")]
 use std::os::unix::ffi::OsStrExt;
+#[cfg(feature = "cache")]
 use std::path::Path;
+#[cfg(feature = "cache")]
 use std::time::Instant;
 
 /// How a tarball is compressed.
@@ -67,25 +87,7 @@ fn decompressed<'a>(input: &'a mut dyn Read) -> io::Result<Box<dyn Read + 'a>> {
     })
 }
 
-/// Remembers whether the reader below reached its end. The tar parser takes
-/// end of input at a header boundary as the end of the archive; an archive
-/// that really ended has its end-of-archive zero block first, so seeing end
-/// of input there means the tarball was cut short.
-struct EndWatch<R> {
-    inner: R,
-    ended: bool,
-}
-
-impl<R: Read> Read for EndWatch<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.ended = true;
-        }
-        Ok(n)
-    }
-}
-
+#[cfg(feature = "cache")]
 /// One entry of the tree being built; tar members arrive in any order and a
 /// member may name a directory that has no member of its own.
 enum Item {
@@ -96,6 +98,7 @@ enum Item {
     Leaf(Node),
 }
 
+#[cfg(feature = "cache")]
 #[derive(Default)]
 struct Builder {
     root: BTreeMap<Vec<u8>, Item>,
@@ -104,6 +107,7 @@ struct Builder {
     next_group: u64,
 }
 
+#[cfg(feature = "cache")]
 impl Builder {
     fn insert(&mut self, parts: &[Vec<u8>], node: Node) {
         let (last, parents) = parts.split_last().expect("at least one component");
@@ -181,6 +185,7 @@ impl Builder {
     }
 }
 
+#[cfg(feature = "cache")]
 fn count_links(items: &BTreeMap<Vec<u8>, Item>, counts: &mut HashMap<u64, u64>) {
     for item in items.values() {
         match item {
@@ -193,6 +198,7 @@ fn count_links(items: &BTreeMap<Vec<u8>, Item>, counts: &mut HashMap<u64, u64>) 
     }
 }
 
+#[cfg(feature = "cache")]
 fn save_items(
     archiver: &mut Archiver<'_>,
     items: BTreeMap<Vec<u8>, Item>,
@@ -267,6 +273,7 @@ fn bad_archive(name: &str, e: impl std::fmt::Display) -> Error {
 /// represented (`..` in the name, a hard link to nothing) are skipped and
 /// reported in `unreadable`; a truncated or corrupt tarball is an error and
 /// writes no snapshot. Needs `load_index` first.
+#[cfg(feature = "cache")]
 pub fn import_tar(
     repo: &mut Repository,
     input: &mut dyn Read,
@@ -278,29 +285,279 @@ pub fn import_tar(
     let repo_ref: &Repository = repo;
     let mut archiver = Archiver::new(repo_ref)?;
     let mut tree = Builder::default();
-    let mut reader = EndWatch {
-        inner: decompressed(input).map_err(|e| bad_archive(name, e))?,
-        ended: false,
-    };
-    {
-        let mut archive = tar::Archive::new(&mut reader);
-        let entries = archive.entries().map_err(|e| bad_archive(name, e))?;
-        for entry in entries {
-            crate::check_interrupt()?;
-            let mut entry = entry.map_err(|e| bad_archive(name, e))?;
-            read_member(&mut archiver, &mut tree, &mut entry, name)?;
+    read_members(input, name, &Limits::default(), &mut |member, contents| {
+        store_member(&mut archiver, &mut tree, member, contents, name)
+    })?;
+    let mut counts = HashMap::new();
+    count_links(&tree.root, &mut counts);
+    let root = save_items(&mut archiver, std::mem::take(&mut tree.root), &counts)?;
+    finish(archiver, repo_ref, snapshot, root, started)
+}
+
+/// Adds one decoded member to the tree, storing a file's contents.
+#[cfg(feature = "cache")]
+fn store_member(
+    archiver: &mut Archiver<'_>,
+    tree: &mut Builder,
+    member: Member,
+    contents: &mut dyn Read,
+    archive_name: &str,
+) -> Result<()> {
+    match member {
+        Member::Skipped { path, reason } => skip(archiver, &path, reason),
+        Member::HardLink {
+            path,
+            parts,
+            target,
+        } => {
+            if tree.hard_link(&parts, &target) {
+                archiver.summary.files_new += 1;
+                archiver.summary.total_files_processed += 1;
+            } else {
+                skip(archiver, &path, HARD_LINK_TO_NOTHING);
+            }
+        }
+        Member::Node { parts, mut node } => {
+            if node.kind == NodeKind::File {
+                archiver.summary.total_files_processed += 1;
+                match archiver.store_stream(contents) {
+                    Ok((content, size)) => {
+                        node.content = content;
+                        node.size = size;
+                    }
+                    Err(StreamError::Source(e)) => return Err(bad_archive(archive_name, e)),
+                    Err(StreamError::Repository(e)) => return Err(e),
+                }
+                archiver.summary.files_new += 1;
+            }
+            tree.insert(&parts, node);
         }
     }
-    if reader.ended {
+    Ok(())
+}
+
+/// Most bytes `read_members` reads while parsing the headers of one member
+/// (its header blocks, GNU long name and link, PAX records, GNU sparse
+/// extension headers), all of which the tar parser holds in memory; real
+/// tarballs need a few KiB.
+pub const MAX_HEADER_BYTES: u64 = 64 << 20;
+
+/// Most segments (data runs between holes) of one GNU PAX sparse member.
+pub const MAX_SPARSE_SEGMENTS: usize = 1 << 20;
+
+/// What `read_members` may read and hand out, so that a small hostile input
+/// (a decompression bomb, a sparse member claiming exabytes of holes)
+/// cannot take unbounded memory or time. Going past a limit is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of tar stream (after decompression). Default: unlimited.
+    pub max_stream_bytes: u64,
+    /// Bytes of member contents handed to the callback, sparse holes
+    /// included, all members together. Default: unlimited.
+    pub max_content_bytes: u64,
+    /// Bytes of headers per member. Default: `MAX_HEADER_BYTES`.
+    pub max_header_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_stream_bytes: u64::MAX,
+            max_content_bytes: u64::MAX,
+            max_header_bytes: MAX_HEADER_BYTES,
+        }
+    }
+}
+
+/// One member of a tarball as `read_members` hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Member {
+    /// A file, directory, symlink, device or FIFO at `parts` (normalised
+    /// path components; never empty). `node` has the member's metadata and
+    /// `node.name` is the last component; `content` and `size` are left
+    /// for the caller, who reads a file's contents from the reader given
+    /// with it (sparse files expanded).
+    Node { parts: Vec<Vec<u8>>, node: Node },
+    /// A hard link: `parts` names the same file as `target`, which should
+    /// be a file earlier in the archive. `path` is the name as shown.
+    HardLink {
+        path: String,
+        parts: Vec<Vec<u8>>,
+        target: Vec<Vec<u8>>,
+    },
+    /// A member that cannot be represented (unsupported type, a name that
+    /// climbs out, a hard link to nothing): `path` as shown, and why.
+    Skipped { path: String, reason: String },
+}
+
+/// What `read_members` read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    /// Members handed to the callback.
+    pub members: u64,
+    /// Bytes of member contents the callback read (or that were skipped for
+    /// it), sparse holes included.
+    pub content_bytes: u64,
+}
+
+const HARD_LINK_TO_NOTHING: &str = "hard link to a file that is not earlier in the archive";
+
+/// The budgets `Guard` enforces, shared between the reader (owned by the
+/// tar parser) and `read_members`.
+#[derive(Clone, Copy)]
+struct Budget {
+    /// The reader below reached its end.
+    ended: bool,
+    /// Stream bytes still allowed.
+    stream_left: u64,
+    /// While the parser reads a member's headers: header bytes still allowed.
+    header_left: Option<u64>,
+    header_limit: u64,
+}
+
+/// The decompressed stream under the tar parser: remembers whether it
+/// reached its end (the tar parser takes end of input at a header boundary
+/// as the end of the archive; an archive that really ended has its
+/// end-of-archive zero block first, so seeing end of input there means the
+/// tarball was cut short) and enforces the stream and header limits.
+struct Guard<R> {
+    inner: R,
+    budget: std::rc::Rc<std::cell::Cell<Budget>>,
+}
+
+impl<R: Read> Read for Guard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut budget = self.budget.get();
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        // One byte past a limit tells a stream that ends at the limit from
+        // one that goes on.
+        let mut allowed = budget.stream_left.saturating_add(1);
+        if let Some(left) = budget.header_left {
+            allowed = allowed.min(left.saturating_add(1));
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            budget.ended = true;
+        }
+        let n64 = n as u64;
+        if n64 > budget.stream_left {
+            return Err(io::Error::other(
+                "the tar stream is longer than the limit for it",
+            ));
+        }
+        budget.stream_left -= n64;
+        if let Some(left) = budget.header_left {
+            if n64 > left {
+                return Err(io::Error::other(format!(
+                    "a member's headers (long names, PAX records, sparse maps) \
+                     take more than {} bytes",
+                    budget.header_limit
+                )));
+            }
+            budget.header_left = Some(left - n64);
+        }
+        self.budget.set(budget);
+        Ok(n)
+    }
+}
+
+/// A member's contents, counted against the limit for all contents.
+struct Counted<'a> {
+    inner: &'a mut dyn Read,
+    used: &'a mut u64,
+    limit: u64,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.limit - *self.used;
+        let want = buf
+            .len()
+            .min(usize::try_from(left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > left {
+            return Err(io::Error::other(format!(
+                "member contents take more than {} bytes",
+                self.limit
+            )));
+        }
+        *self.used += n as u64;
+        Ok(n)
+    }
+}
+
+/// Decodes a tarball (plain or compressed, detected by its first bytes)
+/// without storing anything: calls `on_member` with each member in archive
+/// order, and with a reader of a file's contents (sparse files expanded;
+/// empty for other members). Contents the callback leaves unread are
+/// skipped. Global PAX headers, GNU volume labels and the `./` entry give
+/// no call. Reads to the end of the stream, so that the decompressor checks
+/// its trailer. `name` names the tarball in errors.
+///
+/// A truncated or corrupt tarball, or one past `limits`, is an error of
+/// kind `Invalid`; errors from `on_member` are passed on as they are.
+pub fn read_members(
+    input: &mut dyn Read,
+    name: &str,
+    limits: &Limits,
+    on_member: &mut dyn FnMut(Member, &mut dyn Read) -> Result<()>,
+) -> Result<Decoded> {
+    let budget = std::rc::Rc::new(std::cell::Cell::new(Budget {
+        ended: false,
+        stream_left: limits.max_stream_bytes,
+        header_left: None,
+        header_limit: limits.max_header_bytes,
+    }));
+    let set_header_budget = |left: Option<u64>| {
+        budget.set(Budget {
+            header_left: left,
+            ..budget.get()
+        })
+    };
+    let mut reader = Guard {
+        inner: decompressed(input).map_err(|e| bad_archive(name, e))?,
+        budget: budget.clone(),
+    };
+    let mut decoded = Decoded::default();
+    {
+        let mut archive = tar::Archive::new(&mut reader);
+        let mut entries = archive.entries().map_err(|e| bad_archive(name, e))?;
+        loop {
+            crate::check_interrupt()?;
+            set_header_budget(Some(limits.max_header_bytes));
+            let next = entries.next();
+            set_header_budget(None);
+            let Some(entry) = next else { break };
+            let mut entry = entry.map_err(|e| bad_archive(name, e))?;
+            read_member(&mut entry, name, limits, &mut decoded, on_member)?;
+            // The rest of the data goes now, not while the parser reads the
+            // next member's headers under their limit.
+            let rest = if entry.header().entry_type().is_gnu_sparse() {
+                // Expanded by the tar crate: holes count as contents.
+                let mut counted = Counted {
+                    inner: &mut entry,
+                    used: &mut decoded.content_bytes,
+                    limit: limits.max_content_bytes,
+                };
+                io::copy(&mut counted, &mut io::sink())
+            } else {
+                io::copy(&mut entry, &mut io::sink())
+            };
+            rest.map_err(|e| bad_archive(name, e))?;
+        }
+    }
+    if budget.get().ended {
         return Err(bad_archive(name, "it ends without an end-of-archive block"));
     }
     // Read to the end so that the decompressor checks its trailer (CRC,
     // length): corruption after the last member is still corruption.
     io::copy(&mut reader, &mut io::sink()).map_err(|e| bad_archive(name, e))?;
-    let mut counts = HashMap::new();
-    count_links(&tree.root, &mut counts);
-    let root = save_items(&mut archiver, std::mem::take(&mut tree.root), &counts)?;
-    finish(archiver, repo_ref, snapshot, root, started)
+    Ok(decoded)
 }
 
 /// GNU tar's PAX sparse formats (`--format=posix --sparse`): the member's
@@ -315,6 +572,8 @@ struct PaxSparse {
     major: Option<u64>,
     /// offset, length, offset, length, … (0.0 and 0.1)
     map: Vec<u64>,
+    /// The records held more than `MAX_SPARSE_SEGMENTS` segments.
+    too_long: bool,
 }
 
 impl PaxSparse {
@@ -325,13 +584,23 @@ impl PaxSparse {
             b"GNU.sparse.name" => self.name = text.map(|t| t.as_bytes().to_vec()),
             b"GNU.sparse.size" | b"GNU.sparse.realsize" => self.real_size = number,
             b"GNU.sparse.major" => self.major = number,
-            b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => self.map.extend(number),
-            b"GNU.sparse.map" => self.map.extend(
-                text.unwrap_or_default()
-                    .split(',')
-                    .filter_map(|n| n.trim().parse::<u64>().ok()),
-            ),
+            b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => self.push(number),
+            b"GNU.sparse.map" => {
+                for n in text.unwrap_or_default().split(',') {
+                    self.push(n.trim().parse::<u64>().ok());
+                }
+            }
             _ => {}
+        }
+    }
+
+    fn push(&mut self, number: Option<u64>) {
+        if let Some(n) = number {
+            if self.map.len() < 2 * MAX_SPARSE_SEGMENTS {
+                self.map.push(n);
+            } else {
+                self.too_long = true;
+            }
         }
     }
 }
@@ -401,11 +670,22 @@ fn expand<'a>(sparse: &PaxSparse, data: &'a mut dyn Read) -> io::Result<Expand<'
     let size = sparse
         .real_size
         .ok_or_else(|| io::Error::other("sparse member without its real size"))?;
+    let too_long = || {
+        io::Error::other(format!(
+            "sparse map has more than {MAX_SPARSE_SEGMENTS} segments"
+        ))
+    };
+    if sparse.too_long {
+        return Err(too_long());
+    }
     let mut map = sparse.map.clone();
     if sparse.major == Some(1) {
         let mut consumed = 0u64;
         let count = map_number(data, &mut consumed)?;
-        for _ in 0..count.saturating_mul(2) {
+        if count > MAX_SPARSE_SEGMENTS as u64 {
+            return Err(too_long());
+        }
+        for _ in 0..2 * count {
             map.push(map_number(data, &mut consumed)?);
         }
         // The map is padded to a whole 512-byte block.
@@ -436,10 +716,11 @@ fn expand<'a>(sparse: &PaxSparse, data: &'a mut dyn Read) -> io::Result<Expand<'
 }
 
 fn read_member<R: Read>(
-    archiver: &mut Archiver<'_>,
-    tree: &mut Builder,
     entry: &mut tar::Entry<'_, R>,
     archive_name: &str,
+    limits: &Limits,
+    decoded: &mut Decoded,
+    on_member: &mut dyn FnMut(Member, &mut dyn Read) -> Result<()>,
 ) -> Result<()> {
     let bad = |e: io::Error| bad_archive(archive_name, e);
     let mut path = entry.path_bytes().into_owned();
@@ -459,12 +740,12 @@ fn read_member<R: Read>(
         tar::EntryType::XGlobalHeader => return Ok(()),
         other if other.as_byte() == b'V' => return Ok(()),
         other => {
-            skip(
-                archiver,
-                &String::from_utf8_lossy(&path),
-                format!("unsupported tar member type {:?}", other.as_byte() as char),
-            );
-            return Ok(());
+            let skipped = Member::Skipped {
+                path: String::from_utf8_lossy(&path).into_owned(),
+                reason: format!("unsupported tar member type {:?}", other.as_byte() as char),
+            };
+            decoded.members += 1;
+            return on_member(skipped, &mut io::empty());
         }
     };
     let header = entry.header();
@@ -522,64 +803,62 @@ fn read_member<R: Read>(
     }
     let shown = String::from_utf8_lossy(&path).into_owned();
     let Some(parts) = components(&path) else {
-        skip(
-            archiver,
-            &shown,
-            "the name climbs out of the archive or is not valid",
-        );
-        return Ok(());
+        decoded.members += 1;
+        let skipped = Member::Skipped {
+            path: shown,
+            reason: "the name climbs out of the archive or is not valid".into(),
+        };
+        return on_member(skipped, &mut io::empty());
     };
     let Some(last) = parts.last().cloned() else {
         // "./" itself: the snapshot's root has no node to keep its metadata.
         return Ok(());
     };
     node.name = Bytes(last);
+    decoded.members += 1;
     match entry_type {
         tar::EntryType::Link => {
-            let target = link_name.as_deref().and_then(components);
-            let linked = match target {
-                Some(target) if !target.is_empty() => tree.hard_link(&parts, &target),
-                _ => false,
+            let member = match link_name.as_deref().and_then(components) {
+                Some(target) if !target.is_empty() => Member::HardLink {
+                    path: shown,
+                    parts,
+                    target,
+                },
+                _ => Member::Skipped {
+                    path: shown,
+                    reason: HARD_LINK_TO_NOTHING.into(),
+                },
             };
-            if !linked {
-                skip(
-                    archiver,
-                    &shown,
-                    "hard link to a file that is not earlier in the archive",
-                );
-            } else {
-                archiver.summary.files_new += 1;
-                archiver.summary.total_files_processed += 1;
-            }
-            return Ok(());
+            return on_member(member, &mut io::empty());
         }
         tar::EntryType::Symlink => {
             node.link_target = Some(Bytes(link_name.unwrap_or_default()));
         }
         _ => {}
     }
-    if kind == NodeKind::File {
-        archiver.summary.total_files_processed += 1;
-        let stored = if sparse.seen {
-            let mut expanded = expand(&sparse, entry).map_err(bad)?;
-            archiver.store_stream(&mut expanded)
-        } else {
-            archiver.store_stream(entry)
-        };
-        match stored {
-            Ok((content, size)) => {
-                node.content = content;
-                node.size = size;
-            }
-            Err(StreamError::Source(e)) => return Err(bad(e)),
-            Err(StreamError::Repository(e)) => return Err(e),
-        }
-        archiver.summary.files_new += 1;
+    if kind != NodeKind::File {
+        return on_member(Member::Node { parts, node }, &mut io::empty());
     }
-    tree.insert(&parts, node);
-    Ok(())
+    let member = Member::Node { parts, node };
+    if sparse.seen {
+        let mut expanded = expand(&sparse, entry).map_err(bad)?;
+        let mut counted = Counted {
+            inner: &mut expanded,
+            used: &mut decoded.content_bytes,
+            limit: limits.max_content_bytes,
+        };
+        on_member(member, &mut counted)
+    } else {
+        let mut counted = Counted {
+            inner: entry,
+            used: &mut decoded.content_bytes,
+            limit: limits.max_content_bytes,
+        };
+        on_member(member, &mut counted)
+    }
 }
 
+#[cfg(feature = "cache")]
 fn skip(archiver: &mut Archiver<'_>, member: &str, reason: impl std::fmt::Display) {
     archiver.summary.files_unreadable += 1;
     archiver.unreadable.push(crate::archiver::Unreadable {
@@ -588,6 +867,7 @@ fn skip(archiver: &mut Archiver<'_>, member: &str, reason: impl std::fmt::Displa
     });
 }
 
+#[cfg(feature = "cache")]
 /// What `export_tar` wrote.
 #[derive(Debug, Default)]
 pub struct ExportOutcome {
@@ -598,6 +878,7 @@ pub struct ExportOutcome {
     pub skipped: Vec<String>,
 }
 
+#[cfg(feature = "cache")]
 /// The output, compressed as asked; `finish` writes the trailers.
 enum Encoder<'a> {
     Plain(&'a mut dyn Write),
@@ -607,6 +888,7 @@ enum Encoder<'a> {
     Bzip2(bzip2::write::BzEncoder<&'a mut dyn Write>),
 }
 
+#[cfg(feature = "cache")]
 impl Write for Encoder<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
@@ -629,6 +911,7 @@ impl Write for Encoder<'_> {
     }
 }
 
+#[cfg(feature = "cache")]
 impl Encoder<'_> {
     fn finish(self) -> io::Result<()> {
         let out = match self {
@@ -642,6 +925,7 @@ impl Encoder<'_> {
     }
 }
 
+#[cfg(feature = "cache")]
 /// Reads a file's blobs in order and fails, rather than let the tarball go
 /// out of step, if they do not add up to the recorded size.
 struct Content<'a> {
@@ -654,6 +938,7 @@ struct Content<'a> {
     failure: Option<Error>,
 }
 
+#[cfg(feature = "cache")]
 impl Read for Content<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at == self.blob.len() {
@@ -688,6 +973,7 @@ impl Read for Content<'_> {
     }
 }
 
+#[cfg(feature = "cache")]
 impl Content<'_> {
     fn fail(&mut self, e: Error) -> io::Error {
         let io = io::Error::other(e.to_string());
@@ -696,6 +982,7 @@ impl Content<'_> {
     }
 }
 
+#[cfg(feature = "cache")]
 struct Exporter<'r, 'w> {
     repo: &'r Repository,
     builder: tar::Builder<Encoder<'w>>,
@@ -704,10 +991,12 @@ struct Exporter<'r, 'w> {
     outcome: ExportOutcome,
 }
 
+#[cfg(feature = "cache")]
 fn write_error(e: io::Error) -> Error {
     Error::io("cannot write the tarball", e)
 }
 
+#[cfg(feature = "cache")]
 impl Exporter<'_, '_> {
     fn header(node: &Node, entry_type: tar::EntryType) -> tar::Header {
         let mut header = tar::Header::new_gnu();
@@ -852,6 +1141,7 @@ impl Exporter<'_, '_> {
     }
 }
 
+#[cfg(feature = "cache")]
 /// Writes `subpath` of a snapshot ("" or "/" for all of it) to `out` as a
 /// tarball: a directory's contents at the top level (as `tar -C dir .`
 /// would), a single file under its own name. GNU-format headers, GNU long
@@ -908,6 +1198,7 @@ pub fn export_tar(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn compression_is_detected_by_magic_bytes() {
@@ -974,5 +1265,222 @@ mod tests {
         );
         assert_eq!(pax_time_ns("7"), Some(7_000_000_000));
         assert_eq!(pax_time_ns("x"), None);
+    }
+
+    /// Every member with its contents, as `read_members` hands them over.
+    fn decode(bytes: &[u8], limits: &Limits) -> Result<Vec<(Member, Vec<u8>)>> {
+        let mut out = Vec::new();
+        read_members(&mut &bytes[..], "t.tar", limits, &mut |member, contents| {
+            let mut data = Vec::new();
+            contents
+                .read_to_end(&mut data)
+                .map_err(|e| Error::invalid(e.to_string()))?;
+            out.push((member, data));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn tarball(members: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for &(path, kind, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn limits_stop_long_headers_contents_and_streams() {
+        let long = format!("{}/x", "d".repeat(3000));
+        let bytes = tarball(&[(long.as_str(), tar::EntryType::Regular, b"0123456789")]);
+        assert_eq!(decode(&bytes, &Limits::default()).unwrap().len(), 1);
+        let small = |f: fn(&mut Limits)| {
+            let mut limits = Limits::default();
+            f(&mut limits);
+            decode(&bytes, &limits).unwrap_err().to_string()
+        };
+        assert!(small(|l| l.max_header_bytes = 2048).contains("more than 2048 bytes"));
+        assert!(small(|l| l.max_content_bytes = 9).contains("more than 9 bytes"));
+        assert!(small(|l| l.max_stream_bytes = 4096).contains("longer than the limit"));
+        // Exactly at the limits is fine.
+        let exact = Limits {
+            max_content_bytes: 10,
+            max_stream_bytes: bytes.len() as u64,
+            ..Limits::default()
+        };
+        assert_eq!(decode(&bytes, &exact).unwrap()[0].1, b"0123456789");
+    }
+
+    #[test]
+    fn sparse_maps_with_too_many_segments_are_refused_before_reading_them() {
+        let mut data = format!("{}\n", MAX_SPARSE_SEGMENTS + 1).into_bytes();
+        data.resize(512, 0);
+        let sparse = PaxSparse {
+            seen: true,
+            real_size: Some(u64::MAX),
+            major: Some(1),
+            ..PaxSparse::default()
+        };
+        let err = expand(&sparse, &mut &data[..]).err().unwrap();
+        assert!(err.to_string().contains("more than"), "{err}");
+        let mut records = PaxSparse::default();
+        let map = vec!["0"; 2 * MAX_SPARSE_SEGMENTS + 2].join(",");
+        records.record(b"GNU.sparse.map", Some(&map));
+        assert_eq!(records.map.len(), 2 * MAX_SPARSE_SEGMENTS);
+        assert!(records.too_long);
+    }
+
+    /// One generated member: a path of 1 to 3 components (some long enough
+    /// for GNU long names), and what it is.
+    #[derive(Debug, Clone)]
+    enum Spec {
+        File(Vec<u8>),
+        Dir,
+        Symlink(String),
+        /// A hard link to the n-th earlier file (modulo their number).
+        HardLink(usize),
+    }
+
+    fn member_strategy() -> impl Strategy<Value = (Vec<String>, Spec, u32, u32, u32)> {
+        let part = prop_oneof![
+            8 => "[a-z0-9_][a-z0-9_.-]{0,11}",
+            1 => "[a-z]{100,300}",
+        ]
+        .prop_filter("not . or ..", |p| p != "." && p != "..");
+        let spec = prop_oneof![
+            4 => proptest::collection::vec(any::<u8>(), 0..3000).prop_map(Spec::File),
+            1 => Just(Spec::Dir),
+            1 => "(\\.\\./)?[a-z_]{1,60}(/[a-z_]{1,60}){0,3}".prop_map(Spec::Symlink),
+            1 => any::<usize>().prop_map(Spec::HardLink),
+        ];
+        (
+            proptest::collection::vec(part, 1..4),
+            spec,
+            0u32..0o10000,
+            0u32..100_000,
+            0u32..2_000_000_000,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn built_tarballs_decode_to_their_members(
+            specs in proptest::collection::vec(member_strategy(), 0..12),
+            compression in 0u8..3,
+        ) {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut files: Vec<Vec<Vec<u8>>> = Vec::new();
+            let mut expected = Vec::new();
+            for (parts, spec, mode, uid, mtime) in &specs {
+                let path = parts.join("/");
+                let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.as_bytes().to_vec()).collect();
+                let mut h = tar::Header::new_gnu();
+                h.set_mode(*mode);
+                h.set_uid((*uid).into());
+                h.set_gid((*uid / 2).into());
+                h.set_mtime((*mtime).into());
+                h.set_size(0);
+                let mut node = Node::new(parts.last().unwrap(), NodeKind::File);
+                node.mode = *mode;
+                node.uid = *uid;
+                node.gid = *uid / 2;
+                node.mtime_ns = i64::from(*mtime) * 1_000_000_000;
+                node.ctime_ns = node.mtime_ns;
+                match spec {
+                    Spec::File(data) => {
+                        h.set_entry_type(tar::EntryType::Regular);
+                        h.set_size(data.len() as u64);
+                        b.append_data(&mut h, &path, &data[..]).unwrap();
+                        files.push(parts.clone());
+                        expected.push((Member::Node { parts, node }, data.clone()));
+                    }
+                    Spec::Dir => {
+                        h.set_entry_type(tar::EntryType::Directory);
+                        b.append_data(&mut h, &path, io::empty()).unwrap();
+                        node.kind = NodeKind::Dir;
+                        expected.push((Member::Node { parts, node }, Vec::new()));
+                    }
+                    Spec::Symlink(target) => {
+                        h.set_entry_type(tar::EntryType::Symlink);
+                        b.append_link(&mut h, &path, target).unwrap();
+                        node.kind = NodeKind::Symlink;
+                        node.link_target = Some(Bytes(target.as_bytes().to_vec()));
+                        expected.push((Member::Node { parts, node }, Vec::new()));
+                    }
+                    Spec::HardLink(n) => {
+                        let Some(target) = (!files.is_empty()).then(|| files[n % files.len()].clone())
+                        else {
+                            continue;
+                        };
+                        h.set_entry_type(tar::EntryType::Link);
+                        let to = String::from_utf8(target.join(&b'/')).unwrap();
+                        b.append_link(&mut h, &path, &to).unwrap();
+                        expected.push((Member::HardLink { path: path.clone(), parts, target }, Vec::new()));
+                    }
+                }
+            }
+            let plain = b.into_inner().unwrap();
+            let bytes = match compression {
+                0 => plain,
+                1 => {
+                    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    io::Write::write_all(&mut gz, &plain).unwrap();
+                    gz.finish().unwrap()
+                }
+                _ => zstd::encode_all(&plain[..], 1).unwrap(),
+            };
+            let decoded = decode(&bytes, &Limits::default()).unwrap();
+            prop_assert_eq!(decoded, expected);
+        }
+
+        #[test]
+        fn arbitrary_bytes_decode_or_fail_cleanly(
+            bytes in proptest::collection::vec(any::<u8>(), 0..3000),
+        ) {
+            let _ = decode(&bytes, &Limits::default());
+        }
+
+        #[test]
+        fn damaged_tarballs_decode_or_fail_cleanly(
+            specs in proptest::collection::vec(member_strategy(), 1..6),
+            damage in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in any::<usize>(),
+        ) {
+            let mut b = tar::Builder::new(Vec::new());
+            for (parts, spec, mode, _, _) in &specs {
+                let mut h = tar::Header::new_gnu();
+                h.set_mode(*mode);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(0);
+                let data = match spec {
+                    Spec::File(data) => data.clone(),
+                    _ => Vec::new(),
+                };
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, parts.join("/"), &data[..]).unwrap();
+            }
+            let mut bytes = b.into_inner().unwrap();
+            for (at, value) in damage {
+                let at = at % bytes.len();
+                bytes[at] = value;
+            }
+            bytes.truncate(bytes.len() - cut % 600.min(bytes.len()));
+            let limits = Limits {
+                max_stream_bytes: 1 << 20,
+                max_content_bytes: 1 << 20,
+                max_header_bytes: 1 << 16,
+            };
+            let _ = decode(&bytes, &limits);
+        }
     }
 }

@@ -265,19 +265,24 @@ const FORGET_GROUP: Schema = &[("keep", Ty::Arr), ("remove", Ty::Arr), ("reasons
 const REPAIR_INDEX: Schema = &[
     ("packs_indexed", Ty::U64),
     ("blobs_indexed", Ty::U64),
-    ("packs_unreadable", Ty::ArrPairs),
-    ("index_files_written", Ty::ArrId),
+    ("packs_unreadable", Ty::Arr),
+    ("index_files_written", Ty::U64),
+    ("new_index_files", Ty::ArrId),
     ("index_files_removed", Ty::U64),
     ("packs_salvaged", Ty::U64),
     ("blobs_salvaged", Ty::U64),
     ("blobs_lost", Ty::U64),
 ];
 
-const REPAIR_SNAPSHOTS: Schema = &[("snapshots_checked", Ty::U64), ("snapshots", Ty::Arr)];
+const REPAIR_SNAPSHOTS: Schema = &[
+    ("dry_run", Ty::Bool),
+    ("snapshots_checked", Ty::U64),
+    ("snapshots", Ty::Arr),
+];
 const REPAIRED_SNAPSHOT: Schema = &[
     ("original", Ty::Id),
     ("repaired", Ty::IdOrNull),
-    ("dropped", Ty::ArrPairs),
+    ("dropped", Ty::Arr),
     ("restorable", Ty::Bool),
     ("already_repaired", Ty::Bool),
     ("forgotten", Ty::Bool),
@@ -630,7 +635,7 @@ fn check_prune_repair_tag_keys_forget_on_a_clean_repository() {
     assert_eq!(num(&p, "bytes_freed"), 0);
     assert_eq!(num(&p, "packs"), num(&stats["repository"], "packs"));
 
-    // repair index: index_files_written is a list of ids here.
+    // repair index: a count, and the ids of the new index files.
     let ri = json(&t, &["repair", "index"]);
     check_schema(&ri, REPAIR_INDEX, "repair index");
     assert_eq!(
@@ -641,10 +646,8 @@ fn check_prune_repair_tag_keys_forget_on_a_clean_repository() {
         num(&ri, "packs_indexed"),
         num(&stats["repository"], "packs")
     );
-    assert_eq!(
-        array(&ri["index_files_written"], "index_files_written").len(),
-        1
-    );
+    assert_eq!(num(&ri, "index_files_written"), 1);
+    assert_eq!(array(&ri["new_index_files"], "new_index_files").len(), 1);
     for args in [
         &["repair", "snapshots"][..],
         &["repair", "snapshots", "--dry-run"],
@@ -775,7 +778,7 @@ fn check_and_repair_snapshots_on_a_damaged_repository() {
     assert_eq!(e["forgotten"], true, "{e}");
     let dropped: Vec<&str> = array(&e["dropped"], "dropped")
         .iter()
-        .map(|p| p[0].as_str().unwrap())
+        .map(|p| p["path"].as_str().unwrap())
         .collect();
     assert!(dropped.contains(&big.as_str()), "{e}");
     let repaired = s(e, "repaired").to_string();
