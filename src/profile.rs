@@ -340,9 +340,11 @@ impl RawProfile {
                     }
                     SourceInput::Command { argv, filename }
                 }
-                (None, Some(_), None) => return Err(Error::invalid(format!(
+                (None, Some(_), None) => {
+                    return Err(Error::invalid(format!(
                     "source {n}: a command needs filename (the name of its output in the snapshot)"
-                ))),
+                )))
+                }
                 (Some(_), Some(_), _) => {
                     return Err(Error::invalid(format!(
                         "source {n}: give paths or command, not both"
