@@ -276,10 +276,8 @@ fn run_runs_the_steps_and_stops_at_the_first_failure() {
     }
     assert_eq!(t.snapshot_ids().len(), 1, "forget ran after each backup");
 
-    let body = format!(
-        "run = [\"backup\", \"check\"]\n\n[[profile.p.source]]\ncommand = [\"false\"]\nfilename = \"x\"\n"
-    );
-    let cfg = config(&t, &body);
+    let body = "run = [\"backup\", \"check\"]\n\n[[profile.p.source]]\ncommand = [\"false\"]\nfilename = \"x\"\n";
+    let cfg = config(&t, body);
     let out = run(
         bare(&t),
         &["--config", path_str(&cfg), "--profile", "p", "run"],
