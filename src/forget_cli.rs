@@ -60,9 +60,10 @@ pub(crate) struct ForgetArgs {
     /// Keep snapshots having all of these comma-separated tags (repeatable).
     #[arg(long = "keep-tag", value_name = "TAG[,TAG...]")]
     keep_tags: Vec<String>,
-    /// Group snapshots by host, paths and/or tags, comma-separated ('' for one group).
-    #[arg(short = 'g', long, value_name = "GROUP", default_value = "host,paths")]
-    group_by: String,
+    /// Group snapshots by host, paths and/or tags, comma-separated ('' for one
+    /// group) [default: host,paths, or the profile's group-by].
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    group_by: Option<String>,
     #[command(flatten)]
     filter: FilterArgs,
     /// Print what would be removed; remove nothing.
@@ -77,8 +78,10 @@ pub(crate) struct ForgetArgs {
 }
 
 impl ForgetArgs {
-    fn options(&self) -> anyhow::Result<ForgetOptions> {
-        let policy = Policy {
+    /// `profile`: its retention policy applies when no ids and no --keep-*
+    /// flag are given (flags replace the whole policy, not single rules).
+    fn options(&self, profile: Option<&cairn::profile::Profile>) -> anyhow::Result<ForgetOptions> {
+        let mut policy = Policy {
             last: self.keep_last.unwrap_or_default(),
             hourly: self.keep_hourly.unwrap_or_default(),
             daily: self.keep_daily.unwrap_or_default(),
@@ -93,10 +96,20 @@ impl ForgetArgs {
             within_yearly: self.keep_within_yearly.unwrap_or_default(),
             tags: self.keep_tags.iter().map(|t| parse_tag_list(t)).collect(),
         };
+        let retention = profile.and_then(|p| p.retention.as_ref());
+        let mut group_by = None;
+        if let Some(r) = retention.filter(|_| self.ids.is_empty() && policy.is_empty()) {
+            policy = r.policy.clone();
+            group_by = r.group_by;
+        }
+        let group_by = match &self.group_by {
+            Some(text) => GroupBy::parse(text)?,
+            None => group_by.unwrap_or_default(),
+        };
         Ok(ForgetOptions {
             ids: self.ids.clone(),
             policy,
-            group_by: GroupBy::parse(&self.group_by)?,
+            group_by,
             filter: self.filter.filter(),
             dry_run: self.dry_run,
             unsafe_allow_remove_all: self.unsafe_allow_remove_all,
@@ -105,10 +118,11 @@ impl ForgetArgs {
 }
 
 pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
-    let options = args.options()?;
+    let options = args.options(cli.loaded.as_ref())?;
     let mut repo = open(cli)?;
     let _lock = crate::lock(cli, &repo, true)?;
     let outcome = cairn::forget(&mut repo, &options)?;
+    crate::metrics_cli::note_forget(&outcome);
     crate::warn_all(cli, &mut repo);
     if cli.json {
         print_json(&outcome)?;
@@ -121,6 +135,7 @@ pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
             ..cairn::PruneOptions::default()
         };
         let pruned = cairn::prune(&mut repo, &prune_options)?;
+        crate::metrics_cli::note_prune(&pruned);
         crate::print_prune(cli, &pruned)?;
     }
     Ok(0)

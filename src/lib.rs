@@ -38,7 +38,9 @@ pub mod index;
 pub mod key;
 pub mod lock;
 pub mod metadata;
+pub mod metrics;
 pub mod pack;
+pub mod profile;
 #[cfg(feature = "cache")]
 pub mod prune;
 #[cfg(feature = "cache")]

@@ -15,6 +15,9 @@ use std::sync::Arc;
 
 mod browse_cli;
 mod forget_cli;
+mod metrics_cli;
+mod profile_cli;
+mod shell_cli;
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +55,21 @@ struct Cli {
     /// Print more (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Configuration file (default: $XDG_CONFIG_HOME/cairn/cairn.toml, then
+    /// /etc/cairn/cairn.toml); read only with --profile or --config.
+    #[arg(long, env = "CAIRN_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Take settings from this profile of the configuration file (flags and
+    /// CAIRN_* variables override it; see docs/cairn.example.toml).
+    #[arg(long, env = "CAIRN_PROFILE", global = true, value_name = "NAME")]
+    profile: Option<String>,
+    /// After backup, forget, prune and check, record the run in this
+    /// Prometheus textfile (see docs/monitoring.md).
+    #[arg(long, env = "CAIRN_METRICS_FILE", global = true, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
+    /// The profile, once loaded.
+    #[arg(skip)]
+    loaded: Option<cairn::profile::Profile>,
     #[command(subcommand)]
     command: Command,
 }
@@ -144,6 +162,17 @@ enum Command {
     Unlock {
         #[arg(long)]
         remove_all: bool,
+    },
+    /// Run the steps of the profile's `run` list (e.g. backup, forget
+    /// --prune, check), stopping at the first that fails.
+    Run,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man page to standard output, or all pages into --dir.
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -353,7 +382,7 @@ fn main() {
         }
         eprintln!("cairn: internal error{location}: {message} (please report this bug)");
     }));
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 1 } else { 0 };
@@ -361,17 +390,32 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let code = match run(&cli) {
+    if let Err(e) = profile_cli::apply(&mut cli) {
+        std::process::exit(report_error(&e));
+    }
+    std::process::exit(execute(&cli));
+}
+
+/// Runs the command, prints its error, records metrics; the exit code.
+fn execute(cli: &Cli) -> i32 {
+    let started = metrics_cli::start();
+    let code = match run(cli) {
         Ok(code) => code,
-        Err(e) if is_broken_pipe(&e) => 128 + libc::SIGPIPE,
-        Err(e) => {
-            let kind = e.downcast_ref::<cairn::Error>().map(|c| c.kind());
-            let message = format!("{e:#}").replace('\n', " ");
-            eprintln!("cairn: error: {message}");
-            kind.map_or(1, ErrorKind::exit_code)
-        }
+        Err(e) => report_error(&e),
     };
-    std::process::exit(code);
+    metrics_cli::write(cli, code, started);
+    code
+}
+
+/// Prints an error as one line; its exit code.
+fn report_error(e: &anyhow::Error) -> i32 {
+    if is_broken_pipe(e) {
+        return 128 + libc::SIGPIPE;
+    }
+    let kind = e.downcast_ref::<cairn::Error>().map(|c| c.kind());
+    let message = format!("{e:#}").replace('\n', " ");
+    eprintln!("cairn: error: {message}");
+    kind.map_or(1, ErrorKind::exit_code)
 }
 
 /// Our standard output was closed by its reader (`cairn ls | head`): end
@@ -508,9 +552,13 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             let _lock = lock(cli, &repo, true)?;
             let outcome = cairn::prune(&mut repo, &options)?;
             warn_all(cli, &mut repo);
+            metrics_cli::note_prune(&outcome);
             print_prune(cli, &outcome)?;
             Ok(0)
         }
+        Command::Run => profile_cli::run_steps(cli),
+        Command::Completions { shell } => shell_cli::completions(*shell),
+        Command::Man { dir } => shell_cli::man(dir.as_deref()),
         Command::Unlock { remove_all } => {
             let repo = open(cli)?;
             let removed = cairn::remove_locks(repo.backend().as_ref(), repo.key(), *remove_all)?;
@@ -732,6 +780,12 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
             "--stdin-from-command needs a command: cairn backup --stdin-from-command -- CMD ARGS..."
         ));
     }
+    if !args.stdin && !args.stdin_from_command {
+        profile_cli::refuse_excludes(cli)?;
+    }
+    if profile_cli::runs_sources(cli, args) {
+        return profile_cli::backup_sources(cli, args);
+    }
     if !args.stdin && args.paths.is_empty() {
         return Err(anyhow!("nothing to back up: give paths or --stdin"));
     }
@@ -745,8 +799,8 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     repo.load_index()?;
     warn_all(cli, &mut repo);
     let options = BackupOptions {
-        tags: tag_list(&args.tags),
-        host: args.host.clone(),
+        tags: profile_cli::backup_tags(cli, &args.tags),
+        host: profile_cli::backup_host(cli, &args.host),
         time,
         parent: match (&args.parent, args.force) {
             (_, true) => ParentChoice::None,
@@ -781,6 +835,7 @@ fn tag_list(tags: &[String]) -> Vec<String> {
 
 /// Prints a backup's summary and warnings; returns the exit code.
 fn report_backup(cli: &Cli, outcome: &cairn::BackupOutcome) -> anyhow::Result<i32> {
+    metrics_cli::note_backup(outcome);
     for u in &outcome.unreadable {
         eprintln!(
             "cairn: warning: cannot read {}: {}",
@@ -973,6 +1028,7 @@ fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
         };
         cairn::check(&repo, &options)?
     };
+    metrics_cli::note_check(&report);
     if cli.json {
         let mut value = serde_json::to_value(&report)?;
         value["clean"] = report.is_clean().into();

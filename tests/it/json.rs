@@ -26,8 +26,6 @@ enum Ty {
     Arr,
     ArrStr,
     ArrId,
-    /// An array of two-element arrays of strings (`[id, reason]`, `[path, reason]`).
-    ArrPairs,
 }
 
 fn is_id(v: &Value) -> bool {
@@ -51,12 +49,6 @@ fn has_type(v: &Value, ty: Ty) -> bool {
         Ty::Arr => v.is_array(),
         Ty::ArrStr => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
         Ty::ArrId => v.as_array().is_some_and(|a| a.iter().all(is_id)),
-        Ty::ArrPairs => v.as_array().is_some_and(|a| {
-            a.iter().all(|p| {
-                p.as_array()
-                    .is_some_and(|p| p.len() == 2 && p.iter().all(Value::is_string))
-            })
-        }),
     }
 }
 
