@@ -106,11 +106,21 @@ fn mtime(node: &Node) -> String {
     .unwrap_or_else(|| "?".into())
 }
 
+/// For JSON: RFC 3339 in UTC, like snapshot times (unambiguous anywhere).
+fn mtime_rfc3339(node: &Node) -> String {
+    chrono::DateTime::from_timestamp(
+        node.mtime_ns.div_euclid(1_000_000_000),
+        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    )
+    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+    .unwrap_or_default()
+}
+
 fn node_json(path: &str, node: &Node) -> serde_json::Value {
     let mut v = serde_json::json!({
         "path": path, "name": node.name_str(), "type": node.kind, "size": node.size,
         "mode": node.mode, "permissions": mode_string(node), "uid": node.uid, "gid": node.gid,
-        "mtime_ns": node.mtime_ns, "mtime": mtime(node),
+        "mtime_ns": node.mtime_ns, "mtime": mtime_rfc3339(node),
     });
     if let Some(u) = &node.user {
         v["user"] = u.clone().into();

@@ -124,9 +124,9 @@ pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
     let outcome = cairn::forget(&mut repo, &options)?;
     crate::metrics_cli::note_forget(&outcome);
     crate::warn_all(cli, &mut repo);
-    if cli.json {
-        print_json(&outcome)?;
-    } else if !cli.quiet {
+    if cli.json && !args.prune {
+        println!("{}", forget_json(&outcome)?);
+    } else if !cli.json && !cli.quiet {
         print_text(&options, &outcome)?;
     }
     if args.prune {
@@ -136,7 +136,15 @@ pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
         };
         let pruned = cairn::prune(&mut repo, &prune_options)?;
         crate::metrics_cli::note_prune(&pruned);
-        crate::print_prune(cli, &pruned)?;
+        if cli.json {
+            // One document: {"forget": [groups], "prune": {…}}.
+            let mut prune = serde_json::to_value(&pruned)?;
+            prune["bytes_freed"] = pruned.bytes_freed().into();
+            let both = serde_json::json!({"forget": forget_json(&outcome)?, "prune": prune});
+            println!("{both}");
+        } else {
+            crate::print_prune(cli, &pruned)?;
+        }
     }
     Ok(0)
 }
@@ -237,7 +245,7 @@ fn table(
 
 /// The documented `forget --json` structure (docs/retention.md): one object
 /// per group, restic's field names.
-fn print_json(outcome: &cairn::ForgetOutcome) -> anyhow::Result<()> {
+fn forget_json(outcome: &cairn::ForgetOutcome) -> anyhow::Result<serde_json::Value> {
     let mut groups = Vec::new();
     for g in &outcome.groups {
         let keep = g
@@ -269,6 +277,5 @@ fn print_json(outcome: &cairn::ForgetOutcome) -> anyhow::Result<()> {
             "reasons": reasons,
         }));
     }
-    println!("{}", serde_json::Value::Array(groups));
-    Ok(())
+    Ok(serde_json::Value::Array(groups))
 }

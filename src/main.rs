@@ -481,7 +481,9 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             let repo = open(cli)?;
             let new = new_password(new_password_file.as_deref())?;
             let id = repo.add_key(new.as_bytes(), KdfParams::DEFAULT)?;
-            if !cli.quiet {
+            if cli.json {
+                println!("{}", serde_json::json!({"added": id.to_hex()}));
+            } else if !cli.quiet {
                 println!("added key {}", id.short());
             }
             Ok(0)
@@ -490,7 +492,9 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             let repo = open(cli)?;
             let _lock = lock(cli, &repo, true)?;
             let removed = repo.remove_key(id)?;
-            if !cli.quiet {
+            if cli.json {
+                println!("{}", serde_json::json!({"removed": removed}));
+            } else if !cli.quiet {
                 println!("removed key {}", &removed[..8]);
             }
             Ok(0)
@@ -499,8 +503,14 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             let mut repo = open(cli)?;
             let _lock = lock(cli, &repo, true)?;
             let new = new_password(new_password_file.as_deref())?;
+            let old = repo.current_key().to_string();
             let id = repo.change_password(new.as_bytes(), KdfParams::DEFAULT)?;
-            if !cli.quiet {
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"added": id.to_hex(), "removed": old})
+                );
+            } else if !cli.quiet {
                 println!("password changed: key {} replaces the old one", id.short());
             }
             Ok(0)
@@ -562,7 +572,9 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Unlock { remove_all } => {
             let repo = open(cli)?;
             let removed = cairn::remove_locks(repo.backend().as_ref(), repo.key(), *remove_all)?;
-            if !cli.quiet {
+            if cli.json {
+                println!("{}", serde_json::json!({"removed": removed}));
+            } else if !cli.quiet {
                 println!("removed {removed} lock(s)");
             }
             Ok(0)
