@@ -808,6 +808,8 @@ fn key_and_unlock_json_and_data_commands_untouched_by_json() {
         is_id(&passwd["added"]) && is_id(&passwd["removed"]),
         "{passwd}"
     );
+    // From now on the repository opens with the new password.
+    std::fs::copy(&new_password, &t.password_file).unwrap();
 
     // dump writes the file's bytes, untouched by --json.
     let src = t.path("src");
