@@ -329,6 +329,7 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     }
     verify_cache(repo, &table, &good_index_files, &mut report)?;
     add_hints(&mut report);
+    crate::progress::get().finish();
     Ok(report)
 }
 
@@ -605,6 +606,11 @@ fn read_packs(
     report: &mut CheckReport,
 ) -> Result<()> {
     let selected = select_packs(options, table, listed);
+    let selected_bytes = selected
+        .iter()
+        .map(|&n| listed.get(&table.packs[n as usize]).copied().unwrap_or(0))
+        .sum();
+    crate::progress::get().start("reading packs", selected_bytes, selected.len() as u64);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.read_threads.max(1))
         .build()
@@ -615,7 +621,11 @@ fn read_packs(
             .par_iter()
             .map(|&n| {
                 crate::check_interrupt()?;
-                read_pack(repo, shared, n)
+                let read = read_pack(repo, shared, n);
+                let progress = crate::progress::get();
+                progress.add_items(1);
+                progress.add_bytes(read.as_ref().map_or(0, |r| r.bytes));
+                read
             })
             .collect()
     });
@@ -796,9 +806,11 @@ fn check_snapshots(repo: &Repository, table: &mut Table, report: &mut CheckRepor
         reported_trees: HashSet::new(),
         missing_reported: 0,
     };
+    crate::progress::get().start("checking snapshots", 0, snapshots.len() as u64);
     for (id, snapshot) in &snapshots {
         crate::check_interrupt()?;
         walker.walk(*id, snapshot.tree, "")?;
+        crate::progress::get().add_items(1);
     }
     walker.report.trees = walker.trees.len() as u64;
     Ok(())

@@ -40,6 +40,7 @@ pub mod lock;
 pub mod metadata;
 pub mod metrics;
 pub mod pack;
+pub mod progress;
 pub mod profile;
 #[cfg(feature = "cache")]
 pub mod prune;

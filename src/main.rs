@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 mod browse_cli;
 mod forget_cli;
+mod progress_cli;
 mod metrics_cli;
 mod profile_cli;
 mod shell_cli;
@@ -399,7 +400,11 @@ fn main() {
 /// Runs the command, prints its error, records metrics; the exit code.
 fn execute(cli: &Cli) -> i32 {
     let started = metrics_cli::start();
-    let code = match run(cli) {
+    let display = progress_cli::start(cli);
+    let result = run(cli);
+    // The progress line is cleared before the summary or error is printed.
+    drop(display);
+    let code = match result {
         Ok(code) => code,
         Err(e) => report_error(&e),
     };

@@ -290,8 +290,12 @@ pub fn prune(repo: &mut Repository, options: &PruneOptions) -> Result<PruneOutco
     let target = repo.config().pack_size_target as usize;
     let mut repacked: Vec<u32> = rows_of.keys().copied().collect();
     repacked.sort_unstable();
+    let repack_total = repacked.iter().map(|&n| table.pack_sizes[n as usize]).sum();
+    crate::progress::get().start("repacking", repack_total, repacked.len() as u64);
     for n in repacked {
         crate::check_interrupt()?;
+        crate::progress::get().add_items(1);
+        crate::progress::get().add_bytes(table.pack_sizes[n as usize]);
         let id = table.packs[n as usize];
         let bytes = repo.backend().get(FileKind::Pack, &id.to_hex())?;
         for &i in &rows_of[&n] {
@@ -373,6 +377,7 @@ pub fn prune(repo: &mut Repository, options: &PruneOptions) -> Result<PruneOutco
     for (id, _) in &unindexed {
         delete_pack(repo, id)?;
     }
+    crate::progress::get().finish();
     repo.load_index()?;
     Ok(outcome)
 }
