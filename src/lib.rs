@@ -40,8 +40,8 @@ pub mod lock;
 pub mod metadata;
 pub mod metrics;
 pub mod pack;
-pub mod progress;
 pub mod profile;
+pub mod progress;
 #[cfg(feature = "cache")]
 pub mod prune;
 #[cfg(feature = "cache")]

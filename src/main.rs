@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 mod browse_cli;
 mod forget_cli;
-mod progress_cli;
 mod metrics_cli;
 mod profile_cli;
+mod progress_cli;
 mod shell_cli;
 
 #[derive(Parser)]

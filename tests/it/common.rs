@@ -149,6 +149,19 @@ impl TestRepo {
             }
             None => Command::new(&self.bin),
         };
+        self.environment(&mut c);
+        c
+    }
+
+    /// Another program (e.g. `script`) with this repository's environment,
+    /// for tests that run cairn through it.
+    pub fn command_for(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        self.environment(&mut c);
+        c
+    }
+
+    fn environment(&self, c: &mut Command) {
         c.env_remove("CAIRN_PASSWORD")
             .env_remove("CAIRN_PASSWORD_COMMAND")
             .env_remove("CAIRN_FAILPOINT")
@@ -163,7 +176,6 @@ impl TestRepo {
             // Never leave debris (core files of crash tests) in the crate.
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
-        c
     }
 
     pub fn cmd<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {

@@ -17,6 +17,7 @@ mod metrics;
 mod oracle;
 mod privacy;
 mod profile;
+mod progress;
 mod prune;
 mod selectors;
 mod shell;
