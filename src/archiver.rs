@@ -32,6 +32,8 @@ pub struct BackupOptions {
     /// The snapshot's time instead of now (`backup --time`), kept with its
     /// offset. Retention policies bucket snapshots by this local time.
     pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// What a directory backup leaves out.
+    pub exclude: std::sync::Arc<crate::exclude::Excluder>,
 }
 
 /// Parses a `backup --time` value: RFC 3339 (its offset is kept), or
@@ -99,6 +101,9 @@ pub(crate) struct Archiver<'r> {
     buffer: Vec<u8>,
     pub(crate) summary: Summary,
     pub(crate) unreadable: Vec<Unreadable>,
+    exclude: std::sync::Arc<crate::exclude::Excluder>,
+    /// Device of the directory being listed (for --one-file-system).
+    dir_device: Option<u64>,
 }
 
 impl<'r> Archiver<'r> {
@@ -112,6 +117,8 @@ impl<'r> Archiver<'r> {
             buffer: vec![0u8; size],
             summary: Summary::default(),
             unreadable: Vec::new(),
+            exclude: Default::default(),
+            dir_device: None,
         })
     }
 
@@ -212,6 +219,14 @@ impl<'r> Archiver<'r> {
         };
         let mut node = metadata::node_from_metadata(name, path, &meta);
         let parent = parent.filter(|p| p.kind == node.kind);
+        if self.exclude.one_file_system
+            && node.kind == NodeKind::Dir
+            && self.dir_device.is_some_and(|d| d != node.device_id)
+        {
+            // A mount point: kept as an empty directory, as restic does.
+            node.subtree = Some(self.writer.save_tree(&Tree::new(Vec::new()))?);
+            return Ok(Some(node));
+        }
         match node.kind {
             NodeKind::Dir => {
                 let parent_tree = match parent.and_then(|p| p.subtree) {
@@ -283,6 +298,9 @@ impl<'r> Archiver<'r> {
     }
 
     fn save_dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<BlobId>> {
+        if self.excluded_by_marker(path) {
+            return Ok(None);
+        }
         let entries = match std::fs::read_dir(path) {
             Ok(entries) => entries,
             Err(e) => {
@@ -299,13 +317,50 @@ impl<'r> Archiver<'r> {
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut nodes = Vec::with_capacity(names.len());
+        let outer_device = self.dir_device;
+        if self.exclude.one_file_system {
+            self.dir_device = std::fs::symlink_metadata(path)
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+        }
         for name in names {
+            let child = path.join(&name);
+            if self.excluded_by_pattern(&child) {
+                continue;
+            }
             let parent_node = parent.and_then(|t| t.find(name.as_bytes()));
-            if let Some(node) = self.save_path(&path.join(&name), &name, parent_node)? {
+            if let Some(node) = self.save_path(&child, &name, parent_node)? {
                 nodes.push(node);
             }
         }
+        self.dir_device = outer_device;
         Ok(Some(self.writer.save_tree(&Tree::new(nodes))?))
+    }
+
+    /// `--exclude` patterns (a stat only when a rule is for directories).
+    fn excluded_by_pattern(&self, path: &Path) -> bool {
+        if !self.exclude.has_patterns() {
+            return false;
+        }
+        let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        self.exclude.excludes(path, is_dir)
+    }
+
+    /// `--exclude-if-present` and `--exclude-caches`.
+    fn excluded_by_marker(&self, dir: &Path) -> bool {
+        if self.exclude.markers.iter().any(|m| dir.join(m).exists()) {
+            return true;
+        }
+        if self.exclude.exclude_caches {
+            let mut head = [0u8; 43];
+            if let Ok(mut f) = std::fs::File::open(dir.join("CACHEDIR.TAG")) {
+                use std::io::Read;
+                if f.read_exact(&mut head).is_ok() {
+                    return crate::exclude::Excluder::is_cachedir_tag(&head);
+                }
+            }
+        }
+        false
     }
 
     /// Saves the synthetic directories leading to the backed-up paths
@@ -518,6 +573,7 @@ pub fn backup_paths(
     };
     let repo_ref: &Repository = repo;
     let mut archiver = Archiver::new(repo_ref)?;
+    archiver.exclude = options.exclude.clone();
     let tree = archiver.save_virtual(Path::new("/"), &targets, parent_tree.as_ref())?;
     finish(archiver, repo_ref, snapshot, tree, started)
 }

@@ -21,13 +21,14 @@ use std::path::Path;
 /// `CACHEDIR.TAG` files start with this (https://bford.info/cachedir/).
 pub const CACHEDIR_TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
+#[derive(Debug)]
 struct Rule {
     glob: GlobMatcher,
     negate: bool,
     dir_only: bool,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Excluder {
     rules: Vec<Rule>,
     /// `--exclude-if-present`: a directory holding one of these is left out.
@@ -73,6 +74,11 @@ impl Excluder {
             });
         }
         Ok(())
+    }
+
+    /// Whether any path pattern was given.
+    pub fn has_patterns(&self) -> bool {
+        !self.rules.is_empty()
     }
 
     /// Whether nothing would ever be excluded.

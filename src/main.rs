@@ -323,6 +323,52 @@ struct BackupArgs {
     /// or RFC 3339 with its offset.
     #[arg(long, value_name = "TIME")]
     time: Option<String>,
+    #[command(flatten)]
+    exclude: ExcludeArgs,
+}
+
+/// What a directory backup leaves out (gitignore-style patterns; see
+/// `cairn::exclude`).
+#[derive(Args, Clone, Default)]
+struct ExcludeArgs {
+    /// Leave out paths matching this pattern (repeatable).
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    patterns: Vec<String>,
+    /// Like --exclude, ignoring case.
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    ipatterns: Vec<String>,
+    /// Read patterns from this file, one per line (# comments).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Leave out directories holding a valid CACHEDIR.TAG.
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out directories holding a file of this name (repeatable).
+    #[arg(long = "exclude-if-present", value_name = "NAME")]
+    if_present: Vec<String>,
+    /// Do not cross into other file systems (mount points are kept, empty).
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+}
+
+impl ExcludeArgs {
+    /// The excluder from these flags plus the profile's patterns.
+    fn excluder(&self, extra_patterns: &[String]) -> anyhow::Result<cairn::exclude::Excluder> {
+        let mut e = cairn::exclude::Excluder::default();
+        e.add_patterns(extra_patterns, false)?;
+        e.add_patterns(&self.patterns, false)?;
+        e.add_patterns(&self.ipatterns, true)?;
+        for file in &self.files {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read exclude file {}", file.display()))?;
+            let lines: Vec<String> = text.lines().map(String::from).collect();
+            e.add_patterns(&lines, false)?;
+        }
+        e.markers.clone_from(&self.if_present);
+        e.exclude_caches = self.exclude_caches;
+        e.one_file_system = self.one_file_system;
+        Ok(e)
+    }
 }
 
 #[derive(Args, Clone, Default)]
@@ -797,9 +843,6 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
             "--stdin-from-command needs a command: cairn backup --stdin-from-command -- CMD ARGS..."
         ));
     }
-    if !args.stdin && !args.stdin_from_command {
-        profile_cli::refuse_excludes(cli)?;
-    }
     if profile_cli::runs_sources(cli, args) {
         return profile_cli::backup_sources(cli, args);
     }
@@ -819,6 +862,10 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
         tags: profile_cli::backup_tags(cli, &args.tags),
         host: profile_cli::backup_host(cli, &args.host),
         time,
+        exclude: std::sync::Arc::new(
+            args.exclude
+                .excluder(&profile_cli::profile_excludes(cli, None))?,
+        ),
         parent: match (&args.parent, args.force) {
             (_, true) => ParentChoice::None,
             (Some(id), false) => ParentChoice::Id(id.clone()),
@@ -1127,6 +1174,7 @@ fn import_tar(
         tags: tag_list(tags),
         host: host.clone(),
         time: None,
+        exclude: Default::default(),
         parent: ParentChoice::None,
     };
     let outcome = cairn::import_tar(&mut repo, &mut input, &name, &options)?;

@@ -72,24 +72,16 @@ pub(crate) fn backup_host(cli: &Cli, flag: &Option<String>) -> Option<String> {
         .or_else(|| cli.loaded.as_ref().and_then(|p| p.host.clone()))
 }
 
-/// Refuses a backup whose profile has exclude patterns: the archiver cannot
-/// exclude yet, and silently backing up what the file says to leave out
-/// would be worse than not running.
-pub(crate) fn refuse_excludes(cli: &Cli) -> anyhow::Result<()> {
-    let Some(p) = &cli.loaded else { return Ok(()) };
-    let mut patterns: Vec<&str> = p.exclude.iter().map(String::as_str).collect();
-    for s in &p.sources {
-        patterns.extend(s.exclude.iter().map(String::as_str));
+/// The profile's exclude patterns, plus a source's own when given.
+pub(crate) fn profile_excludes(cli: &Cli, source: Option<&cairn::profile::Source>) -> Vec<String> {
+    let Some(p) = &cli.loaded else {
+        return Vec::new();
+    };
+    let mut patterns = p.exclude.clone();
+    if let Some(s) = source {
+        patterns.extend(s.exclude.iter().cloned());
     }
-    if patterns.is_empty() {
-        return Ok(());
-    }
-    Err(cairn::Error::invalid(format!(
-        "profile {:?}: exclude patterns are not supported yet ({}): remove them from the profile",
-        p.name,
-        patterns.join(", ")
-    ))
-    .into())
+    patterns
 }
 
 /// Whether `backup` should run the profile's sources: a profile with
@@ -137,6 +129,10 @@ pub(crate) fn backup_sources(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32
             tags,
             host: backup_host(cli, &args.host),
             time,
+            exclude: std::sync::Arc::new(
+                args.exclude
+                    .excluder(&profile_excludes(cli, Some(source)))?,
+            ),
             parent: if args.force {
                 ParentChoice::None
             } else {

@@ -8,6 +8,7 @@ mod crash;
 mod dedup;
 mod dumps;
 mod errors;
+mod exclude;
 mod faults;
 mod forget;
 mod json;
