@@ -90,7 +90,10 @@ pub use restorer::{dump, restore, RestoreOutcome};
 pub use retention::{Count, Duration as RetentionDuration, GroupBy, GroupKey, Policy, Reason};
 pub use snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary};
 #[cfg(feature = "cache")]
-pub use stats::{repository_stats, snapshot_stats, RepositoryStats, SnapshotStats};
+pub use stats::{
+    repository_stats, selection_stats, snapshot_stats, RepositoryStats, SelectionStats,
+    SnapshotStats, StatsMode,
+};
 #[cfg(feature = "cache")]
 pub use tag::{tag, TagChange};
 #[cfg(feature = "cache")]

@@ -140,7 +140,12 @@ enum Command {
     /// Show what the repository stores and, for SNAPSHOT, its restored
     /// size and distinct data: the difference is deduplication.
     Stats {
-        snapshot: Option<String>,
+        /// Snapshots to count (default: all matching the filters).
+        snapshots: Vec<String>,
+        /// restore-size: file sizes as restored; raw-data: the distinct data
+        /// the snapshots need, plain and stored (dedup and compression ratios).
+        #[arg(long, value_enum, default_value = "restore-size")]
+        mode: StatsModeArg,
         #[command(flatten)]
         filter: FilterArgs,
     },
@@ -505,7 +510,11 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Cat { kind, id } => cat(cli, kind, id.as_deref()),
         Command::Forget(args) => forget_cli::forget(cli, args),
         Command::ImportTar { file, tags, host } => import_tar(cli, file, tags, host),
-        Command::Stats { snapshot, filter } => stats(cli, snapshot.as_deref(), filter),
+        Command::Stats {
+            snapshots,
+            mode,
+            filter,
+        } => stats(cli, snapshots, *mode, filter),
         Command::ExportTar {
             snapshot,
             path,
@@ -1225,29 +1234,52 @@ fn export_tar(
     Ok(0)
 }
 
-fn stats(cli: &Cli, selector: Option<&str>, filter: &FilterArgs) -> anyhow::Result<i32> {
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatsModeArg {
+    RestoreSize,
+    RawData,
+}
+
+fn stats(
+    cli: &Cli,
+    selectors: &[String],
+    mode: StatsModeArg,
+    filter: &FilterArgs,
+) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
-    let chosen = match selector {
-        Some(sel) => Some(repo.find_snapshot(sel, &filter.filter())?),
-        None => None,
+    let chosen: Vec<(cairn::SnapshotId, cairn::Snapshot)> = if selectors.is_empty() {
+        repo.snapshots(&filter.filter())?
+    } else {
+        selectors
+            .iter()
+            .map(|sel| repo.find_snapshot(sel, &filter.filter()))
+            .collect::<cairn::Result<_>>()?
     };
     repo.load_index()?;
     warn_all(cli, &mut repo);
-    let snapshot = match &chosen {
-        Some((id, s)) => Some((id, cairn::snapshot_stats(&repo, s)?)),
-        None => None,
+    // One named snapshot: its own figures too (files, dirs, distinct data).
+    let single = match (selectors.len(), chosen.first()) {
+        (1, Some((id, s))) => Some((*id, cairn::snapshot_stats(&repo, s)?)),
+        _ => None,
     };
+    let mode = match mode {
+        StatsModeArg::RestoreSize => cairn::StatsMode::RestoreSize,
+        StatsModeArg::RawData => cairn::StatsMode::RawData,
+    };
+    let snapshots: Vec<cairn::Snapshot> = chosen.into_iter().map(|(_, s)| s).collect();
+    let selection = cairn::selection_stats(&repo, &snapshots, mode)?;
     let r = cairn::repository_stats(&repo)?;
     if cli.json {
-        let mut v = serde_json::json!({"repository": r});
-        if let Some((id, s)) = &snapshot {
+        let mut v = serde_json::json!({"repository": r, "selection": selection});
+        if let Some((id, s)) = &single {
             v["snapshot"] = serde_json::to_value(s)?;
             v["snapshot"]["id"] = id.to_hex().into();
+            v["snapshot"]["short_id"] = id.short().into();
         }
         println!("{v}");
         return Ok(0);
     }
-    if let Some((id, s)) = &snapshot {
+    if let Some((id, s)) = &single {
         println!("snapshot {}", id.short());
         println!("  files: {}, dirs: {}", s.files, s.dirs);
         println!("  total size:         {}", human_bytes(s.total_size));
@@ -1256,6 +1288,25 @@ fn stats(cli: &Cli, selector: Option<&str>, filter: &FilterArgs) -> anyhow::Resu
             human_bytes(s.data_blob_bytes),
             s.data_blobs
         );
+    }
+    let sel = &selection;
+    match sel.mode {
+        cairn::StatsMode::RestoreSize => println!(
+            "{} snapshot(s), restore size: {} in {} files, {} dirs",
+            sel.snapshots,
+            human_bytes(sel.total_size),
+            sel.files,
+            sel.dirs
+        ),
+        cairn::StatsMode::RawData => println!(
+            "{} snapshot(s), raw data: {} in {} blobs, stored as {} (dedup {:.2}x, compression {:.2}x)",
+            sel.snapshots,
+            human_bytes(sel.raw_bytes),
+            sel.blobs,
+            human_bytes(sel.stored_bytes),
+            sel.dedup_ratio,
+            sel.compression_ratio
+        ),
     }
     println!("repository: {} snapshots", r.snapshots);
     println!(

@@ -221,3 +221,29 @@ fn key_remove_and_passwd_never_lock_users_out() {
     assert_eq!(out.stdout, b"x");
     assert_eq!(t.pack_bytes(), packs, "keys changed data");
 }
+
+#[test]
+fn stats_modes_show_restore_size_and_deduplicated_raw_data() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    std::fs::write(src.join("a.sql"), sql_bytes(3, 2 << 20)).unwrap();
+    t.backup_json(&[&src]);
+    std::fs::write(src.join("small"), b"tiny\n").unwrap();
+    t.backup_json(&[&src]);
+    let v: serde_json::Value =
+        serde_json::from_str(t.ok(&["--json", "stats", "--mode", "raw-data"]).trim()).unwrap();
+    let sel = &v["selection"];
+    assert_eq!(sel["mode"], "raw-data");
+    assert_eq!(sel["snapshots"], 2);
+    // Both snapshots hold the 2 MiB dump; its data is stored once.
+    assert_eq!(num(sel, "total_size"), 2 * (2 << 20) + 5);
+    assert_eq!(num(sel, "raw_bytes"), (2 << 20) + 5);
+    let dedup = sel["dedup_ratio"].as_f64().unwrap();
+    assert!((1.9..2.0).contains(&dedup), "{sel}");
+    assert!(
+        sel["compression_ratio"].as_f64().unwrap() > 2.0,
+        "SQL compresses: {sel}"
+    );
+    let text = t.ok(&["stats", "latest"]);
+    assert!(text.contains("restore size"), "{text}");
+}
