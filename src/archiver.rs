@@ -65,6 +65,8 @@ pub struct BackupOptions {
     /// The snapshot's time instead of now (`backup --time`), kept with its
     /// offset. Retention policies bucket snapshots by this local time.
     pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// What a directory backup leaves out.
+    pub exclude: std::sync::Arc<crate::exclude::Excluder>,
 }
 
 /// Parses a `backup --time` value: RFC 3339 (its offset is kept), or
@@ -114,7 +116,7 @@ pub struct BackupOutcome {
 
 /// Why storing a stream stopped: the source (skip the file) or the
 /// repository (fatal).
-enum StreamError {
+pub(crate) enum StreamError {
     Source(std::io::Error),
     Repository(Error),
 }
@@ -332,15 +334,20 @@ struct SmallFile {
 }
 
 /// The reading stage: walks, reads, chunks and hashes, and queues the bytes.
-struct Archiver<'r, 'b> {
+/// `tarball` drives one too (through `archive`), storing member contents
+/// with `store_stream` and its own trees with `save_tree`.
+pub(crate) struct Archiver<'r, 'b> {
     repo: &'r Repository,
     jobs: Option<Sender<Job>>,
     budget: &'b Budget,
     spare: Receiver<Vec<u8>>,
     chunker: Chunker,
     buffer: Vec<u8>,
-    summary: Summary,
-    unreadable: Vec<Unreadable>,
+    pub(crate) summary: Summary,
+    pub(crate) unreadable: Vec<Unreadable>,
+    exclude: std::sync::Arc<crate::exclude::Excluder>,
+    /// Device of the directory being listed (for --one-file-system).
+    dir_device: Option<u64>,
 }
 
 impl<'r> Archiver<'r, '_> {
@@ -354,7 +361,10 @@ impl<'r> Archiver<'r, '_> {
     }
 
     /// Chunks, dedups, seals and stores everything `source` yields.
-    fn store_stream(&mut self, source: &mut dyn Read) -> Result<(Vec<BlobId>, u64), StreamError> {
+    pub(crate) fn store_stream(
+        &mut self,
+        source: &mut dyn Read,
+    ) -> Result<(Vec<BlobId>, u64), StreamError> {
         let mut content = Vec::new();
         let mut filled = 0usize;
         let mut total = 0u64;
@@ -367,7 +377,10 @@ impl<'r> Archiver<'r, '_> {
                         at_end = true;
                         break;
                     }
-                    Ok(n) => filled += n,
+                    Ok(n) => {
+                        filled += n;
+                        crate::progress::get().add_bytes(n as u64);
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
                         crate::check_interrupt()?
                     }
@@ -445,7 +458,7 @@ impl<'r> Archiver<'r, '_> {
     }
 
     /// Encodes a tree and queues it; returns its id at once.
-    fn save_tree(&mut self, tree: &Tree) -> Result<BlobId> {
+    pub(crate) fn save_tree(&mut self, tree: &Tree) -> Result<BlobId> {
         let bytes = tree.encode();
         if bytes.len() > crate::tree::TREE_SIZE_MAX {
             return Err(Error::invalid(
@@ -481,6 +494,14 @@ impl<'r> Archiver<'r, '_> {
             }
         };
         let parent = parent.filter(|p| p.kind == node.kind);
+        if self.exclude.one_file_system
+            && node.kind == NodeKind::Dir
+            && self.dir_device.is_some_and(|d| d != node.device_id)
+        {
+            // A mount point: kept as an empty directory, as restic does.
+            node.subtree = Some(self.save_tree(&Tree::new(Vec::new()))?);
+            return Ok(Some(node));
+        }
         match node.kind {
             NodeKind::Dir => {
                 let parent_tree = match parent.and_then(|p| p.subtree) {
@@ -499,6 +520,7 @@ impl<'r> Archiver<'r, '_> {
             }
             NodeKind::File => {
                 self.summary.total_files_processed += 1;
+                crate::progress::get().add_items(1);
                 match content {
                     FileContent::Unchanged => {
                         node.content = parent.map(|p| p.content.clone()).unwrap_or_default();
@@ -589,6 +611,7 @@ impl<'r> Archiver<'r, '_> {
         std::fs::File::open(path)?
             .take(PREFETCH_FILE_MAX + 1)
             .read_to_end(&mut bytes)?;
+        crate::progress::get().add_bytes(bytes.len() as u64);
         if bytes.len() as u64 > PREFETCH_FILE_MAX {
             return Ok(None);
         }
@@ -623,6 +646,9 @@ impl<'r> Archiver<'r, '_> {
     }
 
     fn save_dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<BlobId>> {
+        if self.excluded_by_marker(path) {
+            return Ok(None);
+        }
         let entries = match std::fs::read_dir(path) {
             Ok(entries) => entries,
             Err(e) => {
@@ -638,7 +664,22 @@ impl<'r> Archiver<'r, '_> {
             }
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        if self.exclude.has_patterns() {
+            let this = &*self;
+            let keep: Vec<bool> = names
+                .par_iter()
+                .map(|name| !this.excluded_by_pattern(&path.join(name)))
+                .collect();
+            let mut keep = keep.into_iter();
+            names.retain(|_| keep.next().unwrap_or(true));
+        }
         let mut nodes = Vec::with_capacity(names.len());
+        let outer_device = self.dir_device;
+        if self.exclude.one_file_system {
+            self.dir_device = std::fs::symlink_metadata(path)
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+        }
         for batch in names.chunks(PREFETCH_ENTRIES) {
             crate::check_interrupt()?;
             let parents: Vec<Option<&Node>> = batch
@@ -657,7 +698,33 @@ impl<'r> Archiver<'r, '_> {
                 }
             }
         }
+        self.dir_device = outer_device;
         Ok(Some(self.save_tree(&Tree::new(nodes))?))
+    }
+
+    /// `--exclude` patterns (a stat only when a rule is for directories).
+    fn excluded_by_pattern(&self, path: &Path) -> bool {
+        if !self.exclude.has_patterns() {
+            return false;
+        }
+        let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        self.exclude.excludes(path, is_dir)
+    }
+
+    /// `--exclude-if-present` and `--exclude-caches`.
+    fn excluded_by_marker(&self, dir: &Path) -> bool {
+        if self.exclude.markers.iter().any(|m| dir.join(m).exists()) {
+            return true;
+        }
+        if self.exclude.exclude_caches {
+            let mut head = [0u8; 43];
+            if let Ok(mut f) = std::fs::File::open(dir.join("CACHEDIR.TAG")) {
+                if f.read_exact(&mut head).is_ok() {
+                    return crate::exclude::Excluder::is_cachedir_tag(&head);
+                }
+            }
+        }
+        false
     }
 
     /// Saves the synthetic directories leading to the backed-up paths
@@ -756,7 +823,11 @@ fn insert_target(root: &mut BTreeMap<Vec<u8>, Target>, path: &Path) {
     }
 }
 
-fn new_snapshot(options: &BackupOptions, paths: Vec<String>, source: SourceKind) -> Snapshot {
+pub(crate) fn new_snapshot(
+    options: &BackupOptions,
+    paths: Vec<String>,
+    source: SourceKind,
+) -> Snapshot {
     let (uid, gid) = metadata::current_ids();
     let mut tags = options.tags.clone();
     tags.sort();
@@ -777,12 +848,13 @@ fn new_snapshot(options: &BackupOptions, paths: Vec<String>, source: SourceKind)
         tags,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         source,
+        command: None,
         summary: Summary::default(),
     }
 }
 
 /// What the reading stage produced: the root tree, and its bookkeeping.
-struct Archived {
+pub(crate) struct Archived {
     tree: BlobId,
     summary: Summary,
     unreadable: Vec<Unreadable>,
@@ -790,8 +862,20 @@ struct Archived {
 
 /// Runs `walk` as the reading stage of the pipeline, with the store stage
 /// on its own thread, and finishes the writer (packs, then index files)
-/// only if both succeeded.
-fn archive(
+/// only if both succeeded. Counts progress as the "backup" phase.
+pub(crate) fn archive(
+    repo: &Repository,
+    walk: impl FnOnce(&mut Archiver<'_, '_>) -> Result<BlobId>,
+) -> Result<(Archived, WriteStats)> {
+    // Totals are unknown: the walk does not count ahead.
+    let progress = crate::progress::get();
+    progress.start("backup", 0, 0);
+    let result = run_stages(repo, walk);
+    progress.finish();
+    result
+}
+
+fn run_stages(
     repo: &Repository,
     walk: impl FnOnce(&mut Archiver<'_, '_>) -> Result<BlobId>,
 ) -> Result<(Archived, WriteStats)> {
@@ -819,6 +903,8 @@ fn archive(
             buffer: vec![0u8; size],
             summary: Summary::default(),
             unreadable: Vec::new(),
+            exclude: Default::default(),
+            dir_device: None,
         };
         let walked = walk(&mut archiver);
         if walked.is_err() {
@@ -847,7 +933,7 @@ fn archive(
     Ok((archived, stats))
 }
 
-fn finish(
+pub(crate) fn finish(
     repo: &Repository,
     archived: Archived,
     stats: WriteStats,
@@ -864,6 +950,7 @@ fn finish(
     summary.duration_seconds = started.elapsed().as_secs_f64();
     snapshot.summary = summary;
     snapshot.tree = archived.tree;
+    snapshot.version = snapshot.required_version();
     crate::check_interrupt()?;
     crate::failpoint("before-snapshot");
     let id = repo.save_snapshot(&snapshot)?;
@@ -928,6 +1015,7 @@ pub fn backup_paths(
     };
     let repo_ref: &Repository = repo;
     let (archived, stats) = archive(repo_ref, |archiver| {
+        archiver.exclude = options.exclude.clone();
         archiver.save_virtual(Path::new("/"), &targets, parent_tree.as_ref())
     })?;
     finish(repo_ref, archived, stats, snapshot, started)
@@ -1013,13 +1101,29 @@ pub fn backup_stream(
     filename: &str,
     options: &BackupOptions,
 ) -> Result<BackupOutcome> {
+    backup_stream_checked(repo, source, filename, options, None, &mut || Ok(()))
+}
+
+/// `backup_stream` for a stream produced by `command`: `source_ok` runs
+/// once the stream has ended and before anything is finished, so an error
+/// from it (the command failed) leaves no snapshot and drops the writer,
+/// which deletes the packs it wrote.
+pub(crate) fn backup_stream_checked(
+    repo: &mut Repository,
+    source: impl Read + Send + 'static,
+    filename: &str,
+    options: &BackupOptions,
+    command: Option<Vec<String>>,
+    source_ok: &mut dyn FnMut() -> Result<()>,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     if !crate::tree::is_valid_name(filename.as_bytes()) {
         return Err(Error::invalid(format!(
             "invalid --stdin-filename {filename:?}: one path component, no '/'"
         )));
     }
-    let snapshot = new_snapshot(options, vec![format!("/{filename}")], SourceKind::Stdin);
+    let mut snapshot = new_snapshot(options, vec![format!("/{filename}")], SourceKind::Stdin);
+    snapshot.command = command;
     let repo_ref: &Repository = repo;
     let (blocks_tx, blocks) = crossbeam_channel::bounded(READ_AHEAD_BLOCKS);
     let reader = std::thread::Builder::new()
@@ -1032,7 +1136,7 @@ pub fn backup_stream(
         at: 0,
     };
     let (archived, stats) = archive(repo_ref, |archiver| {
-        store_stdin(archiver, &mut ahead, filename, &snapshot)
+        store_stdin(archiver, &mut ahead, filename, &snapshot, source_ok)
     })?;
     // The whole stream was read, so the reader thread has returned.
     if let Err(panic) = reader.join() {
@@ -1041,18 +1145,27 @@ pub fn backup_stream(
     finish(repo_ref, archived, stats, snapshot, started)
 }
 
-/// The reading stage of a stream backup: the stream, then its root tree.
+/// The reading stage of a stream backup: the stream, the check that its
+/// source succeeded, then its root tree.
 fn store_stdin(
     archiver: &mut Archiver<'_, '_>,
     source: &mut dyn Read,
     filename: &str,
     snapshot: &Snapshot,
+    source_ok: &mut dyn FnMut() -> Result<()>,
 ) -> Result<BlobId> {
     let (content, size) = match archiver.store_stream(source) {
         Ok(done) => done,
-        Err(StreamError::Source(e)) => return Err(Error::io("cannot read standard input", e)),
+        Err(StreamError::Source(e)) => {
+            let from = match &snapshot.command {
+                Some(argv) => format!("the output of {}", argv[0]),
+                None => "standard input".into(),
+            };
+            return Err(Error::io(format!("cannot read {from}"), e));
+        }
         Err(StreamError::Repository(e)) => return Err(e),
     };
+    source_ok()?;
     let (uid, gid) = metadata::current_ids();
     let mut node = Node::new(filename.as_bytes(), NodeKind::File);
     node.mode = 0o644;
@@ -1067,5 +1180,6 @@ fn store_stdin(
     node.content = content;
     archiver.summary.files_new = 1;
     archiver.summary.total_files_processed = 1;
+    crate::progress::get().add_items(1);
     archiver.save_tree(&Tree::new(vec![node]))
 }

@@ -221,26 +221,28 @@ impl CheckReport {
     }
 }
 
-const USED: u8 = 1;
-const DAMAGED: u8 = 2;
+pub(crate) const USED: u8 = 1;
+pub(crate) const DAMAGED: u8 = 2;
 
 /// One index entry. 52 bytes, so even five million blobs fit in ~260 MB;
 /// the table is sorted by (kind, id) and may hold duplicates.
 #[derive(Clone, Copy)]
-struct Row {
-    pack: u32,
-    flags: u8,
-    entry: PackEntry,
+pub(crate) struct Row {
+    pub(crate) pack: u32,
+    pub(crate) flags: u8,
+    pub(crate) entry: PackEntry,
 }
 
 /// The checker's own index, built from the index files alone.
-struct Table {
-    rows: Vec<Row>,
-    packs: Vec<PackId>,
-    pack_numbers: HashMap<PackId, u32>,
+pub(crate) struct Table {
+    pub(crate) rows: Vec<Row>,
+    pub(crate) packs: Vec<PackId>,
+    pub(crate) pack_numbers: HashMap<PackId, u32>,
     /// Size each pack must have, from its index entries.
-    pack_sizes: Vec<u64>,
-    pack_blobs: Vec<u32>,
+    pub(crate) pack_sizes: Vec<u64>,
+    pub(crate) pack_blobs: Vec<u32>,
+    /// Readable index files that a newer one supersedes; not in the table.
+    pub(crate) superseded_files: Vec<IndexId>,
 }
 
 impl Table {
@@ -327,7 +329,31 @@ pub fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     }
     verify_cache(repo, &table, &good_index_files, &mut report)?;
     add_hints(&mut report);
+    crate::progress::get().finish();
     Ok(report)
+}
+
+/// What `prune` needs: the structure check's table with every blob that a
+/// snapshot uses marked `USED`, the pack files listed with their sizes, the
+/// readable index files, and the report (prune refuses unless it is clean).
+pub(crate) struct Usage {
+    pub(crate) table: Table,
+    pub(crate) listed_packs: HashMap<PackId, u64>,
+    pub(crate) index_files: Vec<IndexId>,
+    pub(crate) report: CheckReport,
+}
+
+pub(crate) fn usage(repo: &Repository) -> Result<Usage> {
+    let mut report = CheckReport::default();
+    let (mut table, index_files) = build_table(repo, &mut report)?;
+    let listed_packs = check_pack_files(repo.backend().as_ref(), &mut table, &mut report)?;
+    check_snapshots(repo, &mut table, &mut report)?;
+    Ok(Usage {
+        table,
+        listed_packs,
+        index_files,
+        report,
+    })
 }
 
 fn add_hints(report: &mut CheckReport) {
@@ -337,6 +363,14 @@ fn add_hints(report: &mut CheckReport) {
     if index_trouble {
         report.hints.push(
             "`cairn repair index` rebuilds the index from the packs that exist (it drops packs that are gone and adds packs no index names)".into(),
+        );
+    }
+    let blob_damage = report.problems.iter().any(|p| {
+        p.status == "damaged" && (p.object.starts_with("pack ") || p.object.contains(" blob "))
+    });
+    if blob_damage {
+        report.hints.push(
+            "`cairn repair index --read-data` moves the intact blobs of damaged packs into new packs and drops the damaged ones from the index".into(),
         );
     }
     if !report.damaged_paths.is_empty() {
@@ -363,23 +397,41 @@ fn build_table(repo: &Repository, report: &mut CheckReport) -> Result<(Table, Ve
         pack_numbers: HashMap::new(),
         pack_sizes: Vec::new(),
         pack_blobs: Vec::new(),
+        superseded_files: Vec::new(),
     };
     let mut ids: Vec<IndexId> = repo.list_index_ids()?.into_iter().collect();
     ids.sort();
+    // First pass: which files are readable, and which are superseded (left
+    // by a prune or repair that stopped before deleting them).
     let mut good = Vec::new();
+    let mut superseded = HashSet::new();
     for id in ids {
         report.index_files += 1;
-        let file = match repo.load_index_file(&id) {
-            Ok(file) => file,
+        match repo.load_index_file(&id) {
+            Ok(file) => {
+                superseded.extend(file.supersedes);
+                good.push(id);
+            }
             Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::UnsupportedVersion) => {
                 report.problem(format!("index file {id}"), "damaged", e.to_string());
-                continue;
             }
             Err(e) => return Err(e),
-        };
-        add_index_file(&mut table, &file, &id, report);
-        good.push(id);
+        }
     }
+    let mut used = Vec::new();
+    for id in good {
+        if superseded.contains(&id) {
+            report.notes.push(format!(
+                "index file {id} is superseded by a newer one and ignored (left by an interrupted prune or repair; the next prune deletes it)"
+            ));
+            table.superseded_files.push(id);
+            continue;
+        }
+        let file = repo.load_index_file(&id)?;
+        add_index_file(&mut table, &file, &id, report);
+        used.push(id);
+    }
+    let good = used;
     table.rows.sort_unstable_by(|a, b| {
         (a.entry.kind, a.entry.id, a.pack).cmp(&(b.entry.kind, b.entry.id, b.pack))
     });
@@ -554,6 +606,11 @@ fn read_packs(
     report: &mut CheckReport,
 ) -> Result<()> {
     let selected = select_packs(options, table, listed);
+    let selected_bytes = selected
+        .iter()
+        .map(|&n| listed.get(&table.packs[n as usize]).copied().unwrap_or(0))
+        .sum();
+    crate::progress::get().start("reading packs", selected_bytes, selected.len() as u64);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.read_threads.max(1))
         .build()
@@ -564,7 +621,11 @@ fn read_packs(
             .par_iter()
             .map(|&n| {
                 crate::check_interrupt()?;
-                read_pack(repo, shared, n)
+                let read = read_pack(repo, shared, n);
+                let progress = crate::progress::get();
+                progress.add_items(1);
+                progress.add_bytes(read.as_ref().map_or(0, |r| r.bytes));
+                read
             })
             .collect()
     });
@@ -745,9 +806,11 @@ fn check_snapshots(repo: &Repository, table: &mut Table, report: &mut CheckRepor
         reported_trees: HashSet::new(),
         missing_reported: 0,
     };
+    crate::progress::get().start("checking snapshots", 0, snapshots.len() as u64);
     for (id, snapshot) in &snapshots {
         crate::check_interrupt()?;
         walker.walk(*id, snapshot.tree, "")?;
+        crate::progress::get().add_items(1);
     }
     walker.report.trees = walker.trees.len() as u64;
     Ok(())
@@ -1023,6 +1086,7 @@ mod tests {
                 .collect(),
             pack_sizes: vec![1; packs.len()],
             pack_blobs: vec![0; packs.len()],
+            superseded_files: Vec::new(),
             packs: packs.clone(),
         };
         let listed: HashMap<PackId, u64> = packs.iter().map(|p| (*p, 1)).collect();

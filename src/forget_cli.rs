@@ -3,7 +3,6 @@
 //! `cairn::forget`.
 
 use crate::{open, snapshot_json, Cli, FilterArgs};
-use anyhow::anyhow;
 use cairn::retention::{parse_tag_list, Count, Duration, GroupBy};
 use cairn::{ForgetOptions, Policy, Snapshot, SnapshotId};
 use clap::Args;
@@ -61,9 +60,10 @@ pub(crate) struct ForgetArgs {
     /// Keep snapshots having all of these comma-separated tags (repeatable).
     #[arg(long = "keep-tag", value_name = "TAG[,TAG...]")]
     keep_tags: Vec<String>,
-    /// Group snapshots by host, paths and/or tags, comma-separated ('' for one group).
-    #[arg(short = 'g', long, value_name = "GROUP", default_value = "host,paths")]
-    group_by: String,
+    /// Group snapshots by host, paths and/or tags, comma-separated ('' for one
+    /// group) [default: host,paths, or the profile's group-by].
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    group_by: Option<String>,
     #[command(flatten)]
     filter: FilterArgs,
     /// Print what would be removed; remove nothing.
@@ -72,14 +72,16 @@ pub(crate) struct ForgetArgs {
     /// Allow an empty policy to remove every snapshot matching --host/--tag/--path.
     #[arg(long)]
     unsafe_allow_remove_all: bool,
-    /// Run prune afterwards (not implemented yet).
+    /// Run prune afterwards, with its default limits (a dry run with --dry-run).
     #[arg(long)]
     prune: bool,
 }
 
 impl ForgetArgs {
-    fn options(&self) -> anyhow::Result<ForgetOptions> {
-        let policy = Policy {
+    /// `profile`: its retention policy applies when no ids and no --keep-*
+    /// flag are given (flags replace the whole policy, not single rules).
+    fn options(&self, profile: Option<&cairn::profile::Profile>) -> anyhow::Result<ForgetOptions> {
+        let mut policy = Policy {
             last: self.keep_last.unwrap_or_default(),
             hourly: self.keep_hourly.unwrap_or_default(),
             daily: self.keep_daily.unwrap_or_default(),
@@ -94,10 +96,20 @@ impl ForgetArgs {
             within_yearly: self.keep_within_yearly.unwrap_or_default(),
             tags: self.keep_tags.iter().map(|t| parse_tag_list(t)).collect(),
         };
+        let retention = profile.and_then(|p| p.retention.as_ref());
+        let mut group_by = None;
+        if let Some(r) = retention.filter(|_| self.ids.is_empty() && policy.is_empty()) {
+            policy = r.policy.clone();
+            group_by = r.group_by;
+        }
+        let group_by = match &self.group_by {
+            Some(text) => GroupBy::parse(text)?,
+            None => group_by.unwrap_or_default(),
+        };
         Ok(ForgetOptions {
             ids: self.ids.clone(),
             policy,
-            group_by: GroupBy::parse(&self.group_by)?,
+            group_by,
             filter: self.filter.filter(),
             dry_run: self.dry_run,
             unsafe_allow_remove_all: self.unsafe_allow_remove_all,
@@ -106,25 +118,38 @@ impl ForgetArgs {
 }
 
 pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
-    if args.prune {
-        // HOOK(prune): once the library has `prune`, pass the removed ids
-        // from the outcome to it here instead of refusing.
-        return Err(anyhow!(
-            "prune is not implemented yet: run forget without --prune"
-        ));
-    }
-    let options = args.options()?;
+    let options = args.options(cli.loaded.as_ref())?;
     let mut repo = open(cli)?;
-    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), true)?;
+    let _lock = crate::lock(cli, &repo, true)?;
     let outcome = cairn::forget(&mut repo, &options)?;
+    crate::metrics_cli::note_forget(&outcome);
     crate::warn_all(cli, &mut repo);
-    if cli.json {
-        print_json(&outcome)?;
-        return Ok(0);
+    if cli.json && !args.prune {
+        println!("{}", forget_json(&outcome)?);
+    } else if !cli.json && !cli.quiet {
+        print_text(&options, &outcome)?;
     }
-    if cli.quiet {
-        return Ok(0);
+    if args.prune {
+        let prune_options = cairn::PruneOptions {
+            dry_run: options.dry_run,
+            ..cairn::PruneOptions::default()
+        };
+        let pruned = cairn::prune(&mut repo, &prune_options)?;
+        crate::metrics_cli::note_prune(&pruned);
+        if cli.json {
+            // One document: {"forget": [groups], "prune": {…}}.
+            let mut prune = serde_json::to_value(&pruned)?;
+            prune["bytes_freed"] = pruned.bytes_freed().into();
+            let both = serde_json::json!({"forget": forget_json(&outcome)?, "prune": prune});
+            println!("{both}");
+        } else {
+            crate::print_prune(cli, &pruned)?;
+        }
     }
+    Ok(0)
+}
+
+fn print_text(options: &ForgetOptions, outcome: &cairn::ForgetOutcome) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if options.ids.is_empty() {
         writeln!(out, "Applying Policy: {}", options.policy)?;
@@ -164,7 +189,7 @@ pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
     } else {
         writeln!(out, "removed {} snapshots: {}", ids.len(), ids.join(" "))?;
     }
-    Ok(0)
+    Ok(())
 }
 
 /// restic's table: one row per snapshot, extra lines for further reasons.
@@ -220,7 +245,7 @@ fn table(
 
 /// The documented `forget --json` structure (docs/retention.md): one object
 /// per group, restic's field names.
-fn print_json(outcome: &cairn::ForgetOutcome) -> anyhow::Result<()> {
+fn forget_json(outcome: &cairn::ForgetOutcome) -> anyhow::Result<serde_json::Value> {
     let mut groups = Vec::new();
     for g in &outcome.groups {
         let keep = g
@@ -252,6 +277,5 @@ fn print_json(outcome: &cairn::ForgetOutcome) -> anyhow::Result<()> {
             "reasons": reasons,
         }));
     }
-    println!("{}", serde_json::Value::Array(groups));
-    Ok(())
+    Ok(serde_json::Value::Array(groups))
 }

@@ -21,11 +21,16 @@
 pub mod archiver;
 pub mod backend;
 #[cfg(feature = "cache")]
+pub mod browse;
+#[cfg(feature = "cache")]
 pub mod checker;
 pub mod chunker;
+#[cfg(feature = "cache")]
+pub mod command;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod exclude;
 #[cfg(feature = "cache")]
 pub mod forget;
 pub mod id;
@@ -33,7 +38,12 @@ pub mod index;
 pub mod key;
 pub mod lock;
 pub mod metadata;
+pub mod metrics;
 pub mod pack;
+pub mod profile;
+pub mod progress;
+#[cfg(feature = "cache")]
+pub mod prune;
 #[cfg(feature = "cache")]
 pub mod repair;
 #[cfg(feature = "cache")]
@@ -42,6 +52,12 @@ pub mod repository;
 pub mod restorer;
 pub mod retention;
 pub mod snapshot;
+#[cfg(feature = "cache")]
+pub mod stats;
+#[cfg(feature = "cache")]
+pub mod tag;
+#[cfg(feature = "tar-format")]
+pub mod tarball;
 pub mod tree;
 
 #[cfg(feature = "cache")]
@@ -51,14 +67,20 @@ pub use archiver::{
 };
 pub use backend::{Backend, FileKind, LocalBackend};
 #[cfg(feature = "cache")]
+pub use browse::{diff, find, walk, Change, Diff, DiffEntry, Found, Pattern};
+#[cfg(feature = "cache")]
 pub use checker::{check, check_keyless, CheckOptions, CheckReport, ReadData};
 pub use chunker::ChunkerParams;
+#[cfg(feature = "cache")]
+pub use command::backup_command;
 pub use crypto::KdfParams;
 pub use error::{Error, ErrorKind, Result};
 #[cfg(feature = "cache")]
 pub use forget::{forget, ForgetGroup, ForgetOptions, ForgetOutcome};
 pub use id::{BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
-pub use lock::{acquire as lock_repository, remove_locks, LockGuard};
+pub use lock::{acquire as lock_repository, acquire_with_retry, remove_locks, LockGuard};
+#[cfg(feature = "cache")]
+pub use prune::{prune, MaxUnused, PruneOptions, PruneOutcome};
 #[cfg(feature = "cache")]
 pub use repair::{repair_index, repair_snapshots, RepairIndexOutcome, RepairSnapshotsOutcome};
 #[cfg(feature = "cache")]
@@ -67,6 +89,15 @@ pub use repository::{InitOptions, Repository};
 pub use restorer::{dump, restore, RestoreOutcome};
 pub use retention::{Count, Duration as RetentionDuration, GroupBy, GroupKey, Policy, Reason};
 pub use snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary};
+#[cfg(feature = "cache")]
+pub use stats::{
+    repository_stats, selection_stats, snapshot_stats, RepositoryStats, SelectionStats,
+    SnapshotStats, StatsMode,
+};
+#[cfg(feature = "cache")]
+pub use tag::{tag, TagChange};
+#[cfg(feature = "cache")]
+pub use tarball::{export_tar, import_tar, Compression, ExportOutcome};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -17,6 +17,24 @@ pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 pub const LOCK_SIZE_MAX: usize = 64 * 1024;
 
+/// Set when this process can no longer trust that it holds its lock: the
+/// lock file was removed (`unlock --remove-all`) or not refreshed for so
+/// long that others may take it as stale. Writers check it (`ensure_held`)
+/// before storing an index file or a snapshot, because a prune that took
+/// our lock for stale may have deleted packs we are about to reference.
+static LOCK_LOST: AtomicBool = AtomicBool::new(false);
+
+/// Fails once this process's lock may have been lost (see `LOCK_LOST`).
+pub fn ensure_held() -> Result<()> {
+    if LOCK_LOST.load(Ordering::SeqCst) {
+        return Err(Error::new(
+            ErrorKind::Locked,
+            "the repository lock was lost (removed by another process, or not refreshed in time); stopping before writing anything that depends on it",
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LockInfo {
     pub time: DateTime<FixedOffset>,
@@ -140,6 +158,35 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
     })
 }
 
+/// `acquire`, retried while another process holds a conflicting lock, for
+/// up to `retry_for` (restic's `--retry-lock`). Waits grow from 0.5 s to
+/// 10 s with jitter, so several waiting processes do not retry in step.
+pub fn acquire_with_retry(
+    backend: Arc<dyn Backend>,
+    key: &MasterKey,
+    exclusive: bool,
+    retry_for: Duration,
+) -> Result<LockGuard> {
+    let deadline = std::time::Instant::now() + retry_for;
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match acquire(backend.clone(), key, exclusive) {
+            Err(e) if e.kind() == ErrorKind::Locked => {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Err(e);
+                }
+                crate::check_interrupt()?;
+                let jitter = u64::from(crate::crypto::random_bytes::<2>()[0]) * 4;
+                let sleep = (wait + Duration::from_millis(jitter)).min(deadline - now);
+                std::thread::sleep(sleep);
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn refresh_loop(
     backend: Arc<dyn Backend>,
     key: MasterKey,
@@ -149,17 +196,31 @@ fn refresh_loop(
 ) {
     let tick = Duration::from_millis(200);
     let mut waited = Duration::ZERO;
+    let mut last_refresh = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(tick);
         waited += tick;
+        // Leave a margin of two refresh periods before others see it stale.
+        if last_refresh.elapsed() + 2 * REFRESH_EVERY > STALE_AFTER {
+            LOCK_LOST.store(true, Ordering::SeqCst);
+        }
         if waited < REFRESH_EVERY {
             continue;
         }
         waited = Duration::ZERO;
+        let current_name = name.lock().expect("lock name mutex").clone();
+        match backend.size(FileKind::Lock, &current_name) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                LOCK_LOST.store(true, Ordering::SeqCst);
+                return;
+            }
+            _ => {}
+        }
         if let Ok(new_name) = write_lock(backend.as_ref(), &key, exclusive) {
             let mut current = name.lock().expect("lock name mutex");
             let old = std::mem::replace(&mut *current, new_name);
             let _ = backend.delete(FileKind::Lock, &old);
+            last_refresh = std::time::Instant::now();
         }
     }
 }

@@ -13,7 +13,12 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod browse_cli;
 mod forget_cli;
+mod metrics_cli;
+mod profile_cli;
+mod progress_cli;
+mod shell_cli;
 
 #[derive(Parser)]
 #[command(
@@ -41,9 +46,31 @@ struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Do not lock the repository (reading commands only: restore, dump,
+    /// check, export-tar), e.g. for a copy on read-only media.
+    #[arg(long, global = true)]
+    no_lock: bool,
+    /// Wait up to this long for a conflicting lock to go away (e.g. 5m, 1h).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    retry_lock: Option<std::time::Duration>,
     /// Print more (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Configuration file (default: $XDG_CONFIG_HOME/cairn/cairn.toml, then
+    /// /etc/cairn/cairn.toml); read only with --profile or --config.
+    #[arg(long, env = "CAIRN_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Take settings from this profile of the configuration file (flags and
+    /// CAIRN_* variables override it; see docs/cairn.example.toml).
+    #[arg(long, env = "CAIRN_PROFILE", global = true, value_name = "NAME")]
+    profile: Option<String>,
+    /// After backup, forget, prune and check, record the run in this
+    /// Prometheus textfile (see docs/monitoring.md).
+    #[arg(long, env = "CAIRN_METRICS_FILE", global = true, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
+    /// The profile, once loaded.
+    #[arg(skip)]
+    loaded: Option<cairn::profile::Profile>,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,21 +98,66 @@ enum Command {
         #[command(flatten)]
         filter: FilterArgs,
     },
-    /// List the files in a snapshot (SNAPSHOT or SNAPSHOT:SUBPATH).
-    Ls {
-        snapshot: String,
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
+    /// List the files in a snapshot (SNAPSHOT[:SUBPATH] or SNAPSHOT PATH).
+    Ls(browse_cli::LsArgs),
+    /// Find files by name or path pattern in all (or some) snapshots.
+    Find(browse_cli::FindArgs),
+    /// Show what changed between two snapshots.
+    Diff(browse_cli::DiffArgs),
+    /// Add, remove or set tags of snapshots.
+    Tag(browse_cli::TagArgs),
     /// Print a decrypted repository object: config, snapshot ID, index ID,
     /// key ID, lock ID, or tree SNAPSHOT[:PATH].
     Cat { kind: String, id: Option<String> },
+    /// Import a tarball (plain, gzip, zstd, xz or bzip2; - for standard
+    /// input) as a snapshot whose tree is the tarball's contents.
+    ImportTar {
+        file: PathBuf,
+        /// Add a tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Hostname to record (default: this host's name).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Write a snapshot (SNAPSHOT[:PATH], or SNAPSHOT PATH) as a tarball to
+    /// standard output or -o FILE.
+    ExportTar {
+        snapshot: String,
+        path: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Compress with gzip.
+        #[arg(long, conflicts_with = "zstd")]
+        gzip: bool,
+        /// Compress with zstd.
+        #[arg(long)]
+        zstd: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Show what the repository stores and, for SNAPSHOT, its restored
+    /// size and distinct data: the difference is deduplication.
+    Stats {
+        /// Snapshots to count (default: all matching the filters).
+        snapshots: Vec<String>,
+        /// restore-size: file sizes as restored; raw-data: the distinct data
+        /// the snapshots need, plain and stored (dedup and compression ratios).
+        #[arg(long, value_enum, default_value = "restore-size")]
+        mode: StatsModeArg,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
     /// Manage the passwords (key files) that open the repository.
     #[command(subcommand)]
     Key(KeyCommand),
     /// Verify the repository: structure, and with --read-data every blob.
     /// Exit 0 when clean, 1 when damage was found.
     Check(CheckArgs),
+    /// Delete data no snapshot uses: unused packs, and repack packs with
+    /// more unused data than --max-unused allows.
+    Prune(PruneArgs),
     /// Rebuild the index from the pack headers, or rewrite damaged snapshots.
     #[command(subcommand)]
     Repair(RepairCommand),
@@ -97,6 +169,17 @@ enum Command {
         #[arg(long)]
         remove_all: bool,
     },
+    /// Run the steps of the profile's `run` list (e.g. backup, forget
+    /// --prune, check), stopping at the first that fails.
+    Run,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man page to standard output, or all pages into --dir.
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,14 +189,68 @@ enum KeyCommand {
         #[arg(long)]
         new_password_file: Option<PathBuf>,
     },
-    /// List the key files.
+    /// List the key files (the one this password opened is marked).
     List,
+    /// Remove a key file (a password) by id prefix. The key in use and the
+    /// last intact key cannot be removed.
+    Remove { id: String },
+    /// Change this password: add a key for the new one, remove the old.
+    Passwd {
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+}
+
+/// A new password from a file's first line, or prompted twice.
+fn new_password(file: Option<&std::path::Path>) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let new = match file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            text.lines().next().unwrap_or("").to_string()
+        }
+        None if std::io::stdin().is_terminal() => {
+            let first = rpassword::prompt_password("enter new password: ")?;
+            if first != rpassword::prompt_password("enter new password again: ")? {
+                return Err(anyhow!("passwords do not match"));
+            }
+            first
+        }
+        None => {
+            return Err(anyhow!(
+                "a new password needs --new-password-file or a terminal"
+            ))
+        }
+    };
+    if new.is_empty() {
+        return Err(anyhow!("an empty password is not allowed"));
+    }
+    Ok(zeroize::Zeroizing::new(new))
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// Unused data to tolerate in partly used packs: a percentage of the
+    /// used data (default 5%), a size (e.g. 100M), or "unlimited".
+    #[arg(long, default_value = "5%")]
+    max_unused: String,
+    /// Repack at most this much pack data (e.g. 1G).
+    #[arg(long, value_name = "SIZE")]
+    max_repack_size: Option<String>,
+    /// Show what would be deleted and repacked; change nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
 enum RepairCommand {
     /// Rebuild every index file (and the local cache) from the pack headers.
-    Index,
+    Index {
+        /// Also read and verify every blob: packs with damaged blobs are
+        /// rewritten without them (their intact blobs move to new packs).
+        #[arg(long)]
+        read_data: bool,
+    },
     /// Rewrite snapshots that reference missing or damaged data, dropping
     /// only the files and directories that cannot be restored.
     Snapshots {
@@ -162,10 +299,16 @@ struct InitArgs {
 
 #[derive(Args)]
 struct BackupArgs {
+    /// Paths to back up; with --stdin-from-command, the command and its
+    /// arguments (after --).
     paths: Vec<PathBuf>,
     /// Read the data to back up from standard input.
     #[arg(long)]
     stdin: bool,
+    /// Run the command given after -- (no shell) and back up its standard
+    /// output; if it fails, no snapshot is written.
+    #[arg(long, conflicts_with = "stdin")]
+    stdin_from_command: bool,
     /// File name for --stdin data in the snapshot.
     #[arg(long, default_value = "stdin")]
     stdin_filename: String,
@@ -185,6 +328,52 @@ struct BackupArgs {
     /// or RFC 3339 with its offset.
     #[arg(long, value_name = "TIME")]
     time: Option<String>,
+    #[command(flatten)]
+    exclude: ExcludeArgs,
+}
+
+/// What a directory backup leaves out (gitignore-style patterns; see
+/// `cairn::exclude`).
+#[derive(Args, Clone, Default)]
+struct ExcludeArgs {
+    /// Leave out paths matching this pattern (repeatable).
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    patterns: Vec<String>,
+    /// Like --exclude, ignoring case.
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    ipatterns: Vec<String>,
+    /// Read patterns from this file, one per line (# comments).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Leave out directories holding a valid CACHEDIR.TAG.
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out directories holding a file of this name (repeatable).
+    #[arg(long = "exclude-if-present", value_name = "NAME")]
+    if_present: Vec<String>,
+    /// Do not cross into other file systems (mount points are kept, empty).
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+}
+
+impl ExcludeArgs {
+    /// The excluder from these flags plus the profile's patterns.
+    fn excluder(&self, extra_patterns: &[String]) -> anyhow::Result<cairn::exclude::Excluder> {
+        let mut e = cairn::exclude::Excluder::default();
+        e.add_patterns(extra_patterns, false)?;
+        e.add_patterns(&self.patterns, false)?;
+        e.add_patterns(&self.ipatterns, true)?;
+        for file in &self.files {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read exclude file {}", file.display()))?;
+            let lines: Vec<String> = text.lines().map(String::from).collect();
+            e.add_patterns(&lines, false)?;
+        }
+        e.markers.clone_from(&self.if_present);
+        e.exclude_caches = self.exclude_caches;
+        e.one_file_system = self.one_file_system;
+        Ok(e)
+    }
 }
 
 #[derive(Args, Clone, Default)]
@@ -238,9 +427,14 @@ fn main() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
+        // `cairn cat … | head`: the reader went away. Not a bug; end quietly
+        // with the status a shell gives a process killed by SIGPIPE.
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(128 + libc::SIGPIPE);
+        }
         eprintln!("cairn: internal error{location}: {message} (please report this bug)");
     }));
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 1 } else { 0 };
@@ -248,16 +442,50 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let code = match run(&cli) {
+    if let Err(e) = profile_cli::apply(&mut cli) {
+        std::process::exit(report_error(&e));
+    }
+    std::process::exit(execute(&cli));
+}
+
+/// Runs the command, prints its error, records metrics; the exit code.
+fn execute(cli: &Cli) -> i32 {
+    let started = metrics_cli::start();
+    let display = progress_cli::start(cli);
+    let result = run(cli);
+    // The progress line is cleared before the summary or error is printed.
+    drop(display);
+    let code = match result {
         Ok(code) => code,
-        Err(e) => {
-            let kind = e.downcast_ref::<cairn::Error>().map(|c| c.kind());
-            let message = format!("{e:#}").replace('\n', " ");
-            eprintln!("cairn: error: {message}");
-            kind.map_or(1, ErrorKind::exit_code)
-        }
+        Err(e) => report_error(&e),
     };
-    std::process::exit(code);
+    metrics_cli::write(cli, code, started);
+    code
+}
+
+/// Prints an error as one line; its exit code.
+fn report_error(e: &anyhow::Error) -> i32 {
+    if is_broken_pipe(e) {
+        return 128 + libc::SIGPIPE;
+    }
+    let kind = e.downcast_ref::<cairn::Error>().map(|c| c.kind());
+    let message = format!("{e:#}").replace('\n', " ");
+    eprintln!("cairn: error: {message}");
+    kind.map_or(1, ErrorKind::exit_code)
+}
+
+/// Our standard output was closed by its reader (`cairn ls | head`): end
+/// quietly, as a process killed by SIGPIPE would.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<cairn::Error>()
+                .and_then(cairn::Error::io_error)
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(cli: &Cli) -> anyhow::Result<i32> {
@@ -275,32 +503,75 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             path,
             filter,
         } => dump(cli, snapshot, path, filter),
-        Command::Ls { snapshot, filter } => ls(cli, snapshot, filter),
+        Command::Ls(args) => browse_cli::ls(cli, args),
+        Command::Find(args) => browse_cli::find(cli, args),
+        Command::Diff(args) => browse_cli::diff(cli, args),
+        Command::Tag(args) => browse_cli::tag(cli, args),
         Command::Cat { kind, id } => cat(cli, kind, id.as_deref()),
         Command::Forget(args) => forget_cli::forget(cli, args),
+        Command::ImportTar { file, tags, host } => import_tar(cli, file, tags, host),
+        Command::Stats {
+            snapshots,
+            mode,
+            filter,
+        } => stats(cli, snapshots, *mode, filter),
+        Command::ExportTar {
+            snapshot,
+            path,
+            output,
+            gzip,
+            zstd,
+            filter,
+        } => {
+            let compression = match (gzip, zstd) {
+                (true, _) => cairn::Compression::Gzip,
+                (_, true) => cairn::Compression::Zstd,
+                _ => cairn::Compression::None,
+            };
+            export_tar(
+                cli,
+                snapshot,
+                path.as_deref(),
+                output.as_deref(),
+                compression,
+                filter,
+            )
+        }
         Command::Key(KeyCommand::Add { new_password_file }) => {
             let repo = open(cli)?;
-            let new = match new_password_file {
-                Some(file) => {
-                    let text = std::fs::read_to_string(file)
-                        .with_context(|| format!("cannot read {}", file.display()))?;
-                    text.lines().next().unwrap_or("").to_string()
-                }
-                None if std::io::stdin().is_terminal() => {
-                    let first = rpassword::prompt_password("enter new password: ")?;
-                    if first != rpassword::prompt_password("enter new password again: ")? {
-                        return Err(anyhow!("passwords do not match"));
-                    }
-                    first
-                }
-                None => return Err(anyhow!("key add needs --new-password-file or a terminal")),
-            };
-            if new.is_empty() {
-                return Err(anyhow!("an empty password is not allowed"));
-            }
+            let new = new_password(new_password_file.as_deref())?;
             let id = repo.add_key(new.as_bytes(), KdfParams::DEFAULT)?;
-            if !cli.quiet {
+            if cli.json {
+                println!("{}", serde_json::json!({"added": id.to_hex()}));
+            } else if !cli.quiet {
                 println!("added key {}", id.short());
+            }
+            Ok(0)
+        }
+        Command::Key(KeyCommand::Remove { id }) => {
+            let repo = open(cli)?;
+            let _lock = lock(cli, &repo, true)?;
+            let removed = repo.remove_key(id)?;
+            if cli.json {
+                println!("{}", serde_json::json!({"removed": removed}));
+            } else if !cli.quiet {
+                println!("removed key {}", &removed[..8]);
+            }
+            Ok(0)
+        }
+        Command::Key(KeyCommand::Passwd { new_password_file }) => {
+            let mut repo = open(cli)?;
+            let _lock = lock(cli, &repo, true)?;
+            let new = new_password(new_password_file.as_deref())?;
+            let old = repo.current_key().to_string();
+            let id = repo.change_password(new.as_bytes(), KdfParams::DEFAULT)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"added": id.to_hex(), "removed": old})
+                );
+            } else if !cli.quiet {
+                println!("password changed: key {} replaces the old one", id.short());
             }
             Ok(0)
         }
@@ -311,9 +582,10 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
                 let values: Vec<_> = keys
                     .iter()
                     .map(|(name, k)| match k {
-                        Ok(k) => serde_json::json!({"id": name, "created": k.created, "hostname": k.hostname,
+                        Ok(k) => serde_json::json!({"id": name, "current": name == repo.current_key(),
+                            "created": k.created, "hostname": k.hostname,
                             "username": k.username, "kdf": k.kdf, "kdf_params": k.kdf_params}),
-                        Err(e) => serde_json::json!({"id": name, "error": e.to_string()}),
+                        Err(e) => serde_json::json!({"id": name, "current": false, "error": e.to_string()}),
                     })
                     .collect();
                 println!("{}", serde_json::to_string(&values)?);
@@ -321,7 +593,8 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
                 for (name, k) in &keys {
                     match k {
                         Ok(k) => println!(
-                            "{}  {}  {}@{}",
+                            "{}{} {}  {}@{}",
+                            if name == repo.current_key() { "*" } else { " " },
                             &name[..8.min(name.len())],
                             k.created,
                             k.username,
@@ -335,10 +608,33 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         }
         Command::Check(args) => check(cli, args),
         Command::Repair(command) => repair(cli, command),
+        Command::Prune(args) => {
+            let options = cairn::PruneOptions {
+                max_unused: args.max_unused.parse()?,
+                max_repack_bytes: args
+                    .max_repack_size
+                    .as_deref()
+                    .map(cairn::prune::parse_size)
+                    .transpose()?,
+                dry_run: args.dry_run,
+            };
+            let mut repo = open(cli)?;
+            let _lock = lock(cli, &repo, true)?;
+            let outcome = cairn::prune(&mut repo, &options)?;
+            warn_all(cli, &mut repo);
+            metrics_cli::note_prune(&outcome);
+            print_prune(cli, &outcome)?;
+            Ok(0)
+        }
+        Command::Run => profile_cli::run_steps(cli),
+        Command::Completions { shell } => shell_cli::completions(*shell),
+        Command::Man { dir } => shell_cli::man(dir.as_deref()),
         Command::Unlock { remove_all } => {
             let repo = open(cli)?;
             let removed = cairn::remove_locks(repo.backend().as_ref(), repo.key(), *remove_all)?;
-            if !cli.quiet {
+            if cli.json {
+                println!("{}", serde_json::json!({"removed": removed}));
+            } else if !cli.quiet {
                 println!("removed {removed} lock(s)");
             }
             Ok(0)
@@ -432,6 +728,50 @@ fn open(cli: &Cli) -> anyhow::Result<Repository> {
 
 use cairn::Backend as _;
 
+/// Takes the repository lock, waiting up to `--retry-lock` for it.
+fn lock(cli: &Cli, repo: &Repository, exclusive: bool) -> anyhow::Result<cairn::LockGuard> {
+    if cli.no_lock {
+        return Err(anyhow!(
+            "--no-lock is only for commands that do not write (restore, dump, check, export-tar)"
+        ));
+    }
+    Ok(cairn::acquire_with_retry(
+        repo.backend().clone(),
+        repo.key(),
+        exclusive,
+        cli.retry_lock.unwrap_or_default(),
+    )?)
+}
+
+/// The shared lock of a reading command, or none with `--no-lock` (for a
+/// repository on read-only media, as restic allows).
+fn read_lock(cli: &Cli, repo: &Repository) -> anyhow::Result<Option<cairn::LockGuard>> {
+    if cli.no_lock {
+        return Ok(None);
+    }
+    lock(cli, repo, false).map(Some)
+}
+
+/// Parses `90s`, `5m`, `2h`, `1d` or plain seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}: use e.g. 30s, 5m, 2h"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("bad duration {text:?}: use e.g. 30s, 5m, 2h")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
 fn warn_all(cli: &Cli, repo: &mut Repository) {
     for w in repo.take_warnings() {
         if !cli.quiet {
@@ -507,6 +847,14 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     if args.stdin && !args.paths.is_empty() {
         return Err(anyhow!("--stdin takes no paths"));
     }
+    if args.stdin_from_command && args.paths.is_empty() {
+        return Err(anyhow!(
+            "--stdin-from-command needs a command: cairn backup --stdin-from-command -- CMD ARGS..."
+        ));
+    }
+    if profile_cli::runs_sources(cli, args) {
+        return profile_cli::backup_sources(cli, args);
+    }
     if !args.stdin && args.paths.is_empty() {
         return Err(anyhow!("nothing to back up: give paths or --stdin"));
     }
@@ -516,19 +864,17 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
         .map(cairn::parse_backup_time)
         .transpose()?;
     let mut repo = open(cli)?;
-    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+    let _lock = lock(cli, &repo, false)?;
     repo.load_index()?;
     warn_all(cli, &mut repo);
     let options = BackupOptions {
-        tags: args
-            .tags
-            .iter()
-            .flat_map(|t| t.split(','))
-            .filter(|t| !t.is_empty())
-            .map(String::from)
-            .collect(),
-        host: args.host.clone(),
+        tags: profile_cli::backup_tags(cli, &args.tags),
+        host: profile_cli::backup_host(cli, &args.host),
         time,
+        exclude: std::sync::Arc::new(
+            args.exclude
+                .excluder(&profile_cli::profile_excludes(cli, None))?,
+        ),
         parent: match (&args.parent, args.force) {
             (_, true) => ParentChoice::None,
             (Some(id), false) => ParentChoice::Id(id.clone()),
@@ -538,9 +884,30 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     let outcome = if args.stdin {
         // Not locked: the stream is read on cairn's reader thread.
         cairn::backup_stream(&mut repo, std::io::stdin(), &args.stdin_filename, &options)?
+    } else if args.stdin_from_command {
+        let argv: Vec<_> = args
+            .paths
+            .iter()
+            .map(|p| p.clone().into_os_string())
+            .collect();
+        cairn::backup_command(&mut repo, &argv, &args.stdin_filename, &options)?
     } else {
         cairn::backup_paths(&mut repo, &args.paths, &options)?
     };
+    report_backup(cli, &outcome)
+}
+
+fn tag_list(tags: &[String]) -> Vec<String> {
+    tags.iter()
+        .flat_map(|t| t.split(','))
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Prints a backup's summary and warnings; returns the exit code.
+fn report_backup(cli: &Cli, outcome: &cairn::BackupOutcome) -> anyhow::Result<i32> {
+    metrics_cli::note_backup(outcome);
     for u in &outcome.unreadable {
         eprintln!(
             "cairn: warning: cannot read {}: {}",
@@ -591,18 +958,53 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     }
 }
 
+pub(crate) fn print_prune(cli: &Cli, o: &cairn::PruneOutcome) -> anyhow::Result<()> {
+    if cli.json {
+        let mut value = serde_json::to_value(o)?;
+        value["bytes_freed"] = o.bytes_freed().into();
+        println!("{value}");
+        return Ok(());
+    }
+    if cli.quiet {
+        return Ok(());
+    }
+    let would = if o.dry_run { "would " } else { "" };
+    println!(
+        "used:   {} blobs, {}; unused: {} blobs, {}",
+        o.blobs_used,
+        human_bytes(o.bytes_used),
+        o.blobs_unused,
+        human_bytes(o.bytes_unused)
+    );
+    println!(
+        "{would}delete {} unused pack(s) and {} pack(s) no index names; {would}repack {} pack(s)",
+        o.packs_deleted, o.packs_unindexed_deleted, o.packs_repacked
+    );
+    println!(
+        "{would}free {} ({} deleted, {} written); unused data left: {}",
+        human_bytes(o.bytes_freed()),
+        human_bytes(o.bytes_deleted),
+        human_bytes(o.bytes_written),
+        human_bytes(o.bytes_unused_remaining)
+    );
+    if o.dry_run {
+        println!("dry run: nothing was changed");
+    }
+    Ok(())
+}
+
 fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
-    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), true)?;
+    let _lock = lock(cli, &repo, true)?;
     match command {
-        RepairCommand::Index => {
-            let outcome = cairn::repair_index(&mut repo)?;
+        RepairCommand::Index { read_data } => {
+            let outcome = cairn::repair_index(&mut repo, *read_data)?;
             warn_all(cli, &mut repo);
             if cli.json {
                 println!("{}", serde_json::to_string(&outcome)?);
             } else {
-                for (pack, why) in &outcome.packs_unreadable {
-                    eprintln!("cairn: warning: pack {pack} not indexed: {why}");
+                for p in &outcome.packs_unreadable {
+                    eprintln!("cairn: warning: pack {} not indexed: {}", p.pack, p.reason);
                 }
                 if outcome.packs_salvaged > 0 {
                     println!(
@@ -615,7 +1017,7 @@ fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> {
                         "indexed {} blobs in {} packs; wrote {} index file(s), removed {} old one(s)",
                         outcome.blobs_indexed,
                         outcome.packs_indexed,
-                        outcome.index_files_written.len(),
+                        outcome.index_files_written,
                         outcome.index_files_removed
                     );
                 }
@@ -636,10 +1038,11 @@ fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> {
             }
             for s in &outcome.snapshots {
                 println!("snapshot {}:", s.original.short());
-                for (path, why) in &s.dropped {
-                    println!("  dropped {path}: {why}");
+                for d in &s.dropped {
+                    println!("  dropped {}: {}", d.path, d.reason);
                 }
                 match (s.repaired, s.restorable) {
+                    _ if s.already_repaired => println!("  already repaired by an earlier run"),
                     (_, false) => {
                         println!("  nothing restorable is left (root directory unreadable)")
                     }
@@ -690,13 +1093,14 @@ fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
             (None, false) => cairn::ReadData::None,
         };
         let repo = open(cli)?;
-        let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+        let _lock = read_lock(cli, &repo)?;
         let options = cairn::CheckOptions {
             read_data,
             ..cairn::CheckOptions::default()
         };
         cairn::check(&repo, &options)?
     };
+    metrics_cli::note_check(&report);
     if cli.json {
         let mut value = serde_json::to_value(&report)?;
         value["clean"] = report.is_clean().into();
@@ -750,6 +1154,171 @@ fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
         println!("{}", report.verdict());
     }
     Ok(if report.is_clean() { 0 } else { 1 })
+}
+
+fn import_tar(
+    cli: &Cli,
+    file: &std::path::Path,
+    tags: &[String],
+    host: &Option<String>,
+) -> anyhow::Result<i32> {
+    let mut input: Box<dyn std::io::Read> = if file == std::path::Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+        )
+    };
+    let name = if file == std::path::Path::new("-") {
+        "-".to_string()
+    } else {
+        std::path::absolute(file)?.to_string_lossy().into_owned()
+    };
+    let mut repo = open(cli)?;
+    let _lock = lock(cli, &repo, false)?;
+    repo.load_index()?;
+    warn_all(cli, &mut repo);
+    let options = BackupOptions {
+        tags: tag_list(tags),
+        host: host.clone(),
+        time: None,
+        exclude: Default::default(),
+        parent: ParentChoice::None,
+    };
+    let outcome = cairn::import_tar(&mut repo, &mut input, &name, &options)?;
+    report_backup(cli, &outcome)
+}
+
+fn export_tar(
+    cli: &Cli,
+    selector: &str,
+    path: Option<&str>,
+    output: Option<&std::path::Path>,
+    compression: cairn::Compression,
+    filter: &FilterArgs,
+) -> anyhow::Result<i32> {
+    let (sel, subpath) = split_selector(selector);
+    let subpath = path.unwrap_or(subpath);
+    let mut repo = open(cli)?;
+    let _lock = read_lock(cli, &repo)?;
+    let (_, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
+    repo.load_index()?;
+    warn_all(cli, &mut repo);
+    let outcome = match output {
+        Some(file) => {
+            let f = std::fs::File::create(file)
+                .with_context(|| format!("cannot create {}", file.display()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+            let result = cairn::export_tar(&repo, &snapshot, subpath, &mut out, compression);
+            if result.is_err() {
+                // Half a tarball must not pass for a whole one.
+                let _ = std::fs::remove_file(file);
+            }
+            result?
+        }
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                return Err(anyhow!(
+                    "not writing a tarball to a terminal: redirect standard output or use -o FILE"
+                ));
+            }
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            cairn::export_tar(&repo, &snapshot, subpath, &mut out, compression)?
+        }
+    };
+    for s in &outcome.skipped {
+        eprintln!("cairn: warning: {s}");
+    }
+    Ok(0)
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatsModeArg {
+    RestoreSize,
+    RawData,
+}
+
+fn stats(
+    cli: &Cli,
+    selectors: &[String],
+    mode: StatsModeArg,
+    filter: &FilterArgs,
+) -> anyhow::Result<i32> {
+    let mut repo = open(cli)?;
+    let chosen: Vec<(cairn::SnapshotId, cairn::Snapshot)> = if selectors.is_empty() {
+        repo.snapshots(&filter.filter())?
+    } else {
+        selectors
+            .iter()
+            .map(|sel| repo.find_snapshot(sel, &filter.filter()))
+            .collect::<cairn::Result<_>>()?
+    };
+    repo.load_index()?;
+    warn_all(cli, &mut repo);
+    // One named snapshot: its own figures too (files, dirs, distinct data).
+    let single = match (selectors.len(), chosen.first()) {
+        (1, Some((id, s))) => Some((*id, cairn::snapshot_stats(&repo, s)?)),
+        _ => None,
+    };
+    let mode = match mode {
+        StatsModeArg::RestoreSize => cairn::StatsMode::RestoreSize,
+        StatsModeArg::RawData => cairn::StatsMode::RawData,
+    };
+    let snapshots: Vec<cairn::Snapshot> = chosen.into_iter().map(|(_, s)| s).collect();
+    let selection = cairn::selection_stats(&repo, &snapshots, mode)?;
+    let r = cairn::repository_stats(&repo)?;
+    if cli.json {
+        let mut v = serde_json::json!({"repository": r, "selection": selection});
+        if let Some((id, s)) = &single {
+            v["snapshot"] = serde_json::to_value(s)?;
+            v["snapshot"]["id"] = id.to_hex().into();
+            v["snapshot"]["short_id"] = id.short().into();
+        }
+        println!("{v}");
+        return Ok(0);
+    }
+    if let Some((id, s)) = &single {
+        println!("snapshot {}", id.short());
+        println!("  files: {}, dirs: {}", s.files, s.dirs);
+        println!("  total size:         {}", human_bytes(s.total_size));
+        println!(
+            "  distinct data:      {} in {} blobs",
+            human_bytes(s.data_blob_bytes),
+            s.data_blobs
+        );
+    }
+    let sel = &selection;
+    match sel.mode {
+        cairn::StatsMode::RestoreSize => println!(
+            "{} snapshot(s), restore size: {} in {} files, {} dirs",
+            sel.snapshots,
+            human_bytes(sel.total_size),
+            sel.files,
+            sel.dirs
+        ),
+        cairn::StatsMode::RawData => println!(
+            "{} snapshot(s), raw data: {} in {} blobs, stored as {} (dedup {:.2}x, compression {:.2}x)",
+            sel.snapshots,
+            human_bytes(sel.raw_bytes),
+            sel.blobs,
+            human_bytes(sel.stored_bytes),
+            sel.dedup_ratio,
+            sel.compression_ratio
+        ),
+    }
+    println!("repository: {} snapshots", r.snapshots);
+    println!(
+        "  unique blobs:       {} in {} blobs",
+        human_bytes(r.blob_bytes),
+        r.blobs
+    );
+    println!(
+        "  stored in packs:    {} in {} packs",
+        human_bytes(r.pack_bytes),
+        r.packs
+    );
+    Ok(0)
 }
 
 fn human_bytes(n: u64) -> String {
@@ -828,7 +1397,7 @@ fn restore(
     filter: &FilterArgs,
 ) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
-    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+    let _lock = read_lock(cli, &repo)?;
     let (sel, subpath) = split_selector(selector);
     let (id, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
     repo.load_index()?;
@@ -866,54 +1435,13 @@ fn restore(
 
 fn dump(cli: &Cli, selector: &str, path: &str, filter: &FilterArgs) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
-    let _lock = cairn::lock_repository(repo.backend().clone(), repo.key(), false)?;
+    let _lock = read_lock(cli, &repo)?;
     let (_, snapshot) = repo.find_snapshot(selector, &filter.filter())?;
     repo.load_index()?;
     warn_all(cli, &mut repo);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     cairn::dump(&repo, &snapshot, path, &mut out)?;
-    Ok(0)
-}
-
-fn ls(cli: &Cli, selector: &str, filter: &FilterArgs) -> anyhow::Result<i32> {
-    let mut repo = open(cli)?;
-    let (sel, subpath) = split_selector(selector);
-    let (_, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
-    repo.load_index()?;
-    let mut out = std::io::stdout().lock();
-    let start = match cairn::restorer::find_node(&repo, &snapshot, subpath)? {
-        None => Some(snapshot.tree),
-        Some(node) if node.kind == cairn::tree::NodeKind::Dir => node.subtree,
-        Some(_) => {
-            writeln!(out, "/{}", subpath.trim_matches('/'))?;
-            return Ok(0);
-        }
-    };
-    let mut stack = vec![(subpath.trim_end_matches('/').to_string(), start)];
-    while let Some((prefix, tree)) = stack.pop() {
-        let Some(tree) = tree else { continue };
-        let tree = repo.load_tree(&tree)?;
-        for node in tree.nodes.iter().rev() {
-            let path = format!("{prefix}/{}", node.name_str());
-            if node.kind == cairn::tree::NodeKind::Dir {
-                stack.push((path.clone(), node.subtree));
-            }
-        }
-        for node in &tree.nodes {
-            let path = format!("{prefix}/{}", node.name_str());
-            if cli.json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"path": path, "type": node.kind, "size": node.size, "mode": node.mode,
-                    "uid": node.uid, "gid": node.gid, "mtime_ns": node.mtime_ns})
-                )?;
-            } else {
-                writeln!(out, "{path}")?;
-            }
-        }
-    }
     Ok(0)
 }
 

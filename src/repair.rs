@@ -10,8 +10,7 @@
 use crate::backend::FileKind;
 use crate::error::{ErrorKind, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
-use crate::index::file::INDEX_FILE_BLOBS_TARGET;
-use crate::index::{IndexFile, IndexPack};
+use crate::index::IndexPack;
 use crate::pack::{self, BlobKind};
 use crate::repository::{BlobWriter, Repository};
 use crate::tree::{Node, NodeKind, Tree};
@@ -19,13 +18,21 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
 
+#[derive(Debug, Clone, Serialize)]
+pub struct UnreadablePack {
+    pub pack: PackId,
+    pub reason: String,
+}
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct RepairIndexOutcome {
     pub packs_indexed: u64,
     pub blobs_indexed: u64,
-    /// Packs whose header cannot be read; their blobs are not indexed.
-    pub packs_unreadable: Vec<(PackId, String)>,
-    pub index_files_written: Vec<IndexId>,
+    /// Damaged packs that could not be salvaged; their blobs are not
+    /// indexed and the files are left in place.
+    pub packs_unreadable: Vec<UnreadablePack>,
+    pub index_files_written: u64,
+    pub new_index_files: Vec<IndexId>,
     pub index_files_removed: u64,
     /// Damaged packs whose intact blobs were copied to new packs (and which
     /// were then deleted).
@@ -37,7 +44,7 @@ pub struct RepairIndexOutcome {
 /// Rebuilds every index file from the pack headers. The caller holds an
 /// exclusive lock. New index files (naming the old ones as superseded) are
 /// stored before the old ones are deleted.
-pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexOutcome> {
+pub fn repair_index(repo: &mut Repository, read_data: bool) -> Result<RepairIndexOutcome> {
     let backend = repo.backend().clone();
     let old: Vec<IndexId> = {
         let mut ids: Vec<IndexId> = repo.list_index_ids()?.into_iter().collect();
@@ -46,12 +53,15 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexOutcome> {
     };
     let packs = crate::repository::list_packs(backend.as_ref())?;
     let key = repo.key();
-    let headers: Vec<Result<(PackId, Result<Vec<pack::PackEntry>>)>> = packs
+    // Per pack: its entries from the header, and why it is damaged (an
+    // unreadable header, or with --read-data a blob that fails to verify).
+    type Read = (PackId, Option<Vec<pack::PackEntry>>, Option<String>);
+    let reads: Vec<Result<Read>> = packs
         .par_iter()
         .map(|&(id, size)| {
             crate::check_interrupt()?;
             let name = id.to_hex();
-            let read = (|| {
+            let header = (|| {
                 let tail = backend.get_range(FileKind::Pack, &name, size.saturating_sub(4), 4)?;
                 let (start, sealed_len) = pack::header_location(size, pack::trailer(&tail)?)?;
                 let sealed =
@@ -59,20 +69,39 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexOutcome> {
                 let plain = key.open(crate::crypto::Domain::PackHeader, &sealed)?;
                 pack::decode_header(&plain, start)
             })();
-            match read {
-                Err(e) if !matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => Err(e),
-                read => Ok((id, read)),
+            let entries = match header {
+                Ok(entries) => entries,
+                Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {
+                    return Ok((id, None, Some(e.to_string())))
+                }
+                Err(e) => return Err(e),
+            };
+            if read_data {
+                // A pack with a blob that fails to verify is salvaged like
+                // one without a header: its good blobs move to a new pack,
+                // and the damaged ones drop out of the index (so `repair
+                // snapshots` and the next backup see them as missing).
+                let bytes = backend.get(FileKind::Pack, &name)?;
+                for e in &entries {
+                    let start = e.offset as usize;
+                    let sealed = &bytes[start..start + e.length as usize];
+                    if let Err(err) = pack::open_blob(key, e, sealed) {
+                        let why = format!("{:?} blob {}: {err}", e.kind, e.id);
+                        return Ok((id, Some(entries), Some(why)));
+                    }
+                }
             }
+            Ok((id, Some(entries), None))
         })
         .collect();
     let mut outcome = RepairIndexOutcome::default();
     let mut pending: Vec<IndexPack> = Vec::new();
     let mut unreadable = Vec::new();
-    for result in headers {
-        let (id, entries) = result?;
-        match entries {
-            Ok(entries) => pending.push(IndexPack { id, entries }),
-            Err(e) => unreadable.push((id, e.to_string())),
+    for read in reads {
+        match read? {
+            (id, Some(entries), None) => pending.push(IndexPack { id, entries }),
+            (id, entries, Some(why)) => unreadable.push((id, why, entries)),
+            (_, None, None) => unreachable!("a pack without entries has a reason"),
         }
     }
     // Packs without a readable header (e.g. truncated): move the blobs that
@@ -83,36 +112,23 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexOutcome> {
         pending.extend(new_packs);
         salvaged_from = done;
     }
-    for (id, why) in unreadable {
-        if !salvaged_from.contains(&id) {
-            outcome.packs_unreadable.push((id, why));
+    for (pack, reason, _) in unreadable {
+        if !salvaged_from.contains(&pack) {
+            outcome
+                .packs_unreadable
+                .push(UnreadablePack { pack, reason });
         }
     }
-    let mut written: Vec<Vec<IndexPack>> = Vec::new();
-    let mut blobs_in_last = usize::MAX;
-    for pack in pending {
-        outcome.packs_indexed += 1;
-        outcome.blobs_indexed += pack.entries.len() as u64;
-        if blobs_in_last >= INDEX_FILE_BLOBS_TARGET {
-            written.push(Vec::new());
-            blobs_in_last = 0;
-        }
-        blobs_in_last += pack.entries.len();
-        written.last_mut().expect("pushed above").push(pack);
-    }
+    outcome.packs_indexed = pending.len() as u64;
+    outcome.blobs_indexed = pending.iter().map(|p| p.entries.len() as u64).sum();
     outcome.packs_salvaged = salvaged_from.len() as u64;
-    for packs in written {
-        let file = IndexFile {
-            supersedes: old.clone(),
-            packs,
-        };
-        outcome
-            .index_files_written
-            .push(repo.save_index_file(&file)?);
-    }
+    let written = crate::prune::write_index_files(repo, pending, &old)?;
+    outcome.index_files_written = written.len() as u64;
+    outcome.new_index_files = written.iter().copied().collect();
+    outcome.new_index_files.sort();
     crate::failpoint("repair-index-before-delete");
     for id in &old {
-        if !outcome.index_files_written.contains(id) {
+        if !written.contains(id) {
             backend.delete(FileKind::Index, &id.to_hex())?;
             outcome.index_files_removed += 1;
         }
@@ -126,28 +142,42 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairIndexOutcome> {
     Ok(outcome)
 }
 
+fn dropped(path: String, reason: impl Into<String>) -> DroppedPath {
+    DroppedPath {
+        path,
+        reason: reason.into(),
+    }
+}
+
 /// Copies the blobs of damaged packs that still verify into new packs.
 /// Their places come from the old index files. Returns the new packs and
 /// the damaged packs that were fully dealt with.
 fn salvage(
     repo: &Repository,
     old_index_files: &[IndexId],
-    damaged: &[(PackId, String)],
+    damaged: &[(PackId, String, Option<Vec<pack::PackEntry>>)],
     outcome: &mut RepairIndexOutcome,
 ) -> Result<(Vec<IndexPack>, Vec<PackId>)> {
     let wanted: HashMap<PackId, usize> = damaged
         .iter()
         .enumerate()
-        .map(|(n, (id, _))| (*id, n))
+        .map(|(n, (id, _, _))| (*id, n))
         .collect();
-    let mut entries: Vec<Vec<pack::PackEntry>> = vec![Vec::new(); damaged.len()];
+    // Where each blob is: from the header when it could be read, else from
+    // the old index files.
+    let mut entries: Vec<Vec<pack::PackEntry>> = damaged
+        .iter()
+        .map(|(_, _, header)| header.clone().unwrap_or_default())
+        .collect();
     for id in old_index_files {
         let Ok(file) = repo.load_index_file(id) else {
             continue;
         };
         for p in file.packs {
             if let Some(&n) = wanted.get(&p.id) {
-                entries[n].extend(p.entries);
+                if damaged[n].2.is_none() {
+                    entries[n].extend(p.entries);
+                }
             }
         }
     }
@@ -156,7 +186,7 @@ fn salvage(
     let mut done = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let backend = repo.backend();
-    for ((id, _), entries) in damaged.iter().zip(entries) {
+    for ((id, _, _), entries) in damaged.iter().zip(entries) {
         if entries.is_empty() {
             continue; // Nothing known about it: leave it for a human.
         }
@@ -206,21 +236,30 @@ fn store_pack(repo: &Repository, builder: pack::PackBuilder) -> Result<IndexPack
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct DroppedPath {
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct RepairedSnapshot {
     pub original: SnapshotId,
     /// The rewritten snapshot; `None` when nothing of it could be saved
     /// (its root directory listing is unreadable).
     pub repaired: Option<SnapshotId>,
     /// Paths dropped from the snapshot, with why.
-    pub dropped: Vec<(String, String)>,
+    pub dropped: Vec<DroppedPath>,
     /// Whether any of it can be kept (false: root listing unreadable).
     pub restorable: bool,
+    /// A repaired copy existed already (an earlier run without --forget).
+    pub already_repaired: bool,
     /// Whether the damaged original was deleted (`--forget`).
     pub forgotten: bool,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct RepairSnapshotsOutcome {
+    pub dry_run: bool,
     pub snapshots_checked: u64,
     pub snapshots: Vec<RepairedSnapshot>,
 }
@@ -238,7 +277,20 @@ pub fn repair_snapshots(
         .into_iter()
         .collect();
     let ids = repo.list_snapshot_ids()?;
-    let mut outcome = RepairSnapshotsOutcome::default();
+    let mut outcome = RepairSnapshotsOutcome {
+        dry_run,
+        ..RepairSnapshotsOutcome::default()
+    };
+    // Originals that already have a repaired copy are not repaired again
+    // (a second run without --forget would otherwise copy them again).
+    let mut already_repaired = std::collections::HashSet::new();
+    for id in &ids {
+        if let Ok(s) = repo.load_snapshot(id) {
+            if let Some(original) = s.original {
+                already_repaired.insert(original);
+            }
+        }
+    }
     let repo_ref: &Repository = repo;
     let mut rewriter = Rewriter {
         repo: repo_ref,
@@ -258,6 +310,24 @@ pub fn repair_snapshots(
             Err(e) => return Err(e),
         };
         outcome.snapshots_checked += 1;
+        if already_repaired.contains(&id) {
+            if forget {
+                if !dry_run {
+                    repo_ref
+                        .backend()
+                        .delete(FileKind::Snapshot, &id.to_hex())?;
+                }
+                outcome.snapshots.push(RepairedSnapshot {
+                    original: id,
+                    repaired: None,
+                    dropped: Vec::new(),
+                    restorable: true,
+                    already_repaired: true,
+                    forgotten: !dry_run,
+                });
+            }
+            continue;
+        }
         rewriter.dropped.clear();
         let root = rewriter.rewrite(snapshot.tree, "")?;
         if root == Some(snapshot.tree) {
@@ -277,6 +347,7 @@ pub fn repair_snapshots(
             copy.parent = None;
             if !copy.has_tag("repaired") {
                 copy.tags.push("repaired".into());
+                copy.tags.sort();
             }
             repaired = Some(repo_ref.save_snapshot(&copy)?);
         }
@@ -291,6 +362,7 @@ pub fn repair_snapshots(
             repaired,
             dropped,
             restorable: root.is_some(),
+            already_repaired: false,
             forgotten,
         });
     }
@@ -303,7 +375,7 @@ struct Rewriter<'r> {
     writer: Option<BlobWriter<'r>>,
     /// Old tree id → new one (`None`: unreadable). Shared across snapshots.
     rewritten: HashMap<BlobId, Option<BlobId>>,
-    dropped: Vec<(String, String)>,
+    dropped: Vec<DroppedPath>,
 }
 
 impl Rewriter<'_> {
@@ -340,7 +412,7 @@ impl Rewriter<'_> {
                 NodeKind::Dir => {
                     let Some(sub) = node.subtree else {
                         self.dropped
-                            .push((child, "directory has no listing".into()));
+                            .push(dropped(child, "directory has no listing"));
                         continue;
                     };
                     match self.rewrite(sub, &child)? {
@@ -351,7 +423,7 @@ impl Rewriter<'_> {
                         }
                         None => self
                             .dropped
-                            .push((child, "directory listing unreadable".into())),
+                            .push(dropped(child, "directory listing unreadable")),
                     }
                 }
                 NodeKind::File => {
@@ -364,7 +436,7 @@ impl Rewriter<'_> {
                     if bad == 0 {
                         nodes.push(node.clone());
                     } else {
-                        self.dropped.push((
+                        self.dropped.push(dropped(
                             child,
                             format!("{bad} of {} chunks unreadable", node.content.len()),
                         ));
@@ -401,7 +473,7 @@ impl Rewriter<'_> {
                 (NodeKind::Dir, Some(sub)) => match self.rewritten.get(&sub).copied() {
                     Some(None) => self
                         .dropped
-                        .push((child, "directory listing unreadable".into())),
+                        .push(dropped(child, "directory listing unreadable")),
                     Some(Some(new)) if new != sub => self.collect_dropped(sub, &child)?,
                     _ => {}
                 },
@@ -413,7 +485,7 @@ impl Rewriter<'_> {
                         }
                     }
                     if bad > 0 {
-                        self.dropped.push((
+                        self.dropped.push(dropped(
                             child,
                             format!("{bad} of {} chunks unreadable", node.content.len()),
                         ));

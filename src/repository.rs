@@ -44,6 +44,8 @@ impl Default for InitOptions {
 pub struct Repository {
     backend: Arc<dyn Backend>,
     key: MasterKey,
+    /// The key file the password opened.
+    key_name: String,
     config: Config,
     cache_dir: PathBuf,
     index: Option<IndexDb>,
@@ -121,7 +123,7 @@ impl Repository {
                 ),
             ));
         }
-        let key = open_key(backend.as_ref(), password)?;
+        let (key_name, key) = open_key(backend.as_ref(), password)?;
         let sealed = backend.get_bounded(
             FileKind::Config,
             "config",
@@ -138,6 +140,7 @@ impl Repository {
         Ok(Repository {
             backend,
             key,
+            key_name,
             config,
             cache_dir,
             index: None,
@@ -157,6 +160,57 @@ impl Repository {
         .encode();
         let id = KeyId(Id::of_file_bytes(&key_file));
         self.backend.put(FileKind::Key, &id.to_hex(), &key_file)?;
+        Ok(id)
+    }
+
+    /// The key file this session's password opened.
+    pub fn current_key(&self) -> &str {
+        &self.key_name
+    }
+
+    /// Removes a key file (a password). Refuses the key this session was
+    /// opened with and the last intact key: either would lock users out.
+    /// The master key and the data are unchanged; nothing is re-encrypted.
+    pub fn remove_key(&self, prefix: &str) -> Result<String> {
+        let keys = self.list_keys()?;
+        let matching: Vec<&String> = keys
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| name.starts_with(prefix))
+            .collect();
+        let name = match matching.as_slice() {
+            [one] if prefix.len() >= 4 => (*one).clone(),
+            [] => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no key file {prefix:?}"),
+                ))
+            }
+            [_] => return Err(Error::invalid("give at least 4 hex digits of the key id")),
+            _ => return Err(Error::invalid(format!("key id {prefix:?} is ambiguous"))),
+        };
+        if name == self.key_name {
+            return Err(Error::invalid(
+                "refusing to remove the key this password opened (use `key passwd` to change it)",
+            ));
+        }
+        let intact_others = keys
+            .iter()
+            .filter(|(other, k)| *other != name && k.is_ok())
+            .count();
+        if intact_others == 0 {
+            return Err(Error::invalid("refusing to remove the last intact key"));
+        }
+        self.backend.delete(FileKind::Key, &name)?;
+        Ok(name)
+    }
+
+    /// Changes this session's password: adds a key file for `new_password`,
+    /// then removes the one the old password opened.
+    pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        let id = self.add_key(new_password, kdf)?;
+        let old = std::mem::replace(&mut self.key_name, id.to_hex());
+        self.backend.delete(FileKind::Key, &old)?;
         Ok(id)
     }
 
@@ -218,23 +272,58 @@ impl Repository {
     }
 
     /// Brings the cache up to date with the index files listed now.
+    /// Index files another one supersedes are skipped (docs/FORMAT.md: the
+    /// superseding list is written last, so it is only ever complete).
     fn sync_index(&mut self, db: &mut IndexDb) -> Result<()> {
         let listed = self.list_index_ids()?;
         let mut merged = db.merged_index_files()?;
-        if !merged.is_subset(&listed) {
-            // An index file we merged is gone (replaced by repair or prune):
-            // its entries may name deleted packs, so start over.
+        let mut todo: Vec<IndexId> = listed
+            .iter()
+            .filter(|id| !merged.contains(id))
+            .copied()
+            .collect();
+        todo.sort();
+        // First pass over the new files: what do they supersede?
+        let mut superseded = db.superseded_index_files()?;
+        let mut damaged = HashSet::new();
+        for id in &todo {
+            match self.load_index_file(id) {
+                Ok(file) => superseded.extend(file.supersedes),
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    self.warnings
+                        .push(format!("skipping damaged index file {id}: {e}"));
+                    damaged.insert(*id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !merged.is_subset(&listed) || merged.iter().any(|id| superseded.contains(id)) {
+            // An index file we merged is gone or superseded (replaced by
+            // repair or prune): its entries may name deleted packs, so
+            // start over.
             db.clear()?;
             merged.clear();
+            superseded.clear();
+            todo = listed.iter().copied().collect();
+            todo.sort();
+            for id in &todo {
+                if let Ok(file) = self.load_index_file(id) {
+                    superseded.extend(file.supersedes);
+                }
+            }
         }
-        let mut todo: Vec<&IndexId> = listed.iter().filter(|id| !merged.contains(id)).collect();
-        todo.sort();
         for id in todo {
-            match self.load_index_file(id) {
-                Ok(file) => db.merge(*id, &file)?,
-                Err(e) if e.kind() == ErrorKind::Corrupt => self
-                    .warnings
-                    .push(format!("skipping damaged index file {id}: {e}")),
+            if superseded.contains(&id) || damaged.contains(&id) {
+                continue;
+            }
+            match self.load_index_file(&id) {
+                Ok(file) => db.merge(id, &file)?,
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    if damaged.insert(id) {
+                        self.warnings
+                            .push(format!("skipping damaged index file {id}: {e}"));
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -370,6 +459,7 @@ impl Repository {
     /// (packs and index written) first; the type system enforces that by
     /// consuming the writer in `BlobWriter::finish`.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        crate::lock::ensure_held()?;
         let sealed = self.key.seal(Domain::Snapshot, &snapshot.encode());
         let id = SnapshotId(Id::of_file_bytes(&sealed));
         self.backend
@@ -435,7 +525,7 @@ fn decode_key_file(name: &str, bytes: &[u8]) -> Result<KeyFile> {
     KeyFile::decode(bytes)
 }
 
-fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<MasterKey> {
+fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(String, MasterKey)> {
     let keys = backend.list(FileKind::Key)?;
     if keys.is_empty() {
         return Err(Error::corrupt("repository has no key files"));
@@ -459,7 +549,7 @@ fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<MasterKey> {
             Err(e) => return Err(e),
         };
         match key_file.open(password) {
-            Ok(key) => return Ok(key),
+            Ok(key) => return Ok((name, key)),
             Err(e) if e.kind() == ErrorKind::WrongPassword => continue,
             Err(e) => return Err(e.context(format!("key file {name}"))),
         }
@@ -594,6 +684,7 @@ impl<'r> BlobWriter<'r> {
         }
         // Cloned, not taken: until the index file is stored, these packs
         // are ours to delete if the backup fails (see Drop).
+        crate::lock::ensure_held()?;
         let file = IndexFile {
             supersedes: Vec::new(),
             packs: self.unindexed.clone(),

@@ -66,8 +66,32 @@ struct Restorer<'r> {
 }
 
 /// Restores `subpath` of a snapshot into `target`: a directory's contents go
-/// into `target`; a single file is written as `target/<name>`.
+/// into `target`; a single file is written as `target/<name>`. Counts
+/// progress as the "restore" phase (with totals when the whole snapshot is
+/// restored, from its summary).
 pub fn restore(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    subpath: &str,
+    target: &Path,
+) -> Result<RestoreOutcome> {
+    let whole = subpath.split('/').all(|p| p.is_empty() || p == ".");
+    let (bytes_total, files_total) = if whole {
+        (
+            snapshot.summary.total_bytes_processed,
+            snapshot.summary.total_files_processed,
+        )
+    } else {
+        (0, 0)
+    };
+    let progress = crate::progress::get();
+    progress.start("restore", bytes_total, files_total);
+    let result = restore_into(repo, snapshot, subpath, target);
+    progress.finish();
+    result
+}
+
+fn restore_into(
     repo: &Repository,
     snapshot: &Snapshot,
     subpath: &str,
@@ -194,6 +218,7 @@ impl Restorer<'_> {
         }
         self.outcome.files += 1;
         self.outcome.bytes += written;
+        crate::progress::get().add_items(1);
         Ok(())
     }
 }
@@ -226,6 +251,7 @@ fn write_content(repo: &Repository, content: &[BlobId], file: &mut File) -> Resu
         for data in blobs {
             write_sparse(file, data)?;
             n += data.len() as u64;
+            crate::progress::get().add_bytes(data.len() as u64);
         }
         Ok(n)
     };
@@ -289,7 +315,8 @@ fn remove_existing(path: &Path) {
     }
 }
 
-/// Writes the content of the file at `path` in a snapshot to `out`.
+/// Writes the content of the file at `path` in a snapshot to `out`, counting
+/// progress as the "restore" phase.
 pub fn dump(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -304,6 +331,22 @@ pub fn dump(
             node.kind
         )));
     }
+    let progress = crate::progress::get();
+    progress.start("restore", node.size, 1);
+    let result = dump_content(repo, &node, out);
+    progress.finish();
+    let written = result?;
+    if written != node.size {
+        return Err(Error::corrupt(format!(
+            "{path}: dumped {written} bytes but the snapshot records {}",
+            node.size
+        )));
+    }
+    Ok(written)
+}
+
+fn dump_content(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<u64> {
+    let progress = crate::progress::get();
     let mut written = 0u64;
     for window in node.content.chunks(READ_WINDOW_BLOBS) {
         crate::check_interrupt()?;
@@ -311,15 +354,11 @@ pub fn dump(
             out.write_all(&data)
                 .map_err(|e| Error::io("cannot write output", e))?;
             written += data.len() as u64;
+            progress.add_bytes(data.len() as u64);
         }
     }
     out.flush()
         .map_err(|e| Error::io("cannot write output", e))?;
-    if written != node.size {
-        return Err(Error::corrupt(format!(
-            "{path}: dumped {written} bytes but the snapshot records {}",
-            node.size
-        )));
-    }
+    progress.add_items(1);
     Ok(written)
 }

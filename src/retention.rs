@@ -645,6 +645,7 @@ mod tests {
                 time: at(time),
                 parent: None,
                 original: None,
+                command: None,
                 tree: BlobId(Id([1; 32])),
                 paths: paths.iter().map(|p| p.to_string()).collect(),
                 hostname: host.into(),

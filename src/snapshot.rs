@@ -6,7 +6,13 @@ use crate::id::{BlobId, SnapshotId};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
+/// The version of snapshots that use only version-1 fields (directory and
+/// `--stdin` backups). Writers keep writing it for those, so that older
+/// readers still list them.
 pub const SNAPSHOT_VERSION: u32 = 1;
+/// Version 2 adds the `command` field and the `tar` source (docs/FORMAT.md,
+/// section 11). A writer uses it only for snapshots that need it.
+pub const SNAPSHOT_VERSION_MAX: u32 = 2;
 /// Largest snapshot plaintext a reader accepts.
 pub const SNAPSHOT_SIZE_MAX: usize = 4 * 1024 * 1024;
 
@@ -15,6 +21,8 @@ pub const SNAPSHOT_SIZE_MAX: usize = 4 * 1024 * 1024;
 pub enum SourceKind {
     Directory,
     Stdin,
+    /// `import-tar`: the tree is the tarball's contents (version 2).
+    Tar,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -60,6 +68,10 @@ pub struct Snapshot {
     pub tags: Vec<String>,
     pub program_version: String,
     pub source: SourceKind,
+    /// The command whose standard output is the snapshot's one file
+    /// (`backup --stdin-from-command`); version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
     pub summary: Summary,
 }
 
@@ -74,13 +86,28 @@ impl Snapshot {
         }
         let snapshot: Snapshot = serde_json::from_slice(plain)
             .map_err(|e| Error::corrupt(format!("snapshot is not valid: {e}")))?;
-        if snapshot.version != SNAPSHOT_VERSION {
+        if !(SNAPSHOT_VERSION..=SNAPSHOT_VERSION_MAX).contains(&snapshot.version) {
             return Err(Error::new(
                 crate::ErrorKind::UnsupportedVersion,
                 format!("snapshot version {} is not supported", snapshot.version),
             ));
         }
+        if snapshot.version < snapshot.required_version() {
+            return Err(Error::corrupt(format!(
+                "snapshot version {} cannot have a command or a tar source",
+                snapshot.version
+            )));
+        }
         Ok(snapshot)
+    }
+
+    /// The lowest version that can carry this snapshot's fields.
+    pub fn required_version(&self) -> u32 {
+        if self.command.is_some() || self.source == SourceKind::Tar {
+            2
+        } else {
+            SNAPSHOT_VERSION
+        }
     }
 
     pub fn has_tag(&self, tag: &str) -> bool {
@@ -164,8 +191,24 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             program_version: "cairn test".into(),
             source: SourceKind::Directory,
+            command: None,
             summary: Summary::default(),
         }
+    }
+
+    #[test]
+    fn version_1_snapshot_with_a_command_is_refused() {
+        let mut s = sample("2026-01-01T00:00:00Z", "h", &[]);
+        s.command = Some(vec!["pg_dump".into()]);
+        assert_eq!(
+            Snapshot::decode(&s.encode()).unwrap_err().kind(),
+            crate::ErrorKind::Corrupt
+        );
+        s.version = 3;
+        assert_eq!(
+            Snapshot::decode(&s.encode()).unwrap_err().kind(),
+            crate::ErrorKind::UnsupportedVersion
+        );
     }
 
     #[test]
@@ -200,6 +243,20 @@ mod tests {
             let mut s = sample("2026-01-01T00:00:00+01:00", &host, &[]);
             s.tags = tags;
             s.time = DateTime::from_timestamp(secs, 123).unwrap().fixed_offset();
+            prop_assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
+        }
+
+        #[test]
+        fn version_2_snapshot_round_trip(args in proptest::collection::vec("[ -~]{0,12}", 1..5), tar in any::<bool>()) {
+            let mut s = sample("2026-01-01T00:00:00Z", "h", &[]);
+            if tar {
+                s.source = SourceKind::Tar;
+            } else {
+                s.source = SourceKind::Stdin;
+                s.command = Some(args);
+            }
+            s.version = s.required_version();
+            prop_assert_eq!(s.version, 2);
             prop_assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
         }
 

@@ -18,7 +18,9 @@ use cairn_fuzz::{
     blob_mode, fuzz_key, pack_mode, pseudo_random, Output, KEY_PASSWORD, TINY_KDF, ZSTD_LEVEL,
 };
 use chrono::DateTime;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn main() {
     let dir: PathBuf = std::env::args_os()
@@ -35,6 +37,7 @@ fn main() {
     lock(&mut seeds);
     blob_open(&mut seeds);
     chunker(&mut seeds);
+    tar_import(&mut seeds);
     println!("make_seeds: wrote {} seeds under {}", seeds.count, seeds.dir.display());
 }
 
@@ -139,6 +142,7 @@ fn sample_snapshot() -> Snapshot {
         tags: vec!["nightly".into(), "db:pg".into()],
         program_version: "cairn 0.1.0".into(),
         source: SourceKind::Directory,
+        command: None,
         summary: Summary {
             backup_start: "2026-03-14T01:59:26+02:00".into(),
             backup_end: "2026-03-14T02:03:01+02:00".into(),
@@ -303,4 +307,153 @@ fn chunker(s: &mut Seeds) {
     o.u8(0).u16(0).u16(0).u16(0).u64(0).u32(3000).u16(100);
     o.bytes(&[0u8; 5000]);
     s.put("chunker", "zeros", &o.0);
+}
+
+/// Tarballs: made with the tar crate (always), and with GNU tar when it is
+/// installed (old GNU and PAX 0.1/1.0 sparse members, as `tar -S` writes
+/// them); plain and compressed every way `import-tar` detects.
+fn tar_import(s: &mut Seeds) {
+    let plain = crate_tarball();
+    s.put("tar_import", "crate-plain", &plain);
+    for (name, bytes) in compressed(&plain) {
+        s.put("tar_import", &format!("crate-{name}"), &bytes);
+    }
+    s.put("tar_import", "pax-sparse-1.0", &pax_sparse_tarball());
+    match gnu_tarballs() {
+        Ok(tarballs) => {
+            for (name, bytes) in tarballs {
+                s.put("tar_import", &format!("gnutar-{name}"), &bytes);
+                if name == "gnu-sparse" {
+                    for (how, packed) in compressed(&bytes) {
+                        s.put("tar_import", &format!("gnutar-{name}-{how}"), &packed);
+                    }
+                }
+            }
+        }
+        Err(e) => eprintln!("make_seeds: no GNU tar seeds for tar_import ({e})"),
+    }
+}
+
+fn compressed(plain: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(plain).unwrap();
+    let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+    xz.write_all(plain).unwrap();
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    bz.write_all(plain).unwrap();
+    vec![
+        ("gzip", gz.finish().unwrap()),
+        ("zstd", zstd::encode_all(plain, 1).unwrap()),
+        ("xz", xz.finish().unwrap()),
+        ("bzip2", bz.finish().unwrap()),
+    ]
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(1000);
+    h.set_gid(1000);
+    h.set_mtime(1_767_225_600);
+    h.set_size(size);
+    h
+}
+
+/// Every member type, a GNU long name and link, PAX mtime and xattrs.
+fn crate_tarball() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = header(tar::EntryType::Directory, 0o755, 0);
+    b.append_data(&mut h, "dir/", std::io::empty()).unwrap();
+    let text = b"hello cairn\n".repeat(20);
+    b.append_pax_extensions([
+        ("mtime", &b"1767225600.123456789"[..]),
+        ("SCHILY.xattr.user.note", &b"\x00\x01binary"[..]),
+        ("uname", &b"alice"[..]),
+    ])
+    .unwrap();
+    let mut h = header(tar::EntryType::Regular, 0o4755, text.len() as u64);
+    b.append_data(&mut h, "dir/file.txt", &text[..]).unwrap();
+    let mut h = header(tar::EntryType::Regular, 0o644, 0);
+    b.append_data(&mut h, "./empty", std::io::empty()).unwrap();
+    let long = format!("{}/{}.txt", "d".repeat(90), "f".repeat(120));
+    let mut h = header(tar::EntryType::Regular, 0o600, 5);
+    b.append_data(&mut h, &long, &b"deep\n"[..]).unwrap();
+    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+    b.append_link(&mut h, "link", "dir/file.txt").unwrap();
+    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+    b.append_link(&mut h, "long-link", &long).unwrap();
+    let mut h = header(tar::EntryType::Link, 0o644, 0);
+    b.append_link(&mut h, "hard", "dir/file.txt").unwrap();
+    let mut h = header(tar::EntryType::Link, 0o644, 0);
+    b.append_link(&mut h, "hard-to-nothing", "missing").unwrap();
+    let mut h = header(tar::EntryType::Char, 0o666, 0);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    b.append_data(&mut h, "null", std::io::empty()).unwrap();
+    let mut h = header(tar::EntryType::Fifo, 0o644, 0);
+    b.append_data(&mut h, "fifo", std::io::empty()).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// A PAX 1.0 sparse member as GNU tar writes one: the map at the start of
+/// the data, the real name and size in PAX records.
+fn pax_sparse_tarball() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([
+        ("GNU.sparse.major", &b"1"[..]),
+        ("GNU.sparse.minor", &b"0"[..]),
+        ("GNU.sparse.name", &b"disk.img"[..]),
+        ("GNU.sparse.realsize", &b"12"[..]),
+    ])
+    .unwrap();
+    let mut data = b"2\n0\n3\n8\n2\n".to_vec();
+    data.resize(512, 0);
+    data.extend_from_slice(b"abcXY");
+    let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+    b.append_data(&mut h, "GNUSparseFile.0/disk.img", &data[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Tarballs written by GNU tar of a small tree with a sparse file, a hard
+/// link, a symlink and a long name.
+fn gnu_tarballs() -> std::io::Result<Vec<(&'static str, Vec<u8>)>> {
+    let dir = std::env::temp_dir().join(format!("cairn-tar-seeds-{}", std::process::id()));
+    let tree = dir.join("tree");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(tree.join("sub"))?;
+    std::fs::write(tree.join("sub/a.txt"), b"some text\n".repeat(10))?;
+    std::fs::hard_link(tree.join("sub/a.txt"), tree.join("hard.txt"))?;
+    std::os::unix::fs::symlink("sub/a.txt", tree.join("link"))?;
+    std::fs::write(tree.join(format!("{}.txt", "n".repeat(150))), b"long\n")?;
+    let sparse = std::fs::File::create(tree.join("sparse.img"))?;
+    sparse.set_len(64 << 10)?;
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"head", 0)?;
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"middle", 32 << 10)?;
+    drop(sparse);
+    let mut out = Vec::new();
+    for (name, args) in [
+        ("gnu", &["--format=gnu"][..]),
+        ("gnu-sparse", &["--format=gnu", "-S"][..]),
+        ("pax", &["--format=posix"][..]),
+        ("pax-sparse-0.1", &["--format=posix", "-S", "--sparse-version=0.1"][..]),
+        ("pax-sparse-1.0", &["--format=posix", "-S", "--sparse-version=1.0"][..]),
+    ] {
+        let file = dir.join(format!("{name}.tar"));
+        let status = Command::new("tar")
+            .args(args)
+            .args(["-b", "1", "--sort=name", "--owner=0", "--group=0", "--numeric-owner"])
+            .arg("-cf")
+            .arg(&file)
+            .arg("-C")
+            .arg(&tree)
+            .arg(".")
+            .status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("tar {args:?} failed")));
+        }
+        out.push((name, std::fs::read(&file)?));
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(out)
 }

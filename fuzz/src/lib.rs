@@ -18,6 +18,12 @@ pub fn fuzz_key() -> MasterKey {
     MasterKey::from_secret(FUZZ_SECRET)
 }
 
+/// `tar_import` limits: small enough that a decompression bomb or a huge
+/// sparse member ends in well under a second.
+pub const TAR_MAX_STREAM: u64 = 16 << 20;
+pub const TAR_MAX_CONTENT: u64 = 16 << 20;
+pub const TAR_MAX_HEADER: u64 = 1 << 20;
+
 /// `pack_header` input modes (first byte, modulo 3).
 pub mod pack_mode {
     /// `data_len: u64 LE || header plaintext` through `decode_header`.

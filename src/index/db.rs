@@ -3,7 +3,8 @@
 //! be deleted and rebuilt, and is never trusted over the index files.
 //!
 //! Keys: `b kind id` → `pack_id || pack entry`; `f index_id` → "" for each
-//! index file already merged; `m repository` → repository id.
+//! index file already merged; `x index_id` → "" for each index file a
+//! merged one supersedes; `m repository` → repository id.
 
 use super::file::IndexFile;
 use crate::error::{Error, Result};
@@ -187,7 +188,23 @@ impl IndexDb {
         Ok(out)
     }
 
-    /// Merges one index file, atomically with its "merged" mark.
+    /// Index files named as superseded by a merged index file.
+    pub fn superseded_index_files(&self) -> Result<HashSet<IndexId>> {
+        let mut out = HashSet::new();
+        for item in self.db().prefix_iterator(b"x") {
+            let (key, _) = item.map_err(db_error)?;
+            if key.first() != Some(&b'x') {
+                break;
+            }
+            if key.len() == 33 {
+                out.insert(IndexId(Id(key[1..].try_into().expect("32"))));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges one index file, atomically with its "merged" mark and the
+    /// marks of the index files it supersedes.
     pub fn merge(&self, id: IndexId, file: &IndexFile) -> Result<()> {
         let mut batch = WriteBatch::default();
         let mut value = Vec::with_capacity(32 + ENTRY_LEN);
@@ -202,6 +219,11 @@ impl IndexDb {
         let mut mark = vec![b'f'];
         mark.extend_from_slice(id.as_bytes());
         batch.put(mark, b"");
+        for old in &file.supersedes {
+            let mut mark = vec![b'x'];
+            mark.extend_from_slice(old.as_bytes());
+            batch.put(mark, b"");
+        }
         self.db().write(batch).map_err(db_error)
     }
 

@@ -149,9 +149,26 @@ impl TestRepo {
             }
             None => Command::new(&self.bin),
         };
+        self.environment(&mut c);
+        c
+    }
+
+    /// Another program (e.g. `script`) with this repository's environment,
+    /// for tests that run cairn through it.
+    pub fn command_for(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        self.environment(&mut c);
+        c
+    }
+
+    fn environment(&self, c: &mut Command) {
         c.env_remove("CAIRN_PASSWORD")
             .env_remove("CAIRN_PASSWORD_COMMAND")
             .env_remove("CAIRN_FAILPOINT")
+            .env_remove("CAIRN_CONFIG")
+            .env_remove("CAIRN_PROFILE")
+            .env_remove("CAIRN_METRICS_FILE")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
             .env("CAIRN_REPOSITORY", &self.repo)
             .env("CAIRN_PASSWORD_FILE", &self.password_file)
             .env("CAIRN_CACHE_DIR", &self.cache)
@@ -159,7 +176,6 @@ impl TestRepo {
             // Never leave debris (core files of crash tests) in the crate.
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
-        c
     }
 
     pub fn cmd<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {

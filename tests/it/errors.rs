@@ -333,3 +333,88 @@ fn a_second_password_opens_the_repository() {
         .run();
     assert_eq!(out.status.code(), Some(12));
 }
+
+/// Regression: `cairn cat snapshot latest | head` ended with "internal
+/// error … failed printing to stdout: Broken pipe". A reader that goes away
+/// is not a bug: no message, and the status of a process killed by SIGPIPE.
+#[test]
+fn output_into_a_closed_pipe_is_not_an_internal_error() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    for i in 0..2000 {
+        std::fs::write(src.join(format!("file-{i:05}")), b"x").unwrap();
+    }
+    t.backup_json(&[&src]);
+    for args in [&["ls", "latest"][..], &["cat", "snapshot", "latest"]] {
+        let mut child = t
+            .command()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = finish_with_timeout(child, "cairn into a closed pipe", 60);
+        let err = stderr(&out);
+        assert!(!err.contains("internal error"), "{args:?}: {err}");
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(141)),
+            "{args:?}: {} {err}",
+            out.status
+        );
+    }
+}
+
+/// A repository on read-only media (an offsite copy mounted read-only):
+/// reading commands work with `--no-lock`; writing commands refuse it.
+#[test]
+fn no_lock_reads_a_read_only_repository() {
+    let mut t = TestRepo::new();
+    let src = t.path("src");
+    std::fs::write(src.join("f"), b"offsite\n").unwrap();
+    t.backup_json(&[&src]);
+    let ro = t.dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mounted = is_root()
+        && std::process::Command::new("mount")
+            .args(["--bind", "-o", "ro"])
+            .arg(&t.repo)
+            .arg(&ro)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !mounted {
+        note("cannot bind-mount read-only (not root?): checking --no-lock refusals only");
+    }
+    let original = t.repo.clone();
+    if mounted {
+        t.repo = ro.clone();
+    }
+    let out = t.cmd(&[
+        "--no-lock",
+        "dump",
+        "latest",
+        &format!("{}/f", path_str(&src)),
+    ]);
+    assert_eq!(out.stdout, b"offsite\n", "{}", stderr(&out));
+    let out = t.cmd(&["--no-lock", "check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    if mounted {
+        let out = t.cmd(&["dump", "latest", &format!("{}/f", path_str(&src))]);
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "a lock was written to read-only media"
+        );
+    }
+    let out = t.cmd(&["--no-lock", "backup", path_str(&src)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--no-lock is only for"),
+        "{}",
+        stderr(&out)
+    );
+    if mounted {
+        let _ = std::process::Command::new("umount").arg(&ro).status();
+    }
+    t.repo = original;
+}

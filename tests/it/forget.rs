@@ -281,10 +281,6 @@ fn forget_refuses_to_remove_everything_by_accident() {
         &["forget", "--keep-tag", "nope"],
         "refusing to delete last snapshot of snapshot group \"host a, path",
     );
-    refused(
-        &["forget", "--keep-last", "1", "--prune"],
-        "prune is not implemented yet",
-    );
     refused(&["forget", "--keep-daily", "-2"], "invalid count");
     refused(&["forget", "--keep-within", "3w"], "invalid duration");
     refused(

@@ -218,7 +218,9 @@ fn selectors_and_output() {
     let listing = t.ok(&["ls", &format!("latest:{}", path_str(&src))]);
     let mut lines: Vec<&str> = listing.lines().collect();
     lines.sort();
+    // As restic: the named directory itself, then everything below it.
     let mut want = vec![
+        path_str(&src).to_string(),
         fpath.clone(),
         path_str(&sub).to_string(),
         format!("{}/inner.txt", path_str(&sub)),
