@@ -53,7 +53,9 @@ fn bar(stop: &AtomicBool) {
     let progress = cairn::progress::get();
     let mut shown: Option<(&'static str, indicatif::ProgressBar)> = None;
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
+        // Polled often so that a short phase (reading packs at 1 GiB/s)
+        // still shows; indicatif limits the redraws themselves to 20 a second.
+        std::thread::sleep(Duration::from_millis(20));
         let (phase, bytes, bytes_total, items, items_total) = progress.snapshot();
         if phase.is_empty() {
             if let Some((_, pb)) = shown.take() {
