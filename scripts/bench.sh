@@ -3,7 +3,8 @@
 # data, in one run: wall time and peak RSS (/usr/bin/time -v) and repository
 # size (du -sb), plus two floors (zstd -3 -T0 and b3sum of the dump).
 #
-#   bash scripts/bench.sh [--quick] [--reps N] [--nights N] [--scaling [BLOBS]] [--no-doc] [--data-only] [--report-only] [WORKDIR]
+#   bash scripts/bench.sh [--quick] [--reps N] [--nights N] [--scaling [BLOBS]] [--scaling-only]
+#                          [--no-doc] [--data-only] [--report-only] [WORKDIR]
 #
 # --report-only renders the table again from WORKDIR/results.tsv (same options);
 # --scaling-only (with --scaling) redoes only the scaling rows and keeps the others.
@@ -46,7 +47,7 @@ while [ $# -gt 0 ]; do
     --scaling)
       scaling=5000000
       if [ $# -gt 1 ] && [[ $2 =~ ^[0-9]+$ ]]; then scaling=$2; shift; fi ;;
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,30p "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) work=$1 ;;
   esac
@@ -335,7 +336,11 @@ if [ "$scaling" -gt 0 ]; then
   for round in first unchanged; do
     for r in empty big; do
       label="scaling: dump $round backup, repo $r"
-      [ $r = big ] && label="scaling: dump $round backup, repo of $((scaling / 1000000))M blobs"
+      if [ $r = big ]; then
+        count="$((scaling / 1000))k"
+        [ "$scaling" -ge 1000000 ] && count="$((scaling / 1000000))M"
+        label="scaling: dump $round backup, repo of $count blobs"
+      fi
       measure "$label" cairn "$dump1_bytes" "$s/$r" \
         "${stdin_of[@]}" "$dump1" "$cairn" -q -r "$s/$r" --cache-dir "$s/cache" backup --stdin --stdin-filename dump.sql
     done
