@@ -72,24 +72,7 @@ impl FromStr for ReadData {
             }
             return Ok(ReadData::Fraction(p / 100.0));
         }
-        let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-            Some(at) => text.split_at(at),
-            None => (text, ""),
-        };
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        let shift = match unit
-            .to_ascii_uppercase()
-            .trim_end_matches("IB")
-            .trim_end_matches('B')
-        {
-            "" => 0,
-            "K" => 10,
-            "M" => 20,
-            "G" => 30,
-            "T" => 40,
-            _ => return Err(bad()),
-        };
-        let bytes = n.checked_mul(1 << shift).ok_or_else(bad)?;
+        let bytes = crate::prune::parse_size(text).map_err(|_| bad())?;
         if bytes == 0 {
             return Err(bad());
         }
