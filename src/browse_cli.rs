@@ -58,14 +58,6 @@ pub(crate) struct TagArgs {
     filter: FilterArgs,
 }
 
-fn split_tags(list: &[String]) -> Vec<String> {
-    list.iter()
-        .flat_map(|t| t.split(','))
-        .filter(|t| !t.is_empty())
-        .map(String::from)
-        .collect()
-}
-
 /// `drwxr-xr-x`-style type and permission bits.
 fn mode_string(node: &Node) -> String {
     let kind = match node.kind {
@@ -93,34 +85,37 @@ fn mode_string(node: &Node) -> String {
     out
 }
 
-fn mtime(node: &Node) -> String {
+/// A node time (ns since the epoch) as chrono's UTC time.
+fn time_of(ns: i64) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::from_timestamp(
-        node.mtime_ns.div_euclid(1_000_000_000),
-        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
     )
-    .map(|t| {
-        t.with_timezone(&chrono::Local)
-            .format("%Y-%m-%d %H:%M:%S")
-            .to_string()
-    })
-    .unwrap_or_else(|| "?".into())
+}
+
+/// For people: local time, to the second.
+fn local_time(ns: i64) -> String {
+    time_of(ns)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 /// For JSON: RFC 3339 in UTC, like snapshot times (unambiguous anywhere).
-fn mtime_rfc3339(node: &Node) -> String {
-    chrono::DateTime::from_timestamp(
-        node.mtime_ns.div_euclid(1_000_000_000),
-        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    )
-    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-    .unwrap_or_default()
+fn rfc3339(ns: i64) -> String {
+    time_of(ns)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        .unwrap_or_default()
 }
 
 fn node_json(path: &str, node: &Node) -> serde_json::Value {
     let mut v = serde_json::json!({
         "path": path, "name": node.name_str(), "type": node.kind, "size": node.size,
         "mode": node.mode, "permissions": mode_string(node), "uid": node.uid, "gid": node.gid,
-        "mtime_ns": node.mtime_ns, "mtime": mtime_rfc3339(node),
+        "mtime_ns": node.mtime_ns, "mtime": rfc3339(node.mtime_ns),
     });
     if let Some(u) = &node.user {
         v["user"] = u.clone().into();
@@ -143,7 +138,7 @@ fn long_line(path: &str, node: &Node) -> String {
         user,
         group,
         node.size,
-        mtime(node)
+        local_time(node.mtime_ns)
     );
     if let Some(t) = &node.link_target {
         line.push_str(" -> ");
@@ -222,13 +217,7 @@ pub(crate) fn find(cli: &Cli, args: &FindArgs) -> anyhow::Result<i32> {
                 )?;
                 current = Some(f.snapshot);
             }
-            let when = chrono::DateTime::from_timestamp(f.mtime_ns.div_euclid(1_000_000_000), 0)
-                .map(|t| {
-                    t.with_timezone(&chrono::Local)
-                        .format("%Y-%m-%d %H:%M:%S")
-                        .to_string()
-                })
-                .unwrap_or_default();
+            let when = local_time(f.mtime_ns);
             writeln!(out, "  {:>12}  {when}  {}", human_bytes(f.size), f.path)?;
         }
         if !cli.quiet {
@@ -287,9 +276,9 @@ pub(crate) fn diff(cli: &Cli, args: &DiffArgs) -> anyhow::Result<i32> {
 
 pub(crate) fn tag(cli: &Cli, args: &TagArgs) -> anyhow::Result<i32> {
     let change = cairn::TagChange {
-        add: split_tags(&args.add),
-        remove: split_tags(&args.remove),
-        set: (!args.set.is_empty()).then(|| split_tags(&args.set)),
+        add: crate::tag_list(&args.add),
+        remove: crate::tag_list(&args.remove),
+        set: (!args.set.is_empty()).then(|| crate::tag_list(&args.set)),
     };
     let mut repo = open(cli)?;
     let _lock = lock(cli, &repo, true)?;

@@ -229,24 +229,19 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    /// Rows of every copy of a blob (the table is sorted by kind, id).
     fn range(&self, kind: BlobKind, id: &BlobId) -> &[Row] {
-        let start = self
-            .rows
-            .partition_point(|r| (r.entry.kind, r.entry.id) < (kind, *id));
-        let end = start
-            + self.rows[start..]
-                .iter()
-                .take_while(|r| r.entry.kind == kind && r.entry.id == *id)
-                .count();
-        &self.rows[start..end]
+        &self.rows[self.range_indices(kind, id)]
     }
 
     fn range_indices(&self, kind: BlobKind, id: &BlobId) -> std::ops::Range<usize> {
         let start = self
             .rows
             .partition_point(|r| (r.entry.kind, r.entry.id) < (kind, *id));
-        let len = self.range(kind, id).len();
-        start..start + len
+        let end = self
+            .rows
+            .partition_point(|r| (r.entry.kind, r.entry.id) <= (kind, *id));
+        start..end
     }
 
     /// Marks every copy of a blob used; returns whether one copy is intact
@@ -373,26 +368,33 @@ fn check_keys(repo: &Repository, report: &mut CheckReport) -> Result<()> {
     Ok(())
 }
 
-fn build_table(repo: &Repository, report: &mut CheckReport) -> Result<(Table, Vec<IndexId>)> {
-    let mut table = Table {
+fn empty_table() -> Table {
+    Table {
         rows: Vec::new(),
         packs: Vec::new(),
         pack_numbers: HashMap::new(),
         pack_sizes: Vec::new(),
         pack_blobs: Vec::new(),
         superseded_files: Vec::new(),
-    };
+    }
+}
+
+fn build_table(repo: &Repository, report: &mut CheckReport) -> Result<(Table, Vec<IndexId>)> {
     let mut ids: Vec<IndexId> = repo.list_index_ids()?.into_iter().collect();
     ids.sort();
-    // First pass: which files are readable, and which are superseded (left
-    // by a prune or repair that stopped before deleting them).
+    // One read of every index file. Which files are superseded is known only
+    // at the end; superseded files are present only after an interrupted
+    // prune or repair, and then the table is built again without them.
+    let mut table = empty_table();
+    let mut mismatches = CheckReport::default();
     let mut good = Vec::new();
     let mut superseded = HashSet::new();
     for id in ids {
         report.index_files += 1;
         match repo.load_index_file(&id) {
             Ok(file) => {
-                superseded.extend(file.supersedes);
+                superseded.extend(file.supersedes.iter().copied());
+                add_index_file(&mut table, &file, &id, &mut mismatches);
                 good.push(id);
             }
             Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::UnsupportedVersion) => {
@@ -401,20 +403,32 @@ fn build_table(repo: &Repository, report: &mut CheckReport) -> Result<(Table, Ve
             Err(e) => return Err(e),
         }
     }
-    let mut used = Vec::new();
-    for id in good {
-        if superseded.contains(&id) {
-            report.notes.push(format!(
-                "index file {id} is superseded by a newer one and ignored (left by an interrupted prune or repair; the next prune deletes it)"
-            ));
-            table.superseded_files.push(id);
-            continue;
+    if good.iter().any(|id| superseded.contains(id)) {
+        table = empty_table();
+        mismatches = CheckReport::default();
+        let mut used = Vec::new();
+        for id in good {
+            if superseded.contains(&id) {
+                report.notes.push(format!(
+                    "index file {id} is superseded by a newer one and ignored (left by an interrupted prune or repair; the next prune deletes it)"
+                ));
+                table.superseded_files.push(id);
+                continue;
+            }
+            add_index_file(
+                &mut table,
+                &repo.load_index_file(&id)?,
+                &id,
+                &mut mismatches,
+            );
+            used.push(id);
         }
-        let file = repo.load_index_file(&id)?;
-        add_index_file(&mut table, &file, &id, report);
-        used.push(id);
+        good = used;
     }
-    let good = used;
+    for p in mismatches.problems {
+        report.problem(p.object, p.status, p.message);
+    }
+    report.problems_unlisted += mismatches.problems_unlisted;
     table.rows.sort_unstable_by(|a, b| {
         (a.entry.kind, a.entry.id, a.pack).cmp(&(b.entry.kind, b.entry.id, b.pack))
     });

@@ -1256,9 +1256,8 @@ fn stats(
     };
     repo.load_index()?;
     warn_all(cli, &mut repo);
-    // One named snapshot: its own figures too (files, dirs, distinct data).
-    let single = match (selectors.len(), chosen.first()) {
-        (1, Some((id, s))) => Some((*id, cairn::snapshot_stats(&repo, s)?)),
+    let single_id = match (selectors.len(), chosen.first()) {
+        (1, Some((id, _))) => Some(*id),
         _ => None,
     };
     let mode = match mode {
@@ -1267,6 +1266,8 @@ fn stats(
     };
     let snapshots: Vec<cairn::Snapshot> = chosen.into_iter().map(|(_, s)| s).collect();
     let selection = cairn::selection_stats(&repo, &snapshots, mode)?;
+    // One named snapshot: its own figures, which are the selection's.
+    let single = single_id.map(|id| (id, cairn::SnapshotStats::from(&selection)));
     let r = cairn::repository_stats(&repo)?;
     if cli.json {
         let mut v = serde_json::json!({"repository": r, "selection": selection});

@@ -83,8 +83,9 @@ pub fn repair_index(repo: &mut Repository, read_data: bool) -> Result<RepairInde
                 // snapshots` and the next backup see them as missing).
                 let bytes = backend.get(FileKind::Pack, &name)?;
                 for e in &entries {
+                    // The pack may have shrunk since its header was read.
                     let start = e.offset as usize;
-                    let sealed = &bytes[start..start + e.length as usize];
+                    let sealed = bytes.get(start..start + e.length as usize).unwrap_or(&[]);
                     if let Err(err) = pack::open_blob(key, e, sealed) {
                         let why = format!("{:?} blob {}: {err}", e.kind, e.id);
                         return Ok((id, Some(entries), Some(why)));
@@ -313,9 +314,7 @@ pub fn repair_snapshots(
         if already_repaired.contains(&id) {
             if forget {
                 if !dry_run {
-                    repo_ref
-                        .backend()
-                        .delete(FileKind::Snapshot, &id.to_hex())?;
+                    repo_ref.delete_snapshot(&id)?;
                 }
                 outcome.snapshots.push(RepairedSnapshot {
                     original: id,
@@ -353,9 +352,7 @@ pub fn repair_snapshots(
         }
         let forgotten = forget && !dry_run;
         if forgotten {
-            repo_ref
-                .backend()
-                .delete(FileKind::Snapshot, &id.to_hex())?;
+            repo_ref.delete_snapshot(&id)?;
         }
         outcome.snapshots.push(RepairedSnapshot {
             original: id,
@@ -386,6 +383,17 @@ impl Rewriter<'_> {
                 u64::from(loc.entry.offset) + u64::from(loc.entry.length) <= size
             }),
         })
+    }
+
+    /// Why a file cannot be restored in full, or `None` if it can.
+    fn file_damage(&self, node: &Node) -> Result<Option<String>> {
+        let mut bad = 0;
+        for blob in &node.content {
+            if !self.blob_readable(BlobKind::Data, blob)? {
+                bad += 1;
+            }
+        }
+        Ok((bad > 0).then(|| format!("{bad} of {} chunks unreadable", node.content.len())))
     }
 
     /// Returns the id of the repaired tree, or `None` if it is unreadable.
@@ -426,22 +434,10 @@ impl Rewriter<'_> {
                             .push(dropped(child, "directory listing unreadable")),
                     }
                 }
-                NodeKind::File => {
-                    let mut bad = 0;
-                    for blob in &node.content {
-                        if !self.blob_readable(BlobKind::Data, blob)? {
-                            bad += 1;
-                        }
-                    }
-                    if bad == 0 {
-                        nodes.push(node.clone());
-                    } else {
-                        self.dropped.push(dropped(
-                            child,
-                            format!("{bad} of {} chunks unreadable", node.content.len()),
-                        ));
-                    }
-                }
+                NodeKind::File => match self.file_damage(node)? {
+                    None => nodes.push(node.clone()),
+                    Some(reason) => self.dropped.push(dropped(child, reason)),
+                },
                 _ => nodes.push(node.clone()),
             }
         }
@@ -478,17 +474,8 @@ impl Rewriter<'_> {
                     _ => {}
                 },
                 (NodeKind::File, _) => {
-                    let mut bad = 0;
-                    for blob in &node.content {
-                        if !self.blob_readable(BlobKind::Data, blob)? {
-                            bad += 1;
-                        }
-                    }
-                    if bad > 0 {
-                        self.dropped.push(dropped(
-                            child,
-                            format!("{bad} of {} chunks unreadable", node.content.len()),
-                        ));
+                    if let Some(reason) = self.file_damage(node)? {
+                        self.dropped.push(dropped(child, reason));
                     }
                 }
                 _ => {}

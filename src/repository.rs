@@ -276,58 +276,75 @@ impl Repository {
     /// superseding list is written last, so it is only ever complete).
     fn sync_index(&mut self, db: &mut IndexDb) -> Result<()> {
         let listed = self.list_index_ids()?;
-        let mut merged = db.merged_index_files()?;
+        let merged = db.merged_index_files()?;
+        if !merged.is_subset(&listed) {
+            // An index file we merged is gone (replaced by repair or prune):
+            // its entries may name deleted packs, so start over.
+            return self.rebuild_index(db, &listed);
+        }
+        // Each new file is read once and merged; the files it supersedes
+        // are recorded in the cache as it is merged.
+        let known_superseded = db.superseded_index_files()?;
         let mut todo: Vec<IndexId> = listed
-            .iter()
-            .filter(|id| !merged.contains(id))
+            .difference(&merged)
+            .filter(|id| !known_superseded.contains(id))
             .copied()
             .collect();
         todo.sort();
-        // First pass over the new files: what do they supersede?
-        let mut superseded = db.superseded_index_files()?;
-        let mut damaged = HashSet::new();
-        for id in &todo {
-            match self.load_index_file(id) {
-                Ok(file) => superseded.extend(file.supersedes),
-                Err(e) if e.kind() == ErrorKind::Corrupt => {
-                    self.warnings
-                        .push(format!("skipping damaged index file {id}: {e}"));
-                    damaged.insert(*id);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if !merged.is_subset(&listed) || merged.iter().any(|id| superseded.contains(id)) {
-            // An index file we merged is gone or superseded (replaced by
-            // repair or prune): its entries may name deleted packs, so
-            // start over.
-            db.clear()?;
-            merged.clear();
-            superseded.clear();
-            todo = listed.iter().copied().collect();
-            todo.sort();
-            for id in &todo {
-                if let Ok(file) = self.load_index_file(id) {
-                    superseded.extend(file.supersedes);
-                }
-            }
-        }
         for id in todo {
-            if superseded.contains(&id) || damaged.contains(&id) {
+            if let Some(file) = self.load_index_file_or_warn(&id)? {
+                db.merge(id, &file)?;
+            }
+        }
+        // A superseded file still present (an interrupted prune or repair)
+        // must not count: rare, so simply rebuild without it.
+        let superseded = db.superseded_index_files()?;
+        if db
+            .merged_index_files()?
+            .iter()
+            .any(|id| superseded.contains(id))
+        {
+            return self.rebuild_index(db, &listed);
+        }
+        Ok(())
+    }
+
+    /// Clears the cache and merges every listed index file that no other
+    /// listed file supersedes (two reads of each file; only after a prune
+    /// or repair replaced index files).
+    fn rebuild_index(&mut self, db: &mut IndexDb, listed: &HashSet<IndexId>) -> Result<()> {
+        db.clear()?;
+        let mut ids: Vec<IndexId> = listed.iter().copied().collect();
+        ids.sort();
+        let mut superseded = HashSet::new();
+        for id in &ids {
+            if let Ok(file) = self.load_index_file(id) {
+                superseded.extend(file.supersedes);
+            }
+        }
+        for id in ids {
+            if superseded.contains(&id) {
                 continue;
             }
-            match self.load_index_file(&id) {
-                Ok(file) => db.merge(id, &file)?,
-                Err(e) if e.kind() == ErrorKind::Corrupt => {
-                    if damaged.insert(id) {
-                        self.warnings
-                            .push(format!("skipping damaged index file {id}: {e}"));
-                    }
-                }
-                Err(e) => return Err(e),
+            if let Some(file) = self.load_index_file_or_warn(&id)? {
+                db.merge(id, &file)?;
             }
         }
         Ok(())
+    }
+
+    /// An index file, or `None` with a warning when it is damaged (it is
+    /// skipped and retried next time: it is not marked as merged).
+    fn load_index_file_or_warn(&mut self, id: &IndexId) -> Result<Option<IndexFile>> {
+        match self.load_index_file(id) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                self.warnings
+                    .push(format!("skipping damaged index file {id}: {e}"));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The index files in the repository now.

@@ -40,37 +40,23 @@ pub struct RepositoryStats {
     pub blob_stored_bytes: u64,
 }
 
-/// Walks a snapshot's trees. Needs `load_index` first.
+/// One snapshot's figures. Needs `load_index` first.
 pub fn snapshot_stats(repo: &Repository, snapshot: &Snapshot) -> Result<SnapshotStats> {
-    let mut stats = SnapshotStats::default();
-    let mut seen: HashSet<BlobId> = HashSet::new();
-    let mut stack = vec![snapshot.tree];
-    while let Some(tree_id) = stack.pop() {
-        crate::check_interrupt()?;
-        let tree = repo.load_tree(&tree_id)?;
-        for node in tree.nodes {
-            match node.kind {
-                NodeKind::Dir => {
-                    stats.dirs += 1;
-                    stack.extend(node.subtree);
-                }
-                NodeKind::File => {
-                    stats.files += 1;
-                    stats.total_size += node.size;
-                    for id in node.content {
-                        if seen.insert(id) {
-                            stats.data_blobs += 1;
-                            if let Some(at) = repo.locate(BlobKind::Data, &id)? {
-                                stats.data_blob_bytes += u64::from(at.entry.raw_length);
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
+    let all = selection_stats(repo, std::slice::from_ref(snapshot), StatsMode::RestoreSize)?;
+    Ok(SnapshotStats::from(&all))
+}
+
+impl From<&SelectionStats> for SnapshotStats {
+    /// The figures of a selection of one snapshot.
+    fn from(s: &SelectionStats) -> SnapshotStats {
+        SnapshotStats {
+            files: s.files,
+            dirs: s.dirs,
+            total_size: s.total_size,
+            data_blobs: s.blobs,
+            data_blob_bytes: s.raw_bytes,
         }
     }
-    Ok(stats)
 }
 
 /// Reads every index file and lists the packs (the index files, not the
@@ -134,9 +120,8 @@ pub struct SelectionStats {
     pub compression_ratio: f64,
 }
 
-/// Walks the snapshots once, sharing the distinct-blob set; trees already
-/// walked in an earlier snapshot are skipped for the blob count but still
-/// counted for files and sizes (restore size is per snapshot).
+/// Totals over `snapshots`: files, dirs and sizes per snapshot summed
+/// (restore size), distinct data blobs counted once across all of them.
 pub fn selection_stats(
     repo: &Repository,
     snapshots: &[Snapshot],
@@ -154,13 +139,19 @@ pub fn selection_stats(
         dedup_ratio: 0.0,
         compression_ratio: 0.0,
     };
+    // One walk per snapshot; the distinct-blob set is shared, so data seen
+    // in an earlier snapshot is counted once.
     let mut seen: HashSet<BlobId> = HashSet::new();
     for snapshot in snapshots {
-        let one = snapshot_stats(repo, snapshot)?;
-        out.files += one.files;
-        out.dirs += one.dirs;
-        out.total_size += one.total_size;
         crate::browse::walk(repo, snapshot.tree, "", &mut |_, node| {
+            match node.kind {
+                NodeKind::Dir => out.dirs += 1,
+                NodeKind::File => {
+                    out.files += 1;
+                    out.total_size += node.size;
+                }
+                _ => {}
+            }
             for id in &node.content {
                 if seen.insert(*id) {
                     out.blobs += 1;
