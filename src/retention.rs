@@ -1245,8 +1245,13 @@ mod tests {
         fn unlimited_daily_keeps_one_per_local_day_plus_the_oldest(list in arb_snapshots()) {
             let policy = Policy { daily: Count::Unlimited, ..Policy::default() };
             let d = apply(&list, &policy, far_future());
-            let mut days: Vec<NaiveDate> = list.iter().map(|(_, s)| s.time.date_naive()).collect();
-            days.sort_unstable();
+            // restic starts a new bucket whenever the local day differs from
+            // the previous (newer) snapshot's. With mixed UTC offsets local
+            // days need not fall monotonically, so count changes in
+            // newest-first order, not distinct days.
+            let mut order: Vec<usize> = (0..list.len()).collect();
+            order.sort_by(|&a, &b| list[b].1.time.cmp(&list[a].1.time).then(list[b].0.cmp(&list[a].0)));
+            let mut days: Vec<NaiveDate> = order.iter().map(|&i| list[i].1.time.date_naive()).collect();
             days.dedup();
             let extra_oldest = d.keep.last().is_some_and(|(_, r)| r == &[Reason::Period { period: Period::Daily, oldest: true }]);
             prop_assert_eq!(d.keep.len(), days.len() + usize::from(extra_oldest));
