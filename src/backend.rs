@@ -31,6 +31,31 @@ impl FileKind {
     }
 }
 
+/// A repository file being written by `Backend::create_pending`.
+pub trait PendingFile: Send {
+    /// Appends bytes.
+    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Makes the file durable and visible under `name`.
+    fn commit(self: Box<Self>, name: &str) -> Result<()>;
+}
+
+struct BufferedPending<'b, B: ?Sized> {
+    backend: &'b B,
+    kind: FileKind,
+    bytes: Vec<u8>,
+}
+
+impl<B: Backend + ?Sized> PendingFile for BufferedPending<'_, B> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>, name: &str) -> Result<()> {
+        self.backend.put(self.kind, name, &self.bytes)
+    }
+}
+
 /// Where repository files are stored. Contracts every implementation keeps:
 /// - `put` is atomic and durable: after it returns `Ok` the whole file is
 ///   stored and survives a crash; after a crash mid-put, no partial file is
@@ -53,6 +78,20 @@ pub trait Backend: Send + Sync {
     /// (name, size) of every file of a kind.
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+
+    /// Starts a file that is written in pieces and named only when it is
+    /// complete (a pack is named by the hash of its bytes), so a writer need
+    /// not hold a whole pack in memory. `commit` gives `put`'s guarantees;
+    /// dropped without `commit`, the file leaves nothing visible. This
+    /// default buffers the pieces and `put`s them on commit; `LocalBackend`
+    /// streams them to a temp file.
+    fn create_pending(&self, kind: FileKind) -> Result<Box<dyn PendingFile + '_>> {
+        Ok(Box::new(BufferedPending {
+            backend: self,
+            kind,
+            bytes: Vec::new(),
+        }))
+    }
 
     /// Reads a whole file after checking its size against `size_max`, so a
     /// damaged or hostile repository cannot make us allocate without bound.

@@ -65,7 +65,7 @@ pub use archiver::{
     backup_paths, backup_stream, parse_backup_time, BackupOptions, BackupOutcome, ParentChoice,
     Unreadable,
 };
-pub use backend::{Backend, FileKind, LocalBackend};
+pub use backend::{Backend, FileKind, LocalBackend, PendingFile};
 #[cfg(feature = "cache")]
 pub use browse::{diff, find, walk, Change, Diff, DiffEntry, Found, Pattern};
 #[cfg(feature = "cache")]

@@ -197,6 +197,7 @@ pub fn header_location(pack_len: u64, sealed_len: u32) -> Result<(u64, u32)> {
 
 /// Compresses (if it helps) and seals one blob. Pure CPU work, so callers run
 /// it in parallel.
+#[derive(Clone)]
 pub struct SealedBlob {
     pub kind: BlobKind,
     pub codec: Codec,
@@ -296,9 +297,16 @@ pub fn open_blob(key: &MasterKey, entry: &PackEntry, sealed: &[u8]) -> Result<Ve
     Ok(plain)
 }
 
-/// Collects sealed blobs of one kind into a pack in memory.
+/// Collects sealed blobs of one kind into a pack. The bytes stay in memory
+/// unless the caller moves them out as it goes (`flush_to`), which is how a
+/// backup writes a 32 MiB pack with a few MiB of memory: the builder keeps
+/// only the entries, the running length and the running hash.
 pub struct PackBuilder {
+    /// Bytes not yet handed to `flush_to`.
     bytes: Vec<u8>,
+    /// Bytes already handed out, and their hash state.
+    flushed: u64,
+    hasher: blake3::Hasher,
     entries: Vec<PackEntry>,
 }
 
@@ -312,11 +320,19 @@ impl PackBuilder {
     pub fn new() -> PackBuilder {
         PackBuilder {
             bytes: Vec::new(),
+            flushed: 0,
+            hasher: blake3::Hasher::new(),
             entries: Vec::new(),
         }
     }
 
+    /// Length of the pack so far (blobs only; the header comes at `finish`).
     pub fn len(&self) -> usize {
+        self.flushed as usize + self.bytes.len()
+    }
+
+    /// Bytes added but not yet handed to `flush_to`.
+    pub fn buffered_len(&self) -> usize {
         self.bytes.len()
     }
 
@@ -330,8 +346,8 @@ impl PackBuilder {
     }
 
     pub fn add(&mut self, blob: SealedBlob) {
-        let offset = self.bytes.len() as u32;
-        assert!((self.bytes.len() as u64 + blob.bytes.len() as u64) < PACK_SIZE_MAX);
+        let offset = self.len() as u32;
+        assert!((self.len() as u64 + blob.bytes.len() as u64) < PACK_SIZE_MAX);
         self.entries.push(PackEntry {
             kind: blob.kind,
             codec: blob.codec,
@@ -343,14 +359,30 @@ impl PackBuilder {
         self.bytes.extend_from_slice(&blob.bytes);
     }
 
+    /// Hands the buffered bytes to `write` (the start of the pack, then each
+    /// next piece) and forgets them once it succeeds.
+    pub fn flush_to<E>(
+        &mut self,
+        write: impl FnOnce(&[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        write(&self.bytes)?;
+        self.hasher.update(&self.bytes);
+        self.flushed += self.bytes.len() as u64;
+        self.bytes.clear();
+        Ok(())
+    }
+
     /// Appends the sealed header and trailer; the pack is named by the
-    /// BLAKE3 of its bytes, so anyone can verify it without the key.
+    /// BLAKE3 of its bytes, so anyone can verify it without the key. Returns
+    /// the bytes not yet flushed (the whole pack if `flush_to` was never
+    /// called), which end the pack.
     pub fn finish(mut self, key: &MasterKey) -> (PackId, Vec<u8>, Vec<PackEntry>) {
         let sealed = key.seal(Domain::PackHeader, &encode_header(&self.entries));
         self.bytes.extend_from_slice(&sealed);
         self.bytes
             .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        let id = PackId(Id::of_file_bytes(&self.bytes));
+        self.hasher.update(&self.bytes);
+        let id = PackId(Id(*self.hasher.finalize().as_bytes()));
         (id, self.bytes, self.entries)
     }
 }
@@ -378,6 +410,40 @@ mod tests {
                 let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
                 prop_assert_eq!(&open_blob(&key, e, sealed).unwrap(), data);
             }
+        }
+
+        /// A pack flushed in pieces (as a backup streams it) has the same
+        /// bytes and the same name as one built whole in memory.
+        #[test]
+        fn flushed_pack_equals_whole_pack(blobs in proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 0..3000), any::<bool>()), 0..12)) {
+            let key = MasterKey::generate();
+            let sealed: Vec<SealedBlob> = blobs
+                .iter()
+                .map(|(data, _)| seal_blob(&key, BlobKind::Data, key.blob_id(data), data, 3))
+                .collect();
+            let mut whole = PackBuilder::new();
+            let mut streamed = PackBuilder::new();
+            let mut out = Vec::new();
+            for (blob, (_, flush)) in sealed.into_iter().zip(&blobs) {
+                whole.add(blob.clone());
+                streamed.add(blob);
+                if *flush {
+                    streamed.flush_to(|b| { out.extend_from_slice(b); Ok::<(), ()>(()) }).unwrap();
+                    prop_assert_eq!(streamed.buffered_len(), 0);
+                }
+                prop_assert_eq!(streamed.len(), whole.len());
+            }
+            let blobs_len = whole.len();
+            // The headers differ only by their random nonces.
+            let (_, bytes_whole, entries_whole) = whole.finish(&key);
+            let (id, tail, entries) = streamed.finish(&key);
+            out.extend_from_slice(&tail);
+            prop_assert_eq!(&entries, &entries_whole);
+            prop_assert_eq!(out.len(), bytes_whole.len());
+            prop_assert_eq!(&out[..blobs_len], &bytes_whole[..blobs_len]);
+            prop_assert_eq!(id.0, Id::of_file_bytes(&out));
+            prop_assert_eq!(read_header(&key, &out).unwrap(), entries);
         }
 
         #[test]

@@ -2,7 +2,7 @@
 //! module that orders writes (MUST: packs, then index files, then the
 //! snapshot) and the only one that seals or opens repository files.
 
-use crate::backend::{Backend, FileKind};
+use crate::backend::{Backend, FileKind, PendingFile};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::config::{Config, PACK_SIZE_TARGET_DEFAULT};
 use crate::crypto::{Domain, KdfParams, MasterKey};
@@ -19,6 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Envelope bytes a sealed file carries beyond its plaintext limit.
+/// An open pack is written to the backend in pieces of this size, so a
+/// writer holds a few MiB of it, not the whole 32 MiB (issue 6: a backup's
+/// peak memory no higher than restic's).
+const PACK_WRITE_PIECE: usize = 4 * 1024 * 1024;
+
 const SEALED_SLACK: usize = crate::crypto::SEAL_OVERHEAD;
 
 /// Choices made once, at `init`.
@@ -522,6 +527,8 @@ impl Repository {
             repo: self,
             data: PackBuilder::new(),
             tree: PackBuilder::new(),
+            data_file: None,
+            tree_file: None,
             pending: HashSet::new(),
             unindexed: Vec::new(),
             unindexed_blobs: 0,
@@ -605,6 +612,10 @@ pub struct BlobWriter<'r> {
     repo: &'r Repository,
     data: PackBuilder,
     tree: PackBuilder,
+    /// Where the open packs are being streamed, once they outgrew one piece.
+    /// Dropped uncommitted (an error), they leave nothing in the repository.
+    data_file: Option<Box<dyn PendingFile + 'r>>,
+    tree_file: Option<Box<dyn PendingFile + 'r>>,
     /// Blobs in the open packs or in stored packs not yet indexed. Bounded by
     /// INDEX_FILE_BLOBS_TARGET plus two packs.
     pending: HashSet<(BlobKind, BlobId)>,
@@ -638,13 +649,19 @@ impl<'r> BlobWriter<'r> {
         }
         self.stats.bytes_raw += u64::from(blob.raw_length);
         self.stats.bytes_packed += blob.bytes.len() as u64;
-        let builder = match kind {
-            BlobKind::Data => &mut self.data,
-            BlobKind::Tree => &mut self.tree,
+        let (builder, file) = match kind {
+            BlobKind::Data => (&mut self.data, &mut self.data_file),
+            BlobKind::Tree => (&mut self.tree, &mut self.tree_file),
         };
         builder.add(blob);
         if builder.len() >= self.repo.config.pack_size_target as usize || builder.is_full() {
             self.flush_pack(kind)?;
+        } else if builder.buffered_len() >= PACK_WRITE_PIECE {
+            if file.is_none() {
+                *file = Some(self.repo.backend.create_pending(FileKind::Pack)?);
+            }
+            let file = file.as_mut().expect("just created");
+            builder.flush_to(|bytes| file.write(bytes))?;
         }
         Ok(())
     }
@@ -672,21 +689,29 @@ impl<'r> BlobWriter<'r> {
     }
 
     fn flush_pack(&mut self, kind: BlobKind) -> Result<()> {
-        let builder = match kind {
-            BlobKind::Data => std::mem::take(&mut self.data),
-            BlobKind::Tree => std::mem::take(&mut self.tree),
+        let (builder, file) = match kind {
+            BlobKind::Data => (std::mem::take(&mut self.data), self.data_file.take()),
+            BlobKind::Tree => (std::mem::take(&mut self.tree), self.tree_file.take()),
         };
         if builder.is_empty() {
             return Ok(());
         }
-        let (id, bytes, entries) = builder.finish(&self.repo.key);
-        self.repo
-            .backend
-            .put(FileKind::Pack, &id.to_hex(), &bytes)?;
+        let flushed_len = builder.len() - builder.buffered_len();
+        let (id, tail, entries) = builder.finish(&self.repo.key);
+        match file {
+            Some(mut file) => {
+                file.write(&tail)?;
+                file.commit(&id.to_hex())?;
+            }
+            // A pack smaller than one piece is written in one go.
+            None => self.repo.backend.put(FileKind::Pack, &id.to_hex(), &tail)?,
+        }
         crate::failpoint("after-pack");
         self.stats.packs += 1;
-        self.stats.bytes_packed +=
-            (bytes.len() - entries.iter().map(|e| e.length as usize).sum::<usize>()) as u64;
+        // The header and trailer; the blobs were counted by `add`.
+        self.stats.bytes_packed += (flushed_len + tail.len()
+            - entries.iter().map(|e| e.length as usize).sum::<usize>())
+            as u64;
         self.unindexed_blobs += entries.len();
         self.unindexed.push(IndexPack { id, entries });
         if self.unindexed_blobs >= INDEX_FILE_BLOBS_TARGET {

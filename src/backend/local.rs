@@ -2,7 +2,7 @@
 //! directory, are fsynced, renamed into place, and the directory is fsynced,
 //! so a crash leaves either the whole file or none of it.
 
-use super::{Backend, FileKind};
+use super::{Backend, FileKind, PendingFile};
 use crate::error::{Error, ErrorKind, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -39,6 +39,76 @@ impl LocalBackend {
             }
             _ => self.root.join(kind.dir()).join(name),
         })
+    }
+}
+
+fn temp_path(dir: &Path) -> PathBuf {
+    dir.join(format!(
+        "{TEMP_PREFIX}{}",
+        hex::encode(crate::crypto::random_bytes::<8>())
+    ))
+}
+
+fn create_temp(path: &Path) -> std::io::Result<File> {
+    // Owner-only, as restic: key files and metadata sizes are private.
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Test hook: a full disk for pack writes, for machines where the tests
+/// cannot mount a small filesystem (`CAIRN_FAILPOINT=enospc`).
+fn full_disk_hook(kind: FileKind) -> std::io::Result<()> {
+    if kind == FileKind::Pack && crate::failpoint_is("enospc") {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    Ok(())
+}
+
+/// A file streamed to a temp file in its kind's directory (`packs/` for
+/// packs, whose final subdirectory depends on the name) and renamed into
+/// place on commit. Dropped uncommitted, it deletes the temp file; after a
+/// crash the temp file stays, and `list` skips it.
+struct LocalPending<'b> {
+    backend: &'b LocalBackend,
+    kind: FileKind,
+    temp: PathBuf,
+    file: Option<File>,
+}
+
+impl PendingFile for LocalPending<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let file = self.file.as_mut().expect("written only before commit");
+        full_disk_hook(self.kind)
+            .and_then(|()| file.write_all(bytes))
+            .map_err(|e| Error::io(format!("cannot write {}", self.temp.display()), e))
+    }
+
+    fn commit(mut self: Box<Self>, name: &str) -> Result<()> {
+        let target = self.backend.path(self.kind, name)?;
+        let dir = target
+            .parent()
+            .expect("repository files live in a directory");
+        let file = self.file.take().expect("committed once");
+        let result = file
+            .sync_all()
+            .and_then(|()| fs::rename(&self.temp, &target))
+            .map_err(|e| Error::io(format!("cannot write {}", target.display()), e));
+        drop(file);
+        result?;
+        // Renamed: nothing left for Drop to delete.
+        self.temp = PathBuf::new();
+        sync_dir(dir)
+    }
+}
+
+impl Drop for LocalPending<'_> {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.temp);
+        }
     }
 }
 
@@ -92,22 +162,10 @@ impl Backend for LocalBackend {
         let dir = target
             .parent()
             .expect("repository files live in a directory");
-        let temp = dir.join(format!(
-            "{TEMP_PREFIX}{}",
-            hex::encode(crate::crypto::random_bytes::<8>())
-        ));
+        let temp = temp_path(dir);
         let write = || -> std::io::Result<()> {
-            if kind == FileKind::Pack && crate::failpoint_is("enospc") {
-                // Test hook: a full disk, for machines where the tests
-                // cannot mount a small filesystem.
-                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
-            }
-            // Owner-only, as restic: key files and metadata sizes are private.
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)?;
+            full_disk_hook(kind)?;
+            let mut file = create_temp(&temp)?;
             file.write_all(bytes)?;
             file.sync_all()?;
             fs::rename(&temp, &target)
@@ -117,6 +175,22 @@ impl Backend for LocalBackend {
             return Err(Error::io(format!("cannot write {}", target.display()), e));
         }
         sync_dir(dir)
+    }
+
+    fn create_pending(&self, kind: FileKind) -> Result<Box<dyn PendingFile + '_>> {
+        let dir = match kind {
+            FileKind::Config => self.root.clone(),
+            _ => self.root.join(kind.dir()),
+        };
+        let temp = temp_path(&dir);
+        let file = create_temp(&temp)
+            .map_err(|e| Error::io(format!("cannot create {}", temp.display()), e))?;
+        Ok(Box::new(LocalPending {
+            backend: self,
+            kind,
+            temp,
+            file: Some(file),
+        }))
     }
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
