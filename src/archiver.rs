@@ -18,7 +18,7 @@
 //! failure in either stage drops the writer, which deletes its unindexed
 //! packs.
 
-use crate::chunker::Chunker;
+use crate::chunker::{Chunker, Guide};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::metadata;
@@ -130,9 +130,10 @@ impl From<Error> for StreamError {
 /// Work for the store thread.
 enum Job {
     /// Chunks of a source: `lengths` and `ids` describe consecutive chunks
-    /// at the start of `bytes` (which may be a whole, longer read buffer).
+    /// from `offset` in `bytes` (which may be a whole, longer read buffer).
     Data {
         bytes: Vec<u8>,
+        offset: usize,
         lengths: Vec<usize>,
         ids: Vec<BlobId>,
     },
@@ -270,10 +271,11 @@ fn store_group(writer: &mut BlobWriter<'_>, group: &[Job], zstd_level: i32) -> R
         match job {
             Job::Data {
                 bytes,
+                offset,
                 lengths,
                 ids,
             } => {
-                let mut at = 0;
+                let mut at = *offset;
                 for (&length, id) in lengths.iter().zip(ids) {
                     if writer.reserve(BlobKind::Data, *id)? {
                         new.push((BlobKind::Data, *id, &bytes[at..at + length]));
@@ -350,6 +352,31 @@ pub(crate) struct Archiver<'r, 'b> {
     dir_device: Option<u64>,
 }
 
+/// The chunks of the parent's version of a stream or file, to confirm cut
+/// points by hashing (`Chunker::cut_guided`). Blobs the index no longer
+/// knows end the guide there. The lookups run on all cores.
+pub(crate) fn guide_from(repo: &Repository, content: &[BlobId]) -> Option<Guide<BlobId>> {
+    if content.is_empty() {
+        return None;
+    }
+    let lengths: Vec<Option<usize>> = content
+        .par_iter()
+        .map(|id| {
+            repo.locate(BlobKind::Data, id)
+                .ok()
+                .flatten()
+                .map(|loc| loc.entry.raw_length as usize)
+        })
+        .collect();
+    let chunks: Vec<(usize, BlobId)> = lengths
+        .into_iter()
+        .zip(content)
+        .map_while(|(length, id)| length.map(|l| (l, *id)))
+        .collect();
+    let params = repo.chunker().ok()?.params();
+    Some(Guide::new(params, chunks))
+}
+
 impl<'r> Archiver<'r, '_> {
     /// Queues a job, waiting while the budget is spent.
     fn send(&mut self, job: Job) -> Result<()> {
@@ -361,9 +388,12 @@ impl<'r> Archiver<'r, '_> {
     }
 
     /// Chunks, dedups, seals and stores everything `source` yields.
+    /// With a `guide` (the parent's version of the content), chunks that
+    /// are unchanged are confirmed by their hash instead of being chunked.
     pub(crate) fn store_stream(
         &mut self,
         source: &mut dyn Read,
+        mut guide: Option<Guide<BlobId>>,
     ) -> Result<(Vec<BlobId>, u64), StreamError> {
         let mut content = Vec::new();
         let mut filled = 0usize;
@@ -387,14 +417,15 @@ impl<'r> Archiver<'r, '_> {
                     Err(e) => return Err(StreamError::Source(e)),
                 }
             }
-            let lengths = self.chunker.cut_parallel(
+            let (lengths, ids) = cut_and_hash(
+                self.repo,
+                &self.chunker,
                 &self.buffer[..filled],
                 at_end,
-                rayon::current_num_threads(),
+                guide.as_mut(),
             );
             let used: usize = lengths.iter().sum();
             if used > 0 {
-                let ids = self.blob_ids(&lengths);
                 content.extend_from_slice(&ids);
                 self.queue_chunks(used, filled, lengths, ids)?;
             }
@@ -406,26 +437,6 @@ impl<'r> Archiver<'r, '_> {
                 return Ok((content, total));
             }
         }
-    }
-
-    /// Keyed BLAKE3 of the chunks at the start of the buffer, in parallel
-    /// when there are several.
-    fn blob_ids(&self, lengths: &[usize]) -> Vec<BlobId> {
-        let key = self.repo.key();
-        let mut spans = Vec::with_capacity(lengths.len());
-        let mut at = 0;
-        for &length in lengths {
-            spans.push(at..at + length);
-            at += length;
-        }
-        let buffer = &self.buffer;
-        if spans.len() == 1 {
-            return vec![key.blob_id(&buffer[spans[0].clone()])];
-        }
-        spans
-            .par_iter()
-            .map(|s| key.blob_id(&buffer[s.clone()]))
-            .collect()
     }
 
     /// Hands the first `used` bytes of the buffer to the store thread and
@@ -452,6 +463,7 @@ impl<'r> Archiver<'r, '_> {
         };
         self.send(Job::Data {
             bytes,
+            offset: 0,
             lengths,
             ids,
         })
@@ -537,6 +549,7 @@ impl<'r> Archiver<'r, '_> {
                         if !read.lengths.is_empty() {
                             self.send(Job::Data {
                                 bytes: read.bytes,
+                                offset: 0,
                                 lengths: read.lengths,
                                 ids: read.ids,
                             })?;
@@ -554,7 +567,10 @@ impl<'r> Archiver<'r, '_> {
                                 return Ok(None);
                             }
                         };
-                        match self.store_stream(&mut file) {
+                        // A changed large file (a database file, a log that
+                        // grew) is mostly its parent's chunks.
+                        let guide = parent.and_then(|p| guide_from(self.repo, &p.content));
+                        match self.store_stream(&mut file, guide) {
                             Ok((content, size)) => {
                                 node.content = content;
                                 node.size = size;
@@ -1021,57 +1037,87 @@ pub fn backup_paths(
     finish(repo_ref, archived, stats, snapshot, started)
 }
 
-/// Blocks a stream is read in ahead of the chunker, and how many may wait.
-const READ_AHEAD_BLOCK_BYTES: usize = 1024 * 1024;
-const READ_AHEAD_BLOCKS: usize = 4;
-
-/// Reads a stream on its own thread, a few blocks ahead, so that the
-/// process writing into a pipe (`pg_dump | cairn backup --stdin`) keeps
-/// writing while this one chunks and hashes, instead of taking turns.
-struct ReadAhead {
-    blocks: Receiver<std::io::Result<Vec<u8>>>,
-    block: Vec<u8>,
-    at: usize,
+/// Keyed BLAKE3 of the chunks at the start of `buffer`, in parallel when
+/// there are several.
+fn blob_ids(repo: &Repository, buffer: &[u8], lengths: &[usize]) -> Vec<BlobId> {
+    let key = repo.key();
+    let mut spans = Vec::with_capacity(lengths.len());
+    let mut at = 0;
+    for &length in lengths {
+        spans.push(at..at + length);
+        at += length;
+    }
+    if spans.len() == 1 {
+        return vec![key.blob_id(&buffer[spans[0].clone()])];
+    }
+    spans
+        .par_iter()
+        .map(|s| key.blob_id(&buffer[s.clone()]))
+        .collect()
 }
 
-impl Read for ReadAhead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.block.len() {
-            match self.blocks.recv_timeout(INTERRUPT_POLL) {
-                Ok(Ok(block)) => {
-                    self.block = block;
-                    self.at = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                // The reader thread may be blocked on a pipe that stays
-                // open: an interrupt must not wait for it.
-                Err(RecvTimeoutError::Timeout) => {
-                    if crate::check_interrupt().is_err() {
-                        return Err(std::io::ErrorKind::Interrupted.into());
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => return Ok(0), // end of stream
-            }
+/// Cut points and blob ids for the start of `data` (see `Chunker::cut`),
+/// confirmed from the guide where it can be.
+fn cut_and_hash(
+    repo: &Repository,
+    chunker: &Chunker,
+    data: &[u8],
+    at_end: bool,
+    guide: Option<&mut Guide<BlobId>>,
+) -> (Vec<usize>, Vec<BlobId>) {
+    let threads = rayon::current_num_threads();
+    match guide {
+        Some(guide) => {
+            let key = repo.key();
+            chunker.cut_guided(data, at_end, threads, guide, |chunk| key.blob_id(chunk))
         }
-        let n = buf.len().min(self.block.len() - self.at);
-        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
+        None => {
+            let lengths = chunker.cut_parallel(data, at_end, threads);
+            let ids = blob_ids(repo, data, &lengths);
+            (lengths, ids)
+        }
     }
 }
 
 /// How often a reader waiting for the stream checks for an interrupt.
 const INTERRUPT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// A stream read ahead on a thread of its own, straight into whole read
+/// buffers, so that the process writing into a pipe (`pg_dump | cairn
+/// backup --stdin`) keeps writing while this one chunks and hashes, and so
+/// that each byte is copied once: the data lands at `headroom` in each
+/// buffer, and only the unfinished chunk of the previous buffer (at most
+/// `size_max` bytes) is copied in front of it. Buffers come back from the
+/// store thread through the archiver's spare channel.
+struct ReadAhead {
+    /// A buffer and the end of the data in it; an error ends the stream.
+    blocks: Receiver<std::io::Result<(Vec<u8>, usize)>>,
+    headroom: usize,
+}
+
 /// The reader thread: runs until the stream ends or fails, or until the
-/// consumer has gone away (the backup failed; it notices at its next block).
-fn read_ahead(mut source: impl Read, blocks: Sender<std::io::Result<Vec<u8>>>) {
+/// consumer has gone away (the backup failed; it notices at its next
+/// buffer). The channel holds no buffer: one is filled while one is cut.
+fn read_ahead(
+    mut source: impl Read,
+    blocks: Sender<std::io::Result<(Vec<u8>, usize)>>,
+    spare: Receiver<Vec<u8>>,
+    size: usize,
+    headroom: usize,
+) {
     loop {
-        let mut block = vec![0u8; READ_AHEAD_BLOCK_BYTES];
-        let mut filled = 0;
-        while filled < block.len() {
-            match source.read(&mut block[filled..]) {
-                Ok(0) => break,
+        let mut buffer = match spare.try_recv() {
+            Ok(b) if b.len() == size => b,
+            _ => vec![0u8; size],
+        };
+        let mut filled = headroom;
+        let mut ended = false;
+        while filled < size {
+            match source.read(&mut buffer[filled..]) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -1080,18 +1126,88 @@ fn read_ahead(mut source: impl Read, blocks: Sender<std::io::Result<Vec<u8>>>) {
                 }
             }
         }
-        if filled == 0 {
+        if filled > headroom && blocks.send(Ok((buffer, filled))).is_err() {
             return;
         }
-        block.truncate(filled);
-        if blocks.send(Ok(block)).is_err() {
+        if ended {
             return;
         }
     }
 }
 
+impl Archiver<'_, '_> {
+    /// `store_stream` for a stream read by `read_ahead`.
+    fn store_read_ahead(
+        &mut self,
+        ahead: &ReadAhead,
+        mut guide: Option<Guide<BlobId>>,
+    ) -> Result<(Vec<BlobId>, u64), StreamError> {
+        let mut content = Vec::new();
+        let mut total = 0u64;
+        let mut tail: Vec<u8> = Vec::new();
+        loop {
+            crate::check_interrupt()?;
+            let (mut buffer, filled) = match ahead.blocks.recv_timeout(INTERRUPT_POLL) {
+                Ok(Ok(block)) => block,
+                Ok(Err(e)) => return Err(StreamError::Source(e)),
+                // The reader thread may be blocked on a pipe that stays
+                // open: an interrupt must not wait for it.
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            crate::progress::get().add_bytes((filled - ahead.headroom) as u64);
+            let start = ahead.headroom - tail.len();
+            buffer[start..ahead.headroom].copy_from_slice(&tail);
+            let data = &buffer[start..filled];
+            let (lengths, ids) =
+                cut_and_hash(self.repo, &self.chunker, data, false, guide.as_mut());
+            let used: usize = lengths.iter().sum();
+            tail.clear();
+            tail.extend_from_slice(&data[used..]);
+            total += used as u64;
+            if used > 0 {
+                content.extend_from_slice(&ids);
+                let job = if used >= buffer.len() / HAND_OVER_FRACTION {
+                    Job::Data {
+                        bytes: buffer,
+                        offset: start,
+                        lengths,
+                        ids,
+                    }
+                } else {
+                    Job::Data {
+                        bytes: buffer[start..start + used].to_vec(),
+                        offset: 0,
+                        lengths,
+                        ids,
+                    }
+                };
+                self.send(job)?;
+            }
+        }
+        // The end of the stream: what is left is its last chunk or chunks.
+        if !tail.is_empty() {
+            let (lengths, ids) =
+                cut_and_hash(self.repo, &self.chunker, &tail, true, guide.as_mut());
+            debug_assert_eq!(lengths.iter().sum::<usize>(), tail.len());
+            total += tail.len() as u64;
+            content.extend_from_slice(&ids);
+            self.send(Job::Data {
+                bytes: tail,
+                offset: 0,
+                lengths,
+                ids,
+            })?;
+        }
+        self.summary.total_bytes_processed += total;
+        Ok((content, total))
+    }
+}
+
 /// Backs up one byte stream as the file `filename` at the snapshot's root.
-/// Always reads every byte; never uses a parent. The stream is read a few
+/// Always reads and hashes every byte. The parent (the latest stream of the
+/// same name and host, unless `options.parent` says otherwise) only guides
+/// chunking (`Chunker::cut_guided`). The stream is read a few
 /// MiB ahead on a thread of its own. If the backup fails before the end of
 /// the stream, that thread is left to finish its current `read` and then
 /// stops (it may outlive this call while blocked on an open pipe).
@@ -1124,22 +1240,48 @@ pub(crate) fn backup_stream_checked(
     }
     let mut snapshot = new_snapshot(options, vec![format!("/{filename}")], SourceKind::Stdin);
     snapshot.command = command;
-    let repo_ref: &Repository = repo;
-    let (blocks_tx, blocks) = crossbeam_channel::bounded(READ_AHEAD_BLOCKS);
-    let reader = std::thread::Builder::new()
-        .name("cairn-read".into())
-        .spawn(move || read_ahead(source, blocks_tx))
-        .map_err(|e| Error::io("cannot start the reader thread", e))?;
-    let mut ahead = ReadAhead {
-        blocks,
-        block: Vec::new(),
-        at: 0,
+    // Every byte of a stream is read and hashed; the parent's version only
+    // spares FastCDC the chunks that did not change.
+    let parent = match &options.parent {
+        ParentChoice::None => None,
+        ParentChoice::Id(sel) => Some(repo.find_snapshot(sel, &SnapshotFilter::default())?),
+        ParentChoice::Latest => {
+            let filter = SnapshotFilter {
+                hosts: vec![snapshot.hostname.clone()],
+                ..Default::default()
+            };
+            repo.snapshots(&filter)?
+                .into_iter()
+                .rfind(|(_, s)| s.paths == snapshot.paths && s.source == SourceKind::Stdin)
+        }
     };
+    let repo_ref: &Repository = repo;
+    let guide = parent.as_ref().and_then(|(id, s)| {
+        let tree = repo_ref.load_tree(&s.tree).ok()?;
+        let node = tree
+            .nodes
+            .iter()
+            .find(|n| n.name.0 == filename.as_bytes() && n.kind == NodeKind::File)?;
+        snapshot.parent = Some(*id);
+        guide_from(repo_ref, &node.content)
+    });
+    let mut reader = None;
     let (archived, stats) = archive(repo_ref, |archiver| {
-        store_stdin(archiver, &mut ahead, filename, &snapshot, source_ok)
+        let (blocks_tx, blocks) = crossbeam_channel::bounded(0);
+        let spare = archiver.spare.clone();
+        let size = archiver.buffer.len();
+        let headroom = archiver.chunker.params().size_max as usize;
+        reader = Some(
+            std::thread::Builder::new()
+                .name("cairn-read".into())
+                .spawn(move || read_ahead(source, blocks_tx, spare, size, headroom))
+                .map_err(|e| Error::io("cannot start the reader thread", e))?,
+        );
+        let ahead = ReadAhead { blocks, headroom };
+        store_stdin(archiver, &ahead, filename, &snapshot, source_ok, guide)
     })?;
     // The whole stream was read, so the reader thread has returned.
-    if let Err(panic) = reader.join() {
+    if let Some(Err(panic)) = reader.map(|r| r.join()) {
         std::panic::resume_unwind(panic);
     }
     finish(repo_ref, archived, stats, snapshot, started)
@@ -1149,12 +1291,13 @@ pub(crate) fn backup_stream_checked(
 /// source succeeded, then its root tree.
 fn store_stdin(
     archiver: &mut Archiver<'_, '_>,
-    source: &mut dyn Read,
+    source: &ReadAhead,
     filename: &str,
     snapshot: &Snapshot,
     source_ok: &mut dyn FnMut() -> Result<()>,
+    guide: Option<Guide<BlobId>>,
 ) -> Result<BlobId> {
-    let (content, size) = match archiver.store_stream(source) {
+    let (content, size) = match archiver.store_read_ahead(source, guide) {
         Ok(done) => done,
         Err(StreamError::Source(e)) => {
             let from = match &snapshot.command {

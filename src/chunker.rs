@@ -44,6 +44,47 @@ impl ChunkerParams {
     }
 }
 
+/// The chunks of an earlier version of a stream (its lengths and ids, in
+/// order), for `Chunker::cut_guided`.
+#[derive(Debug, Clone)]
+pub struct Guide<T> {
+    /// Only chunks that started at least `size_max` bytes before the end of
+    /// the earlier stream: FastCDC cut those with the full window, as it
+    /// will cut the same bytes anywhere else in a long enough stream.
+    chunks: Vec<(usize, T)>,
+    /// Where each id first occurs in `chunks`, to re-synchronise.
+    positions: std::collections::HashMap<T, usize>,
+    /// The chunk expected at the next cut point, if any.
+    next: Option<usize>,
+}
+
+impl<T: Eq + std::hash::Hash + Clone> Guide<T> {
+    /// `chunks` are the earlier stream's (length, id) pairs, all of them
+    /// in order; `params` must be the chunker's.
+    pub fn new(params: ChunkerParams, chunks: Vec<(usize, T)>) -> Guide<T> {
+        let total: usize = chunks.iter().map(|c| c.0).sum();
+        let max = params.size_max as usize;
+        let mut start = 0;
+        let confirmable = chunks
+            .into_iter()
+            .take_while(|(length, _)| {
+                let ok = start + max <= total;
+                start += length;
+                ok
+            })
+            .collect::<Vec<_>>();
+        let mut positions = std::collections::HashMap::with_capacity(confirmable.len());
+        for (i, (_, id)) in confirmable.iter().enumerate() {
+            positions.entry(id.clone()).or_insert(i);
+        }
+        Guide {
+            next: (!confirmable.is_empty()).then_some(0),
+            chunks: confirmable,
+            positions,
+        }
+    }
+}
+
 /// A configured chunker. Cheap to clone; holds no buffers.
 #[derive(Debug, Clone)]
 pub struct Chunker {
@@ -160,6 +201,88 @@ impl Chunker {
             .collect()
     }
 
+    /// Cuts `data` as `cut_parallel` does and names every chunk with `hash`,
+    /// but first tries the cuts of an earlier version of the same stream
+    /// (`guide`): from a cut point, if the next `length` bytes hash to the
+    /// earlier chunk's id, they are that chunk, and FastCDC would cut there
+    /// too. A cut depends only on the bytes from the chunk's start to the
+    /// cut, and on how many bytes remain (capped at `size_max`), so it holds
+    /// whenever at least `size_max` bytes remain in both versions. An
+    /// unchanged stream is then hashed but never chunked. At the first
+    /// mismatch the rest of `data` is chunked normally; a chunk equal to one
+    /// of the earlier version's re-synchronises the guide for the next call.
+    /// Returns the same lengths as `cut` (property-tested), with their ids.
+    pub fn cut_guided<T, H>(
+        &self,
+        data: &[u8],
+        at_end: bool,
+        parts: usize,
+        guide: &mut Guide<T>,
+        hash: H,
+    ) -> (Vec<usize>, Vec<T>)
+    where
+        T: Eq + std::hash::Hash + Clone + Send,
+        H: Fn(&[u8]) -> T + Sync,
+    {
+        let max = self.params.size_max as usize;
+        let mut spans = Vec::new();
+        let mut at = 0;
+        let mut next = guide.next;
+        while let Some(j) = next.filter(|&j| j < guide.chunks.len()) {
+            let length = guide.chunks[j].0;
+            if data.len() - at < max {
+                break;
+            }
+            spans.push((at, length, j));
+            at += length;
+            next = Some(j + 1);
+        }
+        let guessed: Vec<T> = spans
+            .par_iter()
+            .map(|&(start, length, _)| hash(&data[start..start + length]))
+            .collect();
+        let mut lengths = Vec::new();
+        let mut ids = Vec::new();
+        let mut at = 0;
+        for (&(start, length, j), id) in spans.iter().zip(guessed) {
+            if id != guide.chunks[j].1 {
+                break;
+            }
+            debug_assert_eq!(start, at);
+            lengths.push(length);
+            ids.push(id);
+            at += length;
+            guide.next = Some(j + 1);
+        }
+        let confirmed_all = lengths.len() == spans.len();
+        let guide_left = next.is_some_and(|j| j < guide.chunks.len());
+        if confirmed_all && guide_left && !at_end {
+            // Stopped less than `size_max` before the end of the buffer:
+            // the rest is carried over, and the guide goes on from there.
+            return (lengths, ids);
+        }
+        guide.next = None;
+        let rest = &data[at..];
+        let more = self.cut_parallel(rest, at_end, parts);
+        let mut starts = Vec::with_capacity(more.len());
+        let mut from = 0;
+        for &length in &more {
+            starts.push(from);
+            from += length;
+        }
+        let more_ids: Vec<T> = starts
+            .par_iter()
+            .zip(&more)
+            .map(|(&start, &length)| hash(&rest[start..start + length]))
+            .collect();
+        if let Some(&j) = more_ids.last().and_then(|id| guide.positions.get(id)) {
+            guide.next = Some(j + 1);
+        }
+        lengths.extend(more);
+        ids.extend(more_ids);
+        (lengths, ids)
+    }
+
     /// The end of the chunk starting at `start`, if it is a final cut.
     fn next_cut(&self, data: &[u8], start: usize, at_end: bool) -> Option<usize> {
         // A chunk is never longer than size_max, so one more byte than that
@@ -271,6 +394,102 @@ mod tests {
                 chunker.cut(&data, at_end)
             );
         }
+    }
+
+    fn digest(bytes: &[u8]) -> [u8; 32] {
+        *blake3::hash(bytes).as_bytes()
+    }
+
+    /// Streams `data` through `cut_guided` in pieces of `step` bytes, as the
+    /// archiver does, guided by the chunks of `earlier`.
+    fn streamed_guided(chunker: &Chunker, earlier: &[u8], data: &[u8], step: usize) -> Vec<usize> {
+        let mut at = 0;
+        let chunks = chunker
+            .cut(earlier, true)
+            .into_iter()
+            .map(|length| {
+                at += length;
+                (length, digest(&earlier[at - length..at]))
+            })
+            .collect();
+        let mut guide = Guide::new(chunker.params(), chunks);
+        let mut out = Vec::new();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut fed = 0;
+        loop {
+            let take = step.min(data.len() - fed);
+            buffer.extend_from_slice(&data[fed..fed + take]);
+            fed += take;
+            let at_end = fed == data.len();
+            let (lengths, ids) = chunker.cut_guided(&buffer, at_end, 3, &mut guide, digest);
+            let mut start = 0;
+            for (&length, id) in lengths.iter().zip(&ids) {
+                assert_eq!(*id, digest(&buffer[start..start + length]));
+                start += length;
+            }
+            out.extend(lengths);
+            buffer.drain(..start);
+            if at_end {
+                assert!(buffer.is_empty());
+                return out;
+            }
+        }
+    }
+
+    proptest! {
+        /// Guided cuts are FastCDC's cuts, whatever the earlier version:
+        /// the same stream, one with edits (insertions, deletions,
+        /// overwrites), a shorter or a longer one, or an unrelated one.
+        #[test]
+        fn guided_cuts_equal_sequential_cuts(
+            len in 0usize..300_000, seed in any::<u64>(), step in 4096usize..70_000,
+            edits in proptest::collection::vec((any::<u32>(), 0u8..4, 1usize..9000), 0..6),
+            runs in any::<bool>(),
+        ) {
+            let earlier = if runs { runs_and_noise(len, seed) } else { pseudo_random(len, seed | 1) };
+            let mut data = earlier.clone();
+            for (at, what, n) in edits {
+                let at = at as usize % (data.len() + 1);
+                match what {
+                    0 => { data.splice(at..at, pseudo_random(n, at as u64 | 1)); }
+                    1 => { data.drain(at..(at + n).min(data.len())); }
+                    2 => { let end = (at + n).min(data.len()); data[at..end].fill(0xa5); }
+                    _ => data.truncate(at),
+                }
+            }
+            let chunker = small();
+            let whole = chunker.cut(&data, true);
+            prop_assert_eq!(&streamed_guided(&chunker, &earlier, &data, step), &whole);
+            prop_assert_eq!(&streamed_guided(&chunker, &data, &data, step), &whole);
+            let unrelated = pseudo_random(len / 2, seed ^ 0x55);
+            prop_assert_eq!(&streamed_guided(&chunker, &unrelated, &data, step), &whole);
+        }
+    }
+
+    /// An unchanged stream is hashed once per chunk and guessed right every
+    /// time (a wrong guess would hash the span and then the real chunk).
+    #[test]
+    fn an_unchanged_stream_is_confirmed_by_the_guide() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let data = pseudo_random(500_000, 5);
+        let chunker = small();
+        let whole = chunker.cut(&data, true);
+        let mut at = 0;
+        let chunks = whole
+            .iter()
+            .map(|&length| {
+                at += length;
+                (length, digest(&data[at - length..at]))
+            })
+            .collect();
+        let mut guide = Guide::new(chunker.params(), chunks);
+        let calls = AtomicUsize::new(0);
+        let (lengths, _) = chunker.cut_guided(&data, true, 2, &mut guide, |b| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            digest(b)
+        });
+        assert_eq!(lengths, whole);
+        assert_eq!(calls.load(Ordering::Relaxed), whole.len());
     }
 
     #[test]

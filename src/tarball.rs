@@ -326,7 +326,7 @@ fn store_member(
             if node.kind == NodeKind::File {
                 archiver.summary.total_files_processed += 1;
                 crate::progress::get().add_items(1);
-                match archiver.store_stream(contents) {
+                match archiver.store_stream(contents, None) {
                     Ok((content, size)) => {
                         node.content = content;
                         node.size = size;

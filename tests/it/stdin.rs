@@ -1,4 +1,4 @@
-//! `backup --stdin`: large streams round-trip, streams never take a parent.
+//! `backup --stdin`: large streams round-trip; a parent stream only guides chunking.
 
 use crate::common::*;
 use std::io::{Read, Write};
@@ -97,9 +97,10 @@ fn stdin_streams_of_same_name_and_size_are_both_stored_in_full() {
     let (first, hash1) = backup_generated(&t, "db.sql", 1001, len);
     let (second, hash2) = backup_generated(&t, "db.sql", 2002, len);
     assert_ne!(hash1, hash2, "test streams must differ");
-    assert!(
-        second["parent"].is_null(),
-        "a stream backup must not have a parent: {second}"
+    // The parent only guides chunking: every byte is still read and hashed.
+    assert_eq!(
+        second["parent"], first["snapshot_id"],
+        "the earlier stream of the same name is the parent: {second}"
     );
     assert!(
         num(&second, "data_added") >= len * 9 / 10,
@@ -111,12 +112,48 @@ fn stdin_streams_of_same_name_and_size_are_both_stored_in_full() {
     assert_eq!(dump_hash(&t, &id1, "db.sql"), (hash1, len));
     assert_eq!(dump_hash(&t, &id2, "db.sql"), (hash2, len));
 
-    let snaps = t.snapshots_json(&[]);
-    assert_eq!(snaps.len(), 2);
-    for s in &snaps {
-        assert!(
-            s.get("parent").is_none_or(|p| p.is_null()),
-            "stream snapshot has a parent: {s}"
-        );
-    }
+    assert_eq!(t.snapshots_json(&[]).len(), 2);
+}
+
+/// A re-backed-up stream with edits (bytes inserted, overwritten, removed
+/// and appended) is chunked with its parent as a guide. Guided cuts must be
+/// exactly FastCDC's: a `--force` backup (no parent) of the same bytes then
+/// adds nothing, and neither does a guided one after it.
+#[test]
+fn guided_stream_chunks_equal_unguided_chunks() {
+    let t = TestRepo::uninitialised();
+    let mut init = FAST_KDF.to_vec();
+    init.extend_from_slice(&["--chunk-sizes", "4,16,64"]);
+    t.init(&init);
+    // Longer than the 8 MiB read buffer, so guides cross buffers.
+    let first = sql_bytes(41, 20 << 20);
+    let mut edited = first.clone();
+    edited.splice(1_000_000..1_000_000, b"-- inserted row\n".iter().copied());
+    edited[9_000_000..9_000_300].fill(b'x');
+    edited.drain(16_700_000..16_720_000);
+    edited.extend_from_slice(&sql_bytes(42, 300_000));
+
+    let one = t.backup_stdin_json("db.sql", &[], &mut &first[..]);
+    let two = t.backup_stdin_json("db.sql", &[], &mut &edited[..]);
+    assert_eq!(two["parent"], one["snapshot_id"], "{two}");
+    let added = num(&two, "data_blobs");
+    assert!(
+        added > 0 && added < 40,
+        "an edited stream should add only its changed chunks: {two}"
+    );
+    let forced = t.backup_stdin_json("db.sql", &["--force"], &mut &edited[..]);
+    assert!(forced["parent"].is_null(), "{forced}");
+    // Only the tree is new (the node's times are the snapshot's).
+    assert_eq!(
+        num(&forced, "data_blobs"),
+        0,
+        "unguided chunking found chunks the guided backup did not store: {forced}"
+    );
+    let again = t.backup_stdin_json("db.sql", &[], &mut &edited[..]);
+    assert_eq!(num(&again, "data_blobs"), 0, "{again}");
+    let id = two["snapshot_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        dump_hash(&t, &id, "db.sql"),
+        (blake3::hash(&edited), edited.len() as u64)
+    );
 }
