@@ -272,25 +272,31 @@ fn write_content(repo: &Repository, content: &[BlobId], file: &mut File) -> Resu
 const HOLE_BLOCK_LEN: usize = 4096;
 
 /// Writes `data` at the current position, seeking over all-zero blocks so
-/// they stay holes (the caller sets the final length).
+/// they stay holes (the caller sets the final length). Runs of data blocks
+/// go out in one `write` each: a 4 KiB `write` per block cost more system
+/// time than everything else in a restore.
 fn write_sparse(file: &mut File, data: &[u8]) -> Result<()> {
-    let mut pending_seek = 0i64;
-    for block in data.chunks(HOLE_BLOCK_LEN) {
-        if block.iter().all(|&b| b == 0) {
-            pending_seek += block.len() as i64;
-            continue;
+    static ZERO_BLOCK: [u8; HOLE_BLOCK_LEN] = [0; HOLE_BLOCK_LEN];
+    // A slice comparison is a vectorised memcmp.
+    let block_is_zero = |start: usize| {
+        let block = &data[start..(start + HOLE_BLOCK_LEN).min(data.len())];
+        block == &ZERO_BLOCK[..block.len()]
+    };
+    let mut at = 0;
+    while at < data.len() {
+        let zero = block_is_zero(at);
+        let mut end = at;
+        while end < data.len() && block_is_zero(end) == zero {
+            end = (end + HOLE_BLOCK_LEN).min(data.len());
         }
-        if pending_seek > 0 {
-            file.seek(SeekFrom::Current(pending_seek))
+        if zero {
+            file.seek(SeekFrom::Current((end - at) as i64))
                 .map_err(|e| Error::io("cannot seek", e))?;
-            pending_seek = 0;
+        } else {
+            file.write_all(&data[at..end])
+                .map_err(|e| Error::io("cannot write", e))?;
         }
-        file.write_all(block)
-            .map_err(|e| Error::io("cannot write", e))?;
-    }
-    if pending_seek > 0 {
-        file.seek(SeekFrom::Current(pending_seek))
-            .map_err(|e| Error::io("cannot seek", e))?;
+        at = end;
     }
     Ok(())
 }
@@ -361,4 +367,37 @@ fn dump_content(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<u
         .map_err(|e| Error::io("cannot write output", e))?;
     progress.add_items(1);
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Blobs written with holes read back as they were, whatever mix of
+        /// zero and data blocks (and partial blocks) they hold.
+        #[test]
+        fn sparse_writes_read_back_exactly(
+            blobs in proptest::collection::vec(
+                proptest::collection::vec((any::<bool>(), 1usize..9000), 0..6), 0..5),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            let mut file = File::create(&path).unwrap();
+            let mut expected = Vec::new();
+            for pieces in &blobs {
+                let mut blob = Vec::new();
+                for &(zero, len) in pieces {
+                    let byte = if zero { 0 } else { (len % 251) as u8 | 1 };
+                    blob.extend(std::iter::repeat_n(byte, len));
+                }
+                write_sparse(&mut file, &blob).unwrap();
+                expected.extend_from_slice(&blob);
+            }
+            file.set_len(expected.len() as u64).unwrap();
+            drop(file);
+            prop_assert_eq!(std::fs::read(&path).unwrap(), expected);
+        }
+    }
 }
