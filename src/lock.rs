@@ -75,7 +75,8 @@ pub(crate) fn process_alive(pid: u32) -> bool {
 pub struct LockGuard {
     backend: Arc<dyn Backend>,
     name: Arc<Mutex<String>>,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the refresher at once (it waits on the other end).
+    stop: Option<crossbeam_channel::Sender<()>>,
     refresher: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -145,15 +146,15 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
         return Err(locked_error(other));
     }
     let name = Arc::new(Mutex::new(name));
-    let stop = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let refresher = {
-        let (backend, key, name, stop) = (backend.clone(), key.clone(), name.clone(), stop.clone());
-        std::thread::spawn(move || refresh_loop(backend, key, exclusive, name, stop))
+        let (backend, key, name) = (backend.clone(), key.clone(), name.clone());
+        std::thread::spawn(move || refresh_loop(backend, key, exclusive, name, stopped))
     };
     Ok(LockGuard {
         backend,
         name,
-        stop,
+        stop: Some(stop),
         refresher: Some(refresher),
     })
 }
@@ -192,13 +193,14 @@ fn refresh_loop(
     key: MasterKey,
     exclusive: bool,
     name: Arc<Mutex<String>>,
-    stop: Arc<AtomicBool>,
+    stopped: crossbeam_channel::Receiver<()>,
 ) {
     let tick = Duration::from_millis(200);
     let mut waited = Duration::ZERO;
     let mut last_refresh = std::time::Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(tick);
+    // A tick passes unless the guard is dropped: a command does not wait
+    // out a sleep at exit.
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
         waited += tick;
         // Leave a margin of two refresh periods before others see it stale.
         if last_refresh.elapsed() + 2 * REFRESH_EVERY > STALE_AFTER {
@@ -241,7 +243,7 @@ fn locked_error(other: &LockInfo) -> Error {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(handle) = self.refresher.take() {
             let _ = handle.join();
         }
