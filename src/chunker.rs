@@ -18,9 +18,9 @@ impl ChunkerParams {
     /// Defaults measured on PostgreSQL dumps and file trees: see
     /// docs/FORMAT.md, "Chunk size defaults".
     pub const DEFAULT: ChunkerParams = ChunkerParams {
-        size_min: 64 * 1024,
-        size_avg: 256 * 1024,
-        size_max: 1024 * 1024,
+        size_min: 16 * 1024,
+        size_avg: 64 * 1024,
+        size_max: 256 * 1024,
     };
 
     /// The bounds fastcdc accepts (it asserts on anything else, so hostile or

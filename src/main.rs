@@ -281,12 +281,12 @@ struct CheckArgs {
 #[derive(Args)]
 struct InitArgs {
     /// zstd level for new blobs (-7..22).
-    #[arg(long, default_value_t = 3, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = cairn::repository::ZSTD_LEVEL_DEFAULT, allow_hyphen_values = true)]
     compression_level: i32,
     /// Target pack size in MiB.
     #[arg(long, default_value_t = 32)]
     pack_size: u32,
-    /// Chunk sizes in KiB as MIN,AVG,MAX (default 64,256,1024).
+    /// Chunk sizes in KiB as MIN,AVG,MAX (default 16,64,256).
     #[arg(long)]
     chunk_sizes: Option<String>,
     /// Argon2id memory in KiB (default 65536). Lower only for tests.

@@ -12,7 +12,7 @@ work=${1:-/tmp/cairn-bench}
 cairn=${CAIRN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}/release/cairn}
 nights=$(cat "$work/data/.done-full" 2>/dev/null || echo 0)
 [ "$nights" -ge 2 ] || { echo "no dumps in $work/data: run scripts/bench.sh --nights 5 --data-only" >&2; exit 1; }
-SWEEP=${SWEEP:-"16,64,256:3 32,128,512:3 64,256,1024:3 128,512,2048:3 512,2048,8192:3 64,256,1024:1 64,256,1024:6"}
+SWEEP=${SWEEP:-"16,64,256:1 16,64,256:3 32,128,512:3 64,256,1024:3 64,256,1024:1 512,2048,8192:3"}
 printf 'bench-password\n' >"$work/password"
 export CAIRN_PASSWORD_FILE=$work/password
 echo "| chunks min,avg,max KiB | zstd | night 1 MB | after $nights nights MB | per later night MB | backup s (night 1; mean of later) |"
