@@ -229,3 +229,42 @@ fn deleted_cache_is_rebuilt() {
     let target2: PathBuf = t.restore(&format!("latest:{}", path_str(&src)), "restored2");
     assert_trees_equal(&src, &target2);
 }
+
+/// A changed large file is chunked with its parent version as a guide.
+/// Guided cuts must be exactly FastCDC's: a `--force` backup (no parent) of
+/// the same tree then adds no data blob, and the file restores exactly.
+#[test]
+fn changed_large_file_is_guided_to_the_same_chunks() {
+    let t = TestRepo::uninitialised();
+    let mut init = FAST_KDF.to_vec();
+    init.extend_from_slice(&["--chunk-sizes", "4,16,64"]);
+    t.init(&init);
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("table.dat");
+    let mut bytes = sql_bytes(7, 12 << 20);
+    std::fs::write(&file, &bytes).unwrap();
+    let first = t.backup_json(&[path_str(&src)]);
+    bytes.splice(3_000_000..3_000_000, b"a new row\n".iter().copied());
+    bytes.drain(9_000_000..9_004_000);
+    std::fs::write(&file, &bytes).unwrap();
+    let second = t.backup_json(&[path_str(&src)]);
+    assert_eq!(second["parent"], first["snapshot_id"], "{second}");
+    assert_eq!(num(&second, "files_changed"), 1, "{second}");
+    let added = num(&second, "data_blobs");
+    assert!(
+        added > 0 && added < 20,
+        "only the chunks around the two edits are new: {second}"
+    );
+    let forced = t.backup_json(&["--force", path_str(&src)]);
+    assert_eq!(
+        num(&forced, "data_blobs"),
+        0,
+        "unguided chunking found chunks the guided backup did not store: {forced}"
+    );
+    let id = second["snapshot_id"].as_str().unwrap();
+    let out = t.restore(id, "out");
+    let restored =
+        std::fs::read(out.join(src.strip_prefix("/").unwrap()).join("table.dat")).unwrap();
+    assert!(restored == bytes, "restored file differs");
+}
