@@ -79,6 +79,14 @@ pub trait Backend: Send + Sync {
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
 
+    /// Temporary files left by writers that crashed (`.tmp-*`): how many
+    /// and their bytes, deleted unless `dry_run`. Only safe while no other
+    /// process writes (under an exclusive lock). Backends without temporary
+    /// files have none.
+    fn sweep_temp_files(&self, _dry_run: bool) -> Result<(u64, u64)> {
+        Ok((0, 0))
+    }
+
     /// Starts a file that is written in pieces and named only when it is
     /// complete (a pack is named by the hash of its bytes), so a writer need
     /// not hold a whole pack in memory. `commit` gives `put`'s guarantees;

@@ -532,6 +532,16 @@ fn check_pack_files(
             unindexed.len()
         ));
     }
+    // Counted, never deleted: the checker does not write, and a temporary
+    // file may belong to a backup running now.
+    if let Ok((files, bytes)) = backend.sweep_temp_files(true) {
+        if files > 0 {
+            report.notes.push(format!(
+                "{files} temporary file(s) ({bytes} bytes) of interrupted or running writes; \
+                 `cairn prune` removes them when no backup is running"
+            ));
+        }
+    }
     Ok(listed)
 }
 

@@ -980,6 +980,12 @@ pub(crate) fn print_prune(cli: &Cli, o: &cairn::PruneOutcome) -> anyhow::Result<
         "{would}delete {} unused pack(s) and {} pack(s) no index names; {would}repack {} pack(s)",
         o.packs_deleted, o.packs_unindexed_deleted, o.packs_repacked
     );
+    if o.temp_files_deleted > 0 {
+        println!(
+            "{would}delete {} temporary file(s) left by interrupted writes",
+            o.temp_files_deleted
+        );
+    }
     println!(
         "{would}free {} ({} deleted, {} written); unused data left: {}",
         human_bytes(o.bytes_freed()),

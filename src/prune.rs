@@ -108,6 +108,9 @@ pub struct PruneOutcome {
     pub packs_repacked: u64,
     /// Packs no index names (left by interrupted backups), deleted.
     pub packs_unindexed_deleted: u64,
+    /// Temporary files of writes a crash interrupted (a pack being
+    /// streamed), deleted; their bytes count in `bytes_deleted`.
+    pub temp_files_deleted: u64,
     pub packs_written: u64,
     /// Bytes of pack files deleted, and of new pack files written.
     pub bytes_deleted: u64,
@@ -262,6 +265,14 @@ pub fn prune(repo: &mut Repository, options: &PruneOptions) -> Result<PruneOutco
     }
     outcome.packs_unindexed_deleted = unindexed.len() as u64;
     outcome.bytes_deleted += unindexed.iter().map(|(_, s)| s).sum::<u64>();
+    // No other process writes under our exclusive lock, so every temporary
+    // file is a crashed writer's.
+    if !options.dry_run {
+        crate::lock::ensure_held()?;
+    }
+    let (temp_files, temp_bytes) = repo.backend().sweep_temp_files(options.dry_run)?;
+    outcome.temp_files_deleted = temp_files;
+    outcome.bytes_deleted += temp_bytes;
     let nothing_to_do = fate.iter().all(|f| *f == Fate::Keep)
         && unindexed.is_empty()
         && table.superseded_files.is_empty();

@@ -667,6 +667,7 @@ impl<'r> BlobWriter<'r> {
             }
             let file = file.as_mut().expect("just created");
             builder.flush_to(|bytes| file.write(bytes))?;
+            crate::failpoint("after-pack-piece");
         }
         Ok(())
     }

@@ -240,6 +240,44 @@ impl Backend for LocalBackend {
         sync_dir(dir)
     }
 
+    fn sweep_temp_files(&self, dry_run: bool) -> Result<(u64, u64)> {
+        let mut dirs: Vec<PathBuf> = ["keys", "snapshots", "index", "locks", "packs"]
+            .iter()
+            .map(|d| self.root.join(d))
+            .collect();
+        dirs.push(self.root.clone());
+        let packs = self.root.join("packs");
+        if let Ok(entries) = fs::read_dir(&packs) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(entry.path());
+                }
+            }
+        }
+        let (mut count, mut bytes) = (0, 0);
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+                    || !entry.file_type().is_ok_and(|t| t.is_file())
+                {
+                    continue;
+                }
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                if !dry_run {
+                    fs::remove_file(entry.path()).map_err(|e| {
+                        Error::io(format!("cannot delete {}", entry.path().display()), e)
+                    })?;
+                }
+                count += 1;
+                bytes += size;
+            }
+        }
+        Ok((count, bytes))
+    }
+
     fn create_pending(&self, kind: FileKind) -> Result<Box<dyn PendingFile + '_>> {
         let dir = match kind {
             FileKind::Config => self.root.clone(),

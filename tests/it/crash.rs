@@ -160,3 +160,59 @@ fn interrupt_exits_130_and_writes_no_snapshot() {
     t.backup_stdin_json("big.sql", &[], &mut &data[..]);
     assert_eq!(t.ok_bytes(&["dump", "latest", "big.sql"]), data);
 }
+
+/// Temporary files in `packs/` (`.tmp-*`) of a directory, recursively.
+fn pack_temp_files(repo: &std::path::Path) -> Vec<std::path::PathBuf> {
+    walk(&repo.join("packs"))
+        .into_values()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+        })
+        .collect()
+}
+
+/// A backup killed while it streams a pack leaves that pack's temporary
+/// file: no reader sees it, `check` passes, and `prune` deletes it.
+#[test]
+fn crash_while_streaming_a_pack_leaves_a_temp_file_that_prune_deletes() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    std::fs::write(src.join("a.sql"), sql_bytes(1, 1 << 20)).unwrap();
+    let first = t.backup_json(&[&src]);
+    // Incompressible, so more than one 4 MiB piece of a pack is written.
+    std::fs::write(src.join("big.bin"), random_bytes(9, 10 << 20)).unwrap();
+    let out = t
+        .command()
+        .env("CAIRN_FAILPOINT", "after-pack-piece")
+        .args(["backup", path_str(&src)])
+        .run();
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{}", out.status);
+    let temps = pack_temp_files(&t.repo);
+    assert_eq!(temps.len(), 1, "one pack was being streamed: {temps:?}");
+    assert!(std::fs::metadata(&temps[0]).unwrap().len() >= 4 << 20);
+    assert_eq!(
+        t.snapshot_ids(),
+        vec![first["snapshot_id"].as_str().unwrap().to_string()]
+    );
+    let check = t.ok(&["check", "--read-data"]);
+    assert!(check.contains("no errors were found"), "{check}");
+    assert!(
+        check.contains("1 temporary file(s)"),
+        "check notes the temp file: {check}"
+    );
+
+    let dry = parse_summary(&t.ok(&["--json", "prune", "--dry-run"]));
+    assert_eq!(num(&dry, "temp_files_deleted"), 1, "{dry}");
+    assert_eq!(
+        pack_temp_files(&t.repo).len(),
+        1,
+        "a dry run deletes nothing"
+    );
+    let pruned = parse_summary(&t.ok(&["--json", "prune"]));
+    assert_eq!(num(&pruned, "temp_files_deleted"), 1, "{pruned}");
+    assert!(num(&pruned, "bytes_deleted") >= 4 << 20, "{pruned}");
+    assert!(pack_temp_files(&t.repo).is_empty());
+    let check = t.ok(&["check", "--read-data"]);
+    assert!(check.contains("no errors were found"), "{check}");
+}
