@@ -79,10 +79,12 @@ pub trait Backend: Send + Sync {
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
 
-    /// Temporary files left by writers that crashed (`.tmp-*`): how many
-    /// and their bytes, deleted unless `dry_run`. Only safe while no other
-    /// process writes (under an exclusive lock). Backends without temporary
-    /// files have none.
+    /// Temporary files left by writers that crashed (`.tmp-*`) among packs,
+    /// index files and snapshots: how many and their bytes, deleted unless
+    /// `dry_run`. Only safe under an exclusive lock, which keeps out every
+    /// writer of those (keys and locks are written without one, so their
+    /// directories are left alone). Backends without temporary files have
+    /// none.
     fn sweep_temp_files(&self, _dry_run: bool) -> Result<(u64, u64)> {
         Ok((0, 0))
     }

@@ -241,11 +241,13 @@ impl Backend for LocalBackend {
     }
 
     fn sweep_temp_files(&self, dry_run: bool) -> Result<(u64, u64)> {
-        let mut dirs: Vec<PathBuf> = ["keys", "snapshots", "index", "locks", "packs"]
-            .iter()
-            .map(|d| self.root.join(d))
-            .collect();
-        dirs.push(self.root.clone());
+        // Not keys/ or locks/: keys are added without a lock, and other
+        // processes write lock files while an exclusive lock is held.
+        let mut dirs = vec![
+            self.root.join("snapshots"),
+            self.root.join("index"),
+            self.root.join("packs"),
+        ];
         let packs = self.root.join("packs");
         if let Ok(entries) = fs::read_dir(&packs) {
             for entry in entries.flatten() {
