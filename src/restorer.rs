@@ -125,9 +125,50 @@ fn restore_into(
 
 impl Restorer<'_> {
     fn restore_tree(&mut self, tree: &Tree, dir: &Path) -> Result<()> {
-        for node in &tree.nodes {
+        // Runs of plain files (no hard links to track) are restored in
+        // parallel: a tree of small files is bound by creating files and
+        // setting their metadata, which runs on every core.
+        let plain = |n: &Node| n.kind == NodeKind::File && n.links <= 1;
+        let mut at = 0;
+        while at < tree.nodes.len() {
+            let node = &tree.nodes[at];
+            if plain(node) {
+                let run = tree.nodes[at..].iter().take_while(|n| plain(n)).count();
+                self.restore_plain_files(&tree.nodes[at..at + run], dir)?;
+                at += run;
+                continue;
+            }
             crate::check_interrupt()?;
             self.restore_node(node, &dir.join(OsStr::from_bytes(&node.name.0)))?;
+            at += 1;
+        }
+        Ok(())
+    }
+
+    /// Restores files that are not hard links, several at once. Only an
+    /// interruption is returned as an error; the rest are recorded.
+    fn restore_plain_files(&mut self, nodes: &[Node], dir: &Path) -> Result<()> {
+        let (repo, owner) = (self.repo, self.restore_owner);
+        let results: Vec<Result<(Option<u64>, Vec<String>)>> = nodes
+            .par_iter()
+            .map(|node| {
+                crate::check_interrupt()?;
+                let path = dir.join(OsStr::from_bytes(&node.name.0));
+                match write_file(repo, node, &path) {
+                    Ok(written) => Ok((Some(written), metadata::apply(&path, node, owner))),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => Err(e),
+                    Err(e) => Ok((None, vec![e.to_string()])),
+                }
+            })
+            .collect();
+        for result in results {
+            let (written, problems) = result?;
+            if let Some(written) = written {
+                self.outcome.files += 1;
+                self.outcome.bytes += written;
+                crate::progress::get().add_items(1);
+            }
+            self.outcome.problems.extend(problems);
         }
         Ok(())
     }
@@ -196,22 +237,7 @@ impl Restorer<'_> {
                 });
             }
         }
-        remove_existing(path);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
-        let written = write_content(self.repo, &node.content, &mut file)
-            .map_err(|e| e.context(path.display()))?;
-        if written != node.size {
-            return Err(Error::corrupt(format!(
-                "{}: restored {written} bytes but the snapshot records {}",
-                path.display(),
-                node.size
-            )));
-        }
+        let written = write_file(self.repo, node, path)?;
         if node.links > 1 {
             self.hardlinks
                 .insert((node.device_id, node.inode), path.to_path_buf());
@@ -221,6 +247,28 @@ impl Restorer<'_> {
         crate::progress::get().add_items(1);
         Ok(())
     }
+}
+
+/// Creates (or replaces) a regular file and writes its content; returns
+/// its length, which must be the snapshot's.
+fn write_file(repo: &Repository, node: &Node, path: &Path) -> Result<u64> {
+    remove_existing(path);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+    let written =
+        write_content(repo, &node.content, &mut file).map_err(|e| e.context(path.display()))?;
+    if written != node.size {
+        return Err(Error::corrupt(format!(
+            "{}: restored {written} bytes but the snapshot records {}",
+            path.display(),
+            node.size
+        )));
+    }
+    Ok(written)
 }
 
 /// Blobs of one file read, decrypted, decompressed and verified at once:
@@ -257,6 +305,13 @@ fn write_content(repo: &Repository, content: &[BlobId], file: &mut File) -> Resu
     };
     for window in content.chunks(READ_WINDOW_BLOBS) {
         crate::check_interrupt()?;
+        if ready.is_empty() {
+            // The first window (most files have only one): nothing to
+            // write alongside, and a `join` per small file costs more in
+            // thread wake-ups than the file itself.
+            ready = read_window(repo, window)?;
+            continue;
+        }
         let (read, wrote) = rayon::join(|| read_window(repo, window), || write_all(file, &ready));
         written += wrote?;
         ready = read?;
