@@ -977,6 +977,28 @@ pub(crate) fn finish(
     })
 }
 
+/// The parent of a new snapshot: the one `options.parent` names, or the
+/// latest of the same host, paths and source kind.
+fn find_parent(
+    repo: &mut Repository,
+    options: &BackupOptions,
+    snapshot: &Snapshot,
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    Ok(match &options.parent {
+        ParentChoice::None => None,
+        ParentChoice::Id(sel) => Some(repo.find_snapshot(sel, &SnapshotFilter::default())?),
+        ParentChoice::Latest => {
+            let filter = SnapshotFilter {
+                hosts: vec![snapshot.hostname.clone()],
+                ..Default::default()
+            };
+            repo.snapshots(&filter)?
+                .into_iter()
+                .rfind(|(_, s)| s.paths == snapshot.paths && s.source == snapshot.source)
+        }
+    })
+}
+
 /// Backs up directory trees (or single files). Needs `load_index` first.
 pub fn backup_paths(
     repo: &mut Repository,
@@ -1011,19 +1033,7 @@ pub fn backup_paths(
     names.sort();
     names.dedup();
     let mut snapshot = new_snapshot(options, names.clone(), SourceKind::Directory);
-    let parent = match &options.parent {
-        ParentChoice::None => None,
-        ParentChoice::Id(sel) => Some(repo.find_snapshot(sel, &SnapshotFilter::default())?),
-        ParentChoice::Latest => {
-            let filter = SnapshotFilter {
-                hosts: vec![snapshot.hostname.clone()],
-                ..Default::default()
-            };
-            repo.snapshots(&filter)?
-                .into_iter()
-                .rfind(|(_, s)| s.paths == names && s.source == SourceKind::Directory)
-        }
-    };
+    let parent = find_parent(repo, options, &snapshot)?;
     snapshot.parent = parent.as_ref().map(|(id, _)| *id);
     let parent_tree = match &parent {
         Some((_, s)) => repo.load_tree(&s.tree).ok(),
@@ -1242,19 +1252,7 @@ pub(crate) fn backup_stream_checked(
     snapshot.command = command;
     // Every byte of a stream is read and hashed; the parent's version only
     // spares FastCDC the chunks that did not change.
-    let parent = match &options.parent {
-        ParentChoice::None => None,
-        ParentChoice::Id(sel) => Some(repo.find_snapshot(sel, &SnapshotFilter::default())?),
-        ParentChoice::Latest => {
-            let filter = SnapshotFilter {
-                hosts: vec![snapshot.hostname.clone()],
-                ..Default::default()
-            };
-            repo.snapshots(&filter)?
-                .into_iter()
-                .rfind(|(_, s)| s.paths == snapshot.paths && s.source == SourceKind::Stdin)
-        }
-    };
+    let parent = find_parent(repo, options, &snapshot)?;
     let repo_ref: &Repository = repo;
     let guide = parent.as_ref().and_then(|(id, s)| {
         let tree = repo_ref.load_tree(&s.tree).ok()?;

@@ -327,8 +327,13 @@ mod tests {
             .collect()
     }
 
-    /// Chunks `data` by feeding it in pieces of `step` bytes, as the archiver does.
-    fn streamed(chunker: &Chunker, data: &[u8], step: usize) -> Vec<usize> {
+    /// Feeds `data` in pieces of `step` bytes to `cut` (buffer, at_end) and
+    /// carries the unfinished tail over, as the archiver does.
+    fn stream_through(
+        data: &[u8],
+        step: usize,
+        mut cut: impl FnMut(&[u8], bool) -> Vec<usize>,
+    ) -> Vec<usize> {
         let mut out = Vec::new();
         let mut buffer: Vec<u8> = Vec::new();
         let mut fed = 0;
@@ -337,7 +342,7 @@ mod tests {
             buffer.extend_from_slice(&data[fed..fed + take]);
             fed += take;
             let at_end = fed == data.len();
-            let lengths = chunker.cut(&buffer, at_end);
+            let lengths = cut(&buffer, at_end);
             let used: usize = lengths.iter().sum();
             out.extend(lengths);
             buffer.drain(..used);
@@ -346,6 +351,11 @@ mod tests {
                 return out;
             }
         }
+    }
+
+    /// Chunks `data` by feeding it in pieces of `step` bytes, as the archiver does.
+    fn streamed(chunker: &Chunker, data: &[u8], step: usize) -> Vec<usize> {
+        stream_through(data, step, |buffer, at_end| chunker.cut(buffer, at_end))
     }
 
     proptest! {
@@ -417,27 +427,15 @@ mod tests {
             })
             .collect();
         let mut guide = Guide::new(chunker.params(), chunks);
-        let mut out = Vec::new();
-        let mut buffer: Vec<u8> = Vec::new();
-        let mut fed = 0;
-        loop {
-            let take = step.min(data.len() - fed);
-            buffer.extend_from_slice(&data[fed..fed + take]);
-            fed += take;
-            let at_end = fed == data.len();
-            let (lengths, ids) = chunker.cut_guided(&buffer, at_end, 3, &mut guide, digest);
+        stream_through(data, step, |buffer, at_end| {
+            let (lengths, ids) = chunker.cut_guided(buffer, at_end, 3, &mut guide, digest);
             let mut start = 0;
             for (&length, id) in lengths.iter().zip(&ids) {
                 assert_eq!(*id, digest(&buffer[start..start + length]));
                 start += length;
             }
-            out.extend(lengths);
-            buffer.drain(..start);
-            if at_end {
-                assert!(buffer.is_empty());
-                return out;
-            }
-        }
+            lengths
+        })
     }
 
     /// FastCDC decides a cut from the first byte after it too: changing
