@@ -1166,7 +1166,14 @@ impl Archiver<'_, '_> {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             crate::progress::get().add_bytes((filled - ahead.headroom) as u64);
-            let start = ahead.headroom - tail.len();
+            // The carried-over piece is at most `size_max` (= headroom)
+            // long: what `Chunker::cut` leaves out when more input follows.
+            let start = ahead.headroom.checked_sub(tail.len()).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Io,
+                    "the chunker left more than size_max bytes to carry over",
+                )
+            })?;
             buffer[start..ahead.headroom].copy_from_slice(&tail);
             let data = &buffer[start..filled];
             let (lengths, ids) =
