@@ -350,6 +350,9 @@ pub(crate) struct Archiver<'r, 'b> {
     exclude: std::sync::Arc<crate::exclude::Excluder>,
     /// Device of the directory being listed (for --one-file-system).
     dir_device: Option<u64>,
+    /// The parent snapshot's data blobs are all known to be indexed (this
+    /// cache marked it complete), so unchanged files need no lookups.
+    parent_blobs_indexed: bool,
 }
 
 /// The chunks of the parent's version of a stream or file, to confirm cut
@@ -655,10 +658,11 @@ impl<'r> Archiver<'r, '_> {
             && old.mtime_ns == new.mtime_ns
             && old.ctime_ns == new.ctime_ns
             && old.inode == new.inode
-            && old
-                .content
-                .iter()
-                .all(|id| matches!(self.repo.locate(BlobKind::Data, id), Ok(Some(_))))
+            && (self.parent_blobs_indexed
+                || old
+                    .content
+                    .iter()
+                    .all(|id| matches!(self.repo.locate(BlobKind::Data, id), Ok(Some(_)))))
     }
 
     fn save_dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<BlobId>> {
@@ -921,6 +925,7 @@ fn run_stages(
             unreadable: Vec::new(),
             exclude: Default::default(),
             dir_device: None,
+            parent_blobs_indexed: false,
         };
         let walked = walk(&mut archiver);
         if walked.is_err() {
@@ -970,6 +975,10 @@ pub(crate) fn finish(
     crate::check_interrupt()?;
     crate::failpoint("before-snapshot");
     let id = repo.save_snapshot(&snapshot)?;
+    // Every data blob it references is indexed now: stored by this backup,
+    // found by dedup, or checked (or covered by the parent's mark). A failure
+    // to record that only costs the next backup its lookups.
+    repo.mark_snapshot_blobs_indexed(&id);
     Ok(BackupOutcome {
         id,
         snapshot,
@@ -1040,8 +1049,12 @@ pub fn backup_paths(
         None => None,
     };
     let repo_ref: &Repository = repo;
+    let parent_blobs_indexed = parent
+        .as_ref()
+        .is_some_and(|(id, _)| repo_ref.snapshot_blobs_indexed(id));
     let (archived, stats) = archive(repo_ref, |archiver| {
         archiver.exclude = options.exclude.clone();
+        archiver.parent_blobs_indexed = parent_blobs_indexed;
         archiver.save_virtual(Path::new("/"), &targets, parent_tree.as_ref())
     })?;
     finish(repo_ref, archived, stats, snapshot, started)

@@ -400,6 +400,18 @@ impl Repository {
         self.index().get(kind, id)
     }
 
+    /// Whether this machine's cache knows every data blob of a snapshot to
+    /// be indexed (see `IndexDb::mark_snapshot_complete`).
+    pub fn snapshot_blobs_indexed(&self, id: &SnapshotId) -> bool {
+        matches!(self.index().snapshot_complete(id), Ok(true))
+    }
+
+    /// Records that every data blob of a snapshot this process just wrote
+    /// is indexed (best effort: the mark is only a shortcut).
+    pub fn mark_snapshot_blobs_indexed(&self, id: &SnapshotId) {
+        let _ = self.index().mark_snapshot_complete(id);
+    }
+
     /// Reads, decrypts, decompresses and verifies one blob.
     pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
         let location = self.locate(kind, id)?.ok_or_else(|| {

@@ -8,7 +8,7 @@
 
 use super::file::IndexFile;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, Id, IndexId, PackId, RepositoryId};
+use crate::id::{BlobId, Id, IndexId, PackId, RepositoryId, SnapshotId};
 use crate::pack::{BlobKind, PackEntry, ENTRY_LEN};
 use rocksdb::{BlockBasedOptions, Options, WriteBatch, DB};
 use std::collections::HashSet;
@@ -225,6 +225,25 @@ impl IndexDb {
             batch.put(mark, b"");
         }
         self.db().write(batch).map_err(db_error)
+    }
+
+    /// Records that every data blob a snapshot references is in this cache.
+    /// Entries only ever leave the cache all at once (`clear`, or a cache
+    /// recreated), which drops these marks too; so while the mark is here,
+    /// so are the blobs, and a backup using the snapshot as its parent need
+    /// not look them up one by one.
+    pub fn mark_snapshot_complete(&self, id: &SnapshotId) -> Result<()> {
+        let mut mark = vec![b'v'];
+        mark.extend_from_slice(id.as_bytes());
+        self.db().put(mark, b"").map_err(db_error)
+    }
+
+    /// Whether `mark_snapshot_complete` was called for this snapshot since
+    /// the cache last lost entries.
+    pub fn snapshot_complete(&self, id: &SnapshotId) -> Result<bool> {
+        let mut mark = vec![b'v'];
+        mark.extend_from_slice(id.as_bytes());
+        Ok(self.db().get_pinned(mark).map_err(db_error)?.is_some())
     }
 
     /// Drops every entry (e.g. when an index file disappeared).

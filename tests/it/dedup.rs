@@ -268,3 +268,40 @@ fn changed_large_file_is_guided_to_the_same_chunks() {
         std::fs::read(out.join(src.strip_prefix("/").unwrap()).join("table.dat")).unwrap();
     assert!(restored == bytes, "restored file differs");
 }
+
+/// A backup trusts its parent's unchanged files only while their blobs are
+/// indexed. After `repair index` dropped a lost pack, the files whose blobs
+/// were in it are read and stored again, even though their metadata did not
+/// change (and even though an earlier backup had marked the parent's blobs
+/// as all indexed in the cache: that mark must go with the lost entries).
+#[test]
+fn unchanged_files_whose_blobs_were_lost_are_read_again() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    std::fs::write(src.join("a.bin"), random_bytes(31, 300_000)).unwrap();
+    std::fs::write(src.join("b.bin"), random_bytes(32, 300_000)).unwrap();
+    t.backup_json(&[path_str(&src)]);
+    let second = t.backup_json(&[path_str(&src)]);
+    assert_eq!(num(&second, "files_unmodified"), 2, "{second}");
+
+    // Lose the data pack (the largest; the tree pack is small), then let
+    // repair rebuild the index without it.
+    let packs = walk(&t.repo.join("packs"));
+    let data_pack = packs
+        .values()
+        .filter(|p| p.is_file())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    std::fs::remove_file(data_pack).unwrap();
+    t.ok(&["repair", "index"]);
+
+    let third = t.backup_json(&[path_str(&src)]);
+    assert_eq!(num(&third, "files_unmodified"), 0, "{third}");
+    assert!(
+        num(&third, "data_blobs") >= 2,
+        "the lost blobs are stored again: {third}"
+    );
+    let id = third["snapshot_id"].as_str().unwrap();
+    let out = t.restore(&format!("{id}:{}", path_str(&src)), "out");
+    assert_trees_equal(&src, &out);
+}
