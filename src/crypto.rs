@@ -244,6 +244,24 @@ pub fn open_secret(password_key: &[u8; 32], sealed: &[u8]) -> Result<[u8; 32]> {
 
 #[cfg(test)]
 mod tests {
+    /// Argon2id output pinned for fixed inputs: every existing key file
+    /// depends on it, so a crate upgrade (or its parallel lanes) must not
+    /// change it. Computed with argon2 0.5.3 and equal to the reference
+    /// implementation (libargon2 through argon2-cffi).
+    #[test]
+    fn argon2id_output_is_stable() {
+        let params = KdfParams {
+            memory_kib: 1024,
+            iterations: 3,
+            parallelism: 4,
+        };
+        let key = derive_password_key(b"correct horse", &[7u8; 16], &params).unwrap();
+        assert_eq!(hex::encode(key), ARGON2ID_GOLDEN);
+    }
+
+    const ARGON2ID_GOLDEN: &str =
+        "71374a3855dfbcbe56889c53d58d52f4c52a9cd0f48e2ce7aefc0d39d5f348d8";
+
     use super::*;
     use proptest::prelude::*;
 
