@@ -164,9 +164,7 @@ impl Restorer<'_> {
         for result in results {
             let (written, problems) = result?;
             if let Some(written) = written {
-                self.outcome.files += 1;
-                self.outcome.bytes += written;
-                crate::progress::get().add_items(1);
+                self.count_file(written);
             }
             self.outcome.problems.extend(problems);
         }
@@ -242,10 +240,14 @@ impl Restorer<'_> {
             self.hardlinks
                 .insert((node.device_id, node.inode), path.to_path_buf());
         }
+        self.count_file(written);
+        Ok(())
+    }
+
+    fn count_file(&mut self, written: u64) {
         self.outcome.files += 1;
         self.outcome.bytes += written;
         crate::progress::get().add_items(1);
-        Ok(())
     }
 }
 
@@ -340,7 +342,7 @@ fn write_sparse(file: &mut File, data: &[u8]) -> Result<()> {
     let mut at = 0;
     while at < data.len() {
         let zero = block_is_zero(at);
-        let mut end = at;
+        let mut end = (at + HOLE_BLOCK_LEN).min(data.len());
         while end < data.len() && block_is_zero(end) == zero {
             end = (end + HOLE_BLOCK_LEN).min(data.len());
         }

@@ -122,7 +122,6 @@ struct LocalPending<'b> {
     kind: FileKind,
     temp: PathBuf,
     file: Option<File>,
-    written: u64,
 }
 
 impl PendingFile for LocalPending<'_> {
@@ -131,21 +130,15 @@ impl PendingFile for LocalPending<'_> {
         full_disk_hook(self.kind)
             .and_then(|()| file.write_all(bytes))
             .map_err(|e| Error::io(format!("cannot write {}", self.temp.display()), e))?;
-        // Start writing this piece to disk now, without waiting, so the
+        // Start writing what is dirty to disk now, without waiting, so the
         // fsync at commit has little left to do and does not stall the
         // backup for a whole pack's worth of writeback. Advisory: errors
-        // surface at the fsync.
+        // surface at the fsync. (Offset 0 and length 0: the whole file.)
         use std::os::fd::AsRawFd;
         // SAFETY: a plain system call on an open descriptor we own.
         unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                self.written as libc::off64_t,
-                bytes.len() as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
         }
-        self.written += bytes.len() as u64;
         Ok(())
     }
 
@@ -243,12 +236,12 @@ impl Backend for LocalBackend {
     fn sweep_temp_files(&self, dry_run: bool) -> Result<(u64, u64)> {
         // Not keys/ or locks/: keys are added without a lock, and other
         // processes write lock files while an exclusive lock is held.
+        let packs = self.root.join("packs");
         let mut dirs = vec![
             self.root.join("snapshots"),
             self.root.join("index"),
-            self.root.join("packs"),
+            packs.clone(),
         ];
-        let packs = self.root.join("packs");
         if let Ok(entries) = fs::read_dir(&packs) {
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -281,11 +274,9 @@ impl Backend for LocalBackend {
     }
 
     fn create_pending(&self, kind: FileKind) -> Result<Box<dyn PendingFile + '_>> {
-        let dir = match kind {
-            FileKind::Config => self.root.clone(),
-            _ => self.root.join(kind.dir()),
-        };
-        let temp = temp_path(&dir);
+        // Packs start in `packs/` itself: their subdirectory depends on the
+        // name, known only at commit.
+        let temp = temp_path(&self.root.join(kind.dir()));
         let file = create_temp(&temp)
             .map_err(|e| Error::io(format!("cannot create {}", temp.display()), e))?;
         Ok(Box::new(LocalPending {
@@ -293,7 +284,6 @@ impl Backend for LocalBackend {
             kind,
             temp,
             file: Some(file),
-            written: 0,
         }))
     }
 
