@@ -6,7 +6,8 @@
 //! A backup is a two-stage pipeline. The calling thread walks the source,
 //! reads, chunks (`Chunker::cut_parallel`, on all cores) and hashes (it
 //! needs the blob ids at once to build the trees) and queues the bytes as
-//! `Job`s. A store thread owns the
+//! `Job`s; for a directory tree, a walk thread (`ahead`) lists it ahead
+//! and reads its entries on all cores. A store thread owns the
 //! `BlobWriter`: it takes every queued job up to `GROUP_BYTES_MAX` at once,
 //! makes the dedup decisions in input order, seals the new blobs in
 //! parallel (so several small files are compressed at the same time) and
@@ -33,8 +34,10 @@ use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
+
+mod ahead;
 
 /// Bytes read from a source before they are chunked; at least 8 × the
 /// largest chunk so most cuts are found inside one buffer. The pipeline
@@ -307,14 +310,10 @@ fn store_group(writer: &mut BlobWriter<'_>, group: &[Job], zstd_level: i32) -> R
     Ok(())
 }
 
-/// Entries of a directory examined at once (stat, xattrs, reading small
-/// files): a tree of small files is bound by these system calls, not by
-/// sealing, so they run on every core.
-const PREFETCH_ENTRIES: usize = 32;
-
-/// Files up to this size are read whole while prefetching (so a batch holds
-/// at most 8 MiB); larger ones are streamed through the read buffer.
-const PREFETCH_FILE_MAX: u64 = 256 * 1024;
+/// Files up to this size are read whole by the walk ahead's tasks, many at
+/// once (within `ahead::AHEAD_BYTES_MAX`); larger ones are streamed through
+/// the archiver's read buffer, one at a time.
+const PREFETCH_FILE_MAX: u64 = 1024 * 1024;
 
 /// An entry's node and what to do about its content; an error means the
 /// entry cannot be read and is skipped.
@@ -333,6 +332,19 @@ struct SmallFile {
     bytes: Vec<u8>,
     lengths: Vec<usize>,
     ids: Vec<BlobId>,
+    /// Its share of the walk ahead's allowance, if it was read ahead.
+    _held: Option<ahead::Held>,
+}
+
+/// What reading one entry needs; copied into the walk ahead's tasks.
+#[derive(Clone, Copy)]
+struct EntryReader<'a> {
+    repo: &'a Repository,
+    chunker: &'a Chunker,
+    parent_blobs_indexed: bool,
+    /// The walk ahead's allowance for small files read (None: no limit,
+    /// for the one entry the archiver reads itself).
+    held: Option<&'a std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 /// The reading stage: walks, reads, chunks and hashes, and queues the bytes.
@@ -378,6 +390,88 @@ pub(crate) fn guide_from(repo: &Repository, content: &[BlobId]) -> Option<Guide<
         .collect();
     let params = repo.chunker().ok()?.params();
     Some(Guide::new(params, chunks))
+}
+
+impl EntryReader<'_> {
+    /// The part of backing up one entry that runs for many entries at
+    /// once: stat, owner names, xattrs, the comparison with the parent, and
+    /// reading, chunking and hashing a small changed file whole.
+    fn prefetch(self, path: &Path, name: &OsStr, parent: Option<&Node>) -> Prefetched {
+        let meta = std::fs::symlink_metadata(path)?;
+        let node = metadata::node_from_metadata(name, path, &meta);
+        if node.kind != NodeKind::File {
+            return Ok((node, FileContent::Stream));
+        }
+        let parent = parent.filter(|p| p.kind == node.kind);
+        let content = if parent.is_some_and(|p| self.unchanged(p, &node)) {
+            FileContent::Unchanged
+        } else if node.size <= PREFETCH_FILE_MAX {
+            match self.read_small(path, node.size) {
+                // It grew past the limit since the stat (or the read-ahead
+                // allowance is spent): stream it.
+                Ok(None) => FileContent::Stream,
+                Ok(Some(small)) => FileContent::Read(Ok(small)),
+                Err(e) => FileContent::Read(Err(e)),
+            }
+        } else {
+            FileContent::Stream
+        };
+        Ok((node, content))
+    }
+
+    /// Reads a small file whole; None if it is larger than
+    /// `PREFETCH_FILE_MAX` after all, or `size` does not fit in the walk
+    /// ahead's allowance, so memory stays bounded.
+    fn read_small(self, path: &Path, size: u64) -> std::io::Result<Option<SmallFile>> {
+        let held = match self.held {
+            Some(held) => match ahead::reserve(held, size as usize) {
+                Some(h) => Some(h),
+                // The allowance is spent: the archiver streams this one.
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        // Sized from the stat, so the read takes one call (plus the one
+        // that finds the end) and no reallocation.
+        let mut bytes = Vec::with_capacity(size as usize + 1);
+        std::fs::File::open(path)?
+            .take(PREFETCH_FILE_MAX + 1)
+            .read_to_end(&mut bytes)?;
+        crate::progress::get().add_bytes(bytes.len() as u64);
+        if bytes.len() as u64 > PREFETCH_FILE_MAX {
+            return Ok(None);
+        }
+        let lengths = self.chunker.cut(&bytes, true);
+        let key = self.repo.key();
+        let mut at = 0;
+        let ids = lengths
+            .iter()
+            .map(|&length| {
+                at += length;
+                key.blob_id(&bytes[at - length..at])
+            })
+            .collect();
+        Ok(Some(SmallFile {
+            bytes,
+            lengths,
+            ids,
+            _held: held,
+        }))
+    }
+
+    /// Same size, mtime, ctime and inode as in the parent, and all of its
+    /// content still indexed.
+    fn unchanged(self, old: &Node, new: &Node) -> bool {
+        old.size == new.size
+            && old.mtime_ns == new.mtime_ns
+            && old.ctime_ns == new.ctime_ns
+            && old.inode == new.inode
+            && (self.parent_blobs_indexed
+                || old
+                    .content
+                    .iter()
+                    .all(|id| matches!(self.repo.locate(BlobKind::Data, id), Ok(Some(_)))))
+    }
 }
 
 impl<'r> Archiver<'r, '_> {
@@ -494,11 +588,14 @@ impl<'r> Archiver<'r, '_> {
     }
 
     /// Backs up one file-system object. Returns None if it was skipped.
+    /// A directory is saved from the walk ahead's events in `subtree` when
+    /// there are some (they are taken), and with a walk of its own if not.
     fn save_path(
         &mut self,
         path: &Path,
         parent: Option<&Node>,
         prefetched: Prefetched,
+        subtree: &mut Option<&Receiver<ahead::Event>>,
     ) -> Result<Option<Node>> {
         crate::check_interrupt()?;
         let (mut node, content) = match prefetched {
@@ -519,11 +616,16 @@ impl<'r> Archiver<'r, '_> {
         }
         match node.kind {
             NodeKind::Dir => {
-                let parent_tree = match parent.and_then(|p| p.subtree) {
-                    Some(id) => self.repo.load_tree(&id).ok(),
-                    None => None,
+                let saved = match subtree.take() {
+                    Some(stream) => self.save_dir_ahead(path, stream)?,
+                    None => {
+                        let parent_tree = parent
+                            .and_then(|p| p.subtree)
+                            .and_then(|id| self.repo.load_tree(&id).ok());
+                        self.save_dir(path, parent_tree)?
+                    }
                 };
-                let Some(subtree) = self.save_dir(path, parent_tree.as_ref())? else {
+                let Some(subtree) = saved else {
                     return Ok(None);
                 };
                 match parent.and_then(|p| p.subtree) {
@@ -597,154 +699,131 @@ impl<'r> Archiver<'r, '_> {
         Ok(Some(node))
     }
 
-    /// The part of backing up one entry that needs no `&mut self` and so
-    /// runs for several entries at once: stat, owner names, xattrs, the
-    /// comparison with the parent, and reading, chunking and hashing a
-    /// small changed file whole.
-    fn prefetch(&self, path: &Path, name: &OsStr, parent: Option<&Node>) -> Prefetched {
-        let meta = std::fs::symlink_metadata(path)?;
-        let node = metadata::node_from_metadata(name, path, &meta);
-        if node.kind != NodeKind::File {
-            return Ok((node, FileContent::Stream));
+    /// Reads the entry a backup names itself (the walk ahead reads the
+    /// entries below it).
+    fn entry_reader(&self) -> EntryReader<'_> {
+        EntryReader {
+            repo: self.repo,
+            chunker: &self.chunker,
+            parent_blobs_indexed: self.parent_blobs_indexed,
+            held: None,
         }
-        let parent = parent.filter(|p| p.kind == node.kind);
-        let content = if parent.is_some_and(|p| self.unchanged(p, &node)) {
-            FileContent::Unchanged
-        } else if node.size <= PREFETCH_FILE_MAX {
-            match self.read_small(path) {
-                // It grew past the limit since the stat: stream it.
-                Ok(None) => FileContent::Stream,
-                Ok(Some(small)) => FileContent::Read(Ok(small)),
-                Err(e) => FileContent::Read(Err(e)),
-            }
-        } else {
-            FileContent::Stream
+    }
+
+    /// Backs up the directory tree at `path` with a walk ahead of it
+    /// (`ahead`) on its own thread.
+    fn save_dir(&mut self, path: &Path, parent: Option<Tree>) -> Result<Option<BlobId>> {
+        let walker = ahead::Walker {
+            repo: self.repo,
+            chunker: self.chunker.clone(),
+            exclude: self.exclude.clone(),
+            parent_blobs_indexed: self.parent_blobs_indexed,
+            held: Default::default(),
+            descend_override: if crate::failpoint_is("walk-descends-into-everything") {
+                Some(true)
+            } else if crate::failpoint_is("walk-descends-into-nothing") {
+                Some(false)
+            } else {
+                None
+            },
         };
-        Ok((node, content))
+        let (events, stream) = crossbeam_channel::bounded(ahead::AHEAD_EVENTS);
+        std::thread::scope(|scope| {
+            let walk = std::thread::Builder::new()
+                .name("cairn-walk".into())
+                .spawn_scoped(scope, || walker.run(path, parent.map(Arc::new), events))
+                .map_err(|e| Error::io("cannot start the walk thread", e))?;
+            let saved = self.save_dir_ahead(path, &stream);
+            // Hanging up ends the walk early when this one failed.
+            drop(stream);
+            if let Err(panic) = walk.join() {
+                std::panic::resume_unwind(panic);
+            }
+            saved
+        })
     }
 
-    /// Reads a small file whole; None if it is larger than
-    /// `PREFETCH_FILE_MAX` after all, so memory stays bounded.
-    fn read_small(&self, path: &Path) -> std::io::Result<Option<SmallFile>> {
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)?
-            .take(PREFETCH_FILE_MAX + 1)
-            .read_to_end(&mut bytes)?;
-        crate::progress::get().add_bytes(bytes.len() as u64);
-        if bytes.len() as u64 > PREFETCH_FILE_MAX {
-            return Ok(None);
+    /// The next event of the walk ahead. It ends early only when the
+    /// backup was interrupted.
+    fn next_event(stream: &Receiver<ahead::Event>) -> Result<ahead::Event> {
+        match stream.recv() {
+            Ok(event) => Ok(event),
+            Err(_) => {
+                crate::check_interrupt()?;
+                Err(Error::new(
+                    ErrorKind::Interrupted,
+                    "the directory walk stopped early",
+                ))
+            }
         }
-        let lengths = self.chunker.cut(&bytes, true);
-        let key = self.repo.key();
-        let mut at = 0;
-        let ids = lengths
-            .iter()
-            .map(|&length| {
-                at += length;
-                key.blob_id(&bytes[at - length..at])
-            })
-            .collect();
-        Ok(Some(SmallFile {
-            bytes,
-            lengths,
-            ids,
-        }))
     }
 
-    /// Same size, mtime, ctime and inode as in the parent, and all of its
-    /// content still indexed.
-    fn unchanged(&self, old: &Node, new: &Node) -> bool {
-        old.size == new.size
-            && old.mtime_ns == new.mtime_ns
-            && old.ctime_ns == new.ctime_ns
-            && old.inode == new.inode
-            && (self.parent_blobs_indexed
-                || old
-                    .content
-                    .iter()
-                    .all(|id| matches!(self.repo.locate(BlobKind::Data, id), Ok(Some(_)))))
-    }
-
-    fn save_dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Option<BlobId>> {
-        if self.excluded_by_marker(path) {
-            return Ok(None);
-        }
-        let entries = match std::fs::read_dir(path) {
-            Ok(entries) => entries,
-            Err(e) => {
+    /// Backs up the directory whose events come next in `stream`.
+    fn save_dir_ahead(
+        &mut self,
+        path: &Path,
+        stream: &Receiver<ahead::Event>,
+    ) -> Result<Option<BlobId>> {
+        let parent = match Self::next_event(stream)? {
+            ahead::Event::Listed { parent } => parent,
+            ahead::Event::Excluded => return Ok(None),
+            ahead::Event::NotListed(e) => {
                 self.skip(path, e);
                 return Ok(None);
             }
+            _ => return Err(Error::invalid("the directory walk is out of step")),
         };
-        let mut names = Vec::new();
-        for entry in entries {
-            match entry {
-                Ok(entry) => names.push(entry.file_name()),
-                Err(e) => self.skip(path, e),
-            }
-        }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        if self.exclude.has_patterns() {
-            let this = &*self;
-            let keep: Vec<bool> = names
-                .par_iter()
-                .map(|name| !this.excluded_by_pattern(&path.join(name)))
-                .collect();
-            let mut keep = keep.into_iter();
-            names.retain(|_| keep.next().unwrap_or(true));
-        }
-        let mut nodes = Vec::with_capacity(names.len());
         let outer_device = self.dir_device;
         if self.exclude.one_file_system {
             self.dir_device = std::fs::symlink_metadata(path)
                 .ok()
                 .map(|m| std::os::unix::fs::MetadataExt::dev(&m));
         }
-        for batch in names.chunks(PREFETCH_ENTRIES) {
-            crate::check_interrupt()?;
-            let parents: Vec<Option<&Node>> = batch
-                .iter()
-                .map(|name| parent.and_then(|t| t.find(name.as_bytes())))
-                .collect();
-            let this = &*self;
-            let prefetched: Vec<Prefetched> = batch
-                .par_iter()
-                .zip(parents.par_iter())
-                .map(|(name, p)| this.prefetch(&path.join(name), name, *p))
-                .collect();
-            for ((name, p), pre) in batch.iter().zip(parents).zip(prefetched) {
-                if let Some(node) = self.save_path(&path.join(name), p, pre)? {
-                    nodes.push(node);
+        let mut nodes = Vec::new();
+        loop {
+            let entry = match Self::next_event(stream)? {
+                ahead::Event::Entry(entry) => entry,
+                ahead::Event::Unreadable(e) => {
+                    self.skip(path, e);
+                    continue;
                 }
+                ahead::Event::Leave => break,
+                _ => return Err(Error::invalid("the directory walk is out of step")),
+            };
+            crate::check_interrupt()?;
+            let child = path.join(&entry.name);
+            let node = parent
+                .as_deref()
+                .and_then(|t| t.find(entry.name.as_bytes()));
+            let prefetched = entry.prefetched.recv().map_err(|_| {
+                Error::new(ErrorKind::Interrupted, "a directory entry was not read")
+            })?;
+            let mut subtree = entry.descends.then_some(stream);
+            if let Some(node) = self.save_path(&child, node, prefetched, &mut subtree)? {
+                nodes.push(node);
+            }
+            if let Some(stream) = subtree {
+                // The entry is no longer the directory the walk entered.
+                Self::skip_subtree(stream)?;
             }
         }
         self.dir_device = outer_device;
         Ok(Some(self.save_tree(&Tree::new(nodes))?))
     }
 
-    /// `--exclude` patterns (a stat only when a rule is for directories).
-    fn excluded_by_pattern(&self, path: &Path) -> bool {
-        if !self.exclude.has_patterns() {
-            return false;
-        }
-        let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-        self.exclude.excludes(path, is_dir)
-    }
-
-    /// `--exclude-if-present` and `--exclude-caches`.
-    fn excluded_by_marker(&self, dir: &Path) -> bool {
-        if self.exclude.markers.iter().any(|m| dir.join(m).exists()) {
-            return true;
-        }
-        if self.exclude.exclude_caches {
-            let mut head = [0u8; 43];
-            if let Ok(mut f) = std::fs::File::open(dir.join("CACHEDIR.TAG")) {
-                if f.read_exact(&mut head).is_ok() {
-                    return crate::exclude::Excluder::is_cachedir_tag(&head);
-                }
+    /// Passes over the events of a directory the archiver does not save.
+    fn skip_subtree(stream: &Receiver<ahead::Event>) -> Result<()> {
+        let mut depth = 0usize;
+        loop {
+            match Self::next_event(stream)? {
+                ahead::Event::Listed { .. } => depth += 1,
+                ahead::Event::Leave => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth == 0 {
+                return Ok(());
             }
         }
-        false
     }
 
     /// Saves the synthetic directories leading to the backed-up paths
@@ -762,8 +841,8 @@ impl<'r> Archiver<'r, '_> {
             match target {
                 Target::Real => {
                     let name = OsStr::from_bytes(name);
-                    let pre = self.prefetch(&path, name, parent_node);
-                    if let Some(node) = self.save_path(&path, parent_node, pre)? {
+                    let pre = self.entry_reader().prefetch(&path, name, parent_node);
+                    if let Some(node) = self.save_path(&path, parent_node, pre, &mut None)? {
                         nodes.push(node);
                     }
                 }

@@ -9,7 +9,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::BlobId;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -19,6 +19,8 @@ pub const NONCE_LEN: usize = 24;
 pub const TAG_LEN: usize = 16;
 /// Bytes a sealed object is longer than its plaintext.
 pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
+/// Bytes before the ciphertext: the version and the nonce.
+pub const SEAL_HEADER_LEN: usize = 1 + NONCE_LEN;
 
 /// What a sealed object is; part of the associated data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +113,14 @@ impl MasterKey {
         seal_with(&self.encryption, b"cairn/v1/blob", &extra, plaintext)
     }
 
+    /// `seal_blob` without a copy: `buf` holds `SEAL_HEADER_LEN` bytes of
+    /// room, then the plaintext; it becomes the sealed blob (room for the
+    /// tag is best reserved by the caller).
+    pub fn seal_blob_in_place(&self, kind_byte: u8, id: &BlobId, buf: &mut Vec<u8>) {
+        let extra = blob_aad(kind_byte, id);
+        seal_in_place(&self.encryption, b"cairn/v1/blob", &extra, buf)
+    }
+
     pub fn open_blob(&self, kind_byte: u8, id: &BlobId, sealed: &[u8]) -> Result<Vec<u8>> {
         let extra = blob_aad(kind_byte, id);
         open_with(&self.encryption, b"cairn/v1/blob", &extra, sealed)
@@ -125,24 +135,31 @@ fn blob_aad(kind_byte: u8, id: &BlobId) -> [u8; 33] {
 }
 
 fn seal_with(key: &[u8; 32], label: &[u8], extra: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
+    out.resize(SEAL_HEADER_LEN, 0);
+    out.extend_from_slice(plaintext);
+    seal_in_place(key, label, extra, &mut out);
+    debug_assert_eq!(out.len(), plaintext.len() + SEAL_OVERHEAD);
+    out
+}
+
+/// Seals `buf[SEAL_HEADER_LEN..]` in place, fills in the header before it
+/// and appends the tag: the same bytes as `seal_with`.
+fn seal_in_place(key: &[u8; 32], label: &[u8], extra: &[u8], buf: &mut Vec<u8>) {
+    assert!(buf.len() >= SEAL_HEADER_LEN, "no room for the seal header");
     let cipher = XChaCha20Poly1305::new(key.into());
     let nonce: [u8; NONCE_LEN] = random_bytes();
     let aad = [label, extra].concat();
-    let ciphertext = cipher
-        .encrypt(
+    let tag = cipher
+        .encrypt_in_place_detached(
             XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad: &aad,
-            },
+            &aad,
+            &mut buf[SEAL_HEADER_LEN..],
         )
         .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory sizes");
-    let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
-    out.push(ENVELOPE_VERSION);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ciphertext);
-    debug_assert_eq!(out.len(), plaintext.len() + SEAL_OVERHEAD);
-    out
+    buf[0] = ENVELOPE_VERSION;
+    buf[1..SEAL_HEADER_LEN].copy_from_slice(&nonce);
+    buf.extend_from_slice(&tag);
 }
 
 fn open_with(key: &[u8; 32], label: &[u8], extra: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {

@@ -103,6 +103,32 @@ impl Excluder {
         excluded
     }
 
+    /// `--exclude` patterns for an entry (a stat only when a rule is for
+    /// directories).
+    pub fn excludes_entry(&self, path: &Path) -> bool {
+        if !self.has_patterns() {
+            return false;
+        }
+        let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        self.excludes(path, is_dir)
+    }
+
+    /// `--exclude-if-present` and `--exclude-caches` for a directory.
+    pub fn excludes_dir_by_marker(&self, dir: &Path) -> bool {
+        if self.markers.iter().any(|m| dir.join(m).exists()) {
+            return true;
+        }
+        if self.exclude_caches {
+            let mut head = [0u8; 43];
+            if let Ok(mut f) = std::fs::File::open(dir.join("CACHEDIR.TAG")) {
+                if std::io::Read::read_exact(&mut f, &mut head).is_ok() {
+                    return Self::is_cachedir_tag(&head);
+                }
+            }
+        }
+        false
+    }
+
     /// Whether the first bytes of a `CACHEDIR.TAG` file make it valid.
     pub fn is_cachedir_tag(head: &[u8]) -> bool {
         head.starts_with(CACHEDIR_TAG_SIGNATURE)

@@ -5,33 +5,38 @@
 //! `--json`. Always on stderr: stdout carries data (`dump`) and reports.
 
 use crate::Cli;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(crate) struct Display {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread: its wait ends at once, so a command
+    /// does not linger for a polling interval at exit.
+    stop: Option<Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Display {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
+/// Waits `interval`; false once the display is dropped.
+fn wait(stop: &Receiver<()>, interval: Duration) -> bool {
+    matches!(stop.recv_timeout(interval), Err(RecvTimeoutError::Timeout))
+}
+
 pub(crate) fn start(cli: &Cli) -> Option<Display> {
     if cli.quiet || cli.json {
         return None;
     }
-    let stop = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = crossbeam_channel::bounded(0);
     let thread = if std::io::stderr().is_terminal() {
-        let stop = stop.clone();
-        std::thread::spawn(move || bar(&stop))
+        std::thread::spawn(move || bar(&stopped))
     } else {
         let interval = std::env::var("CAIRN_PROGRESS_INTERVAL")
             .ok()
@@ -40,22 +45,20 @@ pub(crate) fn start(cli: &Cli) -> Option<Display> {
         if interval <= 0.0 {
             return None;
         }
-        let stop = stop.clone();
-        std::thread::spawn(move || lines(&stop, Duration::from_secs_f64(interval)))
+        std::thread::spawn(move || lines(&stopped, Duration::from_secs_f64(interval)))
     };
     Some(Display {
-        stop,
+        stop: Some(stop),
         thread: Some(thread),
     })
 }
 
-fn bar(stop: &AtomicBool) {
+fn bar(stop: &Receiver<()>) {
     let progress = cairn::progress::get();
     let mut shown: Option<(&'static str, indicatif::ProgressBar)> = None;
-    while !stop.load(Ordering::Relaxed) {
-        // Polled often so that a short phase (reading packs at 1 GiB/s)
-        // still shows; indicatif limits the redraws themselves to 20 a second.
-        std::thread::sleep(Duration::from_millis(20));
+    // Polled often so that a short phase (reading packs at 1 GiB/s) still
+    // shows; indicatif limits the redraws themselves to 20 a second.
+    while wait(stop, Duration::from_millis(20)) {
         let (phase, bytes, bytes_total, items, items_total) = progress.snapshot();
         if phase.is_empty() {
             if let Some((_, pb)) = shown.take() {
@@ -109,13 +112,12 @@ fn bar(stop: &AtomicBool) {
     }
 }
 
-fn lines(stop: &AtomicBool, interval: Duration) {
+fn lines(stop: &Receiver<()>, interval: Duration) {
     let progress = cairn::progress::get();
     let started = Instant::now();
     let mut next = started + interval;
     let mut last_bytes = 0;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50).min(interval));
+    while wait(stop, Duration::from_millis(50).min(interval)) {
         let now = Instant::now();
         if now < next {
             continue;

@@ -1,6 +1,8 @@
 //! The backup pipeline (a reading stage and a store thread): a failure in
 //! the store thread writes no snapshot and leaves no unindexed packs, and
-//! many small files in flight at once are stored exactly once each.
+//! many small files in flight at once are stored exactly once each, and
+//! the walk ahead and the archiver agree even when the file system changes
+//! under them.
 
 use crate::common::*;
 
@@ -126,4 +128,71 @@ fn many_small_files_in_flight_are_each_stored_once() {
     let again = t.backup_json(&[src.as_os_str(), "--force".as_ref()]);
     assert_eq!(num(&again, "data_blobs"), 0, "{again}");
     check_read_data_clean(&t, "[small files]");
+}
+
+/// The walk ahead decides from the listing which entries are directories;
+/// the archiver decides from their stat. When the two disagree (an entry
+/// replaced in between), the archiver must skip the walk's events for a
+/// directory it does not save, or walk a directory on its own. Both are
+/// forced here for every entry, and must give the very same trees.
+#[test]
+fn a_walk_ahead_that_disagrees_with_the_stats_gives_the_same_snapshot() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    for (d, depth) in [("a", 3), ("b", 1), ("c", 0)] {
+        let mut dir = src.join(d);
+        for level in 0..=depth {
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in 0..5 {
+                let n = level * 10 + f;
+                std::fs::write(
+                    dir.join(format!("f{f}")),
+                    random_bytes(n, 50 + n as usize * 300),
+                )
+                .unwrap();
+            }
+            dir = dir.join(format!("sub{level}"));
+        }
+    }
+    std::fs::create_dir(src.join("empty")).unwrap();
+    std::os::unix::fs::symlink("a", src.join("link-to-dir")).unwrap();
+    std::os::unix::fs::symlink("a/f0", src.join("link-to-file")).unwrap();
+    std::fs::write(src.join("large"), sql_bytes(3, 3 << 20)).unwrap();
+
+    let first = t.backup_json(&[&src]);
+    let first_id = first["snapshot_id"].as_str().unwrap().to_string();
+    let listing = |id: &str| t.ok(&["--json", "ls", &format!("{id}:{}", path_str(&src))]);
+    let expected = listing(&first_id);
+    assert!(expected.lines().count() > 40, "{expected}");
+    for failpoint in [
+        "walk-descends-into-everything",
+        "walk-descends-into-nothing",
+    ] {
+        let out = t
+            .command()
+            .env("CAIRN_FAILPOINT", failpoint)
+            .args(["--json", "backup", "--force", path_str(&src)])
+            .output()
+            .unwrap();
+        assert_success(&out, &[failpoint]);
+        let summary = parse_summary(&String::from_utf8(out.stdout).unwrap());
+        // --force reads every file again (each has a parent node).
+        assert_eq!(
+            num(&summary, "files_new") + num(&summary, "files_changed"),
+            num(&first, "files_new"),
+            "{failpoint}: {summary}"
+        );
+        assert_eq!(num(&summary, "data_blobs"), 0, "{failpoint}: {summary}");
+        assert_eq!(
+            num(&summary, "files_unreadable"),
+            0,
+            "{failpoint}: {summary}"
+        );
+        // The same entries with the same metadata, in the same order (the
+        // ancestors of src may differ: other tests write to /tmp).
+        let id = summary["snapshot_id"].as_str().unwrap().to_string();
+        assert_eq!(listing(&id), expected, "{failpoint}");
+        let target = t.restore(&format!("{id}:{}", path_str(&src)), failpoint);
+        assert_trees_equal(&src, &target);
+    }
 }

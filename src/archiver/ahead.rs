@@ -1,0 +1,219 @@
+//! The walk ahead: a thread lists a directory tree in the archiver's order
+//! (depth first, names sorted bytewise) and hands each entry to the rayon
+//! pool to be stat'ed and, for a small file, read, chunked and hashed
+//! (`EntryReader::prefetch`). The archiver takes the results in the same
+//! order, so several directories' entries are read at once on every core,
+//! not one directory's batch at a time (on a tree of small directories
+//! those batches left the cores idle between them).
+//!
+//! The order is a flat stream of `Event`s: a directory's `Enter`, its
+//! entries, and for an entry the walker descends into, that directory's
+//! events right after the entry, then `Leave`. Whether to descend is
+//! decided from the directory entry's type (no extra stat), so the
+//! archiver, which decides from the entry's stat, can disagree when the
+//! entry changed in between; it then skips the subtree's events or walks
+//! the directory on its own (`Archiver::save_path`).
+//!
+//! Bounds: `AHEAD_EVENTS` events are queued at most (each is at most one
+//! pending task), and the small files read ahead hold at most
+//! `AHEAD_BYTES_MAX` bytes; a file that does not fit is streamed by the
+//! archiver instead. Rayon tasks never block on the archiver or the store
+//! thread, so neither can starve the pool the store thread seals on.
+
+use super::{EntryReader, Prefetched};
+use crate::exclude::Excluder;
+use crate::repository::Repository;
+use crate::tree::{NodeKind, Tree};
+use crossbeam_channel::{Receiver, Sender};
+use rayon::prelude::*;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Events queued between the walker and the archiver.
+pub(super) const AHEAD_EVENTS: usize = 256;
+
+/// Bytes of small files read ahead and not yet taken by the archiver:
+/// 32 of the largest (`PREFETCH_FILE_MAX`).
+const AHEAD_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+pub(super) enum Event {
+    /// A directory the walker entered; its `Unreadable` and `Entry` events
+    /// follow, then `Leave`. `parent` is its version in the parent snapshot.
+    Listed {
+        parent: Option<Arc<Tree>>,
+    },
+    /// A directory left out by a marker file; no events follow for it.
+    Excluded,
+    /// A directory that could not be listed; no events follow for it.
+    NotListed(std::io::Error),
+    /// An entry of the directory could not be read while listing it.
+    Unreadable(std::io::Error),
+    Entry(Entry),
+    /// The end of the directory last `Listed`.
+    Leave,
+}
+
+pub(super) struct Entry {
+    pub name: OsString,
+    /// The entry's stat and content, when a worker has them.
+    pub prefetched: Receiver<Prefetched>,
+    /// The walker descended: this directory's events come next.
+    pub descends: bool,
+}
+
+/// Small-file bytes held by the walk ahead, given back when dropped (when
+/// the archiver has queued them for the store thread, which then charges
+/// them to its own budget).
+pub(super) struct Held {
+    held: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Reserves `bytes` of the read-ahead allowance, or None if it is spent.
+pub(super) fn reserve(held: &Arc<AtomicUsize>, bytes: usize) -> Option<Held> {
+    let before = held.fetch_add(bytes, Ordering::Relaxed);
+    let reservation = Held {
+        held: held.clone(),
+        bytes,
+    };
+    // A single file always fits when nothing else is held.
+    (before == 0 || before + bytes <= AHEAD_BYTES_MAX).then_some(reservation)
+}
+
+/// The walker's own view: what it reads with and which rules it applies.
+pub(super) struct Walker<'r> {
+    pub repo: &'r Repository,
+    pub chunker: crate::chunker::Chunker,
+    pub exclude: Arc<Excluder>,
+    pub parent_blobs_indexed: bool,
+    pub held: Arc<AtomicUsize>,
+    /// Test hook: descend into every entry, or into none, to drive the
+    /// archiver's handling of a walk that disagrees with the stats.
+    pub descend_override: Option<bool>,
+}
+
+/// The archiver stopped listening (it failed, or the backup was
+/// interrupted): the walk ends.
+struct Stopped;
+
+impl Walker<'_> {
+    /// Walks the tree at `root` (a directory), sending its events. Returns
+    /// once every entry's task has finished.
+    pub(super) fn run(&self, root: &Path, parent: Option<Arc<Tree>>, events: Sender<Event>) {
+        rayon::in_place_scope(|scope| {
+            let _ = self.walk_dir(scope, root, parent, &events);
+        });
+    }
+
+    fn walk_dir<'s>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
+        path: &Path,
+        parent: Option<Arc<Tree>>,
+        events: &Sender<Event>,
+    ) -> Result<(), Stopped> {
+        let send = |event| events.send(event).map_err(|_| Stopped);
+        if crate::check_interrupt().is_err() {
+            return Err(Stopped);
+        }
+        if self.exclude.excludes_dir_by_marker(path) {
+            return send(Event::Excluded);
+        }
+        let listing = match std::fs::read_dir(path) {
+            Ok(listing) => listing,
+            Err(e) => return send(Event::NotListed(e)),
+        };
+        let mut names: Vec<(OsString, bool)> = Vec::new();
+        let mut errors = Vec::new();
+        for entry in listing {
+            match entry {
+                // The type comes with the listing on the usual file
+                // systems (no stat); it only says whether to descend.
+                Ok(entry) => {
+                    let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                    names.push((entry.file_name(), is_dir));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        if self.exclude.has_patterns() {
+            let keep: Vec<bool> = names
+                .par_iter()
+                .map(|(name, _)| !self.exclude.excludes_entry(&path.join(name)))
+                .collect();
+            let mut keep = keep.into_iter();
+            names.retain(|_| keep.next().unwrap_or(true));
+        }
+        let device = if self.exclude.one_file_system {
+            std::fs::symlink_metadata(path).ok().map(|m| dev(&m))
+        } else {
+            None
+        };
+        send(Event::Listed {
+            parent: parent.clone(),
+        })?;
+        for e in errors {
+            send(Event::Unreadable(e))?;
+        }
+        for (name, is_dir) in names {
+            let child = path.join(&name);
+            let (slot, prefetched) = crossbeam_channel::bounded(1);
+            {
+                let parent = parent.clone();
+                let name = name.clone();
+                let child = child.clone();
+                scope.spawn(move |_| {
+                    let reader = EntryReader {
+                        repo: self.repo,
+                        chunker: &self.chunker,
+                        parent_blobs_indexed: self.parent_blobs_indexed,
+                        held: Some(&self.held),
+                    };
+                    let node = parent.as_deref().and_then(|t| t.find(name.as_bytes()));
+                    // The archiver may have stopped; then nobody wants it.
+                    let _ = slot.send(reader.prefetch(&child, &name, node));
+                });
+            }
+            // A mount point is kept as an empty directory: not entered.
+            let descends = self.descend_override.unwrap_or(is_dir)
+                && device
+                    .is_none_or(|d| std::fs::symlink_metadata(&child).is_ok_and(|m| dev(&m) == d));
+            let subtree = if descends {
+                parent
+                    .as_deref()
+                    .and_then(|t| t.find(name.as_bytes()))
+                    .filter(|n| n.kind == NodeKind::Dir)
+                    .and_then(|n| n.subtree)
+            } else {
+                None
+            };
+            send(Event::Entry(Entry {
+                name,
+                prefetched,
+                descends,
+            }))?;
+            if descends {
+                // The parent's tree is loaded here, ahead of the archiver.
+                let sub_parent = subtree
+                    .and_then(|id| self.repo.load_tree(&id).ok())
+                    .map(Arc::new);
+                self.walk_dir(scope, &child, sub_parent, events)?;
+            }
+        }
+        send(Event::Leave)
+    }
+}
+
+fn dev(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::dev(meta)
+}
