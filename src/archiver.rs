@@ -11,8 +11,9 @@
 //! `BlobWriter`: it takes every queued job up to `GROUP_BYTES_MAX` at once,
 //! makes the dedup decisions in input order, seals the new blobs in
 //! parallel (so several small files are compressed at the same time) and
-//! appends them to packs, whose fsync'd writes now overlap the reading and
-//! hashing of the next bytes. A byte budget (`IN_FLIGHT_MAX`) bounds what is
+//! appends them to packs while the next group is sealed, so its pack
+//! writes overlap sealing as well as the reading and hashing of the next
+//! bytes. A byte budget (`IN_FLIGHT_MAX`) bounds what is
 //! queued, so memory does not grow with the source and a slow disk slows
 //! the reader down. The writer is finished (packs, then index files) only
 //! after both stages succeeded, and only then is the snapshot written; a
@@ -23,7 +24,7 @@ use crate::chunker::{Chunker, Guide};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::metadata;
-use crate::pack::{self, BlobKind};
+use crate::pack::{self, BlobKind, SealedBlob};
 use crate::repository::{BlobWriter, Repository, WriteStats};
 use crate::snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary, SNAPSHOT_VERSION};
 use crate::tree::{Node, NodeKind, Tree};
@@ -44,12 +45,13 @@ mod ahead;
 /// keeps several buffers busy, so one need not be large.
 const READ_BUFFER_MIN: usize = 8 * 1024 * 1024;
 
-/// Read bytes queued for, or being sealed by, the store thread. This bounds
-/// the pipeline's memory (with one read buffer, the sealed group and the
-/// open packs) and applies back-pressure to the reader. Two groups, so the
-/// reader can queue the next group while one is sealed; a whole read buffer
-/// is charged in full, so it is sealed while the reader fills the next.
-const IN_FLIGHT_MAX: usize = 2 * GROUP_BYTES_MAX;
+/// Read bytes queued for, or being sealed or packed by, the store thread.
+/// This bounds the pipeline's memory (with one read buffer, the walk
+/// ahead's allowance and the open packs) and applies back-pressure to the
+/// reader. Three groups: the store thread seals one while it packs the
+/// one before, and the reader queues the next; a whole read buffer is
+/// charged in full, so it is sealed while the reader fills the next.
+const IN_FLIGHT_MAX: usize = 3 * GROUP_BYTES_MAX;
 
 /// The store thread seals up to this many queued bytes in one parallel
 /// batch: enough to keep every core busy on a run of small files.
@@ -223,6 +225,11 @@ fn store_stopped() -> Error {
 /// The store stage: dedup, seal and pack everything queued, in order.
 /// Returns the writer, not yet finished, once the queue is closed and
 /// empty; on error the writer is dropped, deleting its unindexed packs.
+///
+/// Two groups are in the stage at once: while the pool seals one group,
+/// this thread appends the previous one to packs (the page-cache copy of
+/// the pack writes is its largest cost), so sealing never waits for a
+/// write, nor a write for sealing.
 fn store_thread<'r>(
     mut writer: BlobWriter<'r>,
     jobs: Receiver<Job>,
@@ -230,8 +237,24 @@ fn store_thread<'r>(
     spare: Sender<Vec<u8>>,
     zstd_level: i32,
 ) -> Result<BlobWriter<'r>> {
+    let key = writer.repository().key();
+    // A group sealed and not yet appended, and its jobs (which hold budget).
+    let mut sealed: Option<(Vec<Job>, Vec<SealedBlob>)> = None;
     let result = (|| {
-        while let Ok(first) = jobs.recv() {
+        loop {
+            // Wait for more jobs only when nothing sealed is left to append.
+            let first = if sealed.is_some() {
+                jobs.try_recv().ok()
+            } else {
+                match jobs.recv() {
+                    Ok(job) => Some(job),
+                    Err(_) => return Ok(()),
+                }
+            };
+            let Some(first) = first else {
+                append_group(&mut writer, sealed.take(), budget, &spare)?;
+                continue;
+            };
             if budget.is_closed() {
                 // The reading stage failed: nothing queued will be used.
                 return Ok(());
@@ -248,28 +271,34 @@ fn store_thread<'r>(
                     Err(_) => break,
                 }
             }
-            store_group(&mut writer, &group, zstd_level)?;
-            for job in group {
-                budget.release(job.charge());
-                if let Job::Data { bytes, .. } = job {
-                    // Full read buffers go back to the reader, saving the
-                    // page faults of a fresh 16 MiB allocation.
-                    if bytes.len() >= READ_BUFFER_MIN {
-                        let _ = spare.try_send(bytes);
-                    }
-                }
-            }
+            let new = reserve_group(&mut writer, &group)?;
+            let mut blobs = Vec::new();
+            let previous = sealed.take();
+            rayon::in_place_scope(|scope| {
+                scope.spawn(|_| {
+                    blobs = new
+                        .par_iter()
+                        .map(|(kind, id, bytes)| {
+                            pack::seal_blob(key, *kind, *id, bytes, zstd_level)
+                        })
+                        .collect();
+                });
+                append_group(&mut writer, previous, budget, &spare)
+            })?;
+            sealed = Some((group, blobs));
         }
-        Ok(())
     })();
+    let result = result.and_then(|()| append_group(&mut writer, sealed.take(), budget, &spare));
     budget.close();
     result.map(|()| writer)
 }
 
-/// Dedup decisions and pack appends in input order; sealing in parallel.
-fn store_group(writer: &mut BlobWriter<'_>, group: &[Job], zstd_level: i32) -> Result<()> {
-    let key = writer.repository().key();
-    let mut new: Vec<(BlobKind, BlobId, &[u8])> = Vec::new();
+/// The dedup decisions for a group, in input order: the blobs to seal.
+fn reserve_group<'g>(
+    writer: &mut BlobWriter<'_>,
+    group: &'g [Job],
+) -> Result<Vec<(BlobKind, BlobId, &'g [u8])>> {
+    let mut new = Vec::new();
     for job in group {
         match job {
             Job::Data {
@@ -288,15 +317,24 @@ fn store_group(writer: &mut BlobWriter<'_>, group: &[Job], zstd_level: i32) -> R
             }
             Job::Tree { id, bytes } => {
                 if writer.reserve(BlobKind::Tree, *id)? {
-                    new.push((BlobKind::Tree, *id, bytes));
+                    new.push((BlobKind::Tree, *id, &bytes[..]));
                 }
             }
         }
     }
-    let sealed: Vec<_> = new
-        .par_iter()
-        .map(|(kind, id, bytes)| pack::seal_blob(key, *kind, *id, bytes, zstd_level))
-        .collect();
+    Ok(new)
+}
+
+/// Appends a sealed group to packs, then gives its jobs' budget back.
+fn append_group(
+    writer: &mut BlobWriter<'_>,
+    sealed: Option<(Vec<Job>, Vec<SealedBlob>)>,
+    budget: &Budget,
+    spare: &Sender<Vec<u8>>,
+) -> Result<()> {
+    let Some((group, blobs)) = sealed else {
+        return Ok(());
+    };
     // Test hook: fail once packs exist, to prove they are cleaned up.
     if writer.stats.packs > 0 && crate::failpoint_is("store-error") {
         return Err(Error::io(
@@ -304,8 +342,18 @@ fn store_group(writer: &mut BlobWriter<'_>, group: &[Job], zstd_level: i32) -> R
             std::io::Error::other("CAIRN_FAILPOINT=store-error"),
         ));
     }
-    for blob in sealed {
+    for blob in blobs {
         writer.add(blob)?;
+    }
+    for job in group {
+        budget.release(job.charge());
+        if let Job::Data { bytes, .. } = job {
+            // Full read buffers go back to the reader, saving the page
+            // faults of a fresh 16 MiB allocation.
+            if bytes.len() >= READ_BUFFER_MIN {
+                let _ = spare.try_send(bytes);
+            }
+        }
     }
     Ok(())
 }
