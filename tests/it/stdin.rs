@@ -136,9 +136,13 @@ fn guided_stream_chunks_equal_unguided_chunks() {
     let one = t.backup_stdin_json("db.sql", &[], &mut &first[..]);
     let two = t.backup_stdin_json("db.sql", &[], &mut &edited[..]);
     assert_eq!(two["parent"], one["snapshot_id"], "{two}");
-    let added = num(&two, "data_blobs");
+    // Only the chunks around the edits and the appended tail are new. The
+    // count of them depends on the cut points, and those on the gear table,
+    // which each repository seeds from its own key: 12–24 chunks in 30
+    // runs here, but 58 once in CI. So the bound is on bytes (about 0.45 MB
+    // typically, of a 20 MB stream), and the exact check is the one below.
     assert!(
-        added > 0 && added < 40,
+        num(&two, "data_blobs") > 0 && num(&two, "data_added") < 2_000_000,
         "an edited stream should add only its changed chunks: {two}"
     );
     let forced = t.backup_stdin_json("db.sql", &["--force"], &mut &edited[..]);
