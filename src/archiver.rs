@@ -238,6 +238,9 @@ fn store_thread<'r>(
     zstd_level: i32,
 ) -> Result<BlobWriter<'r>> {
     let key = writer.repository().key();
+    // Closed however this returns, a panic included, so a reader waiting
+    // for budget never waits forever.
+    let _close = CloseOnDrop(budget);
     // A group sealed and not yet appended, and its jobs (which hold budget).
     let mut sealed: Option<(Vec<Job>, Vec<SealedBlob>)> = None;
     let result = (|| {
@@ -289,8 +292,15 @@ fn store_thread<'r>(
         }
     })();
     let result = result.and_then(|()| append_group(&mut writer, sealed.take(), budget, &spare));
-    budget.close();
     result.map(|()| writer)
+}
+
+struct CloseOnDrop<'b>(&'b Budget);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// The dedup decisions for a group, in input order: the blobs to seal.
@@ -358,6 +368,10 @@ fn append_group(
     Ok(())
 }
 
+/// The walk thread's stack: enough for the deepest path Linux allows
+/// (PATH_MAX, 4096 bytes, is at most 2048 levels).
+const WALK_STACK_SIZE: usize = 16 * 1024 * 1024;
+
 /// Files up to this size are read whole by the walk ahead's tasks, many at
 /// once (within `ahead::AHEAD_BYTES_MAX`); larger ones are streamed through
 /// the archiver's read buffer, one at a time.
@@ -382,6 +396,23 @@ struct SmallFile {
     ids: Vec<BlobId>,
     /// Its share of the walk ahead's allowance, if it was read ahead.
     _held: Option<ahead::Held>,
+}
+
+/// Opens a file the stat said is a regular file, without blocking or
+/// following a link if it has been replaced since (by a FIFO, whose open
+/// would block a pool thread or the archiver; by a symlink).
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(
+            "no longer a regular file (changed during the backup)",
+        ));
+    }
+    Ok(file)
 }
 
 /// What reading one entry needs; copied into the walk ahead's tasks.
@@ -413,6 +444,9 @@ pub(crate) struct Archiver<'r, 'b> {
     /// The parent snapshot's data blobs are all known to be indexed (this
     /// cache marked it complete), so unchanged files need no lookups.
     parent_blobs_indexed: bool,
+    /// Small-file bytes read ahead, shared by every walk (a directory may
+    /// start a walk of its own while an outer one is ahead of it).
+    held: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The chunks of the parent's version of a stream or file, to confirm cut
@@ -472,7 +506,7 @@ impl EntryReader<'_> {
     /// ahead's allowance, so memory stays bounded.
     fn read_small(self, path: &Path, size: u64) -> std::io::Result<Option<SmallFile>> {
         let held = match self.held {
-            Some(held) => match ahead::reserve(held, size as usize) {
+            Some(held) => match ahead::reserve(held, size as usize + 1) {
                 Some(h) => Some(h),
                 // The allowance is spent: the archiver streams this one.
                 None => return Ok(None),
@@ -482,13 +516,23 @@ impl EntryReader<'_> {
         // Sized from the stat, so the read takes one call (plus the one
         // that finds the end) and no reallocation.
         let mut bytes = Vec::with_capacity(size as usize + 1);
-        std::fs::File::open(path)?
+        open_regular(path)?
             .take(PREFETCH_FILE_MAX + 1)
             .read_to_end(&mut bytes)?;
         crate::progress::get().add_bytes(bytes.len() as u64);
         if bytes.len() as u64 > PREFETCH_FILE_MAX {
             return Ok(None);
         }
+        // A file that grew since its stat holds more than was reserved.
+        let held = match (held, self.held) {
+            (Some(held), Some(allowance)) if bytes.capacity() > held.bytes() => {
+                match ahead::reserve(allowance, bytes.capacity()) {
+                    Some(larger) => Some(larger),
+                    None => return Ok(None),
+                }
+            }
+            (held, _) => held,
+        };
         let lengths = self.chunker.cut(&bytes, true);
         let key = self.repo.key();
         let mut at = 0;
@@ -713,7 +757,7 @@ impl<'r> Archiver<'r, '_> {
                         return Ok(None);
                     }
                     FileContent::Stream => {
-                        let mut file = match std::fs::File::open(path) {
+                        let mut file = match open_regular(path) {
                             Ok(f) => f,
                             Err(e) => {
                                 self.skip(path, e);
@@ -766,7 +810,7 @@ impl<'r> Archiver<'r, '_> {
             chunker: self.chunker.clone(),
             exclude: self.exclude.clone(),
             parent_blobs_indexed: self.parent_blobs_indexed,
-            held: Default::default(),
+            held: self.held.clone(),
             descend_override: if crate::failpoint_is("walk-descends-into-everything") {
                 Some(true)
             } else if crate::failpoint_is("walk-descends-into-nothing") {
@@ -779,6 +823,9 @@ impl<'r> Archiver<'r, '_> {
         std::thread::scope(|scope| {
             let walk = std::thread::Builder::new()
                 .name("cairn-walk".into())
+                // It recurses once per directory level, as the archiver
+                // does on the main thread (8 MiB).
+                .stack_size(WALK_STACK_SIZE)
                 .spawn_scoped(scope, || walker.run(path, parent.map(Arc::new), events))
                 .map_err(|e| Error::io("cannot start the walk thread", e))?;
             let saved = self.save_dir_ahead(path, &stream);
@@ -864,6 +911,11 @@ impl<'r> Archiver<'r, '_> {
         let mut depth = 0usize;
         loop {
             match Self::next_event(stream)? {
+                // Waited for, so the walk stays within its bounds (one
+                // pending task per queued event) while it is skipped.
+                ahead::Event::Entry(entry) => {
+                    let _ = entry.prefetched.recv();
+                }
                 ahead::Event::Listed { .. } => depth += 1,
                 ahead::Event::Leave => depth = depth.saturating_sub(1),
                 _ => {}
@@ -1053,6 +1105,7 @@ fn run_stages(
             exclude: Default::default(),
             dir_device: None,
             parent_blobs_indexed: false,
+            held: Default::default(),
         };
         let walked = walk(&mut archiver);
         if walked.is_err() {
@@ -1470,4 +1523,31 @@ fn store_stdin(
     archiver.summary.total_files_processed = 1;
     crate::progress::get().add_items(1);
     archiver.save_tree(&Tree::new(vec![node]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_replaced_by_a_fifo_or_a_symlink_is_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Opening it for reading without O_NONBLOCK would wait for a writer.
+        assert!(open_regular(&fifo).is_err());
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"data").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(open_regular(&link).is_err());
+        let mut read = String::new();
+        open_regular(&file)
+            .unwrap()
+            .read_to_string(&mut read)
+            .unwrap();
+        assert_eq!(read, "data");
+    }
 }

@@ -246,11 +246,15 @@ thread_local! {
     /// of a backup of a tree of small files.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { RefCell::new(None) };
-    /// Its output buffer, reused too (a fresh one per blob cost page faults).
+    /// Its output buffer, reused too (a fresh one per blob cost page
+    /// faults), up to `COMPRESSED_KEEP_MAX`.
     static COMPRESSED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { RefCell::new(None) };
 }
+
+/// The largest zstd output buffer a thread keeps between blobs.
+const COMPRESSED_KEEP_MAX: usize = 2 * 1024 * 1024;
 
 /// Magic numbers of formats that are compressed already: gzip, bzip2, xz,
 /// zstd, lz4, zip (and jar, docx …), 7z, PNG and JPEG.
@@ -290,13 +294,19 @@ fn compress_into(plaintext: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
             let mut scratch = scratch.borrow_mut();
             scratch.clear();
             scratch.reserve(zstd::zstd_safe::compress_bound(plaintext.len()));
-            match compressor.compress_to_buffer(plaintext, &mut *scratch) {
+            let compressed = match compressor.compress_to_buffer(plaintext, &mut *scratch) {
                 Ok(n) if n < plaintext.len() => {
                     out.extend_from_slice(&scratch[..n]);
                     true
                 }
                 _ => false,
+            };
+            // Kept for the next blob only up to the usual chunk sizes: a
+            // large tree or chunk must not pin its buffer on every thread.
+            if scratch.capacity() > COMPRESSED_KEEP_MAX {
+                *scratch = Vec::new();
             }
+            compressed
         })
     })
 }

@@ -72,6 +72,12 @@ pub(super) struct Held {
     bytes: usize,
 }
 
+impl Held {
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         self.held.fetch_sub(self.bytes, Ordering::Relaxed);
