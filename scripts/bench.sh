@@ -78,12 +78,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# The shared target directory, also for `cargo bench` (--scaling) when
+# CAIRN_BIN is given: without it cargo would build RocksDB again in ./target.
+[ $data_only = 1 ] || . scripts/env.sh
 if [ $data_only = 1 ]; then
   cairn=""
 elif [ -n "${CAIRN_BIN:-}" ]; then
   cairn=$CAIRN_BIN
 else
-  . scripts/env.sh
   log "cargo build --release (the first build compiles RocksDB: ~16 min on 2 cores)"
   cargo build --release --quiet --bin cairn
   cairn="$CARGO_TARGET_DIR/release/cairn"
