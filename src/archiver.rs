@@ -35,6 +35,7 @@ use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -423,7 +424,7 @@ struct EntryReader<'a> {
     parent_blobs_indexed: bool,
     /// The walk ahead's allowance for small files read (None: no limit,
     /// for the one entry the archiver reads itself).
-    held: Option<&'a std::sync::Arc<std::sync::atomic::AtomicUsize>>,
+    held: Option<&'a Arc<AtomicUsize>>,
 }
 
 /// The reading stage: walks, reads, chunks and hashes, and queues the bytes.
@@ -446,7 +447,7 @@ pub(crate) struct Archiver<'r, 'b> {
     parent_blobs_indexed: bool,
     /// Small-file bytes read ahead, shared by every walk (a directory may
     /// start a walk of its own while an outer one is ahead of it).
-    held: Arc<std::sync::atomic::AtomicUsize>,
+    held: Arc<AtomicUsize>,
 }
 
 /// The chunks of the parent's version of a stream or file, to confirm cut
