@@ -6,9 +6,10 @@
 //! not one directory's batch at a time (on a tree of small directories
 //! those batches left the cores idle between them).
 //!
-//! The order is a flat stream of `Event`s: a directory's `Enter`, its
-//! entries, and for an entry the walker descends into, that directory's
-//! events right after the entry, then `Leave`. Whether to descend is
+//! The order is a flat stream of `Event`s: a directory's `Listed` (or
+//! `Excluded` / `NotListed`, and nothing more for it), its entries, and for
+//! an entry the walker descends into, that directory's events right after
+//! the entry, then `Leave`. Whether to descend is
 //! decided from the directory entry's type (no extra stat), so the
 //! archiver, which decides from the entry's stat, can disagree when the
 //! entry changed in between; it then skips the subtree's events or walks
