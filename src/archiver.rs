@@ -27,12 +27,13 @@ use crate::metadata;
 use crate::pack::{self, BlobKind, SealedBlob};
 use crate::repository::{BlobWriter, Repository, WriteStats};
 use crate::snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary, SNAPSHOT_VERSION};
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{Node, NodeKind, Tree, Xattr};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Read;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
@@ -403,11 +404,41 @@ struct SmallFile {
 /// following a link if it has been replaced since (by a FIFO, whose open
 /// would block a pool thread or the archiver; by a symlink).
 fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    open_regular_in(None, path, OsStr::new(""))
+}
+
+/// `open_regular` of `name` in the open directory `dir` when there is one
+/// (one path component to look up), else of `path`.
+fn open_regular_in(
+    dir: Option<BorrowedFd<'_>>,
+    path: &Path,
+    name: &OsStr,
+) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(path)?;
+    let flags = libc::O_NONBLOCK | libc::O_NOFOLLOW;
+    let file = match dir {
+        Some(dir) => {
+            let name = std::ffi::CString::new(name.as_bytes())
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+            // SAFETY: `dir` is an open descriptor and `name` NUL-terminated.
+            let fd = unsafe {
+                libc::openat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_RDONLY | libc::O_CLOEXEC | flags,
+                )
+            };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: openat returned a new descriptor that nothing else owns.
+            unsafe { std::fs::File::from_raw_fd(fd) }
+        }
+        None => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(path)?,
+    };
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::other(
             "no longer a regular file (changed during the backup)",
@@ -479,33 +510,57 @@ impl EntryReader<'_> {
     /// The part of backing up one entry that runs for many entries at
     /// once: stat, owner names, xattrs, the comparison with the parent, and
     /// reading, chunking and hashing a small changed file whole.
-    fn prefetch(self, path: &Path, name: &OsStr, parent: Option<&Node>) -> Prefetched {
-        let meta = std::fs::symlink_metadata(path)?;
-        let node = metadata::node_from_metadata(name, path, &meta);
+    ///
+    /// `dir`, when the walk has the entry's directory open, is where `name`
+    /// is looked up (stat, open, xattrs of an opened file), rather than
+    /// along the whole `path` each time.
+    fn prefetch(
+        self,
+        path: &Path,
+        name: &OsStr,
+        dir: Option<BorrowedFd<'_>>,
+        parent: Option<&Node>,
+    ) -> Prefetched {
+        let stat = match dir {
+            Some(dir) => metadata::Stat::at(dir, name)?,
+            None => metadata::Stat::from(&std::fs::symlink_metadata(path)?),
+        };
+        let mut node = metadata::node_from_stat(name, path, &stat);
         if node.kind != NodeKind::File {
+            node.xattrs = metadata::read_xattrs(path);
             return Ok((node, FileContent::Stream));
         }
         let parent = parent.filter(|p| p.kind == node.kind);
         let content = if parent.is_some_and(|p| self.unchanged(p, &node)) {
             FileContent::Unchanged
         } else if node.size <= PREFETCH_FILE_MAX {
-            match self.read_small(path, node.size) {
+            match self.read_small(path, name, dir, node.size) {
                 // It grew past the limit since the stat (or the read-ahead
                 // allowance is spent): stream it.
                 Ok(None) => FileContent::Stream,
-                Ok(Some(small)) => FileContent::Read(Ok(small)),
+                Ok(Some((small, xattrs))) => {
+                    node.xattrs = xattrs;
+                    return Ok((node, FileContent::Read(Ok(small))));
+                }
                 Err(e) => FileContent::Read(Err(e)),
             }
         } else {
             FileContent::Stream
         };
+        node.xattrs = metadata::read_xattrs(path);
         Ok((node, content))
     }
 
-    /// Reads a small file whole; None if it is larger than
-    /// `PREFETCH_FILE_MAX` after all, or `size` does not fit in the walk
-    /// ahead's allowance, so memory stays bounded.
-    fn read_small(self, path: &Path, size: u64) -> std::io::Result<Option<SmallFile>> {
+    /// Reads a small file whole, and its xattrs from the open file; None if
+    /// it is larger than `PREFETCH_FILE_MAX` after all, or `size` does not
+    /// fit in the walk ahead's allowance, so memory stays bounded.
+    fn read_small(
+        self,
+        path: &Path,
+        name: &OsStr,
+        dir: Option<BorrowedFd<'_>>,
+        size: u64,
+    ) -> std::io::Result<Option<(SmallFile, Vec<Xattr>)>> {
         let held = match self.held {
             Some(held) => match ahead::reserve(held, size as usize + 1) {
                 Some(h) => Some(h),
@@ -517,9 +572,9 @@ impl EntryReader<'_> {
         // Sized from the stat, so the read takes one call (plus the one
         // that finds the end) and no reallocation.
         let mut bytes = Vec::with_capacity(size as usize + 1);
-        open_regular(path)?
-            .take(PREFETCH_FILE_MAX + 1)
-            .read_to_end(&mut bytes)?;
+        let file = open_regular_in(dir, path, name)?;
+        let xattrs = metadata::read_file_xattrs(&file);
+        file.take(PREFETCH_FILE_MAX + 1).read_to_end(&mut bytes)?;
         crate::progress::get().add_bytes(bytes.len() as u64);
         if bytes.len() as u64 > PREFETCH_FILE_MAX {
             return Ok(None);
@@ -544,12 +599,13 @@ impl EntryReader<'_> {
                 key.blob_id(&bytes[at - length..at])
             })
             .collect();
-        Ok(Some(SmallFile {
+        let small = SmallFile {
             bytes,
             lengths,
             ids,
             _held: held,
-        }))
+        };
+        Ok(Some((small, xattrs)))
     }
 
     /// Same size, mtime, ctime and inode as in the parent, and all of its
@@ -942,7 +998,7 @@ impl<'r> Archiver<'r, '_> {
             match target {
                 Target::Real => {
                     let name = OsStr::from_bytes(name);
-                    let pre = self.entry_reader().prefetch(&path, name, parent_node);
+                    let pre = self.entry_reader().prefetch(&path, name, None, parent_node);
                     if let Some(node) = self.save_path(&path, parent_node, pre, &mut None)? {
                         nodes.push(node);
                     }
@@ -1529,6 +1585,7 @@ fn store_stdin(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn a_file_replaced_by_a_fifo_or_a_symlink_is_not_opened() {
@@ -1549,6 +1606,18 @@ mod tests {
             .unwrap()
             .read_to_string(&mut read)
             .unwrap();
+        assert_eq!(read, "data");
+        // The same, by name in the open directory (the walk ahead's way).
+        let handle = std::fs::File::open(dir.path()).unwrap();
+        let at = |name: &str| open_regular_in(Some(handle.as_fd()), Path::new("/"), name.as_ref());
+        assert!(at("fifo").is_err());
+        assert!(at("link").is_err());
+        assert_eq!(
+            at("missing").unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
+        let mut read = String::new();
+        at("file").unwrap().read_to_string(&mut read).unwrap();
         assert_eq!(read, "data");
     }
 }

@@ -5,8 +5,9 @@ use crate::tree::{Bytes, Node, NodeKind, Xattr};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::Metadata;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
@@ -92,60 +93,131 @@ pub fn group_name(gid: u32) -> Option<String> {
     name
 }
 
-pub fn node_kind(meta: &Metadata) -> NodeKind {
-    let t = meta.file_type();
-    if t.is_dir() {
-        NodeKind::Dir
-    } else if t.is_symlink() {
-        NodeKind::Symlink
-    } else if t.is_fifo() {
-        NodeKind::Fifo
-    } else if t.is_char_device() {
-        NodeKind::Chardev
-    } else if t.is_block_device() {
-        NodeKind::Blockdev
-    } else if t.is_socket() {
-        NodeKind::Socket
-    } else {
-        NodeKind::File
+/// What a node keeps of an lstat, from `std::fs::Metadata` or from
+/// `fstatat` on a directory descriptor (`Stat::at`), which std cannot turn
+/// into a `Metadata`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// `st_mode`: the file type bits and the permissions.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub dev: u64,
+    pub nlink: u64,
+    pub rdev: u64,
+}
+
+/// Seconds and nanoseconds as nanoseconds, saturating: a file dated beyond
+/// year 2262 must not crash the backup.
+fn nanoseconds(seconds: i64, nanoseconds: i64) -> i64 {
+    seconds
+        .saturating_mul(1_000_000_000)
+        .saturating_add(nanoseconds)
+}
+
+impl From<&Metadata> for Stat {
+    fn from(meta: &Metadata) -> Stat {
+        Stat {
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: meta.len(),
+            mtime_ns: nanoseconds(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: nanoseconds(meta.ctime(), meta.ctime_nsec()),
+            ino: meta.ino(),
+            dev: meta.dev(),
+            nlink: meta.nlink(),
+            rdev: meta.rdev(),
+        }
+    }
+}
+
+impl Stat {
+    /// The lstat of `name` in the directory `dir`: one path component to
+    /// look up instead of the whole path, which on a tree of small files
+    /// was a tenth of the CPU time (stat, open and xattrs each walked it).
+    pub fn at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<Stat> {
+        let name = CString::new(name.as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let mut st = std::mem::MaybeUninit::<libc::stat64>::uninit();
+        // SAFETY: `dir` is an open descriptor, `name` NUL-terminated, and
+        // `st` is written in full on success.
+        let rc = unsafe {
+            libc::fstatat64(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fstatat succeeded, so `st` is initialised.
+        let st = unsafe { st.assume_init() };
+        Ok(Stat {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            mtime_ns: nanoseconds(st.st_mtime, st.st_mtime_nsec),
+            ctime_ns: nanoseconds(st.st_ctime, st.st_ctime_nsec),
+            ino: st.st_ino,
+            dev: st.st_dev,
+            nlink: st.st_nlink,
+            rdev: st.st_rdev,
+        })
+    }
+
+    pub fn kind(&self) -> NodeKind {
+        match self.mode & libc::S_IFMT {
+            libc::S_IFDIR => NodeKind::Dir,
+            libc::S_IFLNK => NodeKind::Symlink,
+            libc::S_IFIFO => NodeKind::Fifo,
+            libc::S_IFCHR => NodeKind::Chardev,
+            libc::S_IFBLK => NodeKind::Blockdev,
+            libc::S_IFSOCK => NodeKind::Socket,
+            _ => NodeKind::File,
+        }
     }
 }
 
 /// A node for `path` from its lstat metadata (no content, no subtree).
 pub fn node_from_metadata(name: &OsStr, path: &Path, meta: &Metadata) -> Node {
-    let kind = node_kind(meta);
+    let mut node = node_from_stat(name, path, &Stat::from(meta));
+    node.xattrs = read_xattrs(path);
+    node
+}
+
+/// A node for `path` from its lstat, without its xattrs: the caller reads
+/// them from the path (`read_xattrs`) or from the open file
+/// (`read_file_xattrs`).
+pub fn node_from_stat(name: &OsStr, path: &Path, stat: &Stat) -> Node {
+    let kind = stat.kind();
     let mut node = Node::new(name.as_bytes(), kind);
-    node.mode = meta.mode() & 0o7777;
-    node.uid = meta.uid();
-    node.gid = meta.gid();
-    node.user = user_name(meta.uid());
-    node.group = group_name(meta.gid());
-    // Saturating: a file dated beyond year 2262 must not crash the backup.
-    node.mtime_ns = meta
-        .mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec());
-    node.ctime_ns = meta
-        .ctime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.ctime_nsec());
-    node.inode = meta.ino();
-    node.device_id = meta.dev();
-    node.links = meta.nlink();
-    node.size = if kind == NodeKind::File {
-        meta.len()
-    } else {
-        0
-    };
+    node.mode = stat.mode & 0o7777;
+    node.uid = stat.uid;
+    node.gid = stat.gid;
+    node.user = user_name(stat.uid);
+    node.group = group_name(stat.gid);
+    node.mtime_ns = stat.mtime_ns;
+    node.ctime_ns = stat.ctime_ns;
+    node.inode = stat.ino;
+    node.device_id = stat.dev;
+    node.links = stat.nlink;
+    node.size = if kind == NodeKind::File { stat.size } else { 0 };
     if matches!(kind, NodeKind::Chardev | NodeKind::Blockdev) {
-        node.rdev = meta.rdev();
+        node.rdev = stat.rdev;
     }
     if kind == NodeKind::Symlink {
         node.link_target = std::fs::read_link(path)
             .ok()
             .map(|t| Bytes(t.as_os_str().as_bytes().to_vec()));
     }
-    node.xattrs = read_xattrs(path);
     node
 }
 
@@ -155,9 +227,25 @@ pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
     let Ok(names) = xattr::list(path) else {
         return Vec::new();
     };
+    xattrs_sorted(names, |name| xattr::get(path, name))
+}
+
+/// `read_xattrs` for an open file: no path to look up again.
+pub fn read_file_xattrs(file: &std::fs::File) -> Vec<Xattr> {
+    use xattr::FileExt;
+    let Ok(names) = file.list_xattr() else {
+        return Vec::new();
+    };
+    xattrs_sorted(names, |name| file.get_xattr(name))
+}
+
+fn xattrs_sorted(
+    names: xattr::XAttrs,
+    get: impl Fn(&OsStr) -> std::io::Result<Option<Vec<u8>>>,
+) -> Vec<Xattr> {
     let mut out: Vec<Xattr> = names
         .filter_map(|name| {
-            let value = xattr::get(path, &name).ok().flatten()?;
+            let value = get(&name).ok().flatten()?;
             Some(Xattr {
                 name: Bytes(name.as_bytes().to_vec()),
                 value: hex::encode(value),
@@ -239,5 +327,47 @@ pub fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// The walk ahead stats names in an open directory; the archiver stats
+    /// whole paths: both must give the same node.
+    #[test]
+    fn stat_in_a_directory_equals_the_stat_of_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("file"), b"some bytes").unwrap();
+        std::fs::create_dir(root.join("dir")).unwrap();
+        std::os::unix::fs::symlink("file", root.join("link")).unwrap();
+        let fifo = CString::new(root.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+        let name = OsStr::from_bytes(b"caf\xe9 not utf-8");
+        std::fs::write(root.join(name), b"").unwrap();
+        let handle = std::fs::File::open(root).unwrap();
+        for (entry, kind) in [
+            (OsStr::new("file"), NodeKind::File),
+            (OsStr::new("dir"), NodeKind::Dir),
+            (OsStr::new("link"), NodeKind::Symlink),
+            (OsStr::new("fifo"), NodeKind::Fifo),
+            (name, NodeKind::File),
+        ] {
+            let path = root.join(entry);
+            let at = Stat::at(handle.as_fd(), entry).unwrap();
+            let of_path = Stat::from(&std::fs::symlink_metadata(&path).unwrap());
+            assert_eq!(at, of_path, "{entry:?}");
+            assert_eq!(at.kind(), kind, "{entry:?}");
+            assert_eq!(
+                node_from_stat(entry, &path, &at),
+                node_from_stat(entry, &path, &of_path)
+            );
+        }
+        let missing = Stat::at(handle.as_fd(), OsStr::new("missing")).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
     }
 }

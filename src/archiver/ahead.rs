@@ -28,6 +28,7 @@ use crate::tree::{NodeKind, Tree};
 use crossbeam_channel::{Receiver, Sender};
 use rayon::prelude::*;
 use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -135,6 +136,10 @@ impl Walker<'_> {
         if self.exclude.excludes_dir_by_marker(path) {
             return send(Event::Excluded);
         }
+        // Kept open while the entries' tasks run: they look their names up
+        // in it. Without it (a directory swapped for a symlink since the
+        // listing) they use the whole path.
+        let dir = open_dir(path).ok().map(Arc::new);
         let listing = match std::fs::read_dir(path) {
             Ok(listing) => listing,
             Err(e) => return send(Event::NotListed(e)),
@@ -179,6 +184,7 @@ impl Walker<'_> {
                 let parent = parent.clone();
                 let name = name.clone();
                 let child = child.clone();
+                let dir = dir.clone();
                 scope.spawn(move |_| {
                     let reader = EntryReader {
                         repo: self.repo,
@@ -188,7 +194,8 @@ impl Walker<'_> {
                     };
                     let node = parent.as_deref().and_then(|t| t.find(name.as_bytes()));
                     // The archiver may have stopped; then nobody wants it.
-                    let _ = slot.send(reader.prefetch(&child, &name, node));
+                    let dir = dir.as_deref().map(|d| d.as_fd());
+                    let _ = slot.send(reader.prefetch(&child, &name, dir, node));
                 });
             }
             // A mount point is kept as an empty directory: not entered.
@@ -219,6 +226,16 @@ impl Walker<'_> {
         }
         send(Event::Leave)
     }
+}
+
+/// Opens a directory for `*at` lookups, not following a symlink.
+fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)?;
+    Ok(OwnedFd::from(dir))
 }
 
 fn dev(meta: &std::fs::Metadata) -> u64 {
