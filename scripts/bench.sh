@@ -336,6 +336,14 @@ restore_and_check() {
 if [ $report_only = 0 ]; then
 : >"$work/run.log"
 started=$(date +%s)
+# Which cairn is measured: the commit checked out (a given CAIRN_BIN is
+# assumed to be built from it), recorded now in case it moves meanwhile.
+if [ $scaling_only = 0 ]; then
+  c=$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git -C "$repo_root" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null ||
+    c="$c plus uncommitted changes"
+  echo "$c" >"$work/commit"
+fi
 [ $scaling_only = 1 ] || for rep in $(seq 1 "$reps"); do
   log "rep $rep/$reps: backups"
   run_sequence
@@ -374,6 +382,8 @@ fi
 [ $scaling_only = 1 ] || cut -d' ' -f1-3 /proc/loadavg >"$work/loadavg"
 fi
 elapsed=$(cat "$work/elapsed")
+commit=$(cat "$work/commit" 2>/dev/null || echo unknown)
+
 
 versions="cairn $("$cairn" --version | awk '{print $2}'), $(restic version | awk '{print $1, $2}'), $(borg --version), zstd $(zstd -V | grep -o 'v[0-9.]*' | head -1), b3sum $(b3sum --version | awk '{print $2}'), PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}')"
 machine="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, work dir on $(df -T "$work" | awk 'NR==2 {print $2" "$1}')"
@@ -413,7 +423,7 @@ for (case, tool), (secs, rss, nbytes, repo) in best.items():
 table = "\n".join(lines)
 print(table)
 if write_doc:
-    header = """Run: \`bash scripts/bench.sh $([ $quick = 1 ] && echo '--quick ')--reps $reps --nights $nights$([ "$scaling" -gt 0 ] && echo " --scaling $scaling")\` on $(date -u +%Y-%m-%d) ($mode mode, best of $reps reps, $elapsed s; load average at the end $(cat "$work/loadavg" 2>/dev/null || echo unknown): other work shared the 2 CPUs).
+    header = """Run: \`bash scripts/bench.sh $([ $quick = 1 ] && echo '--quick ')--reps $reps --nights $nights$([ "$scaling" -gt 0 ] && echo " --scaling $scaling")\` on $(date -u +%Y-%m-%d) at commit $commit ($mode mode, best of $reps reps, $elapsed s; load average at the end $(cat "$work/loadavg" 2>/dev/null || echo unknown), the bench's own commands included).
 
 - Machine: $machine.
 - Versions: $versions.
