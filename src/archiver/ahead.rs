@@ -138,8 +138,10 @@ impl Walker<'_> {
         }
         // Kept open while the entries' tasks run: they look their names up
         // in it. Without it (a directory swapped for a symlink since the
-        // listing) they use the whole path.
-        let dir = open_dir(path).ok().map(Arc::new);
+        // listing, no descriptor left) they use the whole path. The walker
+        // lets go of it while it descends, so the descriptors a walk holds
+        // are bounded by the queued tasks, not by the depth of the tree.
+        let mut dir = open_dir(path).ok().map(Arc::new);
         let listing = match std::fs::read_dir(path) {
             Ok(listing) => listing,
             Err(e) => return send(Event::NotListed(e)),
@@ -178,6 +180,9 @@ impl Walker<'_> {
             send(Event::Unreadable(e))?;
         }
         for (name, is_dir) in names {
+            if dir.is_none() {
+                dir = open_dir(path).ok().map(Arc::new);
+            }
             let child = path.join(&name);
             let (slot, prefetched) = crossbeam_channel::bounded(1);
             {
@@ -221,6 +226,7 @@ impl Walker<'_> {
                 let sub_parent = subtree
                     .and_then(|id| self.repo.load_tree(&id).ok())
                     .map(Arc::new);
+                dir = None;
                 self.walk_dir(scope, &child, sub_parent, events)?;
             }
         }

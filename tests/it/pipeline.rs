@@ -196,3 +196,41 @@ fn a_walk_ahead_that_disagrees_with_the_stats_gives_the_same_snapshot() {
         assert_trees_equal(&src, &target);
     }
 }
+
+/// The walk ahead keeps a directory open while its entries are read: a
+/// tree deeper than the descriptor limit must not hold one per level
+/// (which failed the opens of the files below with EMFILE).
+#[test]
+fn a_tree_deeper_than_the_descriptor_limit_backs_up_whole() {
+    const DEPTH: usize = 300;
+    const DESCRIPTORS: u64 = 200;
+    let t = TestRepo::new();
+    let src = t.path("deep");
+    let mut dir = src.clone();
+    for level in 0..DEPTH {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), format!("level {level}\n")).unwrap();
+        dir = dir.join("d");
+    }
+    let mut command = t.command();
+    command.args(["--json", "backup", path_str(&src)]);
+    // SAFETY: only an async-signal-safe system call between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            let limit = libc::rlimit {
+                rlim_cur: DESCRIPTORS,
+                rlim_max: DESCRIPTORS,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    assert_success(&out, &["backup under a low descriptor limit"]);
+    let summary = parse_summary(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(num(&summary, "files_new"), DEPTH as u64, "{summary}");
+    let restored = t.restore(&format!("latest:{}", path_str(&src)), "out");
+    assert_trees_equal(&src, &restored);
+}
