@@ -128,6 +128,8 @@ struct LocalPending<'b> {
     piece_start: u64,
     /// Bytes on disk whose pages were dropped from the page cache.
     dropped: u64,
+    /// The file system cannot wait for a range's writeback.
+    no_wait: bool,
 }
 
 impl PendingFile for LocalPending<'_> {
@@ -142,8 +144,9 @@ impl PendingFile for LocalPending<'_> {
         let fd = file.as_raw_fd();
         // Start writing what is dirty to disk now, without waiting, so the
         // fsync at commit has little left to do and does not stall the
-        // backup for a whole pack's worth of writeback. Advisory: errors
-        // surface at the fsync. (Offset 0 and length 0: the whole file.)
+        // backup for a whole pack's worth of writeback. Advisory: without
+        // waiting it reports no writeback error, which the next wait or the
+        // fsync at commit does. (Offset 0 and length 0: the whole file.)
         // SAFETY: a plain system call on an open descriptor we own.
         unsafe {
             libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE);
@@ -154,11 +157,11 @@ impl PendingFile for LocalPending<'_> {
         // database's pages) out of memory, and each piece reuses the pages
         // of the one before instead of taking fresh ones: on a VM whose host
         // reclaims free guest memory, fresh pages were most of the system
-        // time of a pack write. Advisory too: the fsync at commit stays.
+        // time of a pack write. The fsync at commit stays.
         let (start, length) = (self.dropped, self.piece_start - self.dropped);
-        if length > 0 {
-            // SAFETY: plain system calls on an open descriptor we own.
-            unsafe {
+        if length > 0 && !self.no_wait {
+            // SAFETY: a plain system call on an open descriptor we own.
+            let waited = unsafe {
                 libc::sync_file_range(
                     fd,
                     start as libc::off64_t,
@@ -166,15 +169,38 @@ impl PendingFile for LocalPending<'_> {
                     libc::SYNC_FILE_RANGE_WAIT_BEFORE
                         | libc::SYNC_FILE_RANGE_WRITE
                         | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                );
-                libc::posix_fadvise(
-                    fd,
-                    start as libc::off_t,
-                    length as libc::off_t,
-                    libc::POSIX_FADV_DONTNEED,
-                );
+                )
+            };
+            if waited != 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    // The file system cannot do this: keep the pages.
+                    Some(libc::EINVAL | libc::ENOSYS | libc::ESPIPE | libc::EOPNOTSUPP) => {
+                        self.no_wait = true;
+                    }
+                    // A writeback error (EIO, ENOSPC, ...). Waiting consumed
+                    // it: the fsync at commit would no longer report it, so
+                    // it fails the pack here.
+                    _ => {
+                        return Err(Error::io(
+                            format!("cannot write {}", self.temp.display()),
+                            e,
+                        ))
+                    }
+                }
+            } else {
+                // Advisory: pages that stay cached cost only memory.
+                // SAFETY: a plain system call on an open descriptor we own.
+                unsafe {
+                    libc::posix_fadvise(
+                        fd,
+                        start as libc::off_t,
+                        length as libc::off_t,
+                        libc::POSIX_FADV_DONTNEED,
+                    );
+                }
+                self.dropped = self.piece_start;
             }
-            self.dropped = self.piece_start;
         }
         Ok(())
     }
@@ -324,6 +350,7 @@ impl Backend for LocalBackend {
             written: 0,
             piece_start: 0,
             dropped: 0,
+            no_wait: false,
         }))
     }
 
