@@ -159,17 +159,21 @@ impl Stat {
         }
         // SAFETY: fstatat succeeded, so `st` is initialised.
         let st = unsafe { st.assume_init() };
+        // The field types differ between targets (nlink_t is 32 bits on
+        // aarch64, time_t and the nanoseconds on 32-bit ones): widened with
+        // `from`, which is the identity on x86_64.
+        #[allow(clippy::useless_conversion)]
         Ok(Stat {
             mode: st.st_mode,
             uid: st.st_uid,
             gid: st.st_gid,
-            size: st.st_size as u64,
-            mtime_ns: nanoseconds(st.st_mtime, st.st_mtime_nsec),
-            ctime_ns: nanoseconds(st.st_ctime, st.st_ctime_nsec),
-            ino: st.st_ino,
-            dev: st.st_dev,
-            nlink: st.st_nlink,
-            rdev: st.st_rdev,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mtime_ns: nanoseconds(i64::from(st.st_mtime), i64::from(st.st_mtime_nsec)),
+            ctime_ns: nanoseconds(i64::from(st.st_ctime), i64::from(st.st_ctime_nsec)),
+            ino: u64::from(st.st_ino),
+            dev: u64::from(st.st_dev),
+            nlink: u64::from(st.st_nlink),
+            rdev: u64::from(st.st_rdev),
         })
     }
 
