@@ -405,16 +405,17 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn main() {
     // glibc hands memory back to the kernel as soon as an arena's free top
-    // exceeds 128 KiB, and serves each allocation over its (adaptive) mmap
-    // threshold with a fresh mapping: a restore's per-blob buffers and a
-    // backup's read buffers were then faulted in again and again (half of a
-    // restore's page faults). Keep freed memory for reuse instead; the peak
-    // is unchanged, only its release is deferred to exit. Blocks of 32 MiB
-    // and more (the KDF's 64 MiB) are still mapped and unmapped whole.
+    // exceeds 128 KiB (more once its adaptive thresholds have grown), so a
+    // restore's per-blob buffers and a backup's small-file buffers were
+    // faulted in again and again: half of a restore's page faults came from
+    // zstd writing into fresh output buffers. Blocks under 1 MiB (blobs,
+    // small files) now come from the arenas, which keep up to 8 MiB free
+    // for reuse; larger ones (read buffers, packs, the KDF's 64 MiB) are
+    // still mapped and unmapped whole, so memory held does not grow.
     // SAFETY: mallopt only sets allocator parameters; before any thread.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 * 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 * 1024 * 1024);
     }
     // No SA_RESTART: a read blocked on stdin must return EINTR so the
     // interrupt is noticed. SAFETY: the handler only stores to an atomic,
