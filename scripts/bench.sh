@@ -240,8 +240,12 @@ measure() {
   # right after another copy; cairn's restore 1.22 s or 0.56-0.81 s,
   # restic's 2.24 s or 1.44-1.57 s. Writing and deleting 1 GiB first gives
   # every tool the same host-backed free memory, as on a physical machine.
-  dd if=/dev/zero of="$work/prewarm" bs=4M count=256 status=none
-  rm -f "$work/prewarm"
+  # (In /dev/shm when there is one: no file system writeback to overlap
+  # with the measured command.)
+  local pre=$work/prewarm
+  [ -d /dev/shm ] && [ -w /dev/shm ] && pre=/dev/shm/cairn-bench-prewarm
+  dd if=/dev/zero of="$pre" bs=4M count=256 status=none
+  rm -f "$pre"
   if ! /usr/bin/time -v -o "$t" "$@" >>"$work/run.log" 2>&1; then
     echo "FAILED: $case / $tool: $*" >&2
     tail -5 "$work/run.log" >&2
@@ -346,12 +350,17 @@ if [ $report_only = 0 ]; then
 : >"$work/run.log"
 started=$(date +%s)
 # Which cairn is measured: the commit checked out (a given CAIRN_BIN is
-# assumed to be built from it), recorded now in case it moves meanwhile.
+# assumed to be built from it), recorded now in case it moves meanwhile;
+# a --scaling-only run records its own for the scaling rows.
+c=$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo "an unknown commit")
+if [ -n "$(git -C "$repo_root" status --porcelain -- src benches Cargo.toml Cargo.lock 2>/dev/null)" ]; then
+  c="$c plus uncommitted changes"
+fi
 if [ $scaling_only = 0 ]; then
-  c=$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  git -C "$repo_root" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null ||
-    c="$c plus uncommitted changes"
   echo "$c" >"$work/commit"
+  rm -f "$work/commit-scaling"
+else
+  echo "$c" >"$work/commit-scaling"
 fi
 [ $scaling_only = 1 ] || for rep in $(seq 1 "$reps"); do
   log "rep $rep/$reps: backups"
@@ -391,7 +400,10 @@ fi
 [ $scaling_only = 1 ] || cut -d' ' -f1-3 /proc/loadavg >"$work/loadavg"
 fi
 elapsed=$(cat "$work/elapsed")
-commit=$(cat "$work/commit" 2>/dev/null || echo unknown)
+commit=$(cat "$work/commit" 2>/dev/null || echo "an unknown commit")
+if [ -f "$work/commit-scaling" ] && [ "$(cat "$work/commit-scaling")" != "$commit" ]; then
+  commit="$commit (scaling rows: $(cat "$work/commit-scaling"), --scaling-only)"
+fi
 
 
 versions="cairn $("$cairn" --version | awk '{print $2}'), $(restic version | awk '{print $1, $2}'), $(borg --version), zstd $(zstd -V | grep -o 'v[0-9.]*' | head -1), b3sum $(b3sum --version | awk '{print $2}'), PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}')"
