@@ -408,10 +408,12 @@ fn main() {
     // exceeds 128 KiB (more once its adaptive thresholds have grown), so a
     // restore's per-blob buffers and a backup's small-file buffers were
     // faulted in again and again: half of a restore's page faults came from
-    // zstd writing into fresh output buffers. Blocks under 1 MiB (blobs,
-    // small files) now come from the arenas, which keep up to 8 MiB free
-    // for reuse; larger ones (read buffers, packs, the KDF's 64 MiB) are
-    // still mapped and unmapped whole, so memory held does not grow.
+    // zstd writing into fresh output buffers. Blocks under 8 MiB (blobs,
+    // small files, pack pieces) now come from the arenas, which keep up to
+    // 32 MiB free for reuse; larger ones (8 MiB read buffers, whole packs
+    // read by `check`, the KDF's 64 MiB) are still mapped and unmapped
+    // whole. 32 and 256 MiB were tried: faster, but `check` and a backup
+    // into 5 M blobs then held far more (docs/PERFORMANCE.md).
     // SAFETY: mallopt only sets allocator parameters; before any thread.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 8 * 1024 * 1024);
