@@ -23,12 +23,13 @@
 
 use super::{EntryReader, Prefetched};
 use crate::exclude::Excluder;
+use crate::metadata::Stat;
 use crate::repository::Repository;
 use crate::tree::{NodeKind, Tree};
 use crossbeam_channel::{Receiver, Sender};
 use rayon::prelude::*;
-use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::ffi::{CStr, OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -137,28 +138,24 @@ impl Walker<'_> {
             return send(Event::Excluded);
         }
         // Kept open while the entries' tasks run: they look their names up
-        // in it. Without it (a directory swapped for a symlink since the
-        // listing, no descriptor left) they use the whole path. The walker
-        // lets go of it while it descends, so the descriptors a walk holds
-        // are bounded by the queued tasks, not by the depth of the tree.
-        let mut dir = open_dir(path).ok().map(Arc::new);
-        let listing = match std::fs::read_dir(path) {
-            Ok(listing) => listing,
+        // in it, and it is what is listed, so names and lookups agree even
+        // if the path is renamed meanwhile. Without it (a directory swapped
+        // for a symlink since its parent was listed, no descriptor left)
+        // the path is listed and looked up. The walker lets go of it while
+        // it descends, so the descriptors a walk holds are bounded by the
+        // queued tasks, not by the depth of the tree; it reopens it after,
+        // and uses it only if it is still the same directory.
+        let opened = open_dir(path).ok();
+        let mut identity = opened.as_ref().map(|(_, id)| *id);
+        let mut dir = opened.map(|(fd, _)| Arc::new(fd));
+        let listed = match &dir {
+            Some(fd) => list_dir(fd.as_fd()),
+            None => list_path(path),
+        };
+        let (mut names, errors) = match listed {
+            Ok(listed) => listed,
             Err(e) => return send(Event::NotListed(e)),
         };
-        let mut names: Vec<(OsString, bool)> = Vec::new();
-        let mut errors = Vec::new();
-        for entry in listing {
-            match entry {
-                // The type comes with the listing on the usual file
-                // systems (no stat); it only says whether to descend.
-                Ok(entry) => {
-                    let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-                    names.push((entry.file_name(), is_dir));
-                }
-                Err(e) => errors.push(e),
-            }
-        }
         names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         if self.exclude.has_patterns() {
             let keep: Vec<bool> = names
@@ -180,8 +177,15 @@ impl Walker<'_> {
             send(Event::Unreadable(e))?;
         }
         for (name, is_dir) in names {
-            if dir.is_none() {
-                dir = open_dir(path).ok().map(Arc::new);
+            if dir.is_none() && identity.is_some() {
+                dir = open_dir(path)
+                    .ok()
+                    .filter(|(_, id)| Some(*id) == identity)
+                    .map(|(fd, _)| Arc::new(fd));
+                if dir.is_none() {
+                    // Renamed or replaced meanwhile: paths from here on.
+                    identity = None;
+                }
             }
             let child = path.join(&name);
             let (slot, prefetched) = crossbeam_channel::bounded(1);
@@ -234,16 +238,146 @@ impl Walker<'_> {
     }
 }
 
-/// Opens a directory for `*at` lookups, not following a symlink.
-fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// Opens a directory for `*at` lookups, not following a symlink; with its
+/// device and inode, to tell whether a later open found the same one.
+fn open_dir(path: &Path) -> std::io::Result<(OwnedFd, (u64, u64))> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let dir = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
         .open(path)?;
-    Ok(OwnedFd::from(dir))
+    let meta = dir.metadata()?;
+    Ok((OwnedFd::from(dir), (meta.dev(), meta.ino())))
+}
+
+/// A directory's entry names, each with whether its type (from the
+/// listing; no stat on the usual file systems) is a directory, which only
+/// says whether to descend; and the errors met while listing.
+type Listing = (Vec<(OsString, bool)>, Vec<std::io::Error>);
+
+/// Lists the directory open as `dir`.
+fn list_dir(dir: BorrowedFd<'_>) -> std::io::Result<Listing> {
+    // fdopendir takes over the descriptor it is given: a duplicate. The
+    // duplicate shares the read position, which nothing else uses (the
+    // lookups in `dir` do not), so it is rewound below.
+    let raw = dir.try_clone_to_owned()?.into_raw_fd();
+    // SAFETY: `raw` is an open directory descriptor that we own.
+    let stream = unsafe { libc::fdopendir(raw) };
+    if stream.is_null() {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `raw` is still ours to close.
+        unsafe { libc::close(raw) };
+        return Err(e);
+    }
+    struct Stream(*mut libc::DIR);
+    impl Drop for Stream {
+        fn drop(&mut self) {
+            // SAFETY: a stream from fdopendir, closed once (with its fd).
+            unsafe { libc::closedir(self.0) };
+        }
+    }
+    let stream = Stream(stream);
+    // From the top, whoever listed through this descriptor before.
+    // SAFETY: a live stream.
+    unsafe { libc::rewinddir(stream.0) };
+    let mut names = Vec::new();
+    let mut errors = Vec::new();
+    loop {
+        // readdir reports an error only through errno.
+        // SAFETY: errno is this thread's; readdir64 gets a live stream.
+        let entry = unsafe {
+            *libc::__errno_location() = 0;
+            libc::readdir64(stream.0)
+        };
+        if entry.is_null() {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error().is_some_and(|n| n != 0) {
+                errors.push(e);
+            }
+            break;
+        }
+        // SAFETY: a non-null entry is valid until the next readdir call,
+        // and its name is NUL-terminated; both are copied out here.
+        let (name, kind) = unsafe {
+            (
+                CStr::from_ptr((*entry).d_name.as_ptr()).to_bytes(),
+                (*entry).d_type,
+            )
+        };
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let name = OsStr::from_bytes(name).to_os_string();
+        let is_dir = match kind {
+            libc::DT_DIR => true,
+            // A file system that does not say: ask.
+            libc::DT_UNKNOWN => Stat::at(dir, &name).is_ok_and(|s| s.kind() == NodeKind::Dir),
+            _ => false,
+        };
+        names.push((name, is_dir));
+    }
+    Ok((names, errors))
+}
+
+/// Lists the directory at `path` (when it could not be opened by itself).
+fn list_path(path: &Path) -> std::io::Result<Listing> {
+    let mut names = Vec::new();
+    let mut errors = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        match entry {
+            Ok(entry) => {
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                names.push((entry.file_name(), is_dir));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((names, errors))
 }
 
 fn dev(meta: &std::fs::Metadata) -> u64 {
     std::os::unix::fs::MetadataExt::dev(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The walk lists through the directory's descriptor; the fallback
+    /// lists by path: both must give the same names and types.
+    #[test]
+    fn listing_by_descriptor_equals_listing_by_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::write(root.join("file"), b"x").unwrap();
+        std::fs::create_dir(root.join("dir")).unwrap();
+        std::os::unix::fs::symlink("dir", root.join("link-to-dir")).unwrap();
+        std::fs::write(root.join(OsStr::from_bytes(b"caf\xe9")), b"").unwrap();
+        for i in 0..300 {
+            std::fs::write(root.join(format!("many-{i}")), b"").unwrap();
+        }
+        let (fd, _) = open_dir(root).unwrap();
+        let (mut by_fd, errors) = list_dir(fd.as_fd()).unwrap();
+        assert!(errors.is_empty());
+        let (mut by_path, _) = list_path(root).unwrap();
+        by_fd.sort();
+        by_path.sort();
+        assert_eq!(by_fd, by_path);
+        assert_eq!(by_fd.len(), 304);
+        let dirs: Vec<_> = by_fd.iter().filter(|(_, d)| *d).collect();
+        assert_eq!(dirs, [&(OsString::from("dir"), true)]);
+        // A second listing of the same descriptor starts from the top.
+        assert_eq!(list_dir(fd.as_fd()).unwrap().0.len(), 304);
+    }
+
+    #[test]
+    fn a_directory_is_not_opened_through_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("dir")).unwrap();
+        std::os::unix::fs::symlink("dir", tmp.path().join("link")).unwrap();
+        assert!(open_dir(&tmp.path().join("link")).is_err());
+        let (_, a) = open_dir(&tmp.path().join("dir")).unwrap();
+        let (_, b) = open_dir(&tmp.path().join("dir")).unwrap();
+        assert_eq!(a, b);
+    }
 }
