@@ -166,7 +166,10 @@ impl Walker<'_> {
             names.retain(|_| keep.next().unwrap_or(true));
         }
         let device = if self.exclude.one_file_system {
-            std::fs::symlink_metadata(path).ok().map(|m| dev(&m))
+            // Known already when the directory is open.
+            identity
+                .map(|(device, _)| device)
+                .or_else(|| std::fs::symlink_metadata(path).ok().map(|m| dev(&m)))
         } else {
             None
         };
@@ -209,8 +212,13 @@ impl Walker<'_> {
             }
             // A mount point is kept as an empty directory: not entered.
             let descends = self.descend_override.unwrap_or(is_dir)
-                && device
-                    .is_none_or(|d| std::fs::symlink_metadata(&child).is_ok_and(|m| dev(&m) == d));
+                && device.is_none_or(|d| {
+                    let stat = match &dir {
+                        Some(fd) => Stat::at(fd.as_fd(), &name).ok().map(|s| s.dev),
+                        None => std::fs::symlink_metadata(&child).ok().map(|m| dev(&m)),
+                    };
+                    stat == Some(d)
+                });
             let subtree = if descends {
                 parent
                     .as_deref()
