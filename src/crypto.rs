@@ -232,16 +232,86 @@ pub fn derive_password_key(password: &[u8], salt: &[u8], params: &KdfParams) -> 
         Some(32),
     )
     .map_err(|e| Error::corrupt(format!("bad Argon2 parameters: {e}")))?;
+    let block_count = argon_params.block_count();
     let argon = argon2::Argon2::new(
         argon2::Algorithm::Argon2id,
         argon2::Version::V0x13,
         argon_params,
     );
     let mut out = [0u8; 32];
-    argon
-        .hash_password_into(password, salt, &mut out)
-        .map_err(|e| Error::corrupt(format!("Argon2 failed: {e}")))?;
+    let result = match KdfMemory::new(block_count) {
+        Some(mut memory) => {
+            argon.hash_password_into_with_memory(password, salt, &mut out, memory.blocks())
+        }
+        None => argon.hash_password_into(password, salt, &mut out),
+    };
+    result.map_err(|e| Error::corrupt(format!("Argon2 failed: {e}")))?;
     Ok(out)
+}
+
+/// Argon2's memory, mapped on its own and backed by transparent huge pages
+/// where the kernel allows them. Argon2 reads its 64 MiB at random: with
+/// 4 KiB pages that is 16,384 page faults to fill it and a TLB miss on
+/// almost every block read; with 2 MiB pages it is 32 faults, and the key
+/// is derived in noticeably less time, a cost every command pays once.
+struct KdfMemory {
+    mapping: *mut libc::c_void,
+    mapping_len: usize,
+    blocks: *mut argon2::Block,
+    block_count: usize,
+}
+
+impl KdfMemory {
+    const HUGE_PAGE: usize = 2 * 1024 * 1024;
+
+    /// None if the memory cannot be mapped; Argon2 then allocates its own.
+    fn new(block_count: usize) -> Option<KdfMemory> {
+        let len = block_count.checked_mul(argon2::Block::SIZE)?;
+        let mapping_len = len.checked_add(Self::HUGE_PAGE)?;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is
+        // touched. Anonymous memory is zero-filled, and zero bytes are a
+        // valid `Block` (an array of u64).
+        let mapping = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapping_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if mapping == libc::MAP_FAILED {
+            return None;
+        }
+        let start = (mapping as usize).next_multiple_of(Self::HUGE_PAGE);
+        let blocks = start as *mut argon2::Block;
+        // SAFETY: [start, start + len) lies inside the mapping. The advice
+        // only changes how pages are backed; its failure (no THP support)
+        // leaves ordinary pages, which is still correct.
+        unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        Some(KdfMemory {
+            mapping,
+            mapping_len,
+            blocks,
+            block_count,
+        })
+    }
+
+    fn blocks(&mut self) -> &mut [argon2::Block] {
+        // SAFETY: `blocks` is aligned to 2 MiB (more than Block's 64 bytes),
+        // points at `block_count` zero-initialised blocks inside a mapping
+        // this value owns, and the borrow of self keeps it unique.
+        unsafe { std::slice::from_raw_parts_mut(self.blocks, self.block_count) }
+    }
+}
+
+impl Drop for KdfMemory {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`, once; no slice
+        // into it outlives `self`.
+        unsafe { libc::munmap(self.mapping, self.mapping_len) };
+    }
 }
 
 /// Seals the master secret under a password-derived key (key files).
@@ -274,6 +344,39 @@ mod tests {
         };
         let key = derive_password_key(b"correct horse", &[7u8; 16], &params).unwrap();
         assert_eq!(hex::encode(key), ARGON2ID_GOLDEN);
+    }
+
+    /// The huge-page memory of `KdfMemory` gives the same key as the
+    /// memory Argon2 allocates itself, at the default cost (64 MiB, whole
+    /// huge pages) and at a size that is not a whole number of them.
+    #[test]
+    fn kdf_memory_of_our_own_gives_argon2s_result() {
+        for params in [
+            KdfParams::DEFAULT,
+            KdfParams {
+                memory_kib: 3 * 1024 + 8,
+                iterations: 1,
+                parallelism: 2,
+            },
+        ] {
+            let ours = derive_password_key(b"pw", &[9u8; 16], &params).unwrap();
+            let argon = argon2::Argon2::new(
+                argon2::Algorithm::Argon2id,
+                argon2::Version::V0x13,
+                argon2::Params::new(
+                    params.memory_kib,
+                    params.iterations,
+                    params.parallelism,
+                    Some(32),
+                )
+                .unwrap(),
+            );
+            let mut theirs = [0u8; 32];
+            argon
+                .hash_password_into(b"pw", &[9u8; 16], &mut theirs)
+                .unwrap();
+            assert_eq!(ours, theirs, "{params:?}");
+        }
     }
 
     const ARGON2ID_GOLDEN: &str =
