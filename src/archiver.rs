@@ -1121,31 +1121,51 @@ pub(crate) struct Archived {
 /// only if both succeeded. Counts progress as the "backup" phase.
 pub(crate) fn archive(
     repo: &Repository,
+    spares: Spares,
     walk: impl FnOnce(&mut Archiver<'_, '_>) -> Result<BlobId>,
 ) -> Result<(Archived, WriteStats)> {
     // Totals are unknown: the walk does not count ahead.
     let progress = crate::progress::get();
     progress.start("backup", 0, 0);
-    let result = run_stages(repo, walk);
+    let result = run_stages(repo, spares, walk);
     progress.finish();
     result
 }
 
+/// How many emptied read buffers wait to be filled again.
+#[derive(Clone, Copy)]
+pub(crate) enum Spares {
+    /// A walk or a tarball hands whole buffers over only for large files,
+    /// and uses few of them: a second spare would mostly sit idle, adding
+    /// 6-10 MiB to the peak of a tree backup.
+    One,
+    /// A stream hands over every buffer, and the store stage returns them
+    /// in bursts (one per sealed group): with one spare, the rest were
+    /// dropped and fresh ones faulted in, up to 55,000 page faults more
+    /// per backup of a 688 MB stream. Two keep it at none.
+    Two,
+}
+
+impl Spares {
+    fn count(self) -> usize {
+        match self {
+            Spares::One => 1,
+            Spares::Two => 2,
+        }
+    }
+}
+
 fn run_stages(
     repo: &Repository,
+    spares: Spares,
     walk: impl FnOnce(&mut Archiver<'_, '_>) -> Result<BlobId>,
 ) -> Result<(Archived, WriteStats)> {
     let chunker = repo.chunker()?;
     let size = READ_BUFFER_MIN.max(8 * chunker.params().size_max as usize);
     let budget = Budget::new();
     let (jobs, queued) = crossbeam_channel::unbounded();
-    // Up to four spare buffers. Read buffers are in flight in the reader,
-    // the cutter and two sealed groups at once; with room for only one
-    // spare, buffers that came back together were dropped and fresh ones
-    // faulted in again (up to 40,000 page faults more per backup of a
-    // 688 MB stream). Spares are only ever buffers that were in flight,
-    // so this does not raise the peak memory.
-    let (spare_tx, spare) = crossbeam_channel::bounded(4);
+    // Read buffers come back from the store stage to be filled again.
+    let (spare_tx, spare) = crossbeam_channel::bounded(spares.count());
     let zstd_level = repo.config().compression.level;
     let writer = repo.blob_writer();
     let (walked, stored) = std::thread::scope(|scope| {
@@ -1294,7 +1314,7 @@ pub fn backup_paths(
     let parent_blobs_indexed = parent
         .as_ref()
         .is_some_and(|(id, _)| repo_ref.snapshot_blobs_indexed(id));
-    let (archived, stats) = archive(repo_ref, |archiver| {
+    let (archived, stats) = archive(repo_ref, Spares::One, |archiver| {
         archiver.exclude = options.exclude.clone();
         archiver.parent_blobs_indexed = parent_blobs_indexed;
         archiver.save_virtual(Path::new("/"), &targets, parent_tree.as_ref())
@@ -1526,7 +1546,7 @@ pub(crate) fn backup_stream_checked(
         guide_from(repo_ref, &node.content)
     });
     let mut reader = None;
-    let (archived, stats) = archive(repo_ref, |archiver| {
+    let (archived, stats) = archive(repo_ref, Spares::Two, |archiver| {
         let (blocks_tx, blocks) = crossbeam_channel::bounded(0);
         let spare = archiver.spare.clone();
         let size = archiver.buffer.len();

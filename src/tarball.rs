@@ -13,7 +13,7 @@
 
 #[cfg(feature = "cache")]
 use crate::archiver::{
-    archive, finish, new_snapshot, Archiver, BackupOptions, BackupOutcome, StreamError,
+    archive, finish, new_snapshot, Archiver, BackupOptions, BackupOutcome, Spares, StreamError,
 };
 use crate::error::{Error, Result};
 #[cfg(feature = "cache")]
@@ -287,7 +287,7 @@ pub fn import_tar(
     let repo_ref: &Repository = repo;
     // A bad tarball fails the reading stage, so the writer is dropped
     // (deleting its packs) and no snapshot is written.
-    let (archived, stats) = archive(repo_ref, |archiver| {
+    let (archived, stats) = archive(repo_ref, Spares::One, |archiver| {
         let mut tree = Builder::default();
         read_members(input, name, &Limits::default(), &mut |member, contents| {
             store_member(archiver, &mut tree, member, contents, name)
