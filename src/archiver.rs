@@ -1135,14 +1135,17 @@ pub(crate) fn archive(
 /// How many emptied read buffers wait to be filled again.
 #[derive(Clone, Copy)]
 pub(crate) enum Spares {
-    /// A walk or a tarball hands whole buffers over only for large files,
-    /// and uses few of them: a second spare would mostly sit idle, adding
-    /// 6-10 MiB to the peak of a tree backup.
+    /// A walk hands whole buffers over only for large files: a second
+    /// spare mostly sat idle, and a tree backup's peak was 6-10 MiB higher
+    /// with two (4 alternating runs each). A tarball is read like a walk.
     One,
-    /// A stream hands over every buffer, and the store stage returns them
-    /// in bursts (one per sealed group): with one spare, the rest were
-    /// dropped and fresh ones faulted in, up to 55,000 page faults more
-    /// per backup of a 688 MB stream. Two keep it at none.
+    /// A stream hands over every buffer. The store stage gives them back
+    /// and the reader thread takes them out of step: two can come back
+    /// while the reader waits for the cutter, and with one slot the second
+    /// was freed and the reader then faulted a fresh one in: 12,000 to
+    /// 81,000 page faults per backup of a 688 MB stream instead of 8,200
+    /// (also with the buffer given back before its budget is released,
+    /// which was tried). Two slots absorb that.
     Two,
 }
 

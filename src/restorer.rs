@@ -366,11 +366,16 @@ fn write_sparse(file: &mut File, blobs: &[Vec<u8>]) -> Result<()> {
                 file.seek(SeekFrom::Current((end - at) as i64))
                     .map_err(|e| Error::io("cannot seek", e))?;
             } else {
-                pending.push(IoSlice::new(&data[at..end]));
-                pending_len += end - at;
-                if pending.len() == WRITE_SLICES_MAX || pending_len >= WRITE_BYTES_MAX {
-                    pending_len = 0;
-                    write_slices(file, &mut pending)?;
+                let mut run = &data[at..end];
+                while !run.is_empty() {
+                    let (now, later) = run.split_at(run.len().min(WRITE_BYTES_MAX - pending_len));
+                    pending.push(IoSlice::new(now));
+                    pending_len += now.len();
+                    run = later;
+                    if pending.len() == WRITE_SLICES_MAX || pending_len == WRITE_BYTES_MAX {
+                        pending_len = 0;
+                        write_slices(file, &mut pending)?;
+                    }
                 }
             }
             at = end;
@@ -380,10 +385,10 @@ fn write_sparse(file: &mut File, blobs: &[Vec<u8>]) -> Result<()> {
 }
 
 /// Writes all of `slices` at the current position and empties it.
-fn write_slices(file: &mut File, slices: &mut Vec<IoSlice<'_>>) -> Result<()> {
+fn write_slices(out: &mut impl Write, slices: &mut Vec<IoSlice<'_>>) -> Result<()> {
     let mut left = &mut slices[..];
     while !left.is_empty() {
-        match file.write_vectored(left) {
+        match out.write_vectored(left) {
             Ok(0) => {
                 return Err(Error::io(
                     "cannot write",
@@ -485,11 +490,57 @@ mod tests {
         let large: Vec<Vec<u8>> = (0..5)
             .map(|i| vec![i as u8 + 1; WRITE_BYTES_MAX / 2 + 4097 * i])
             .collect();
+        // Runs longer than one call takes, with holes between them.
+        let holed = vec![[
+            vec![7u8; WRITE_BYTES_MAX + 100],
+            vec![0u8; 3 * HOLE_BLOCK_LEN],
+            vec![9u8; 2 * WRITE_BYTES_MAX + 5],
+        ]
+        .concat()];
         write_sparse(&mut file, &many).unwrap();
         write_sparse(&mut file, &large).unwrap();
+        write_sparse(&mut file, &holed).unwrap();
+        let expected = [many.concat(), large.concat(), holed.concat()].concat();
+        file.set_len(expected.len() as u64).unwrap();
         drop(file);
-        let expected = [many.concat(), large.concat()].concat();
         assert!(std::fs::read(&path).unwrap() == expected);
+    }
+
+    /// A writer that takes at most 1,000 bytes per call, no more than one
+    /// slice's worth, and is interrupted every third call.
+    struct Grudging {
+        written: Vec<u8>,
+        calls: usize,
+    }
+
+    impl Write for Grudging {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls.is_multiple_of(3) {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(1000);
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn short_and_interrupted_writes_are_carried_on() {
+        let pieces: Vec<Vec<u8>> = (0..20).map(|i| vec![i as u8; 37 + 300 * i]).collect();
+        let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+        let mut out = Grudging {
+            written: Vec::new(),
+            calls: 0,
+        };
+        write_slices(&mut out, &mut slices).unwrap();
+        assert!(slices.is_empty());
+        assert!(out.written == pieces.concat());
+        assert!(out.calls > 20);
     }
 
     proptest! {
