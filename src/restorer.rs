@@ -296,8 +296,9 @@ fn read_window(repo: &Repository, window: &[BlobId]) -> Result<Vec<Vec<u8>>> {
 fn write_content(repo: &Repository, content: &[BlobId], file: &mut File) -> Result<u64> {
     let mut written = 0u64;
     let mut ready: Vec<Vec<u8>> = Vec::new();
-    let write_all = |file: &mut File, blobs: &[Vec<u8>]| -> Result<u64> {
-        write_sparse(file, blobs)?;
+    // `offset`: where in the file the window starts.
+    let write_all = |file: &mut File, blobs: &[Vec<u8>], offset: u64| -> Result<u64> {
+        write_sparse(file, blobs, offset)?;
         let n: u64 = blobs.iter().map(|b| b.len() as u64).sum();
         crate::progress::get().add_bytes(n);
         Ok(n)
@@ -311,11 +312,14 @@ fn write_content(repo: &Repository, content: &[BlobId], file: &mut File) -> Resu
             ready = read_window(repo, window)?;
             continue;
         }
-        let (read, wrote) = rayon::join(|| read_window(repo, window), || write_all(file, &ready));
+        let (read, wrote) = rayon::join(
+            || read_window(repo, window),
+            || write_all(file, &ready, written),
+        );
         written += wrote?;
         ready = read?;
     }
-    written += write_all(file, &ready)?;
+    written += write_all(file, &ready, written)?;
     file.set_len(written)
         .map_err(|e| Error::io("cannot set length", e))?;
     Ok(written)
@@ -338,27 +342,36 @@ const WRITE_SLICES_MAX: usize = 64;
 /// (median 0.55) with one `write` per blob, with less system time.
 const WRITE_BYTES_MAX: usize = 512 * 1024;
 
-/// Writes `blobs`, one after the other, at the current position, seeking
-/// over all-zero blocks so they stay holes (the caller sets the final
-/// length). The runs of data between holes go out together, in `writev`s
+/// Writes `blobs`, one after the other, at the current position (which is
+/// `offset` in the file), seeking over all-zero blocks so they stay holes
+/// (the caller sets the final length). Blocks are the file's 4 KiB blocks,
+/// counted from the start of the file, not of each blob: a blob rarely
+/// starts on a block boundary, and a zero block that straddles two of the
+/// file system's blocks would leave neither a hole. The runs of data between holes go out together, in `writev`s
 /// of up to `WRITE_BYTES_MAX` (a 4 KiB `write` per block had cost more
 /// system time than everything else in a restore).
-fn write_sparse(file: &mut File, blobs: &[Vec<u8>]) -> Result<()> {
+fn write_sparse(file: &mut File, blobs: &[Vec<u8>], mut offset: u64) -> Result<()> {
     static ZERO_BLOCK: [u8; HOLE_BLOCK_LEN] = [0; HOLE_BLOCK_LEN];
     let mut pending: Vec<IoSlice<'_>> = Vec::new();
     let mut pending_len = 0usize;
     for data in blobs {
+        // The end of the file block that `start` (in the blob) is in,
+        // or the end of the blob.
+        let block_end = |start: usize| {
+            let into_block = ((offset + start as u64) % HOLE_BLOCK_LEN as u64) as usize;
+            (start + HOLE_BLOCK_LEN - into_block).min(data.len())
+        };
         // A slice comparison is a vectorised memcmp.
         let block_is_zero = |start: usize| {
-            let block = &data[start..(start + HOLE_BLOCK_LEN).min(data.len())];
+            let block = &data[start..block_end(start)];
             block == &ZERO_BLOCK[..block.len()]
         };
         let mut at = 0;
         while at < data.len() {
             let zero = block_is_zero(at);
-            let mut end = (at + HOLE_BLOCK_LEN).min(data.len());
+            let mut end = block_end(at);
             while end < data.len() && block_is_zero(end) == zero {
-                end = (end + HOLE_BLOCK_LEN).min(data.len());
+                end = block_end(end);
             }
             if zero {
                 pending_len = 0;
@@ -380,6 +393,7 @@ fn write_sparse(file: &mut File, blobs: &[Vec<u8>]) -> Result<()> {
             }
             at = end;
         }
+        offset += data.len() as u64;
     }
     write_slices(file, &mut pending)
 }
@@ -497,13 +511,49 @@ mod tests {
             vec![9u8; 2 * WRITE_BYTES_MAX + 5],
         ]
         .concat()];
-        write_sparse(&mut file, &many).unwrap();
-        write_sparse(&mut file, &large).unwrap();
-        write_sparse(&mut file, &holed).unwrap();
+        let mut offset = 0;
+        for window in [&many, &large, &holed] {
+            write_sparse(&mut file, window, offset).unwrap();
+            offset += window.iter().map(|b| b.len() as u64).sum::<u64>();
+        }
         let expected = [many.concat(), large.concat(), holed.concat()].concat();
         file.set_len(expected.len() as u64).unwrap();
         drop(file);
         assert!(std::fs::read(&path).unwrap() == expected);
+    }
+
+    /// Regression: zero blocks were counted from each blob's start, so in
+    /// a blob that does not start on a block boundary (most do not) a zero
+    /// block of the file straddled two blocks of the run and was written.
+    #[test]
+    fn zero_blocks_of_the_file_become_holes_wherever_blobs_start() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut file = File::create(&path).unwrap();
+        // 64 file blocks, every other one zero, cut into blobs at offsets
+        // that are not multiples of the block size.
+        let mut content = Vec::new();
+        for block in 0..64 {
+            let byte = if block % 2 == 1 { 0 } else { 0x5a };
+            content.extend(std::iter::repeat_n(byte, HOLE_BLOCK_LEN));
+        }
+        let cuts = [0, 1000, 13_000, 40_001, 100_000, 64 * HOLE_BLOCK_LEN];
+        let blobs: Vec<Vec<u8>> = cuts
+            .windows(2)
+            .map(|w| content[w[0]..w[1]].to_vec())
+            .collect();
+        write_sparse(&mut file, &blobs, 0).unwrap();
+        file.set_len(content.len() as u64).unwrap();
+        drop(file);
+        assert!(std::fs::read(&path).unwrap() == content);
+        // 32 data blocks are allocated; the 32 zero blocks are holes (a
+        // file system may allocate a little more, never the zero blocks).
+        let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(
+            allocated < 40 * HOLE_BLOCK_LEN as u64,
+            "{allocated} bytes allocated for 32 data blocks"
+        );
     }
 
     /// A writer that takes at most 1,000 bytes per call, no more than one
@@ -551,6 +601,7 @@ mod tests {
             blobs in proptest::collection::vec(
                 proptest::collection::vec((any::<bool>(), 1usize..9000), 0..6), 0..5),
             split in any::<bool>(),
+            lead in 0usize..9000,
         ) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("f");
@@ -566,14 +617,19 @@ mod tests {
                 expected.extend_from_slice(&blob);
                 window.push(blob);
             }
+            // The window starts `lead` bytes into the file (a hole).
+            file.seek(SeekFrom::Start(lead as u64)).unwrap();
+            let mut offset = lead as u64;
             // Half the windows in one call, half blob by blob.
             if split {
                 for blob in &window {
-                    write_sparse(&mut file, std::slice::from_ref(blob)).unwrap();
+                    write_sparse(&mut file, std::slice::from_ref(blob), offset).unwrap();
+                    offset += blob.len() as u64;
                 }
             } else {
-                write_sparse(&mut file, &window).unwrap();
+                write_sparse(&mut file, &window, offset).unwrap();
             }
+            let expected = [vec![0u8; lead], expected].concat();
             file.set_len(expected.len() as u64).unwrap();
             drop(file);
             prop_assert_eq!(std::fs::read(&path).unwrap(), expected);
