@@ -119,6 +119,27 @@ pub fn check_interrupt() -> Result<()> {
     }
 }
 
+/// This process's soft limit on open descriptors (RLIMIT_NOFILE), read
+/// once. The walk ahead and the index cache each keep to a quarter of it,
+/// so a backup under a low limit (a container, a `ulimit -n 64`) still
+/// opens every file it has to read.
+pub(crate) fn descriptor_limit() -> u64 {
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+            || limit.rlim_cur == libc::RLIM_INFINITY
+        {
+            return u64::MAX;
+        }
+        limit.rlim_cur
+    })
+}
+
 /// Test hook: when the environment variable `CAIRN_FAILPOINT` equals `name`,
 /// the process aborts on the spot, as a power cut or `kill -9` would stop it.
 /// Integration tests use it to prove a crash at each step of a backup leaves

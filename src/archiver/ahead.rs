@@ -16,9 +16,10 @@
 //! the directory on its own (`Archiver::save_path`).
 //!
 //! Bounds: `AHEAD_EVENTS` events are queued at most (each is at most one
-//! pending task), and the small files read ahead hold at most
-//! `AHEAD_BYTES_MAX` bytes; a file that does not fit is streamed by the
-//! archiver instead. Rayon tasks never block on the archiver or the store
+//! pending task), the small files read ahead hold at most
+//! `AHEAD_BYTES_MAX` bytes (a file that does not fit is streamed by the
+//! archiver instead), and the directories kept open at most a quarter of
+//! the descriptor limit (`dir_fds_max`; past it, paths are used). Rayon tasks never block on the archiver or the store
 //! thread, so neither can starve the pool the store thread seals on.
 
 use super::{EntryReader, Prefetched};
@@ -145,7 +146,7 @@ impl Walker<'_> {
         // it descends, so the descriptors a walk holds are bounded by the
         // queued tasks, not by the depth of the tree; it reopens it after,
         // and uses it only if it is still the same directory.
-        let opened = open_dir(path).ok();
+        let opened = open_dir_held(path);
         let mut identity = opened.as_ref().map(|(_, id)| *id);
         let mut dir = opened.map(|(fd, _)| Arc::new(fd));
         let listed = match &dir {
@@ -181,8 +182,7 @@ impl Walker<'_> {
         }
         for (name, is_dir) in names {
             if dir.is_none() && identity.is_some() {
-                dir = open_dir(path)
-                    .ok()
+                dir = open_dir_held(path)
                     .filter(|(_, id)| Some(*id) == identity)
                     .map(|(fd, _)| Arc::new(fd));
                 if dir.is_none() {
@@ -243,6 +243,49 @@ impl Walker<'_> {
             }
         }
         send(Event::Leave)
+    }
+}
+
+/// Directory descriptors the walk ahead holds at most: a quarter of the
+/// descriptor limit, and no more than 256. Every queued task keeps its
+/// directory open; past this, a directory is listed and its entries looked
+/// up by path, as when it cannot be opened. Without a bound, a walk under
+/// a limit of 80 descriptors held them all and files could not be opened
+/// ("Too many open files"), so they were left out of the snapshot.
+fn dir_fds_max() -> usize {
+    (crate::descriptor_limit() / 4).clamp(4, 256) as usize
+}
+
+static DIR_FDS_HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// A directory descriptor counted against `dir_fds_max`.
+struct HeldDir(OwnedFd);
+
+impl AsFd for HeldDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl Drop for HeldDir {
+    fn drop(&mut self) {
+        DIR_FDS_HELD.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `open_dir` within the budget; None when it is spent or the directory
+/// cannot be opened (the caller then uses paths).
+fn open_dir_held(path: &Path) -> Option<(HeldDir, (u64, u64))> {
+    if DIR_FDS_HELD.fetch_add(1, Ordering::SeqCst) >= dir_fds_max() {
+        DIR_FDS_HELD.fetch_sub(1, Ordering::SeqCst);
+        return None;
+    }
+    match open_dir(path) {
+        Ok((fd, identity)) => Some((HeldDir(fd), identity)),
+        Err(_) => {
+            DIR_FDS_HELD.fetch_sub(1, Ordering::SeqCst);
+            None
+        }
     }
 }
 

@@ -47,7 +47,10 @@ fn options() -> Options {
     opts.set_write_buffer_size(16 * 1024 * 1024);
     opts.set_max_write_buffer_number(2);
     opts.set_keep_log_file_num(2);
-    opts.set_max_open_files(256);
+    // Table files kept open: at most a quarter of the descriptor limit
+    // (`descriptor_limit`), so the walk ahead and the files a backup reads
+    // have the rest.
+    opts.set_max_open_files((crate::descriptor_limit() / 4).clamp(16, 256) as i32);
     let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
     opts.set_block_based_table_factory(&table);

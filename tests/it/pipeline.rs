@@ -197,29 +197,22 @@ fn a_walk_ahead_that_disagrees_with_the_stats_gives_the_same_snapshot() {
     }
 }
 
-/// The walk ahead keeps a directory open while its entries are read: a
-/// tree deeper than the descriptor limit must not hold one per level
-/// (which failed the opens of the files below with EMFILE).
-#[test]
-fn a_tree_deeper_than_the_descriptor_limit_backs_up_whole() {
-    const DEPTH: usize = 300;
-    const DESCRIPTORS: u64 = 200;
-    let t = TestRepo::new();
-    let src = t.path("deep");
-    let mut dir = src.clone();
-    for level in 0..DEPTH {
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("f"), format!("level {level}\n")).unwrap();
-        dir = dir.join("d");
-    }
+/// `backup --json src` with RLIMIT_NOFILE set to `descriptors`; checks
+/// that every one of `files` was stored and that the tree restores whole.
+fn backup_under_descriptor_limit(
+    t: &TestRepo,
+    src: &std::path::Path,
+    descriptors: u64,
+    files: u64,
+) {
     let mut command = t.command();
-    command.args(["--json", "backup", path_str(&src)]);
+    command.args(["--json", "backup", path_str(src)]);
     // SAFETY: only an async-signal-safe system call between fork and exec.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
             let limit = libc::rlimit {
-                rlim_cur: DESCRIPTORS,
-                rlim_max: DESCRIPTORS,
+                rlim_cur: descriptors,
+                rlim_max: descriptors,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -230,7 +223,44 @@ fn a_tree_deeper_than_the_descriptor_limit_backs_up_whole() {
     let out = command.output().unwrap();
     assert_success(&out, &["backup under a low descriptor limit"]);
     let summary = parse_summary(&String::from_utf8(out.stdout).unwrap());
-    assert_eq!(num(&summary, "files_new"), DEPTH as u64, "{summary}");
-    let restored = t.restore(&format!("latest:{}", path_str(&src)), "out");
-    assert_trees_equal(&src, &restored);
+    assert_eq!(num(&summary, "files_new"), files, "{summary}");
+    let restored = t.restore(&format!("latest:{}", path_str(src)), "out");
+    assert_trees_equal(src, &restored);
+}
+
+/// The walk ahead keeps a directory open while its entries are read: a
+/// tree deeper than the descriptor limit must not hold one per level
+/// (which failed the opens of the files below with EMFILE).
+#[test]
+fn a_tree_deeper_than_the_descriptor_limit_backs_up_whole() {
+    const DEPTH: usize = 300;
+    let t = TestRepo::new();
+    let src = t.path("deep");
+    let mut dir = src.clone();
+    for level in 0..DEPTH {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), format!("level {level}\n")).unwrap();
+        dir = dir.join("d");
+    }
+    backup_under_descriptor_limit(&t, &src, 200, DEPTH as u64);
+}
+
+/// Regression: under a limit of 80 descriptors the walk ahead's queued
+/// tasks held a directory each, and files of a wide tree could not be
+/// opened ("Too many open files"): they were left out (exit 3). The walk
+/// and the index cache now keep to a quarter of the limit each.
+#[test]
+fn a_wide_tree_under_a_low_descriptor_limit_backs_up_whole() {
+    const DIRS: usize = 300;
+    const FILES_PER_DIR: usize = 3;
+    let t = TestRepo::new();
+    let src = t.path("wide");
+    for d in 0..DIRS {
+        let dir = src.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..FILES_PER_DIR {
+            std::fs::write(dir.join(format!("f{f}")), format!("{d} {f}\n")).unwrap();
+        }
+    }
+    backup_under_descriptor_limit(&t, &src, 40, (DIRS * FILES_PER_DIR) as u64);
 }
