@@ -347,9 +347,10 @@ const WRITE_BYTES_MAX: usize = 512 * 1024;
 /// (the caller sets the final length). Blocks are the file's 4 KiB blocks,
 /// counted from the start of the file, not of each blob: a blob rarely
 /// starts on a block boundary, and a zero block that straddles two of the
-/// file system's blocks would leave neither a hole. The runs of data between holes go out together, in `writev`s
-/// of up to `WRITE_BYTES_MAX` (a 4 KiB `write` per block had cost more
-/// system time than everything else in a restore).
+/// file system's blocks would leave neither a hole. The runs of data
+/// between holes go out together, in `writev`s of up to `WRITE_BYTES_MAX`
+/// (a 4 KiB `write` per block had cost more system time than everything
+/// else in a restore).
 fn write_sparse(file: &mut File, blobs: &[Vec<u8>], mut offset: u64) -> Result<()> {
     static ZERO_BLOCK: [u8; HOLE_BLOCK_LEN] = [0; HOLE_BLOCK_LEN];
     let mut pending: Vec<IoSlice<'_>> = Vec::new();
