@@ -288,8 +288,12 @@ impl KdfMemory {
         let blocks = start as *mut argon2::Block;
         // SAFETY: [start, start + len) lies inside the mapping. The advice
         // only changes how pages are backed; its failure (no THP support)
-        // leaves ordinary pages, which is still correct.
-        unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        // leaves ordinary pages, which is still correct. The state derived
+        // from the password stays out of core dumps.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            libc::madvise(mapping, mapping_len, libc::MADV_DONTDUMP);
+        }
         Some(KdfMemory {
             mapping,
             mapping_len,

@@ -19,8 +19,9 @@
 //! pending task), the small files read ahead hold at most
 //! `AHEAD_BYTES_MAX` bytes (a file that does not fit is streamed by the
 //! archiver instead), and the directories kept open at most a quarter of
-//! the descriptor limit (`dir_fds_max`; past it, paths are used). Rayon tasks never block on the archiver or the store
-//! thread, so neither can starve the pool the store thread seals on.
+//! the descriptor limit (`dir_fds_max`; past it, paths are used). Rayon
+//! tasks never block on the archiver or the store thread, so neither can
+//! starve the pool the store thread seals on.
 
 use super::{EntryReader, Prefetched};
 use crate::exclude::Excluder;
