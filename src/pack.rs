@@ -76,12 +76,19 @@ pub struct PackEntry {
 
 impl PackEntry {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.push(self.kind as u8);
-        out.push(self.codec as u8);
-        out.extend_from_slice(self.id.as_bytes());
-        out.extend_from_slice(&self.offset.to_le_bytes());
-        out.extend_from_slice(&self.length.to_le_bytes());
-        out.extend_from_slice(&self.raw_length.to_le_bytes());
+        out.extend_from_slice(&self.encode());
+    }
+
+    /// The `ENTRY_LEN` bytes of a header entry (docs/FORMAT.md, 5.2).
+    pub fn encode(&self) -> [u8; ENTRY_LEN] {
+        let mut out = [0u8; ENTRY_LEN];
+        out[0] = self.kind as u8;
+        out[1] = self.codec as u8;
+        out[2..34].copy_from_slice(self.id.as_bytes());
+        out[34..38].copy_from_slice(&self.offset.to_le_bytes());
+        out[38..42].copy_from_slice(&self.length.to_le_bytes());
+        out[42..46].copy_from_slice(&self.raw_length.to_le_bytes());
+        out
     }
 
     /// Decodes one entry from exactly `ENTRY_LEN` bytes and checks its limits.
