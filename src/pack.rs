@@ -79,7 +79,7 @@ impl PackEntry {
         out.extend_from_slice(&self.encode());
     }
 
-    /// The `ENTRY_LEN` bytes of a header entry (docs/FORMAT.md, 5.2).
+    /// The `ENTRY_LEN` bytes of a header entry (docs/FORMAT.md, 7.2).
     pub fn encode(&self) -> [u8; ENTRY_LEN] {
         let mut out = [0u8; ENTRY_LEN];
         out[0] = self.kind as u8;
