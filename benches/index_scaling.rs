@@ -8,11 +8,11 @@
 //!
 //!     cargo bench --bench index_scaling -- REPO CACHE_DIR PASSWORD_FILE [BLOBS]
 
-use cairn::backend::LocalBackend;
-use cairn::id::{BlobId, Id, PackId};
-use cairn::index::file::INDEX_FILE_BLOBS_TARGET;
-use cairn::index::{IndexFile, IndexPack};
-use cairn::pack::{BlobKind, Codec, PackEntry};
+use cairn::format::id::{BlobId, Id, PackId};
+use cairn::format::index_file::INDEX_FILE_BLOBS_TARGET;
+use cairn::format::index_file::{IndexFile, IndexPack};
+use cairn::format::pack::{BlobKind, Codec, PackEntry};
+use cairn::storage::backend::LocalBackend;
 use cairn::{InitOptions, Repository};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,7 +47,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let backend = Arc::new(LocalBackend::new(&repo_dir));
     Repository::init(backend.clone(), &password, &InitOptions::default())?;
-    let mut repo = Repository::open(backend, &password, Some(&cache))?;
+    let repo = Repository::open(backend, &password, Some(&cache))?;
+    let lock = repo.lock_shared(std::time::Duration::ZERO)?;
     let mut n = 0usize;
     while n < blobs {
         let mut file = IndexFile::default();
@@ -70,10 +71,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 entries,
             });
         }
-        repo.save_index_file(&file)?;
+        repo.save_index_file(&file, &lock)?;
     }
     let written = started.elapsed().as_secs_f64();
-    repo.load_index()?;
+    let _repo = repo.load_index()?;
     println!(
         "{}: {blobs} fake blobs indexed (index files {written:.1} s, cache sync {:.1} s)",
         repo_dir.display(),

@@ -12,11 +12,11 @@
 //! the one least disturbed. Comparisons with restic and borg on the same data
 //! are in scripts/bench.sh and docs/PERFORMANCE.md.
 
-use cairn::backend::{Backend, FileKind, LocalBackend};
-use cairn::chunker::{Chunker, ChunkerParams};
-use cairn::crypto::MasterKey;
-use cairn::id::{BlobId, Id};
-use cairn::pack::{open_blob, seal_blob, BlobKind, PackBuilder, SealedBlob};
+use cairn::format::chunker::{Chunker, ChunkerParams};
+use cairn::format::crypto::MasterKey;
+use cairn::format::id::{BlobId, Id};
+use cairn::format::pack::{open_blob, seal_blob, BlobKind, PackBuilder, SealedBlob};
+use cairn::storage::backend::{Backend, FileKind, LocalBackend};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::time::Instant;
@@ -309,9 +309,10 @@ fn main() {
 /// entries merged from index files, then random present and absent ids.
 #[cfg(feature = "cache")]
 fn index_lookups(key: &MasterKey, dir: &std::path::Path) {
-    use cairn::id::{IndexId, PackId, RepositoryId};
-    use cairn::index::{IndexDb, IndexFile, IndexPack};
-    use cairn::pack::{Codec, PackEntry};
+    use cairn::format::id::{IndexId, PackId, RepositoryId};
+    use cairn::format::index_file::{IndexFile, IndexPack};
+    use cairn::format::pack::{Codec, PackEntry};
+    use cairn::storage::index_cache::IndexDb;
 
     let blobs = env_usize("BENCH_INDEX_BLOBS", 1_000_000);
     let per_pack = 100;

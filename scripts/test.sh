@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . scripts/env.sh
 cargo fmt --all -- --check
-cargo clippy --all-targets --quiet -- -D warnings
-cargo test --lib --bins --tests -- --test-threads=2
-cargo test --doc --quiet
+cargo clippy --all-targets --features failpoints --quiet -- -D warnings
+cargo test --features failpoints --lib --bins --tests -- --test-threads=2
+cargo test --features failpoints --doc --quiet

@@ -21,6 +21,9 @@ pub enum ErrorKind {
     Corrupt,
     /// A repository object the operation needs does not exist.
     NotFound,
+    /// A local file or directory does not exist: a backup source, a
+    /// password or configuration file (not a repository object).
+    FileNotFound,
     /// The repository was written by a newer format version.
     UnsupportedVersion,
     /// The user's request does not make sense (bad selector, bad option).
@@ -75,7 +78,23 @@ impl Error {
         Error::new(ErrorKind::InvalidInput, message)
     }
 
+    /// An OS error on a local file; `FileNotFound` when it does not exist.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        let kind = if source.kind() == std::io::ErrorKind::NotFound {
+            ErrorKind::FileNotFound
+        } else {
+            ErrorKind::Io
+        };
+        Error {
+            kind,
+            message: context.into(),
+            source: Some(source),
+        }
+    }
+
+    /// An OS error of a backend on a repository object; `NotFound` when
+    /// the object does not exist.
+    pub fn storage_io(context: impl Into<String>, source: std::io::Error) -> Self {
         let kind = if source.kind() == std::io::ErrorKind::NotFound {
             ErrorKind::NotFound
         } else {
@@ -109,7 +128,13 @@ impl fmt::Display for Error {
     }
 }
 
-/// `source()` stays `None`: `Display` already ends with the OS error, and
-/// chain printers (anyhow's `{:#}`) would otherwise print it twice. The OS
-/// error itself is available through `Error::io_error`.
-impl std::error::Error for Error {}
+/// `source()` is the OS error. `Display` also ends with it, so a message
+/// read alone is whole; a printer of the whole chain (the CLI's) skips the
+/// source of a `cairn::Error` rather than print it twice.
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

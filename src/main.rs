@@ -13,12 +13,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-mod browse_cli;
-mod forget_cli;
-mod metrics_cli;
-mod profile_cli;
-mod progress_cli;
-mod shell_cli;
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -70,7 +65,7 @@ struct Cli {
     metrics_file: Option<PathBuf>,
     /// The profile, once loaded.
     #[arg(skip)]
-    loaded: Option<cairn::profile::Profile>,
+    loaded: Option<cairn::ops::profile::Profile>,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,13 +94,13 @@ enum Command {
         filter: FilterArgs,
     },
     /// List the files in a snapshot (SNAPSHOT[:SUBPATH] or SNAPSHOT PATH).
-    Ls(browse_cli::LsArgs),
+    Ls(cli::browse::LsArgs),
     /// Find files by name or path pattern in all (or some) snapshots.
-    Find(browse_cli::FindArgs),
+    Find(cli::browse::FindArgs),
     /// Show what changed between two snapshots.
-    Diff(browse_cli::DiffArgs),
+    Diff(cli::browse::DiffArgs),
     /// Add, remove or set tags of snapshots.
-    Tag(browse_cli::TagArgs),
+    Tag(cli::browse::TagArgs),
     /// Print a decrypted repository object: config, snapshot ID, index ID,
     /// key ID, lock ID, or tree SNAPSHOT[:PATH].
     Cat { kind: String, id: Option<String> },
@@ -163,7 +158,7 @@ enum Command {
     Repair(RepairCommand),
     /// Remove snapshots: the given ones, or those a --keep-* policy does not
     /// keep (per group; see docs/retention.md). Data is freed only by prune.
-    Forget(forget_cli::ForgetArgs),
+    Forget(cli::forget::ForgetArgs),
     /// Remove stale locks (all locks with --remove-all).
     Unlock {
         #[arg(long)]
@@ -281,7 +276,7 @@ struct CheckArgs {
 #[derive(Args)]
 struct InitArgs {
     /// zstd level for new blobs (-7..22).
-    #[arg(long, default_value_t = cairn::repository::ZSTD_LEVEL_DEFAULT, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = cairn::engine::repository::ZSTD_LEVEL_DEFAULT, allow_hyphen_values = true)]
     compression_level: i32,
     /// Target pack size in MiB.
     #[arg(long, default_value_t = 32)]
@@ -358,8 +353,11 @@ struct ExcludeArgs {
 
 impl ExcludeArgs {
     /// The excluder from these flags plus the profile's patterns.
-    fn excluder(&self, extra_patterns: &[String]) -> anyhow::Result<cairn::exclude::Excluder> {
-        let mut e = cairn::exclude::Excluder::default();
+    fn excluder(
+        &self,
+        extra_patterns: &[String],
+    ) -> anyhow::Result<cairn::engine::exclude::Excluder> {
+        let mut e = cairn::engine::exclude::Excluder::default();
         e.add_patterns(extra_patterns, false)?;
         e.add_patterns(&self.patterns, false)?;
         e.add_patterns(&self.ipatterns, true)?;
@@ -399,8 +397,20 @@ impl FilterArgs {
     }
 }
 
-extern "C" fn on_signal(_: libc::c_int) {
-    cairn::request_interrupt();
+/// The process's one operation context: the signal handler interrupts it,
+/// the progress display reads it, and every repository runs under it.
+static CONTEXT: std::sync::OnceLock<cairn::Context> = std::sync::OnceLock::new();
+
+pub(crate) fn context() -> &'static cairn::Context {
+    CONTEXT.get_or_init(cairn::Context::new)
+}
+
+extern "C" fn on_signal(_: std::ffi::c_int) {
+    // Set before the handler was installed, so `get` finds it: one atomic
+    // load and one atomic store, both async-signal-safe.
+    if let Some(ctx) = CONTEXT.get() {
+        ctx.interrupt();
+    }
 }
 
 fn main() {
@@ -414,22 +424,10 @@ fn main() {
     // read by `check`, the KDF's 64 MiB) are still mapped and unmapped
     // whole. 32 and 256 MiB were tried: faster, but `check` and a backup
     // into 5 M blobs then held far more (docs/PERFORMANCE.md).
-    // SAFETY: mallopt only sets allocator parameters; before any thread.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 * 1024 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 * 1024 * 1024);
-    }
-    // No SA_RESTART: a read blocked on stdin must return EINTR so the
-    // interrupt is noticed. SAFETY: the handler only stores to an atomic,
-    // which is async-signal-safe; the struct is fully initialised.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-        libc::sigemptyset(&mut action.sa_mask);
-        action.sa_flags = 0;
-        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
-        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
-    }
+    // Before any thread starts.
+    cairn::sys::set_allocation_thresholds(8 * 1024 * 1024, 32 * 1024 * 1024);
+    context();
+    cairn::sys::on_interrupt_signals(on_signal);
     // A panic is a bug, but the user still gets one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let location = info
@@ -445,7 +443,7 @@ fn main() {
         // `cairn cat … | head`: the reader went away. Not a bug; end quietly
         // with the status a shell gives a process killed by SIGPIPE.
         if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(128 + libc::SIGPIPE);
+            std::process::exit(cairn::sys::EXIT_BROKEN_PIPE);
         }
         eprintln!("cairn: internal error{location}: {message} (please report this bug)");
     }));
@@ -457,7 +455,7 @@ fn main() {
             std::process::exit(code);
         }
     };
-    if let Err(e) = profile_cli::apply(&mut cli) {
+    if let Err(e) = cli::profile::apply(&mut cli) {
         std::process::exit(report_error(&e));
     }
     std::process::exit(execute(&cli));
@@ -465,8 +463,8 @@ fn main() {
 
 /// Runs the command, prints its error, records metrics; the exit code.
 fn execute(cli: &Cli) -> i32 {
-    let started = metrics_cli::start();
-    let display = progress_cli::start(cli);
+    let started = cli::metrics::start();
+    let display = cli::progress::start(cli);
     let result = run(cli);
     // The progress line is cleared before the summary or error is printed.
     drop(display);
@@ -474,19 +472,57 @@ fn execute(cli: &Cli) -> i32 {
         Ok(code) => code,
         Err(e) => report_error(&e),
     };
-    metrics_cli::write(cli, code, started);
+    cli::metrics::write(cli, code, started);
     code
 }
 
 /// Prints an error as one line; its exit code.
 fn report_error(e: &anyhow::Error) -> i32 {
     if is_broken_pipe(e) {
-        return 128 + libc::SIGPIPE;
+        return cairn::sys::EXIT_BROKEN_PIPE;
     }
-    let kind = e.downcast_ref::<cairn::Error>().map(|c| c.kind());
-    let message = format!("{e:#}").replace('\n', " ");
+    let cairn_error = e.chain().find_map(|c| c.downcast_ref::<cairn::Error>());
+    let kind = cairn_error.map(|c| c.kind());
+    let mut message = one_line(e);
+    if let Some(hint) = cairn_error.and_then(hint) {
+        message.push_str("; ");
+        message.push_str(hint);
+    }
     eprintln!("cairn: error: {message}");
     kind.map_or(1, ErrorKind::exit_code)
+}
+
+/// The error and its causes on one line. A `cairn::Error`'s message already
+/// ends with its OS error, so that cause is not printed again.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut after_cairn = false;
+    for cause in e.chain() {
+        if !after_cairn {
+            parts.push(cause.to_string());
+        }
+        after_cairn = cause.downcast_ref::<cairn::Error>().is_some();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+/// What the user can do next, for errors whose remedy is a cairn command
+/// (the library's messages say what happened, not which command to run).
+fn hint(e: &cairn::Error) -> Option<&'static str> {
+    let message = e.to_string();
+    match e.kind() {
+        ErrorKind::Locked if message.starts_with("repository is locked") => {
+            Some("run `cairn unlock` if that process is gone")
+        }
+        ErrorKind::RepositoryNotFound => Some("run `cairn init` to create it"),
+        ErrorKind::Corrupt if message.contains("prune refuses to run") => {
+            Some("run `cairn check` and repair first")
+        }
+        ErrorKind::Corrupt if message.contains("prune stopped before deleting") => {
+            Some("run `cairn check --read-data`")
+        }
+        _ => None,
+    }
 }
 
 /// Our standard output was closed by its reader (`cairn ls | head`): end
@@ -518,12 +554,12 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
             path,
             filter,
         } => dump(cli, snapshot, path, filter),
-        Command::Ls(args) => browse_cli::ls(cli, args),
-        Command::Find(args) => browse_cli::find(cli, args),
-        Command::Diff(args) => browse_cli::diff(cli, args),
-        Command::Tag(args) => browse_cli::tag(cli, args),
+        Command::Ls(args) => cli::browse::ls(cli, args),
+        Command::Find(args) => cli::browse::find(cli, args),
+        Command::Diff(args) => cli::browse::diff(cli, args),
+        Command::Tag(args) => cli::browse::tag(cli, args),
         Command::Cat { kind, id } => cat(cli, kind, id.as_deref()),
-        Command::Forget(args) => forget_cli::forget(cli, args),
+        Command::Forget(args) => cli::forget::forget(cli, args),
         Command::ImportTar { file, tags, host } => import_tar(cli, file, tags, host),
         Command::Stats {
             snapshots,
@@ -565,8 +601,8 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         }
         Command::Key(KeyCommand::Remove { id }) => {
             let repo = open(cli)?;
-            let _lock = lock(cli, &repo, true)?;
-            let removed = repo.remove_key(id)?;
+            let lock = lock_exclusive(cli, &repo)?;
+            let removed = repo.remove_key(id, &lock)?;
             if cli.json {
                 println!("{}", serde_json::json!({"removed": removed}));
             } else if !cli.quiet {
@@ -576,10 +612,10 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         }
         Command::Key(KeyCommand::Passwd { new_password_file }) => {
             let mut repo = open(cli)?;
-            let _lock = lock(cli, &repo, true)?;
+            let lock = lock_exclusive(cli, &repo)?;
             let new = new_password(new_password_file.as_deref())?;
             let old = repo.current_key().to_string();
-            let id = repo.change_password(new.as_bytes(), KdfParams::DEFAULT)?;
+            let id = repo.change_password(new.as_bytes(), KdfParams::DEFAULT, &lock)?;
             if cli.json {
                 println!(
                     "{}",
@@ -629,24 +665,25 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
                 max_repack_bytes: args
                     .max_repack_size
                     .as_deref()
-                    .map(cairn::prune::parse_size)
+                    .map(cairn::units::parse_size)
                     .transpose()?,
                 dry_run: args.dry_run,
             };
-            let mut repo = open(cli)?;
-            let _lock = lock(cli, &repo, true)?;
-            let outcome = cairn::prune(&mut repo, &options)?;
+            let repo = open(cli)?;
+            let lock = lock_exclusive(cli, &repo)?;
+            let mut repo = repo.load_index()?;
+            let outcome = cairn::prune(&mut repo, &lock, &options)?;
             warn_all(cli, &mut repo);
-            metrics_cli::note_prune(&outcome);
+            cli::metrics::note_prune(&outcome);
             print_prune(cli, &outcome)?;
             Ok(0)
         }
-        Command::Run => profile_cli::run_steps(cli),
-        Command::Completions { shell } => shell_cli::completions(*shell),
-        Command::Man { dir } => shell_cli::man(dir.as_deref()),
+        Command::Run => cli::profile::run_steps(cli),
+        Command::Completions { shell } => cli::shell::completions(*shell),
+        Command::Man { dir } => cli::shell::man(dir.as_deref()),
         Command::Unlock { remove_all } => {
             let repo = open(cli)?;
-            let removed = cairn::remove_locks(repo.backend().as_ref(), repo.key(), *remove_all)?;
+            let removed = repo.remove_locks(*remove_all)?;
             if cli.json {
                 println!("{}", serde_json::json!({"removed": removed}));
             } else if !cli.quiet {
@@ -721,50 +758,52 @@ fn password(cli: &Cli, confirm: bool) -> anyhow::Result<zeroize::Zeroizing<Strin
     ))
 }
 
-fn open(cli: &Cli) -> anyhow::Result<Repository> {
+fn open(cli: &Cli) -> anyhow::Result<Repository<cairn::Opened>> {
     let backend = backend(cli)?;
     if !cairn::Backend::exists(backend.as_ref())? {
         return Err(cairn::Error::new(
             ErrorKind::RepositoryNotFound,
-            format!(
-                "repository {} does not exist (run `cairn init`)",
-                backend.location()
-            ),
+            format!("repository {} does not exist", backend.location()),
         )
         .into());
     }
     let password = password(cli, false)?;
-    Ok(Repository::open(
-        backend,
-        password.as_bytes(),
-        cli.cache_dir.as_deref(),
-    )?)
+    Ok(
+        Repository::open(backend, password.as_bytes(), cli.cache_dir.as_deref())?
+            .with_context(context().clone()),
+    )
 }
 
 use cairn::Backend as _;
 
-/// Takes the repository lock, waiting up to `--retry-lock` for it.
-fn lock(cli: &Cli, repo: &Repository, exclusive: bool) -> anyhow::Result<cairn::LockGuard> {
+fn refuse_no_lock(cli: &Cli) -> anyhow::Result<()> {
     if cli.no_lock {
         return Err(anyhow!(
             "--no-lock is only for commands that do not write (restore, dump, check, export-tar)"
         ));
     }
-    Ok(cairn::acquire_with_retry(
-        repo.backend().clone(),
-        repo.key(),
-        exclusive,
-        cli.retry_lock.unwrap_or_default(),
-    )?)
+    Ok(())
+}
+
+/// Takes a shared lock, waiting up to `--retry-lock` for it.
+fn lock<S>(cli: &Cli, repo: &Repository<S>) -> anyhow::Result<cairn::LockGuard> {
+    refuse_no_lock(cli)?;
+    Ok(repo.lock_shared(cli.retry_lock.unwrap_or_default())?)
+}
+
+/// Takes an exclusive lock, waiting up to `--retry-lock` for it.
+fn lock_exclusive<S>(cli: &Cli, repo: &Repository<S>) -> anyhow::Result<cairn::ExclusiveLock> {
+    refuse_no_lock(cli)?;
+    Ok(repo.lock_exclusive(cli.retry_lock.unwrap_or_default())?)
 }
 
 /// The shared lock of a reading command, or none with `--no-lock` (for a
 /// repository on read-only media, as restic allows).
-fn read_lock(cli: &Cli, repo: &Repository) -> anyhow::Result<Option<cairn::LockGuard>> {
+fn read_lock<S>(cli: &Cli, repo: &Repository<S>) -> anyhow::Result<Option<cairn::LockGuard>> {
     if cli.no_lock {
         return Ok(None);
     }
-    lock(cli, repo, false).map(Some)
+    lock(cli, repo).map(Some)
 }
 
 /// Parses `90s`, `5m`, `2h`, `1d` or plain seconds.
@@ -787,7 +826,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(seconds))
 }
 
-fn warn_all(cli: &Cli, repo: &mut Repository) {
+fn warn_all<S>(cli: &Cli, repo: &mut Repository<S>) {
     for w in repo.take_warnings() {
         if !cli.quiet {
             eprintln!("cairn: warning: {w}");
@@ -867,8 +906,8 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
             "--stdin-from-command needs a command: cairn backup --stdin-from-command -- CMD ARGS..."
         ));
     }
-    if profile_cli::runs_sources(cli, args) {
-        return profile_cli::backup_sources(cli, args);
+    if cli::profile::runs_sources(cli, args) {
+        return cli::profile::backup_sources(cli, args);
     }
     if !args.stdin && args.paths.is_empty() {
         return Err(anyhow!("nothing to back up: give paths or --stdin"));
@@ -878,17 +917,17 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
         .as_deref()
         .map(cairn::parse_backup_time)
         .transpose()?;
-    let mut repo = open(cli)?;
-    let _lock = lock(cli, &repo, false)?;
-    repo.load_index()?;
+    let repo = open(cli)?;
+    let lock = lock(cli, &repo)?;
+    let mut repo = repo.load_index()?;
     warn_all(cli, &mut repo);
     let options = BackupOptions {
-        tags: profile_cli::backup_tags(cli, &args.tags),
-        host: profile_cli::backup_host(cli, &args.host),
+        tags: cli::profile::backup_tags(cli, &args.tags),
+        host: cli::profile::backup_host(cli, &args.host),
         time,
         exclude: std::sync::Arc::new(
             args.exclude
-                .excluder(&profile_cli::profile_excludes(cli, None))?,
+                .excluder(&cli::profile::profile_excludes(cli, None))?,
         ),
         parent: match (&args.parent, args.force) {
             (_, true) => ParentChoice::None,
@@ -898,16 +937,22 @@ fn backup(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32> {
     };
     let outcome = if args.stdin {
         // Not locked: the stream is read on cairn's reader thread.
-        cairn::backup_stream(&mut repo, std::io::stdin(), &args.stdin_filename, &options)?
+        cairn::backup_stream(
+            &mut repo,
+            &lock,
+            std::io::stdin(),
+            &args.stdin_filename,
+            &options,
+        )?
     } else if args.stdin_from_command {
         let argv: Vec<_> = args
             .paths
             .iter()
             .map(|p| p.clone().into_os_string())
             .collect();
-        cairn::backup_command(&mut repo, &argv, &args.stdin_filename, &options)?
+        cairn::backup_command(&mut repo, &lock, &argv, &args.stdin_filename, &options)?
     } else {
-        cairn::backup_paths(&mut repo, &args.paths, &options)?
+        cairn::backup_paths(&mut repo, &lock, &args.paths, &options)?
     };
     report_backup(cli, &outcome)
 }
@@ -922,7 +967,7 @@ fn tag_list(tags: &[String]) -> Vec<String> {
 
 /// Prints a backup's summary and warnings; returns the exit code.
 fn report_backup(cli: &Cli, outcome: &cairn::BackupOutcome) -> anyhow::Result<i32> {
-    metrics_cli::note_backup(outcome);
+    cli::metrics::note_backup(outcome);
     for u in &outcome.unreadable {
         eprintln!(
             "cairn: warning: cannot read {}: {}",
@@ -1015,11 +1060,12 @@ pub(crate) fn print_prune(cli: &Cli, o: &cairn::PruneOutcome) -> anyhow::Result<
 }
 
 fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> {
-    let mut repo = open(cli)?;
-    let _lock = lock(cli, &repo, true)?;
+    let repo = open(cli)?;
+    let lock = lock_exclusive(cli, &repo)?;
+    let mut repo = repo.load_index()?;
     match command {
         RepairCommand::Index { read_data } => {
-            let outcome = cairn::repair_index(&mut repo, *read_data)?;
+            let outcome = cairn::repair_index(&mut repo, &lock, *read_data)?;
             warn_all(cli, &mut repo);
             if cli.json {
                 println!("{}", serde_json::to_string(&outcome)?);
@@ -1050,9 +1096,8 @@ fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> {
             })
         }
         RepairCommand::Snapshots { forget, dry_run } => {
-            repo.load_index()?;
             warn_all(cli, &mut repo);
-            let outcome = cairn::repair_snapshots(&mut repo, *forget, *dry_run)?;
+            let outcome = cairn::repair_snapshots(&mut repo, &lock, *forget, *dry_run)?;
             if cli.json {
                 println!("{}", serde_json::to_string(&outcome)?);
                 return Ok(0);
@@ -1106,7 +1151,7 @@ fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
             )
             .into());
         }
-        cairn::check_keyless(backend.as_ref(), args.read_data)?
+        cairn::check_keyless(backend.as_ref(), args.read_data, context())?
     } else {
         let read_data = match (&args.read_data_subset, args.read_data) {
             (Some(subset), _) => subset.parse::<cairn::ReadData>()?,
@@ -1121,7 +1166,7 @@ fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
         };
         cairn::check(&repo, &options)?
     };
-    metrics_cli::note_check(&report);
+    cli::metrics::note_check(&report);
     if cli.json {
         let mut value = serde_json::to_value(&report)?;
         value["clean"] = report.is_clean().into();
@@ -1195,9 +1240,9 @@ fn import_tar(
     } else {
         std::path::absolute(file)?.to_string_lossy().into_owned()
     };
-    let mut repo = open(cli)?;
-    let _lock = lock(cli, &repo, false)?;
-    repo.load_index()?;
+    let repo = open(cli)?;
+    let lock = lock(cli, &repo)?;
+    let mut repo = repo.load_index()?;
     warn_all(cli, &mut repo);
     let options = BackupOptions {
         tags: tag_list(tags),
@@ -1206,7 +1251,7 @@ fn import_tar(
         exclude: Default::default(),
         parent: ParentChoice::None,
     };
-    let outcome = cairn::import_tar(&mut repo, &mut input, &name, &options)?;
+    let outcome = cairn::import_tar(&mut repo, &lock, &mut input, &name, &options)?;
     report_backup(cli, &outcome)
 }
 
@@ -1223,7 +1268,7 @@ fn export_tar(
     let mut repo = open(cli)?;
     let _lock = read_lock(cli, &repo)?;
     let (_, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
-    repo.load_index()?;
+    let mut repo = repo.load_index()?;
     warn_all(cli, &mut repo);
     let outcome = match output {
         Some(file) => {
@@ -1275,7 +1320,7 @@ fn stats(
             .map(|sel| repo.find_snapshot(sel, &filter.filter()))
             .collect::<cairn::Result<_>>()?
     };
-    repo.load_index()?;
+    let mut repo = repo.load_index()?;
     warn_all(cli, &mut repo);
     let single_id = match (selectors.len(), chosen.first()) {
         (1, Some((id, _))) => Some(*id),
@@ -1422,7 +1467,7 @@ fn restore(
     let _lock = read_lock(cli, &repo)?;
     let (sel, subpath) = split_selector(selector);
     let (id, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
-    repo.load_index()?;
+    let mut repo = repo.load_index()?;
     warn_all(cli, &mut repo);
     let outcome = cairn::restore(&repo, &snapshot, subpath, target)?;
     for p in &outcome.problems {
@@ -1459,7 +1504,7 @@ fn dump(cli: &Cli, selector: &str, path: &str, filter: &FilterArgs) -> anyhow::R
     let mut repo = open(cli)?;
     let _lock = read_lock(cli, &repo)?;
     let (_, snapshot) = repo.find_snapshot(selector, &filter.filter())?;
-    repo.load_index()?;
+    let mut repo = repo.load_index()?;
     warn_all(cli, &mut repo);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -1482,8 +1527,8 @@ fn cat(cli: &Cli, kind: &str, id: Option<&str>) -> anyhow::Result<i32> {
         "tree" => {
             let (sel, subpath) = split_selector(need_id()?);
             let (_, snapshot) = repo.find_snapshot(sel, &SnapshotFilter::default())?;
-            repo.load_index()?;
-            let tree_id = match cairn::restorer::find_node(&repo, &snapshot, subpath)? {
+            let repo = repo.load_index()?;
+            let tree_id = match cairn::engine::browse::find_node(&repo, &snapshot, subpath)? {
                 None => snapshot.tree,
                 Some(node) => node
                     .subtree
@@ -1501,13 +1546,13 @@ fn cat(cli: &Cli, kind: &str, id: Option<&str>) -> anyhow::Result<i32> {
     };
     let plain = repo.open_file(file_kind, &name)?;
     if file_kind == FileKind::Index {
-        let file = cairn::index::IndexFile::decode(&plain)?;
+        let file = cairn::format::index_file::IndexFile::decode(&plain)?;
         let packs: Vec<_> = file
             .packs
             .iter()
             .map(|p| {
                 serde_json::json!({"id": p.id.to_hex(), "blobs": p.entries.iter().map(|e| serde_json::json!({
-                    "id": e.id.to_hex(), "type": if e.kind == cairn::pack::BlobKind::Tree { "tree" } else { "data" }, "offset": e.offset,
+                    "id": e.id.to_hex(), "type": if e.kind == cairn::format::pack::BlobKind::Tree { "tree" } else { "data" }, "offset": e.offset,
                     "length": e.length, "raw_length": e.raw_length, "codec": e.codec as u8})).collect::<Vec<_>>()})
             })
             .collect();

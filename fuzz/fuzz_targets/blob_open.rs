@@ -4,8 +4,8 @@
 //! entry damaged: opening must fail or give back exactly the plaintext.
 #![no_main]
 
-use cairn::id::{BlobId, Id};
-use cairn::pack::{open_blob, seal_blob, BlobKind, Codec, PackEntry, ENTRY_LEN};
+use cairn::format::id::{BlobId, Id};
+use cairn::format::pack::{open_blob, seal_blob, BlobKind, Codec, PackEntry, ENTRY_LEN};
 use cairn_fuzz::{blob_mode, fuzz_key, Input};
 use libfuzzer_sys::fuzz_target;
 

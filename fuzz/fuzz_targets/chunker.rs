@@ -3,7 +3,7 @@
 //! archiver streams; see the property test in src/chunker.rs).
 #![no_main]
 
-use cairn::chunker::{Chunker, ChunkerParams};
+use cairn::format::chunker::{Chunker, ChunkerParams};
 use cairn_fuzz::{pseudo_random, Input};
 use libfuzzer_sys::fuzz_target;
 

@@ -2,8 +2,8 @@
 //! give a chunker that works (fastcdc asserts on bad sizes).
 #![no_main]
 
-use cairn::chunker::Chunker;
-use cairn::config::Config;
+use cairn::format::chunker::Chunker;
+use cairn::format::config::Config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! re-encode to exactly the same bytes.
 #![no_main]
 
-use cairn::index::IndexFile;
+use cairn::format::index_file::IndexFile;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! the (fuzzed) Argon2 parameters are tiny.
 #![no_main]
 
-use cairn::key::KeyFile;
+use cairn::format::key::KeyFile;
 use cairn_fuzz::{FUZZ_SECRET, KEY_PASSWORD};
 use libfuzzer_sys::fuzz_target;
 

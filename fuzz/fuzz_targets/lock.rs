@@ -3,7 +3,7 @@
 //! check copes with any time.
 #![no_main]
 
-use cairn::lock::LockInfo;
+use cairn::storage::lock::LockInfo;
 use chrono::DateTime;
 use libfuzzer_sys::fuzz_target;
 

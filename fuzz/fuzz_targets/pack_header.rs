@@ -2,8 +2,8 @@
 //! key, and packs built from fuzzed blobs and then damaged.
 #![no_main]
 
-use cairn::crypto::Domain;
-use cairn::pack::{
+use cairn::format::crypto::Domain;
+use cairn::format::pack::{
     decode_header, encode_header, header_location, open_blob, read_header, seal_blob, trailer,
     BlobKind, PackBuilder, PackEntry,
 };

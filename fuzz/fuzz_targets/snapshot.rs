@@ -2,7 +2,7 @@
 //! and the encoding is canonical.
 #![no_main]
 
-use cairn::snapshot::{select, Snapshot, SnapshotFilter};
+use cairn::format::snapshot::{select, Snapshot, SnapshotFilter};
 use cairn::SnapshotId;
 use libfuzzer_sys::fuzz_target;
 

@@ -6,8 +6,8 @@
 //! members whose paths are safe to put in a tree.
 #![no_main]
 
-use cairn::tarball::{read_members, Limits, Member};
-use cairn::tree::{is_valid_name, NodeKind};
+use cairn::engine::tarball::{read_members, Limits, Member};
+use cairn::format::tree::{is_valid_name, NodeKind};
 use cairn_fuzz::{TAR_MAX_CONTENT, TAR_MAX_HEADER, TAR_MAX_STREAM};
 use libfuzzer_sys::fuzz_target;
 

@@ -2,7 +2,7 @@
 //! is canonical, and every accepted name is safe and findable.
 #![no_main]
 
-use cairn::tree::{is_valid_name, NodeKind, Tree};
+use cairn::format::tree::{is_valid_name, NodeKind, Tree};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,16 +4,16 @@
 //!
 //! Usage: make_seeds [DIR]
 
-use cairn::chunker::ChunkerParams;
-use cairn::config::{Config, PACK_SIZE_TARGET_DEFAULT};
-use cairn::crypto::Domain;
-use cairn::id::{BlobId, Id, IndexId, PackId, SnapshotId};
-use cairn::index::{IndexFile, IndexPack};
-use cairn::key::KeyFile;
-use cairn::lock::LockInfo;
-use cairn::pack::{encode_header, seal_blob, BlobKind, PackBuilder, PackEntry};
-use cairn::snapshot::{Snapshot, SourceKind, Summary};
-use cairn::tree::{Bytes, Node, NodeKind, Tree, Xattr};
+use cairn::format::chunker::ChunkerParams;
+use cairn::format::config::{Config, PACK_SIZE_TARGET_DEFAULT};
+use cairn::format::crypto::Domain;
+use cairn::format::id::{BlobId, Id, IndexId, PackId, SnapshotId};
+use cairn::format::index_file::{IndexFile, IndexPack};
+use cairn::format::key::KeyFile;
+use cairn::storage::lock::LockInfo;
+use cairn::format::pack::{encode_header, seal_blob, BlobKind, PackBuilder, PackEntry};
+use cairn::format::snapshot::{Snapshot, SourceKind, Summary};
+use cairn::format::tree::{Bytes, Node, NodeKind, Tree, Xattr};
 use cairn_fuzz::{
     blob_mode, fuzz_key, pack_mode, pseudo_random, Output, KEY_PASSWORD, TINY_KDF, ZSTD_LEVEL,
 };
@@ -105,7 +105,7 @@ fn pack_header(s: &mut Seeds) {
 fn sample_entry(i: u8, offset: u32, zstd: bool) -> PackEntry {
     PackEntry {
         kind: if i % 2 == 0 { BlobKind::Data } else { BlobKind::Tree },
-        codec: if zstd { cairn::pack::Codec::Zstd } else { cairn::pack::Codec::Raw },
+        codec: if zstd { cairn::format::pack::Codec::Zstd } else { cairn::format::pack::Codec::Raw },
         id: BlobId(Id([i; 32])),
         offset,
         length: 41 + u32::from(i) * 10,
@@ -129,7 +129,7 @@ fn index_file(s: &mut Seeds) {
 
 fn sample_snapshot() -> Snapshot {
     Snapshot {
-        version: cairn::snapshot::SNAPSHOT_VERSION,
+        version: cairn::format::snapshot::SNAPSHOT_VERSION,
         time: DateTime::parse_from_rfc3339("2026-03-14T01:59:26.535897932+02:00").unwrap(),
         parent: Some(SnapshotId(Id([9; 32]))),
         original: None,
@@ -250,7 +250,7 @@ fn blob_open(s: &mut Seeds) {
             length: blob.bytes.len() as u32,
             raw_length: blob.raw_length,
         };
-        assert_eq!(&cairn::pack::open_blob(&key, &entry, &blob.bytes).expect("seed blob opens"), plain);
+        assert_eq!(&cairn::format::pack::open_blob(&key, &entry, &blob.bytes).expect("seed blob opens"), plain);
         let mut o = Output::default();
         o.u8(blob_mode::RAW);
         entry.encode_into(&mut o.0);
@@ -276,7 +276,7 @@ fn blob_open(s: &mut Seeds) {
     let sealed = key.seal(Domain::Snapshot, b"not a blob");
     PackEntry {
         kind: BlobKind::Data,
-        codec: cairn::pack::Codec::Raw,
+        codec: cairn::format::pack::Codec::Raw,
         id: key.blob_id(b"not a blob"),
         offset: 0,
         length: sealed.len() as u32,

@@ -2,7 +2,7 @@
 //! fuzz key (so sealed seeds open in the targets), and the byte layouts of
 //! the structured inputs, written by `make_seeds` and read by the targets.
 
-use cairn::crypto::MasterKey;
+use cairn::format::crypto::MasterKey;
 use cairn::KdfParams;
 
 /// Secret of the fixed master key every target and every seed uses.

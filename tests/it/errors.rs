@@ -123,7 +123,9 @@ fn locked_repository_exits_11() {
         Some(t.cache.as_path()),
     )
     .expect("open repository");
-    let guard = cairn::lock_repository(backend, repo.key(), true).expect("take exclusive lock");
+    let guard = repo
+        .lock_exclusive(std::time::Duration::ZERO)
+        .expect("take exclusive lock");
 
     let out = t.cmd(&["backup", path_str(&src)]);
     assert_eq!(

@@ -88,18 +88,24 @@ fn runbook_policy_over_sixteen_months_of_nightly_backups() {
     // The other nights reuse that snapshot's tree: a backup of unchanged
     // data differs only in its time, and 500 real runs would be slow.
     let backend: Arc<dyn cairn::Backend> = Arc::new(cairn::LocalBackend::new(&t.repo));
-    let mut repo =
-        cairn::Repository::open(backend, PASSWORD.as_bytes(), Some(t.cache.as_path())).unwrap();
+    let mut repo = cairn::Repository::open(backend, PASSWORD.as_bytes(), Some(t.cache.as_path()))
+        .unwrap()
+        .load_index()
+        .unwrap();
+    // Copies of a stored snapshot need nothing written first: an empty
+    // writer's token stands for that.
     let (_, template) = repo
         .snapshots(&cairn::SnapshotFilter::default())
         .unwrap()
         .remove(0);
+    let lock = repo.lock_shared(std::time::Duration::ZERO).unwrap();
+    let written = repo.blob_writer(&lock).finish().unwrap();
     let mut nights = 1;
     let mut day = first.succ_opt().unwrap();
     while day <= last {
         let mut s = template.clone();
         s.time = berlin_half_past_midnight(day);
-        repo.save_snapshot(&s).unwrap();
+        repo.save_snapshot(&s, &written).unwrap();
         nights += 1;
         day = day.succ_opt().unwrap();
     }
@@ -297,7 +303,7 @@ fn forget_refuses_to_remove_everything_by_accident() {
         Some(t.cache.as_path()),
     )
     .unwrap();
-    let guard = cairn::lock_repository(backend, repo.key(), false).unwrap();
+    let guard = repo.lock_shared(std::time::Duration::ZERO).unwrap();
     let out = t.cmd(&["forget", "--keep-last", "1"]);
     assert_eq!(out.status.code(), Some(11));
     assert_eq!(t.snapshot_ids().len(), 3);

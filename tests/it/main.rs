@@ -1,6 +1,11 @@
 //! The one integration test binary: runs the real `cairn` binary against
 //! real repositories on disk.
 
+// The crash tests abort the binary at named steps, which only a build
+// with the test hooks can do.
+#[cfg(not(feature = "failpoints"))]
+compile_error!("the integration tests need `--features failpoints` (scripts/test.sh turns it on)");
+
 mod browse;
 mod check;
 mod common;
@@ -25,3 +30,4 @@ mod selectors;
 mod shell;
 mod stdin;
 mod tarball;
+mod tidy;

@@ -50,7 +50,7 @@ fn tags_of(s: &serde_json::Value) -> Vec<String> {
 #[test]
 fn example_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cairn.example.toml");
-    let file = cairn::profile::load(Some(&path)).expect("docs/cairn.example.toml must parse");
+    let file = cairn::ops::profile::load(Some(&path)).expect("docs/cairn.example.toml must parse");
     let nightly = file.profile("nightly").unwrap();
     assert_eq!(nightly.sources.len(), 3);
     assert!(nightly.retention.is_some());

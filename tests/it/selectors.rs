@@ -304,9 +304,13 @@ fn ambiguous_prefix_is_refused() {
     // Make copies of the snapshot through the library until two ids share
     // their first four hex digits (birthday bound: a few hundred).
     let backend: Arc<dyn cairn::Backend> = Arc::new(cairn::LocalBackend::new(&t.repo));
-    let mut repo =
-        cairn::Repository::open(backend, PASSWORD.as_bytes(), Some(t.cache.as_path())).unwrap();
+    let mut repo = cairn::Repository::open(backend, PASSWORD.as_bytes(), Some(t.cache.as_path()))
+        .unwrap()
+        .load_index()
+        .unwrap();
     let all = repo.snapshots(&cairn::SnapshotFilter::default()).unwrap();
+    let lock = repo.lock_shared(std::time::Duration::ZERO).unwrap();
+    let written = repo.blob_writer(&lock).finish().unwrap();
     let (id0, snap) = all[0].clone();
     let mut seen = std::collections::HashMap::new();
     seen.insert(id0.to_hex()[..4].to_string(), id0.to_hex());
@@ -314,7 +318,7 @@ fn ambiguous_prefix_is_refused() {
     for i in 0..5000 {
         let mut s = snap.clone();
         s.tags = vec![format!("copy-{i}")];
-        let id = repo.save_snapshot(&s).unwrap().to_hex();
+        let id = repo.save_snapshot(&s, &written).unwrap().to_hex();
         if let Some(other) = seen.insert(id[..4].to_string(), id.clone()) {
             pair = Some((other, id));
             break;

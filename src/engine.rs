@@ -1,0 +1,30 @@
+//! The engine: the operations users run. `repository` composes a backend,
+//! the key and the index cache, and is the one place that orders writes;
+//! the other modules (backup, restore, check, prune, …) are built on it.
+
+#[cfg(feature = "cache")]
+pub mod archiver;
+#[cfg(feature = "cache")]
+pub mod browse;
+#[cfg(feature = "cache")]
+pub mod checker;
+#[cfg(feature = "cache")]
+pub mod command;
+pub mod exclude;
+#[cfg(feature = "cache")]
+pub mod forget;
+pub mod metadata;
+#[cfg(feature = "cache")]
+pub mod prune;
+#[cfg(feature = "cache")]
+pub mod repair;
+#[cfg(feature = "cache")]
+pub mod repository;
+#[cfg(feature = "cache")]
+pub mod restorer;
+#[cfg(feature = "cache")]
+pub mod stats;
+#[cfg(feature = "cache")]
+pub mod tag;
+#[cfg(feature = "tar-format")]
+pub mod tarball;

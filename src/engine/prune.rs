@@ -1,0 +1,439 @@
+//! `prune`: reclaims the space of blobs no snapshot uses.
+//!
+//! Under an exclusive lock (so no backup is writing), prune runs the
+//! structure check (refusing to touch a damaged repository), marks every
+//! blob a snapshot uses, deletes packs with no used blob, repacks packs
+//! with too much unused data, and rewrites the index. The order of writes
+//! and deletes (docs/FORMAT.md, "Pruning") makes a crash at any point lose
+//! nothing: new packs → new index files → old index files deleted → old
+//! packs deleted. No index file ever names a deleted pack.
+
+use crate::engine::checker::{self, USED};
+use crate::engine::repository::Repository;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::id::{IndexId, PackId};
+use crate::format::index_file::INDEX_FILE_BLOBS_TARGET;
+use crate::format::index_file::{IndexFile, IndexPack};
+use crate::format::pack::{self, PackBuilder, SealedBlob};
+use crate::storage::lock::{ExclusiveLock, LockGuard};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+/// How much unused data prune may leave in partly used packs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxUnused {
+    /// A share of the used data (restic: of the repository after pruning).
+    Percent(f64),
+    Bytes(u64),
+    Unlimited,
+}
+
+impl FromStr for MaxUnused {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<MaxUnused> {
+        let text = text.trim();
+        if text == "unlimited" {
+            return Ok(MaxUnused::Unlimited);
+        }
+        if let Some(p) = text.strip_suffix('%') {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| Error::invalid(format!(
+                    "bad limit of unused space {text:?}: use a percentage (5%), a size (2G) or unlimited"
+                )))?;
+            if !(0.0..100.0).contains(&p) {
+                return Err(Error::invalid(
+                    "the limit of unused space must be below 100%",
+                ));
+            }
+            return Ok(MaxUnused::Percent(p));
+        }
+        Ok(MaxUnused::Bytes(crate::units::parse_size(text)?))
+    }
+}
+
+/// Parses `500`, `10K`, `500M`, `1G`, `2T` (binary units, optional `B`/`iB`).
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    pub max_unused: MaxUnused,
+    /// Stop choosing packs to repack after this many bytes (pack sizes).
+    pub max_repack_bytes: Option<u64>,
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            max_unused: MaxUnused::Percent(5.0),
+            max_repack_bytes: None,
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PruneOutcome {
+    pub dry_run: bool,
+    pub blobs_used: u64,
+    pub blobs_unused: u64,
+    /// Sealed bytes of the blobs snapshots use / do not use.
+    pub bytes_used: u64,
+    pub bytes_unused: u64,
+    pub packs: u64,
+    /// Packs with no used blob, deleted whole.
+    pub packs_deleted: u64,
+    /// Partly used packs whose used blobs were copied to new packs.
+    pub packs_repacked: u64,
+    /// Packs no index names (left by interrupted backups), deleted.
+    pub packs_unindexed_deleted: u64,
+    /// Temporary files of writes a crash interrupted (a pack being
+    /// streamed), deleted; their bytes count in `bytes_deleted`.
+    pub temp_files_deleted: u64,
+    pub packs_written: u64,
+    /// Bytes of pack files deleted, and of new pack files written.
+    pub bytes_deleted: u64,
+    pub bytes_written: u64,
+    /// Unused bytes left in partly used packs (within --max-unused).
+    pub bytes_unused_remaining: u64,
+    pub index_files_written: u64,
+    pub index_files_removed: u64,
+}
+
+impl PruneOutcome {
+    /// Space given back to the storage.
+    pub fn bytes_freed(&self) -> u64 {
+        self.bytes_deleted.saturating_sub(self.bytes_written)
+    }
+}
+
+/// Prunes the repository, under the caller's exclusive lock.
+pub fn prune(
+    repo: &mut Repository,
+    lock: &ExclusiveLock,
+    options: &PruneOptions,
+) -> Result<PruneOutcome> {
+    let ctx = repo.context().clone();
+    let usage = checker::usage(repo)?;
+    if !usage.report.is_clean() {
+        let first =
+            usage
+                .report
+                .problems
+                .first()
+                .map(|p| format!("{} {}: {}", p.object, p.status, p.message))
+                .or_else(|| {
+                    usage.report.damaged_paths.first().map(|d| {
+                        format!("snapshot {} {}: {}", d.snapshot.short(), d.path, d.detail)
+                    })
+                })
+                .unwrap_or_default();
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("prune refuses to run on a damaged repository ({first})"),
+        ));
+    }
+    let table = &usage.table;
+    let pack_count = table.packs.len();
+    let mut outcome = PruneOutcome {
+        dry_run: options.dry_run,
+        ..PruneOutcome::default()
+    };
+
+    // One copy of each used blob is kept: the first row of its (kind, id)
+    // range. Every other row is unused data.
+    let mut keeper = vec![false; table.rows.len()];
+    let mut used_bytes = vec![0u64; pack_count];
+    let mut used_blobs = vec![0u32; pack_count];
+    let mut start = 0;
+    while start < table.rows.len() {
+        let first = &table.rows[start];
+        let mut end = start + 1;
+        while end < table.rows.len()
+            && table.rows[end].entry.kind == first.entry.kind
+            && table.rows[end].entry.id == first.entry.id
+        {
+            end += 1;
+        }
+        if first.flags & USED != 0 {
+            keeper[start] = true;
+            used_bytes[first.pack as usize] += u64::from(first.entry.length);
+            used_blobs[first.pack as usize] += 1;
+        }
+        for (i, row) in table.rows[start..end].iter().enumerate() {
+            let length = u64::from(row.entry.length);
+            if i == 0 && keeper[start] {
+                outcome.blobs_used += 1;
+                outcome.bytes_used += length;
+            } else {
+                outcome.blobs_unused += 1;
+                outcome.bytes_unused += length;
+            }
+        }
+        start = end;
+    }
+
+    // Fates: delete whole packs without used blobs; repack the worst partly
+    // used packs until the unused data left is within the limit.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Fate {
+        Keep,
+        Delete,
+        Repack,
+    }
+    let mut fate = vec![Fate::Keep; pack_count];
+    let mut partial: Vec<(usize, u64)> = Vec::new();
+    let mut unused_left = 0u64;
+    for n in 0..pack_count {
+        let size = table.pack_sizes[n];
+        if used_blobs[n] == 0 {
+            fate[n] = Fate::Delete;
+        } else {
+            let unused = size - used_bytes[n].min(size);
+            // Header, envelope and trailer count as overhead, not unused.
+            let overhead = checker::expected_pack_size(0, u64::from(table.pack_blobs[n]));
+            let unused = unused.saturating_sub(overhead);
+            if unused > 0 {
+                partial.push((n, unused));
+                unused_left += unused;
+            }
+        }
+    }
+    let limit = match options.max_unused {
+        MaxUnused::Unlimited => u64::MAX,
+        MaxUnused::Bytes(b) => b,
+        MaxUnused::Percent(p) => (outcome.bytes_used as f64 * p / (100.0 - p)) as u64,
+    };
+    // Most wasteful first: the fewest bytes copied per byte freed.
+    partial.sort_by(|a, b| {
+        let ra = a.1 as f64 / table.pack_sizes[a.0] as f64;
+        let rb = b.1 as f64 / table.pack_sizes[b.0] as f64;
+        rb.total_cmp(&ra)
+    });
+    let mut repack_bytes = 0u64;
+    for &(n, unused) in &partial {
+        if unused_left <= limit {
+            break;
+        }
+        if let Some(max) = options.max_repack_bytes {
+            if repack_bytes + table.pack_sizes[n] > max {
+                continue;
+            }
+        }
+        fate[n] = Fate::Repack;
+        repack_bytes += table.pack_sizes[n];
+        unused_left -= unused;
+    }
+    outcome.bytes_unused_remaining = unused_left;
+    outcome.packs = usage.listed_packs.len() as u64;
+    let unindexed: Vec<(PackId, u64)> = usage
+        .listed_packs
+        .iter()
+        .filter(|(id, _)| !table.pack_numbers.contains_key(id))
+        .map(|(id, size)| (*id, *size))
+        .collect();
+    for (f, size) in fate.iter().zip(&table.pack_sizes) {
+        match f {
+            Fate::Delete => {
+                outcome.packs_deleted += 1;
+                outcome.bytes_deleted += size;
+            }
+            Fate::Repack => {
+                outcome.packs_repacked += 1;
+                outcome.bytes_deleted += size;
+            }
+            Fate::Keep => {}
+        }
+    }
+    outcome.packs_unindexed_deleted = unindexed.len() as u64;
+    outcome.bytes_deleted += unindexed.iter().map(|(_, s)| s).sum::<u64>();
+    // No other process writes under our exclusive lock, so every temporary
+    // file is a crashed writer's.
+    let (temp_files, temp_bytes) = repo.sweep_temp_files(options.dry_run, lock)?;
+    outcome.temp_files_deleted = temp_files;
+    outcome.bytes_deleted += temp_bytes;
+    let nothing_to_do = fate.iter().all(|f| *f == Fate::Keep)
+        && unindexed.is_empty()
+        && table.superseded_files.is_empty();
+    if nothing_to_do {
+        // Rewriting an index that would come out the same is churn.
+        return Ok(outcome);
+    }
+    if options.dry_run {
+        // Estimate what repacking writes: the used blobs of repacked packs.
+        outcome.bytes_written = (0..pack_count)
+            .filter(|&n| fate[n] == Fate::Repack)
+            .map(|n| used_bytes[n])
+            .sum();
+        return Ok(outcome);
+    }
+
+    // 1. Copy the used blobs of repacked packs into new packs.
+    let mut rows_of: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, row) in table.rows.iter().enumerate() {
+        if keeper[i] && fate[row.pack as usize] == Fate::Repack {
+            rows_of.entry(row.pack).or_default().push(i);
+        }
+    }
+    let mut new_packs: Vec<IndexPack> = Vec::new();
+    let mut builders = [PackBuilder::new(), PackBuilder::new()];
+    let target = repo.config().pack_size_target as usize;
+    let mut repacked: Vec<u32> = rows_of.keys().copied().collect();
+    repacked.sort_unstable();
+    let repack_total = repacked.iter().map(|&n| table.pack_sizes[n as usize]).sum();
+    ctx.progress()
+        .start("repacking", repack_total, repacked.len() as u64);
+    for n in repacked {
+        ctx.check_interrupt()?;
+        ctx.progress().add_items(1);
+        ctx.progress().add_bytes(table.pack_sizes[n as usize]);
+        let id = table.packs[n as usize];
+        let bytes = repo.read_pack(&id)?;
+        for &i in &rows_of[&n] {
+            let entry = table.rows[i].entry;
+            let sealed = bytes
+                .get(entry.offset as usize..entry.offset as usize + entry.length as usize)
+                .ok_or_else(|| {
+                    Error::corrupt(format!("pack {id} is shorter than its index says"))
+                })?;
+            // Verify before copying: prune must not spread damage.
+            repo.open_blob(&entry, sealed).map_err(|e| {
+                e.context(format!(
+                    "pack {id} (prune stopped before deleting anything)"
+                ))
+            })?;
+            let builder = &mut builders[entry.kind as usize];
+            if builder.len() + sealed.len() > target || builder.is_full() {
+                let full = std::mem::take(builder);
+                new_packs.push(store_pack(repo, lock, full, &mut outcome)?);
+            }
+            builders[entry.kind as usize].add(SealedBlob {
+                kind: entry.kind,
+                codec: entry.codec,
+                id: entry.id,
+                raw_length: entry.raw_length,
+                bytes: sealed.to_vec(),
+            });
+        }
+    }
+    for builder in builders {
+        if !builder.is_empty() {
+            new_packs.push(store_pack(repo, lock, builder, &mut outcome)?);
+        }
+    }
+    crate::failpoint::hit!("prune-after-packs");
+
+    // 2. New index files: every kept pack with all its entries (its size
+    // must still match), and the new packs.
+    let mut packs_for_index: Vec<IndexPack> = Vec::new();
+    let mut entries_of: HashMap<u32, Vec<pack::PackEntry>> = HashMap::new();
+    for row in &table.rows {
+        if fate[row.pack as usize] == Fate::Keep {
+            entries_of.entry(row.pack).or_default().push(row.entry);
+        }
+    }
+    let mut kept: Vec<u32> = entries_of.keys().copied().collect();
+    kept.sort_unstable();
+    for n in kept {
+        let mut entries = entries_of.remove(&n).expect("listed");
+        entries.sort_by_key(|e| e.offset);
+        packs_for_index.push(IndexPack {
+            id: table.packs[n as usize],
+            entries,
+        });
+    }
+    packs_for_index.extend(new_packs);
+    let mut old_index: Vec<IndexId> = usage.index_files.clone();
+    old_index.extend(&table.superseded_files);
+    let written = write_index_files(repo, lock, packs_for_index, &old_index)?;
+    outcome.index_files_written = written.len() as u64;
+    crate::failpoint::hit!("prune-after-index");
+
+    // 3. Old index files go, so no index names a pack about to be deleted.
+    for id in &old_index {
+        if !written.contains(id) {
+            repo.delete_index_file(id, lock)?;
+            outcome.index_files_removed += 1;
+        }
+    }
+    crate::failpoint::hit!("prune-after-index-delete");
+
+    // 4. Only now the packs.
+    for (f, id) in fate.iter().zip(&table.packs) {
+        if *f != Fate::Keep {
+            repo.delete_pack(id, lock)?;
+        }
+    }
+    for (id, _) in &unindexed {
+        repo.delete_pack(id, lock)?;
+    }
+    ctx.progress().finish();
+    repo.reload_index()?;
+    Ok(outcome)
+}
+
+/// Stores `packs` in index files of up to INDEX_FILE_BLOBS_TARGET blobs.
+/// Only the LAST file names `old` as superseded: readers skip superseded
+/// files, so the list must not appear before every new file is stored
+/// (docs/FORMAT.md). Used by prune and `repair index`.
+pub(crate) fn write_index_files(
+    repo: &Repository,
+    lock: &LockGuard,
+    packs: Vec<IndexPack>,
+    old: &[IndexId],
+) -> Result<HashSet<IndexId>> {
+    let mut files: Vec<IndexFile> = vec![IndexFile::default()];
+    let mut blobs = 0;
+    for p in packs {
+        if blobs >= INDEX_FILE_BLOBS_TARGET {
+            files.push(IndexFile::default());
+            blobs = 0;
+        }
+        blobs += p.entries.len();
+        files.last_mut().expect("one file at least").packs.push(p);
+    }
+    files.last_mut().expect("one file at least").supersedes = old.to_vec();
+    let mut written = HashSet::new();
+    for file in files {
+        if file.packs.is_empty() && file.supersedes.is_empty() {
+            continue;
+        }
+        written.insert(repo.save_index_file(&file, lock)?);
+    }
+    Ok(written)
+}
+
+fn store_pack(
+    repo: &Repository,
+    lock: &LockGuard,
+    builder: PackBuilder,
+    outcome: &mut PruneOutcome,
+) -> Result<IndexPack> {
+    let (pack, size) = repo.store_pack(builder, lock)?;
+    outcome.packs_written += 1;
+    outcome.bytes_written += size;
+    Ok(pack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_parse() {
+        assert_eq!("5%".parse::<MaxUnused>().unwrap(), MaxUnused::Percent(5.0));
+        assert_eq!(
+            "unlimited".parse::<MaxUnused>().unwrap(),
+            MaxUnused::Unlimited
+        );
+        assert_eq!(
+            "10M".parse::<MaxUnused>().unwrap(),
+            MaxUnused::Bytes(10 << 20)
+        );
+        assert_eq!("0".parse::<MaxUnused>().unwrap(), MaxUnused::Bytes(0));
+        assert!("100%".parse::<MaxUnused>().is_err());
+        assert!("x".parse::<MaxUnused>().is_err());
+    }
+}

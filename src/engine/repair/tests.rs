@@ -1,0 +1,1 @@
+//! Unit tests of repair on the in-memory backend.

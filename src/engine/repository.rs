@@ -1,0 +1,1043 @@
+//! The repository: backend + master key + config + index cache. The only
+//! module that orders writes (MUST: packs, then index files, then the
+//! snapshot) and the only one that seals or opens repository files.
+
+use crate::context::Context;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::chunker::{Chunker, ChunkerParams};
+use crate::format::config::{Config, PACK_SIZE_TARGET_DEFAULT};
+use crate::format::crypto::{Domain, KdfParams, MasterKey};
+use crate::format::id::{BlobId, Id, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
+use crate::format::index_file::INDEX_FILE_BLOBS_TARGET;
+use crate::format::index_file::{IndexFile, IndexPack};
+use crate::format::key::KeyFile;
+use crate::format::pack::{self, BlobKind, PackBuilder, PackEntry, SealedBlob};
+use crate::format::snapshot::{Snapshot, SnapshotFilter};
+use crate::format::tree::Tree;
+use crate::storage::backend::{Backend, FileKind, PendingFile};
+use crate::storage::index_cache::{BlobLocation, IndexDb};
+use crate::storage::lock::{self, ExclusiveLock, LockGuard};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Envelope bytes a sealed file carries beyond its plaintext limit.
+/// An open pack is written to the backend in pieces of this size, so a
+/// writer holds a few MiB of it, not the whole 32 MiB (issue 6: a backup's
+/// peak memory no higher than restic's).
+const PACK_WRITE_PIECE: usize = 4 * 1024 * 1024;
+
+const SEALED_SLACK: usize = crate::format::crypto::SEAL_OVERHEAD;
+
+/// zstd level of new repositories: on this project's dumps level 1 stores
+/// as little as level 3 with 64 KiB chunks for a fifth less CPU (docs/FORMAT.md
+/// 5.3).
+pub const ZSTD_LEVEL_DEFAULT: i32 = 1;
+
+/// Choices made once, at `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub zstd_level: i32,
+    pub pack_size_target: u32,
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::DEFAULT,
+            zstd_level: ZSTD_LEVEL_DEFAULT,
+            pack_size_target: PACK_SIZE_TARGET_DEFAULT,
+            kdf: KdfParams::DEFAULT,
+        }
+    }
+}
+
+/// A repository opened with a password, before its index cache is synced
+/// (`Repository::open`). Enough for keys, snapshots and `cat`.
+pub struct Opened;
+
+/// A repository whose index cache is synced (`Repository::load_index`):
+/// only this state can look up, read or write blobs, so "the index was not
+/// loaded" cannot happen at run time.
+pub struct Indexed {
+    db: IndexDb,
+}
+
+/// The repository in state `S`: `Repository<Opened>` after `open`, and
+/// `Repository` (that is, `Repository<Indexed>`) after `load_index`.
+pub struct Repository<S = Indexed> {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    /// The key file the password opened.
+    key_name: String,
+    config: Config,
+    cache_dir: PathBuf,
+    warnings: Vec<String>,
+    /// The caller's interrupt flag and progress counters.
+    ctx: Context,
+    state: S,
+}
+
+/// `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`.
+pub fn default_cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("cairn");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache").join("cairn")
+}
+
+impl Repository<Opened> {
+    /// Creates a repository: directories, then the key file, then `config`
+    /// (whose presence marks a finished repository).
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        options: &InitOptions,
+    ) -> Result<RepositoryId> {
+        options.chunker.validate()?;
+        let config = Config::new(
+            options.chunker,
+            options.zstd_level,
+            options.pack_size_target,
+        );
+        config
+            .validate()
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        if backend.exists()? {
+            return Err(Error::new(
+                ErrorKind::RepositoryExists,
+                format!("a repository already exists at {}", backend.location()),
+            ));
+        }
+        backend.create()?;
+        let key = MasterKey::generate();
+        let key_file = KeyFile::create(
+            &key,
+            password,
+            options.kdf,
+            &crate::sys::hostname(),
+            &crate::sys::username(),
+        )?
+        .encode();
+        backend.put(
+            FileKind::Key,
+            &KeyId(Id::of_file_bytes(&key_file)).to_hex(),
+            &key_file,
+        )?;
+        backend.put(
+            FileKind::Config,
+            "config",
+            &key.seal(Domain::Config, &config.encode()),
+        )?;
+        Ok(config.id)
+    }
+
+    /// Opens a repository with a password. The index cache is not synced
+    /// until `load_index`.
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        cache_root: Option<&Path>,
+    ) -> Result<Repository<Opened>> {
+        if !backend.exists()? {
+            return Err(Error::new(
+                ErrorKind::RepositoryNotFound,
+                format!("repository {} does not exist", backend.location()),
+            ));
+        }
+        let (key_name, key) = open_key(backend.as_ref(), password)?;
+        let sealed = backend.get_bounded(
+            FileKind::Config,
+            "config",
+            SEALED_SLACK + crate::format::config::CONFIG_SIZE_MAX,
+        )?;
+        let config = Config::decode(
+            &key.open(Domain::Config, &sealed)
+                .map_err(|e| e.context("config"))?,
+        )?;
+        let cache_dir = cache_root
+            .map(Path::to_path_buf)
+            .unwrap_or_else(default_cache_root)
+            .join(config.id.to_hex());
+        Ok(Repository {
+            backend,
+            key,
+            key_name,
+            config,
+            cache_dir,
+            warnings: Vec::new(),
+            ctx: Context::default(),
+            state: Opened,
+        })
+    }
+
+    /// Opens the local index cache and merges index files it has not seen.
+    /// If an index file it merged has disappeared, the cache is rebuilt; a
+    /// damaged cache is thrown away and rebuilt, never fatal.
+    pub fn load_index(mut self) -> Result<Repository<Indexed>> {
+        let mut db = IndexDb::open(&self.cache_dir, self.config.id)?;
+        if db.was_recreated() {
+            self.warnings
+                .push("the local index cache was damaged and is being rebuilt".into());
+        }
+        self.index_source().sync_or_rebuild(&mut db)?;
+        let Repository {
+            backend,
+            key,
+            key_name,
+            config,
+            cache_dir,
+            warnings,
+            ctx,
+            state: Opened,
+        } = self;
+        Ok(Repository {
+            backend,
+            key,
+            key_name,
+            config,
+            cache_dir,
+            warnings,
+            ctx,
+            state: Indexed { db },
+        })
+    }
+}
+
+impl Repository<Indexed> {
+    /// Syncs the cache again, after this process replaced index files
+    /// (prune, repair).
+    pub fn reload_index(&mut self) -> Result<()> {
+        let Repository {
+            backend,
+            key,
+            warnings,
+            state,
+            ..
+        } = self;
+        IndexSource {
+            backend: backend.as_ref(),
+            key,
+            warnings,
+        }
+        .sync_or_rebuild(&mut state.db)
+    }
+
+    fn index(&self) -> &IndexDb {
+        &self.state.db
+    }
+
+    pub fn locate(&self, kind: BlobKind, id: &BlobId) -> Result<Option<BlobLocation>> {
+        self.index().get(kind, id)
+    }
+
+    /// Whether this machine's cache knows every data blob of a snapshot to
+    /// be indexed (see `IndexDb::mark_snapshot_complete`).
+    pub fn snapshot_blobs_indexed(&self, id: &SnapshotId) -> bool {
+        matches!(self.index().snapshot_complete(id), Ok(true))
+    }
+
+    /// Records that every data blob of a snapshot this process just wrote
+    /// is indexed (best effort: the mark is only a shortcut).
+    pub fn mark_snapshot_blobs_indexed(&self, id: &SnapshotId) {
+        let _ = self.index().mark_snapshot_complete(id);
+    }
+
+    /// Reads, decrypts, decompresses and verifies one blob.
+    pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
+        let location = self.locate(kind, id)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("{kind:?} blob {id} is not in the index"),
+            )
+        })?;
+        let entry = &location.entry;
+        let sealed = self
+            .backend
+            .get_range(
+                FileKind::Pack,
+                &location.pack.to_hex(),
+                u64::from(entry.offset),
+                u64::from(entry.length),
+            )
+            .map_err(|e| e.context(format!("pack {}", location.pack)))?;
+        pack::open_blob(&self.key, entry, &sealed)
+            .map_err(|e| e.context(format!("pack {}", location.pack)))
+    }
+
+    pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        Tree::decode(&self.read_blob(BlobKind::Tree, id)?)
+            .map_err(|e| e.context(format!("tree {id}")))
+    }
+
+    /// A writer for new blobs, under `lock` (shared or exclusive).
+    pub fn blob_writer<'r>(&'r self, lock: &'r LockGuard) -> BlobWriter<'r> {
+        BlobWriter {
+            repo: self,
+            lock,
+            data: PackBuilder::new(),
+            tree: PackBuilder::new(),
+            data_file: None,
+            tree_file: None,
+            pending: HashSet::new(),
+            unindexed: Vec::new(),
+            unindexed_blobs: 0,
+            stats: WriteStats::default(),
+        }
+    }
+}
+
+impl<S> Repository<S> {
+    /// Runs this repository's operations under `ctx`: they stop when it is
+    /// interrupted and report progress to it.
+    pub fn with_context(mut self, ctx: Context) -> Repository<S> {
+        self.ctx = ctx;
+        self
+    }
+
+    /// The context operations on this repository report to and check.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Adds a key file so that `password` also opens this repository.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        let key_file = KeyFile::create(
+            &self.key,
+            password,
+            kdf,
+            &crate::sys::hostname(),
+            &crate::sys::username(),
+        )?
+        .encode();
+        let id = KeyId(Id::of_file_bytes(&key_file));
+        self.backend.put(FileKind::Key, &id.to_hex(), &key_file)?;
+        Ok(id)
+    }
+
+    /// The key file this session's password opened.
+    pub fn current_key(&self) -> &str {
+        &self.key_name
+    }
+
+    /// Removes a key file (a password). Refuses the key this session was
+    /// opened with and the last intact key: either would lock users out.
+    /// The master key and the data are unchanged; nothing is re-encrypted.
+    pub fn remove_key(&self, prefix: &str, lock: &ExclusiveLock) -> Result<String> {
+        let keys = self.list_keys()?;
+        let matching: Vec<&String> = keys
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| name.starts_with(prefix))
+            .collect();
+        let name = match matching.as_slice() {
+            [one] if prefix.len() >= 4 => (*one).clone(),
+            [] => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no key file {prefix:?}"),
+                ))
+            }
+            [_] => return Err(Error::invalid("give at least 4 hex digits of the key id")),
+            _ => return Err(Error::invalid(format!("key id {prefix:?} is ambiguous"))),
+        };
+        if name == self.key_name {
+            return Err(Error::invalid(
+                "refusing to remove the key this password opened (use `key passwd` to change it)",
+            ));
+        }
+        let intact_others = keys
+            .iter()
+            .filter(|(other, k)| *other != name && k.is_ok())
+            .count();
+        if intact_others == 0 {
+            return Err(Error::invalid("refusing to remove the last intact key"));
+        }
+        self.ensure_locked(lock)?;
+        self.backend.delete(FileKind::Key, &name)?;
+        Ok(name)
+    }
+
+    /// Changes this session's password: adds a key file for `new_password`,
+    /// then removes the one the old password opened.
+    pub fn change_password(
+        &mut self,
+        new_password: &[u8],
+        kdf: KdfParams,
+        lock: &ExclusiveLock,
+    ) -> Result<KeyId> {
+        self.ensure_locked(lock)?;
+        let id = self.add_key(new_password, kdf)?;
+        let old = std::mem::replace(&mut self.key_name, id.to_hex());
+        self.backend.delete(FileKind::Key, &old)?;
+        Ok(id)
+    }
+
+    /// The key files, readable ones decoded (damaged ones as errors).
+    pub fn list_keys(&self) -> Result<Vec<(String, Result<KeyFile>)>> {
+        let mut out = Vec::new();
+        for (name, _) in self.backend.list(FileKind::Key)? {
+            let decoded = self
+                .backend
+                .get_bounded(FileKind::Key, &name, crate::format::key::KEY_FILE_SIZE_MAX)
+                .and_then(|bytes| decode_key_file(&name, &bytes));
+            out.push((name, decoded));
+        }
+        Ok(out)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn chunker(&self) -> Result<Chunker> {
+        Chunker::new(self.config.chunker_params(), self.key.chunker_seed())
+    }
+
+    /// Problems met that did not stop the operation (e.g. a damaged index
+    /// file that was skipped); the CLI prints them.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// The index files in the repository now.
+    pub fn list_index_ids(&self) -> Result<HashSet<IndexId>> {
+        list_index_ids(self.backend.as_ref())
+    }
+
+    /// The cache directory of this repository (`<cache root>/<repo id>`).
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        load_index_file(self.backend.as_ref(), &self.key, id)
+    }
+
+    fn index_source(&mut self) -> IndexSource<'_> {
+        IndexSource {
+            backend: self.backend.as_ref(),
+            key: &self.key,
+            warnings: &mut self.warnings,
+        }
+    }
+
+    pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self
+            .backend
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .filter_map(|(name, _)| SnapshotId::from_hex(&name).ok())
+            .collect())
+    }
+
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let sealed = self.backend.get_bounded(
+            FileKind::Snapshot,
+            &id.to_hex(),
+            SEALED_SLACK + crate::format::snapshot::SNAPSHOT_SIZE_MAX,
+        )?;
+        if Id::of_file_bytes(&sealed) != id.0 {
+            return Err(Error::corrupt(format!(
+                "snapshot {id} does not match its name"
+            )));
+        }
+        let plain = self
+            .key
+            .open(Domain::Snapshot, &sealed)
+            .map_err(|e| e.context(format!("snapshot {id}")))?;
+        Snapshot::decode(&plain).map_err(|e| e.context(format!("snapshot {id}")))
+    }
+
+    /// Every readable snapshot matching `filter`, oldest first. Damaged
+    /// snapshots are skipped with a warning.
+    pub fn snapshots(&mut self, filter: &SnapshotFilter) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let mut out = Vec::new();
+        for id in self.list_snapshot_ids()? {
+            match self.load_snapshot(&id) {
+                Ok(s) if filter.matches(&s) => out.push((id, s)),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    self.warnings.push(format!("skipping {e}"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, an id or a unique prefix among matching snapshots.
+    pub fn find_snapshot(
+        &mut self,
+        selector: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<(SnapshotId, Snapshot)> {
+        let all = self.snapshots(filter)?;
+        crate::format::snapshot::select(&all, selector).cloned()
+    }
+
+    /// Writes a snapshot. Every blob it references MUST be indexed first
+    /// (packs, then index files, then the snapshot): `written` is the token
+    /// only `BlobWriter::finish` hands out, and it carries the writer's lock.
+    pub fn save_snapshot(&self, snapshot: &Snapshot, written: &Written<'_>) -> Result<SnapshotId> {
+        self.ensure_locked(written.lock)?;
+        let sealed = self.key.seal(Domain::Snapshot, &snapshot.encode());
+        let id = SnapshotId(Id::of_file_bytes(&sealed));
+        self.backend
+            .put(FileKind::Snapshot, &id.to_hex(), &sealed)?;
+        Ok(id)
+    }
+
+    /// Seals and stores one index file; returns its id. Every pack it names
+    /// MUST be stored already.
+    pub fn save_index_file(&self, file: &IndexFile, lock: &LockGuard) -> Result<IndexId> {
+        self.ensure_locked(lock)?;
+        let sealed = self.key.seal(Domain::Index, &file.encode());
+        let id = IndexId(Id::of_file_bytes(&sealed));
+        self.backend.put(FileKind::Index, &id.to_hex(), &sealed)?;
+        Ok(id)
+    }
+
+    /// Deletes a snapshot file (`forget`). The trees and data it named stay
+    /// in the packs; only a prune reclaims them.
+    pub fn delete_snapshot(&self, id: &SnapshotId, lock: &ExclusiveLock) -> Result<()> {
+        self.ensure_locked(lock)?;
+        self.backend.delete(FileKind::Snapshot, &id.to_hex())
+    }
+
+    /// The id a blob with these plaintext bytes has in this repository
+    /// (keyed BLAKE3).
+    pub fn blob_id(&self, bytes: &[u8]) -> BlobId {
+        self.key.blob_id(bytes)
+    }
+
+    /// Compresses (when that helps) and seals one blob under this
+    /// repository's key, ready for a `BlobWriter`. Safe to call from many
+    /// threads at once.
+    pub fn seal_blob(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        plaintext: &[u8],
+        zstd_level: i32,
+    ) -> SealedBlob {
+        pack::seal_blob(&self.key, kind, id, plaintext, zstd_level)
+    }
+
+    /// The pack files in the repository, with their sizes.
+    pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
+        list_packs(self.backend.as_ref())
+    }
+
+    /// A whole pack, as stored (prune and repair copy blobs out of it).
+    pub fn read_pack(&self, id: &PackId) -> Result<Vec<u8>> {
+        self.backend.get(FileKind::Pack, &id.to_hex())
+    }
+
+    /// Opens and verifies one sealed blob cut out of a pack.
+    pub fn open_blob(&self, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>> {
+        pack::open_blob(&self.key, entry, sealed)
+    }
+
+    /// The entries of a whole pack's sealed header.
+    pub fn decode_pack_header(&self, pack_bytes: &[u8]) -> Result<Vec<PackEntry>> {
+        pack::read_header(&self.key, pack_bytes)
+    }
+
+    /// Reads a pack's header alone: its trailer, then the sealed header
+    /// (two ranged reads, not the whole pack).
+    pub fn read_pack_header(&self, id: &PackId, size: u64) -> Result<Vec<PackEntry>> {
+        let name = id.to_hex();
+        let tail = self
+            .backend
+            .get_range(FileKind::Pack, &name, size.saturating_sub(4), 4)?;
+        let (start, sealed_len) = pack::header_location(size, pack::trailer(&tail)?)?;
+        let sealed = self
+            .backend
+            .get_range(FileKind::Pack, &name, start, u64::from(sealed_len))?;
+        let plain = self.key.open(Domain::PackHeader, &sealed)?;
+        pack::decode_header(&plain, start)
+    }
+
+    /// Seals a built pack's header and stores the pack whole; its index
+    /// entry and its size. Not yet indexed: the caller MUST store an index
+    /// file naming it before anything references its blobs.
+    pub fn store_pack(&self, builder: PackBuilder, lock: &LockGuard) -> Result<(IndexPack, u64)> {
+        self.ensure_locked(lock)?;
+        let (id, bytes, entries) = builder.finish(&self.key);
+        self.backend.put(FileKind::Pack, &id.to_hex(), &bytes)?;
+        Ok((IndexPack { id, entries }, bytes.len() as u64))
+    }
+
+    /// Deletes a pack; one already gone is not an error. No index file
+    /// may name it any more (prune and repair delete index files first).
+    pub fn delete_pack(&self, id: &PackId, lock: &ExclusiveLock) -> Result<()> {
+        self.ensure_locked(lock)?;
+        match self.backend.delete(FileKind::Pack, &id.to_hex()) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes an index file that a stored one supersedes.
+    pub fn delete_index_file(&self, id: &IndexId, lock: &ExclusiveLock) -> Result<()> {
+        self.ensure_locked(lock)?;
+        self.backend.delete(FileKind::Index, &id.to_hex())
+    }
+
+    /// Deletes crashed writers' temporary files (with `dry_run`, counts
+    /// them): safe only under an exclusive lock, when no writer runs.
+    pub fn sweep_temp_files(&self, dry_run: bool, lock: &ExclusiveLock) -> Result<(u64, u64)> {
+        self.ensure_locked(lock)?;
+        self.backend.sweep_temp_files(dry_run)
+    }
+
+    /// Takes a shared lock (what a backup needs), waiting up to `retry_for`
+    /// while an exclusive one is held.
+    pub fn lock_shared(&self, retry_for: std::time::Duration) -> Result<LockGuard> {
+        lock::acquire_shared_with_retry(self.backend.clone(), &self.key, retry_for, &self.ctx)
+    }
+
+    /// Takes an exclusive lock (what forget, prune, repair, tag and key
+    /// removal need), waiting up to `retry_for` while others hold locks.
+    pub fn lock_exclusive(&self, retry_for: std::time::Duration) -> Result<ExclusiveLock> {
+        lock::acquire_exclusive_with_retry(self.backend.clone(), &self.key, retry_for, &self.ctx)
+    }
+
+    /// Removes stale locks (or all, with `all`); how many were removed.
+    pub fn remove_locks(&self, all: bool) -> Result<usize> {
+        lock::remove_locks(self.backend.as_ref(), &self.key, all)
+    }
+
+    /// Fails unless `lock` is held, and held on this repository's backend.
+    pub fn ensure_locked(&self, lock: &LockGuard) -> Result<()> {
+        if !lock.is_on(&self.backend) {
+            return Err(Error::invalid(
+                "the lock given is not held on this repository",
+            ));
+        }
+        lock.ensure_held()
+    }
+
+    /// Decrypted bytes of a repository file, for `cat`.
+    pub fn open_file(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        // The largest non-pack file the format allows is an index file.
+        let sealed = self.backend.get_bounded(
+            kind,
+            name,
+            SEALED_SLACK + crate::format::index_file::INDEX_FILE_SIZE_MAX,
+        )?;
+        let domain = match kind {
+            FileKind::Config => Domain::Config,
+            FileKind::Snapshot => Domain::Snapshot,
+            FileKind::Index => Domain::Index,
+            FileKind::Lock => Domain::Lock,
+            FileKind::Key => return Ok(sealed),
+            FileKind::Pack => return Err(Error::invalid("packs are read blob by blob")),
+        };
+        self.key.open(domain, &sealed)
+    }
+}
+
+/// What a cache sync reads: the index files, through the backend and key.
+/// Kept apart from `Repository` so a sync can write the repository's own
+/// database while it reads (`reload_index`).
+struct IndexSource<'a> {
+    backend: &'a dyn Backend,
+    key: &'a MasterKey,
+    warnings: &'a mut Vec<String>,
+}
+
+impl IndexSource<'_> {
+    /// Syncs `db` with the index files; a cache that reads as damaged is
+    /// cleared and synced again.
+    fn sync_or_rebuild(&mut self, db: &mut IndexDb) -> Result<()> {
+        if let Err(e) = self.sync_index(db) {
+            if e.kind() != ErrorKind::Corrupt {
+                return Err(e);
+            }
+            self.warnings
+                .push(format!("{e}; rebuilding the local index cache"));
+            db.rebuild_empty()?;
+            self.sync_index(db)?;
+        }
+        Ok(())
+    }
+
+    /// Brings the cache up to date with the index files listed now.
+    /// Index files another one supersedes are skipped (docs/FORMAT.md: the
+    /// superseding list is written last, so it is only ever complete).
+    fn sync_index(&mut self, db: &mut IndexDb) -> Result<()> {
+        let listed = self.list_index_ids()?;
+        let merged = db.merged_index_files()?;
+        if !merged.is_subset(&listed) {
+            // An index file we merged is gone (replaced by repair or prune):
+            // its entries may name deleted packs, so start over.
+            return self.rebuild_index(db, &listed);
+        }
+        // Each new file is read once and merged; the files it supersedes
+        // are recorded in the cache as it is merged.
+        let known_superseded = db.superseded_index_files()?;
+        let mut todo: Vec<IndexId> = listed
+            .difference(&merged)
+            .filter(|id| !known_superseded.contains(id))
+            .copied()
+            .collect();
+        todo.sort();
+        for id in todo {
+            if let Some(file) = self.load_index_file_or_warn(&id)? {
+                db.merge(id, &file)?;
+            }
+        }
+        // A superseded file still present (an interrupted prune or repair)
+        // must not count: rare, so simply rebuild without it.
+        let superseded = db.superseded_index_files()?;
+        if db
+            .merged_index_files()?
+            .iter()
+            .any(|id| superseded.contains(id))
+        {
+            return self.rebuild_index(db, &listed);
+        }
+        Ok(())
+    }
+
+    /// Clears the cache and merges every listed index file that no other
+    /// listed file supersedes (two reads of each file; only after a prune
+    /// or repair replaced index files).
+    fn rebuild_index(&mut self, db: &mut IndexDb, listed: &HashSet<IndexId>) -> Result<()> {
+        db.clear()?;
+        let mut ids: Vec<IndexId> = listed.iter().copied().collect();
+        ids.sort();
+        let mut superseded = HashSet::new();
+        for id in &ids {
+            if let Ok(file) = self.load_index_file(id) {
+                superseded.extend(file.supersedes);
+            }
+        }
+        for id in ids {
+            if superseded.contains(&id) {
+                continue;
+            }
+            if let Some(file) = self.load_index_file_or_warn(&id)? {
+                db.merge(id, &file)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An index file, or `None` with a warning when it is damaged (it is
+    /// skipped and retried next time: it is not marked as merged).
+    fn load_index_file_or_warn(&mut self, id: &IndexId) -> Result<Option<IndexFile>> {
+        match self.load_index_file(id) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                self.warnings
+                    .push(format!("skipping damaged index file {id}: {e}"));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list_index_ids(&self) -> Result<HashSet<IndexId>> {
+        list_index_ids(self.backend)
+    }
+
+    fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        load_index_file(self.backend, self.key, id)
+    }
+}
+
+fn list_index_ids(backend: &dyn Backend) -> Result<HashSet<IndexId>> {
+    Ok(backend
+        .list(FileKind::Index)?
+        .into_iter()
+        .filter_map(|(name, _)| IndexId::from_hex(&name).ok())
+        .collect())
+}
+
+fn load_index_file(backend: &dyn Backend, key: &MasterKey, id: &IndexId) -> Result<IndexFile> {
+    let sealed = backend.get_bounded(
+        FileKind::Index,
+        &id.to_hex(),
+        SEALED_SLACK + crate::format::index_file::INDEX_FILE_SIZE_MAX,
+    )?;
+    if Id::of_file_bytes(&sealed) != id.0 {
+        return Err(Error::corrupt(format!(
+            "index file {id} does not match its name"
+        )));
+    }
+    let plain = key
+        .open(Domain::Index, &sealed)
+        .map_err(|e| e.context(format!("index file {id}")))?;
+    IndexFile::decode(&plain).map_err(|e| e.context(format!("index file {id}")))
+}
+
+/// Decodes a key file after checking it against its name (the BLAKE3 of
+/// its bytes), so a flipped bit reads as damage, not as a wrong password.
+fn decode_key_file(name: &str, bytes: &[u8]) -> Result<KeyFile> {
+    if Id::of_file_bytes(bytes).to_hex() != name {
+        return Err(Error::corrupt(format!(
+            "key file {} does not match its name",
+            &name[..8.min(name.len())]
+        )));
+    }
+    KeyFile::decode(bytes)
+}
+
+fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(String, MasterKey)> {
+    let keys = backend.list(FileKind::Key)?;
+    if keys.is_empty() {
+        return Err(Error::corrupt("repository has no key files"));
+    }
+    let total = keys.len();
+    let mut damaged = 0;
+    let mut first_damage = String::new();
+    for (name, _) in keys {
+        let decoded = backend
+            .get_bounded(FileKind::Key, &name, crate::format::key::KEY_FILE_SIZE_MAX)
+            .and_then(|bytes| decode_key_file(&name, &bytes));
+        let key_file = match decoded {
+            Ok(k) => k,
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                if damaged == 0 {
+                    first_damage = e.to_string();
+                }
+                damaged += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match key_file.open(password) {
+            Ok(key) => return Ok((name, key)),
+            Err(e) if e.kind() == ErrorKind::WrongPassword => continue,
+            Err(e) => return Err(e.context(format!("key file {name}"))),
+        }
+    }
+    if damaged == total {
+        return Err(Error::corrupt(format!(
+            "every key file is damaged ({first_damage}); restore keys/ from a copy"
+        )));
+    }
+    let note = if damaged > 0 {
+        format!(" ({damaged} key file(s) damaged)")
+    } else {
+        String::new()
+    };
+    Err(Error::new(
+        ErrorKind::WrongPassword,
+        format!("wrong password or no key found{note}"),
+    ))
+}
+
+/// The token a finished `BlobWriter` returns: everything it wrote is packed
+/// and indexed. It cannot be built outside this module, so holding one
+/// proves the write order up to the snapshot.
+pub struct Written<'r> {
+    pub stats: WriteStats,
+    lock: &'r LockGuard,
+}
+
+/// What a `BlobWriter` added to the repository.
+#[derive(Debug, Clone, Default)]
+pub struct WriteStats {
+    pub data_blobs: u64,
+    pub tree_blobs: u64,
+    pub bytes_raw: u64,
+    pub bytes_packed: u64,
+    pub packs: u64,
+    pub index_files: u64,
+}
+
+/// Collects new blobs into packs and writes packs, then index files. Blobs
+/// become visible to the index cache only after their index file is stored,
+/// so the cache never names a blob the repository's index files do not.
+pub struct BlobWriter<'r> {
+    repo: &'r Repository,
+    lock: &'r LockGuard,
+    data: PackBuilder,
+    tree: PackBuilder,
+    /// Where the open packs are being streamed, once they outgrew one piece.
+    /// Dropped uncommitted (an error), they leave nothing in the repository.
+    data_file: Option<Box<dyn PendingFile + 'r>>,
+    tree_file: Option<Box<dyn PendingFile + 'r>>,
+    /// Blobs in the open packs or in stored packs not yet indexed. Bounded by
+    /// INDEX_FILE_BLOBS_TARGET plus two packs.
+    pending: HashSet<(BlobKind, BlobId)>,
+    unindexed: Vec<IndexPack>,
+    unindexed_blobs: usize,
+    pub stats: WriteStats,
+}
+
+impl<'r> BlobWriter<'r> {
+    pub fn repository(&self) -> &'r Repository {
+        self.repo
+    }
+
+    /// Marks a blob as about to be added. Returns false if the repository
+    /// (or this writer) already has it, so it need not be sealed at all.
+    pub fn reserve(&mut self, kind: BlobKind, id: BlobId) -> Result<bool> {
+        if self.pending.contains(&(kind, id)) || self.repo.index().contains(kind, &id)? {
+            return Ok(false);
+        }
+        self.pending.insert((kind, id));
+        Ok(true)
+    }
+
+    /// Adds a reserved, sealed blob; stores the pack when it is full.
+    pub fn add(&mut self, blob: SealedBlob) -> Result<()> {
+        debug_assert!(self.pending.contains(&(blob.kind, blob.id)));
+        let kind = blob.kind;
+        match kind {
+            BlobKind::Data => self.stats.data_blobs += 1,
+            BlobKind::Tree => self.stats.tree_blobs += 1,
+        }
+        self.stats.bytes_raw += u64::from(blob.raw_length);
+        self.stats.bytes_packed += blob.bytes.len() as u64;
+        let (builder, file) = match kind {
+            BlobKind::Data => (&mut self.data, &mut self.data_file),
+            BlobKind::Tree => (&mut self.tree, &mut self.tree_file),
+        };
+        builder.add(blob);
+        if builder.len() >= self.repo.config.pack_size_target as usize || builder.is_full() {
+            self.flush_pack(kind)?;
+        } else if builder.buffered_len() >= PACK_WRITE_PIECE {
+            if file.is_none() {
+                *file = Some(self.repo.backend.create_pending(FileKind::Pack)?);
+            }
+            let file = file.as_mut().expect("just created");
+            builder.flush_to(|bytes| file.write(bytes))?;
+            crate::failpoint::hit!("after-pack-piece");
+        }
+        Ok(())
+    }
+
+    /// Encodes, seals and adds a tree unless the repository has it.
+    pub fn save_tree(&mut self, tree: &Tree) -> Result<BlobId> {
+        let bytes = tree.encode();
+        if bytes.len() > crate::format::tree::TREE_SIZE_MAX {
+            return Err(Error::invalid(
+                "a directory is too large to encode as one tree",
+            ));
+        }
+        let id = self.repo.key.blob_id(&bytes);
+        if self.reserve(BlobKind::Tree, id)? {
+            let sealed = pack::seal_blob(
+                &self.repo.key,
+                BlobKind::Tree,
+                id,
+                &bytes,
+                self.repo.config.compression.level,
+            );
+            self.add(sealed)?;
+        }
+        Ok(id)
+    }
+
+    fn flush_pack(&mut self, kind: BlobKind) -> Result<()> {
+        let (builder, file) = match kind {
+            BlobKind::Data => (std::mem::take(&mut self.data), self.data_file.take()),
+            BlobKind::Tree => (std::mem::take(&mut self.tree), self.tree_file.take()),
+        };
+        if builder.is_empty() {
+            return Ok(());
+        }
+        let flushed_len = builder.len() - builder.buffered_len();
+        let (id, tail, entries) = builder.finish(&self.repo.key);
+        match file {
+            Some(mut file) => {
+                file.write(&tail)?;
+                file.commit(&id.to_hex())?;
+            }
+            // A pack smaller than one piece is written in one go.
+            None => self.repo.backend.put(FileKind::Pack, &id.to_hex(), &tail)?,
+        }
+        crate::failpoint::hit!("after-pack");
+        self.stats.packs += 1;
+        // The header and trailer; the blobs were counted by `add`.
+        self.stats.bytes_packed += (flushed_len + tail.len()
+            - entries.iter().map(|e| e.length as usize).sum::<usize>())
+            as u64;
+        self.unindexed_blobs += entries.len();
+        self.unindexed.push(IndexPack { id, entries });
+        if self.unindexed_blobs >= INDEX_FILE_BLOBS_TARGET {
+            self.write_index()?;
+        }
+        Ok(())
+    }
+
+    fn write_index(&mut self) -> Result<()> {
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        // Cloned, not taken: until the index file is stored, these packs
+        // are ours to delete if the backup fails (see Drop).
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs: self.unindexed.clone(),
+        };
+        let id = self.repo.save_index_file(&file, self.lock)?;
+        self.unindexed.clear();
+        crate::failpoint::hit!("after-index");
+        self.repo.index().merge(id, &file)?;
+        for pack in &file.packs {
+            for e in &pack.entries {
+                self.pending.remove(&(e.kind, e.id));
+            }
+        }
+        self.unindexed_blobs = 0;
+        self.stats.index_files += 1;
+        Ok(())
+    }
+
+    /// Stores the open packs and the remaining index entries. Only after
+    /// this returns may a snapshot referencing these blobs be written: the
+    /// `Written` it returns is what `Repository::save_snapshot` asks for.
+    pub fn finish(mut self) -> Result<Written<'r>> {
+        self.flush_pack(BlobKind::Data)?;
+        self.flush_pack(BlobKind::Tree)?;
+        self.write_index()?;
+        debug_assert!(self.pending.is_empty());
+        Ok(Written {
+            stats: std::mem::take(&mut self.stats),
+            lock: self.lock,
+        })
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    /// A writer dropped before `finish` (an error, an interrupt) deletes the
+    /// packs it stored but never indexed. No other process can reference
+    /// them (blobs become visible only through index files), and on a full
+    /// disk the space is what the next backup needs.
+    fn drop(&mut self) {
+        for pack in &self.unindexed {
+            let _ = self.repo.backend.delete(FileKind::Pack, &pack.id.to_hex());
+        }
+    }
+}
+
+/// Pack ids in the repository (for tests and later `check`).
+pub fn list_packs(backend: &dyn Backend) -> Result<Vec<(PackId, u64)>> {
+    Ok(backend
+        .list(FileKind::Pack)?
+        .into_iter()
+        .filter_map(|(name, size)| PackId::from_hex(&name).ok().map(|id| (id, size)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;

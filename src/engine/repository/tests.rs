@@ -1,0 +1,1 @@
+//! Unit tests of `Repository` on the in-memory backend.

@@ -1,0 +1,43 @@
+//! Test hooks: crash or fail at a named step. Integration tests use them to
+//! prove that a crash at each step of a backup, prune or repair leaves a
+//! valid repository. They exist only when the `failpoints` feature is on
+//! (the tests turn it on; a release build does not): without it `hit!`
+//! expands to nothing and `is_set!` to `false`, so neither the names nor
+//! the environment lookup are in the shipped binary.
+
+/// `hit!("name")`: when the environment variable `CAIRN_FAILPOINT` equals
+/// `name`, the process aborts on the spot, as a power cut or `kill -9`
+/// would stop it.
+macro_rules! hit {
+    ($name:literal) => {{
+        #[cfg(feature = "failpoints")]
+        $crate::failpoint::abort_if_set($name);
+    }};
+}
+
+/// `is_set!("name")`: whether `CAIRN_FAILPOINT` is set to `name`, for
+/// injected errors such as `enospc`, where the process must go on and fail
+/// cleanly. Always `false` without the feature.
+macro_rules! is_set {
+    ($name:literal) => {{
+        #[cfg(feature = "failpoints")]
+        let set = $crate::failpoint::env_is($name);
+        #[cfg(not(feature = "failpoints"))]
+        let set = false;
+        set
+    }};
+}
+
+pub(crate) use {hit, is_set};
+
+#[cfg(feature = "failpoints")]
+pub(crate) fn abort_if_set(name: &str) {
+    if env_is(name) {
+        std::process::abort();
+    }
+}
+
+#[cfg(feature = "failpoints")]
+pub(crate) fn env_is(name: &str) -> bool {
+    std::env::var_os("CAIRN_FAILPOINT").is_some_and(|v| v == name)
+}

@@ -1,0 +1,312 @@
+//! Trees: one directory's sorted entries with their metadata, stored as a
+//! tree blob (JSON, then compressed and sealed like any blob). Pure.
+
+use crate::error::{Error, Result};
+use crate::format::id::BlobId;
+use crate::format::pack::BLOB_RAW_SIZE_MAX;
+use serde::{Deserialize, Serialize};
+
+pub const TREE_VERSION: u32 = 1;
+/// Largest encoded tree a reader accepts (it is a blob: the blob limit).
+pub const TREE_SIZE_MAX: usize = BLOB_RAW_SIZE_MAX as usize;
+/// Largest name, symlink target or xattr a tree may carry.
+pub const NAME_LEN_MAX: usize = 4096;
+pub const XATTR_VALUE_LEN_MAX: usize = 64 * 1024;
+
+/// Bytes that are usually text: a JSON string when valid UTF-8, else
+/// `{"hex": "..."}`, so no file name is ever mangled.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Bytes(pub Vec<u8>);
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => {
+                use serde::ser::SerializeMap;
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("hex", &hex::encode(&self.0))?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Hex { hex: String },
+        }
+        match Repr::deserialize(d)? {
+            Repr::Text(text) => Ok(Bytes(text.into_bytes())),
+            Repr::Hex { hex } => hex::decode(hex)
+                .map(Bytes)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Chardev,
+    Blockdev,
+    Socket,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    pub name: Bytes,
+    /// Hex: values are often binary.
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: Bytes,
+    #[serde(rename = "type")]
+    pub kind: NodeKind,
+    /// Permission bits including setuid, setgid and sticky (st_mode & 0o7777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub device_id: u64,
+    pub links: u64,
+    pub size: u64,
+    /// Data blobs of a file, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<BlobId>,
+    /// Tree blob of a directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<BlobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<Bytes>,
+    /// Device number of a char or block device.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Node {
+    /// A node with no metadata, for synthetic entries (stdin files, tests).
+    pub fn new(name: &[u8], kind: NodeKind) -> Node {
+        Node {
+            name: Bytes(name.to_vec()),
+            kind,
+            mode: if kind == NodeKind::Dir { 0o755 } else { 0o644 },
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            device_id: 0,
+            links: 1,
+            size: 0,
+            content: Vec::new(),
+            subtree: None,
+            link_target: None,
+            rdev: 0,
+            xattrs: Vec::new(),
+        }
+    }
+
+    pub fn name_str(&self) -> String {
+        String::from_utf8_lossy(&self.name.0).into_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Tree {
+    pub version: u32,
+    pub nodes: Vec<Node>,
+}
+
+/// Is `name` safe as one path component? Restore joins names onto the
+/// target directory, so a hostile tree must not climb out of it.
+pub fn is_valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= NAME_LEN_MAX
+        && name != b"."
+        && name != b".."
+        && !name.contains(&b'/')
+        && !name.contains(&0)
+}
+
+impl Tree {
+    pub fn new(mut nodes: Vec<Node>) -> Tree {
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        Tree {
+            version: TREE_VERSION,
+            nodes,
+        }
+    }
+
+    pub fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.nodes
+            .binary_search_by(|n| n.name.0.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("tree serializes")
+    }
+
+    /// Decodes and validates: known version, sorted unique safe names, and
+    /// per-kind fields that make sense.
+    pub fn decode(bytes: &[u8]) -> Result<Tree> {
+        if bytes.len() > TREE_SIZE_MAX {
+            return Err(Error::corrupt("tree is larger than the format allows"));
+        }
+        let tree: Tree = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(format!("tree is not valid: {e}")))?;
+        if tree.version != TREE_VERSION {
+            return Err(Error::new(
+                crate::error::ErrorKind::UnsupportedVersion,
+                format!("tree version {} is not supported", tree.version),
+            ));
+        }
+        for (i, node) in tree.nodes.iter().enumerate() {
+            if !is_valid_name(&node.name.0) {
+                return Err(Error::corrupt(format!(
+                    "tree has an unsafe name {:?}",
+                    node.name_str()
+                )));
+            }
+            if i > 0 && tree.nodes[i - 1].name >= node.name {
+                return Err(Error::corrupt("tree entries are not sorted and unique"));
+            }
+            if (node.kind == NodeKind::Dir) != node.subtree.is_some() {
+                return Err(Error::corrupt(format!(
+                    "tree node {:?} has a bad subtree",
+                    node.name_str()
+                )));
+            }
+            if node.kind != NodeKind::File && !node.content.is_empty() {
+                return Err(Error::corrupt(format!(
+                    "tree node {:?} has stray content",
+                    node.name_str()
+                )));
+            }
+            let target_len = node.link_target.as_ref().map_or(0, |t| t.0.len());
+            if target_len > NAME_LEN_MAX
+                || node.xattrs.iter().any(|x| {
+                    x.name.0.len() > NAME_LEN_MAX || x.value.len() > 2 * XATTR_VALUE_LEN_MAX
+                })
+            {
+                return Err(Error::corrupt("tree node has an oversized field"));
+            }
+        }
+        Ok(tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::id::Id;
+    use proptest::prelude::*;
+
+    fn node_strategy() -> impl Strategy<Value = Node> {
+        (
+            proptest::collection::vec(1u8..=255, 1..20).prop_filter("valid", |n| is_valid_name(n)),
+            0usize..4,
+            any::<u32>(),
+            any::<i64>(),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..4),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 1..10),
+                    proptest::collection::vec(any::<u8>(), 0..10),
+                ),
+                0..3,
+            ),
+        )
+            .prop_map(|(name, kind, mode, mtime, content, xattrs)| {
+                let kind = [
+                    NodeKind::File,
+                    NodeKind::Dir,
+                    NodeKind::Symlink,
+                    NodeKind::Fifo,
+                ][kind];
+                let mut node = Node::new(&name, kind);
+                node.mode = mode & 0o7777;
+                node.mtime_ns = mtime;
+                node.xattrs = xattrs
+                    .into_iter()
+                    .map(|(n, v)| Xattr {
+                        name: Bytes(n),
+                        value: hex::encode(v),
+                    })
+                    .collect();
+                match kind {
+                    NodeKind::File => {
+                        node.content = content.into_iter().map(|b| BlobId(Id(b))).collect()
+                    }
+                    NodeKind::Dir => node.subtree = Some(BlobId(Id([7; 32]))),
+                    NodeKind::Symlink => node.link_target = Some(Bytes(vec![0xff, b'/', b'x'])),
+                    _ => {}
+                }
+                node
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn tree_round_trip(nodes in proptest::collection::vec(node_strategy(), 0..8)) {
+            let mut nodes = nodes;
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+            nodes.dedup_by(|a, b| a.name == b.name);
+            let tree = Tree::new(nodes);
+            prop_assert_eq!(Tree::decode(&tree.encode()).unwrap(), tree);
+        }
+
+        #[test]
+        fn tree_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Tree::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn names_that_escape_the_target_are_refused() {
+        for bad in [&b".."[..], b".", b"a/b", b"", b"a\0b"] {
+            let mut node = Node::new(b"x", NodeKind::File);
+            node.name = Bytes(bad.to_vec());
+            let tree = Tree {
+                version: TREE_VERSION,
+                nodes: vec![node],
+            };
+            assert!(Tree::decode(&tree.encode()).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn non_utf8_names_survive() {
+        let tree = Tree::new(vec![Node::new(&[0xff, 0xfe, b'a'], NodeKind::File)]);
+        let text = String::from_utf8(tree.encode()).unwrap();
+        assert!(text.contains("\"hex\""));
+        assert_eq!(Tree::decode(text.as_bytes()).unwrap(), tree);
+    }
+}

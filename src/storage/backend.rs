@@ -1,0 +1,118 @@
+//! Storage backends: a small trait over where repository files live. Nothing
+//! above this module touches repository files directly, and a backend only
+//! ever sees sealed bytes (except key files, which hold no plaintext secret).
+
+pub mod local;
+
+use crate::error::Result;
+pub use local::LocalBackend;
+
+/// The kinds of repository file, each in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Config,
+    Key,
+    Snapshot,
+    Index,
+    Pack,
+    Lock,
+}
+
+impl FileKind {
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "",
+            FileKind::Key => "keys",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Index => "index",
+            FileKind::Pack => "packs",
+            FileKind::Lock => "locks",
+        }
+    }
+}
+
+/// A repository file being written by `Backend::create_pending`.
+pub trait PendingFile: Send {
+    /// Appends bytes.
+    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Makes the file durable and visible under `name`.
+    fn commit(self: Box<Self>, name: &str) -> Result<()>;
+}
+
+struct BufferedPending<'b, B: ?Sized> {
+    backend: &'b B,
+    kind: FileKind,
+    bytes: Vec<u8>,
+}
+
+impl<B: Backend + ?Sized> PendingFile for BufferedPending<'_, B> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>, name: &str) -> Result<()> {
+        self.backend.put(self.kind, name, &self.bytes)
+    }
+}
+
+/// Where repository files are stored. Contracts every implementation keeps:
+/// - `put` is atomic and durable: after it returns `Ok` the whole file is
+///   stored and survives a crash; after a crash mid-put, no partial file is
+///   visible under `name`. Putting an existing name again with the same
+///   bytes is harmless (names are content hashes).
+/// - `get_range` returns exactly `length` bytes or an error.
+/// - `list` never returns files still being written.
+pub trait Backend: Send + Sync {
+    /// Human-readable location, for messages.
+    fn location(&self) -> String;
+    /// Does a repository (a `config` file) exist here?
+    fn exists(&self) -> Result<bool>;
+    /// Prepares an empty location for a new repository.
+    fn create(&self) -> Result<()>;
+    fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
+    fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+    fn get_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
+    /// File size in bytes.
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
+    /// (name, size) of every file of a kind.
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+
+    /// Temporary files left by writers that crashed (`.tmp-*`) among packs,
+    /// index files and snapshots: how many and their bytes, deleted unless
+    /// `dry_run`. Only safe under an exclusive lock, which keeps out every
+    /// writer of those (keys and locks are written without one, so their
+    /// directories are left alone). Backends without temporary files have
+    /// none.
+    fn sweep_temp_files(&self, _dry_run: bool) -> Result<(u64, u64)> {
+        Ok((0, 0))
+    }
+
+    /// Starts a file that is written in pieces and named only when it is
+    /// complete (a pack is named by the hash of its bytes), so a writer need
+    /// not hold a whole pack in memory. `commit` gives `put`'s guarantees;
+    /// dropped without `commit`, the file leaves nothing visible. This
+    /// default buffers the pieces and `put`s them on commit; `LocalBackend`
+    /// streams them to a temp file.
+    fn create_pending(&self, kind: FileKind) -> Result<Box<dyn PendingFile + '_>> {
+        Ok(Box::new(BufferedPending {
+            backend: self,
+            kind,
+            bytes: Vec::new(),
+        }))
+    }
+
+    /// Reads a whole file after checking its size against `size_max`, so a
+    /// damaged or hostile repository cannot make us allocate without bound.
+    fn get_bounded(&self, kind: FileKind, name: &str, size_max: usize) -> Result<Vec<u8>> {
+        let size = self.size(kind, name)?;
+        if size > size_max as u64 {
+            return Err(crate::error::Error::corrupt(format!(
+                "{} {name} is {size} bytes, more than the {size_max} the format allows",
+                kind.dir()
+            )));
+        }
+        self.get(kind, name)
+    }
+}

@@ -1,0 +1,384 @@
+//! The local index cache: a RocksDB database mapping blob → pack location,
+//! synced from the repository's index files. Derived state: it can always
+//! be deleted and rebuilt, and is never trusted over the index files.
+//!
+//! Keys: `b kind id` → `pack_id || pack entry`; `f index_id` → "" for each
+//! index file already merged; `x index_id` → "" for each index file a
+//! merged one supersedes; `m repository` → repository id.
+
+use crate::error::{Error, Result};
+use crate::format::id::{BlobId, Id, IndexId, PackId, RepositoryId, SnapshotId};
+use crate::format::index_file::IndexFile;
+use crate::format::pack::{BlobKind, PackEntry, ENTRY_LEN};
+use rocksdb::{BlockBasedOptions, Options, WriteBatch, DB};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// A blob's place: the pack and the entry within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub entry: PackEntry,
+}
+
+pub struct IndexDb {
+    db: Option<DB>,
+    path: PathBuf,
+    /// A private copy made because another process holds the shared cache;
+    /// removed on drop.
+    temporary: bool,
+    /// The cache on disk could not be opened and was recreated empty.
+    recreated: bool,
+}
+
+fn blob_key(kind: BlobKind, id: &BlobId) -> [u8; 34] {
+    let mut key = [0u8; 34];
+    key[0] = b'b';
+    key[1] = kind as u8;
+    key[2..].copy_from_slice(id.as_bytes());
+    key
+}
+
+fn options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    // Small memtables and a bloom filter: most lookups during a first backup
+    // are misses, and memory must not grow with the repository.
+    opts.set_write_buffer_size(16 * 1024 * 1024);
+    opts.set_max_write_buffer_number(2);
+    opts.set_keep_log_file_num(2);
+    // Table files kept open: at most a quarter of the descriptor limit
+    // (`descriptor_limit`), so the walk ahead and the files a backup reads
+    // have the rest.
+    opts.set_max_open_files((crate::sys::descriptor_limit() / 4).clamp(16, 256) as i32);
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+impl IndexDb {
+    /// Opens (or creates) the cache in `dir`. If another process holds it,
+    /// works on a private temporary cache instead; if it is damaged, it is
+    /// deleted and recreated (it is only a cache).
+    pub fn open(dir: &Path, repository: RepositoryId) -> Result<IndexDb> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::io(
+                format!("cannot create cache directory {}", dir.display()),
+                e,
+            )
+        })?;
+        let path = dir.join("index.rocksdb");
+        remove_orphaned_private_caches(dir);
+        let (db, path, temporary, recreated) = match DB::open(&options(), &path) {
+            Ok(db) => (db, path, false, false),
+            Err(e) if e.to_string().contains("lock") => {
+                let private = dir.join(format!("index.tmp-{}", std::process::id()));
+                let _ = DB::destroy(&options(), &private);
+                let db = DB::open(&options(), &private).map_err(db_error)?;
+                (db, private, true, false)
+            }
+            Err(_) => (Self::recreate(&path)?, path, false, true),
+        };
+        let mut index = IndexDb {
+            db: Some(db),
+            path,
+            temporary,
+            recreated,
+        };
+        match index.db().get(b"mrepository").map_err(db_error)? {
+            Some(v) if v.as_slice() == repository.as_bytes() => {}
+            Some(_) => {
+                index.clear()?;
+                index
+                    .db()
+                    .put(b"mrepository", repository.as_bytes())
+                    .map_err(db_error)?;
+            }
+            None => index
+                .db()
+                .put(b"mrepository", repository.as_bytes())
+                .map_err(db_error)?,
+        }
+        Ok(index)
+    }
+
+    fn recreate(path: &Path) -> Result<DB> {
+        let _ = DB::destroy(&options(), path);
+        let _ = std::fs::remove_dir_all(path);
+        DB::open(&options(), path).map_err(db_error)
+    }
+
+    /// Throws the cache away and starts an empty one, for a cache whose
+    /// reads failed (a damaged cache is rebuilt, never trusted or fatal).
+    pub fn rebuild_empty(&mut self) -> Result<()> {
+        drop(self.db.take());
+        self.db = Some(Self::recreate(&self.path)?);
+        self.recreated = true;
+        Ok(())
+    }
+
+    /// True when the cache on disk was unreadable and was started afresh.
+    pub fn was_recreated(&self) -> bool {
+        self.recreated
+    }
+
+    /// True for a private copy (another process holds the shared cache).
+    pub fn is_temporary(&self) -> bool {
+        self.temporary
+    }
+
+    /// Calls `f` with every blob location in the cache, in key order
+    /// (kind, then id). Reads every block, so RocksDB's checksums catch a
+    /// damaged cache here.
+    pub fn for_each_blob(&self, mut f: impl FnMut(BlobKind, BlobLocation)) -> Result<()> {
+        for item in self.db().prefix_iterator(b"b") {
+            let (key, value) = item.map_err(db_error)?;
+            if key.first() != Some(&b'b') {
+                break;
+            }
+            if key.len() != 34 || value.len() != 32 + ENTRY_LEN {
+                return Err(Error::corrupt("local index cache entry is damaged"));
+            }
+            let kind = BlobKind::from_byte(key[1])?;
+            let pack = PackId(Id(value[..32].try_into().expect("32")));
+            let entry = PackEntry::decode(&value[32..])?;
+            f(kind, BlobLocation { pack, entry });
+        }
+        Ok(())
+    }
+
+    fn db(&self) -> &DB {
+        self.db.as_ref().expect("open until dropped")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self, kind: BlobKind, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let Some(value) = self.db().get_pinned(blob_key(kind, id)).map_err(db_error)? else {
+            return Ok(None);
+        };
+        if value.len() != 32 + ENTRY_LEN {
+            return Err(Error::corrupt("local index cache entry is damaged"));
+        }
+        let pack = PackId(Id(value[..32].try_into().expect("32")));
+        let entry = PackEntry::decode(&value[32..])?;
+        Ok(Some(BlobLocation { pack, entry }))
+    }
+
+    pub fn contains(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
+        Ok(self
+            .db()
+            .get_pinned(blob_key(kind, id))
+            .map_err(db_error)?
+            .is_some())
+    }
+
+    /// Index files already merged into the cache.
+    pub fn merged_index_files(&self) -> Result<HashSet<IndexId>> {
+        let mut out = HashSet::new();
+        for item in self.db().prefix_iterator(b"f") {
+            let (key, _) = item.map_err(db_error)?;
+            if key.first() != Some(&b'f') {
+                break;
+            }
+            if key.len() == 33 {
+                out.insert(IndexId(Id(key[1..].try_into().expect("32"))));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Index files named as superseded by a merged index file.
+    pub fn superseded_index_files(&self) -> Result<HashSet<IndexId>> {
+        let mut out = HashSet::new();
+        for item in self.db().prefix_iterator(b"x") {
+            let (key, _) = item.map_err(db_error)?;
+            if key.first() != Some(&b'x') {
+                break;
+            }
+            if key.len() == 33 {
+                out.insert(IndexId(Id(key[1..].try_into().expect("32"))));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges one index file, atomically with its "merged" mark and the
+    /// marks of the index files it supersedes.
+    pub fn merge(&self, id: IndexId, file: &IndexFile) -> Result<()> {
+        // Put in key order: RocksDB's memtable finds where a key goes
+        // starting from the previous insert, so sorted keys go in several
+        // times faster than random ids. Syncing a cache with 5 M blobs took
+        // 7.1-7.5 s in file order and 3.7-4.1 s sorted; the merge at the end
+        // of a 45,000-blob backup 29-30 ms and 19 ms. The sort is stable, so
+        // of two entries for one blob the later one still wins, as before.
+        // The rows take 112 bytes a blob (11 MB for an index file of the
+        // writer's size, as much as its write batch). Sorting 40-byte keys
+        // with the entry's place, or references to the entries, took 10 %
+        // and 40 % longer for the 5 M blobs.
+        let mut rows: Vec<([u8; 34], [u8; 32 + ENTRY_LEN])> = Vec::with_capacity(file.blob_count());
+        for pack in &file.packs {
+            for entry in &pack.entries {
+                let mut value = [0u8; 32 + ENTRY_LEN];
+                value[..32].copy_from_slice(pack.id.as_bytes());
+                value[32..].copy_from_slice(&entry.encode());
+                rows.push((blob_key(entry.kind, &entry.id), value));
+            }
+        }
+        rows.sort_by_key(|row| row.0);
+        let mut batch = WriteBatch::default();
+        for (key, value) in &rows {
+            batch.put(key, value);
+        }
+        drop(rows);
+        let mut mark = vec![b'f'];
+        mark.extend_from_slice(id.as_bytes());
+        batch.put(mark, b"");
+        for old in &file.supersedes {
+            let mut mark = vec![b'x'];
+            mark.extend_from_slice(old.as_bytes());
+            batch.put(mark, b"");
+        }
+        self.db().write(batch).map_err(db_error)
+    }
+
+    /// Records that every data blob a snapshot references is in this cache.
+    /// Entries only ever leave the cache all at once (`clear`, or a cache
+    /// recreated), which drops these marks too; so while the mark is here,
+    /// so are the blobs, and a backup using the snapshot as its parent need
+    /// not look them up one by one.
+    pub fn mark_snapshot_complete(&self, id: &SnapshotId) -> Result<()> {
+        let mut mark = vec![b'v'];
+        mark.extend_from_slice(id.as_bytes());
+        self.db().put(mark, b"").map_err(db_error)
+    }
+
+    /// Whether `mark_snapshot_complete` was called for this snapshot since
+    /// the cache last lost entries.
+    pub fn snapshot_complete(&self, id: &SnapshotId) -> Result<bool> {
+        let mut mark = vec![b'v'];
+        mark.extend_from_slice(id.as_bytes());
+        Ok(self.db().get_pinned(mark).map_err(db_error)?.is_some())
+    }
+
+    /// Drops every entry (e.g. when an index file disappeared).
+    pub fn clear(&mut self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range(&[0u8][..], &[0xffu8; 40][..]);
+        self.db().write(batch).map_err(db_error)?;
+        self.db().compact_range::<&[u8], &[u8]>(None, None);
+        Ok(())
+    }
+}
+
+impl Drop for IndexDb {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        if self.temporary {
+            let _ = DB::destroy(&options(), &self.path);
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn db_error(e: rocksdb::Error) -> Error {
+    let kind = match e.kind() {
+        rocksdb::ErrorKind::Corruption => crate::error::ErrorKind::Corrupt,
+        _ => crate::error::ErrorKind::Io,
+    };
+    Error::new(kind, format!("local index cache: {e}"))
+}
+
+/// Deletes private caches (`index.tmp-<pid>`) whose process is gone, left
+/// behind when a process that could not share the cache was killed.
+fn remove_orphaned_private_caches(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("index.tmp-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !crate::sys::process_alive(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::index_file::IndexPack;
+    use crate::format::pack::Codec;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    proptest! {
+        // Each case opens a RocksDB database: a few dozen are enough.
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// `merge` puts a file's entries in key order, not file order; every
+        /// blob must still end up where the file's last entry for it says,
+        /// also when a blob is listed twice (ids from a pool of 8); no other
+        /// blob may appear, and the file's marks must.
+        #[test]
+        fn merged_blobs_are_where_the_files_last_entry_puts_them(
+            packs in proptest::collection::vec(
+                (any::<[u8; 32]>(),
+                 proptest::collection::vec(
+                     (any::<bool>(), any::<bool>(), 0u8..8, any::<u32>(), 41u32..1000), 0..40)),
+                1..6),
+            supersedes in proptest::collection::vec(any::<[u8; 32]>(), 0..3),
+        ) {
+            let file = IndexFile {
+                supersedes: supersedes.into_iter().map(|b| IndexId(Id(b))).collect(),
+                packs: packs
+                    .into_iter()
+                    .map(|(pack, entries)| IndexPack {
+                        id: PackId(Id(pack)),
+                        entries: entries
+                            .into_iter()
+                            .map(|(tree, zstd, id, offset, length)| PackEntry {
+                                kind: if tree { BlobKind::Tree } else { BlobKind::Data },
+                                codec: if zstd { Codec::Zstd } else { Codec::Raw },
+                                id: BlobId(Id([id; 32])),
+                                offset,
+                                length,
+                                raw_length: length,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            let mut last = HashMap::new();
+            for pack in &file.packs {
+                for entry in &pack.entries {
+                    last.insert((entry.kind, entry.id), BlobLocation { pack: pack.id, entry: *entry });
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let db = IndexDb::open(dir.path(), RepositoryId(Id([1; 32]))).unwrap();
+            let index_id = IndexId(Id([9; 32]));
+            db.merge(index_id, &file).unwrap();
+            for ((kind, id), location) in &last {
+                prop_assert_eq!(db.get(*kind, id).unwrap(), Some(*location));
+            }
+            let mut blobs = 0;
+            db.for_each_blob(|_, _| blobs += 1).unwrap();
+            prop_assert_eq!(blobs, last.len());
+            prop_assert_eq!(db.merged_index_files().unwrap(), HashSet::from([index_id]));
+            prop_assert_eq!(
+                db.superseded_index_files().unwrap(),
+                file.supersedes.iter().copied().collect::<HashSet<_>>()
+            );
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Unit tests of locks on the in-memory backend.

@@ -1,0 +1,1 @@
+//! Anonymous memory mappings (Argon2's working memory).
