@@ -1,7 +1,7 @@
 //! The operating system beneath cairn: every call into libc and every
 //! `unsafe` block of the library lives here, each with the reason it is
-//! sound. cairn supports Linux (and builds on other Unixes where libc has
-//! the same calls); the `compile_error!` in `lib.rs` says so at build time.
+//! sound. cairn supports Linux only;
+//! the `compile_error!` in `lib.rs` says so at build time.
 
 pub mod fs;
 pub mod memory;
