@@ -2,7 +2,7 @@
 //! sources) and `cairn import-tar`, and the summary both print.
 
 use super::args::{tag_list, BackupArgs, Cli, ExcludeArgs};
-use super::output::human_bytes;
+use super::output::{emit, human_bytes};
 use super::repo::{lock, open, warn_all};
 use anyhow::{anyhow, Context};
 use cairn::{BackupOptions, ParentChoice};
@@ -134,37 +134,42 @@ pub(crate) fn report_backup(cli: &Cli, outcome: &cairn::BackupOutcome) -> anyhow
         );
     }
     let s = &outcome.snapshot.summary;
-    if cli.json {
-        let mut summary = serde_json::to_value(s)?;
-        summary["message_type"] = "summary".into();
-        summary["snapshot_id"] = outcome.id.to_hex().into();
-        summary["parent"] = serde_json::to_value(outcome.snapshot.parent)?;
-        println!("{summary}");
-    } else if !cli.quiet {
-        if let Some(parent) = outcome.snapshot.parent {
-            println!("using parent snapshot {}", parent.short());
-        }
-        println!(
-            "Files:   {:>8} new, {:>8} changed, {:>8} unmodified",
-            s.files_new, s.files_changed, s.files_unmodified
-        );
-        println!(
-            "Dirs:    {:>8} new, {:>8} changed, {:>8} unmodified",
-            s.dirs_new, s.dirs_changed, s.dirs_unmodified
-        );
-        println!(
-            "Added to the repository: {} ({} stored)",
-            human_bytes(s.data_added),
-            human_bytes(s.data_added_packed)
-        );
-        println!(
-            "processed {} files, {} in {:.1}s",
-            s.total_files_processed,
-            human_bytes(s.total_bytes_processed),
-            s.duration_seconds
-        );
-        println!("snapshot {} saved", outcome.id.short());
-    }
+    emit(
+        cli,
+        || {
+            let mut summary = serde_json::to_value(s)?;
+            summary["message_type"] = "summary".into();
+            summary["snapshot_id"] = outcome.id.to_hex().into();
+            summary["parent"] = serde_json::to_value(outcome.snapshot.parent)?;
+            Ok(summary)
+        },
+        || {
+            if let Some(parent) = outcome.snapshot.parent {
+                println!("using parent snapshot {}", parent.short());
+            }
+            println!(
+                "Files:   {:>8} new, {:>8} changed, {:>8} unmodified",
+                s.files_new, s.files_changed, s.files_unmodified
+            );
+            println!(
+                "Dirs:    {:>8} new, {:>8} changed, {:>8} unmodified",
+                s.dirs_new, s.dirs_changed, s.dirs_unmodified
+            );
+            println!(
+                "Added to the repository: {} ({} stored)",
+                human_bytes(s.data_added),
+                human_bytes(s.data_added_packed)
+            );
+            println!(
+                "processed {} files, {} in {:.1}s",
+                s.total_files_processed,
+                human_bytes(s.total_bytes_processed),
+                s.duration_seconds
+            );
+            println!("snapshot {} saved", outcome.id.short());
+            Ok(())
+        },
+    )?;
     if outcome.unreadable.is_empty() {
         Ok(0)
     } else {

@@ -2,7 +2,7 @@
 //! work is in the library (`cairn::browse`, `cairn::tag`).
 
 use super::args::{split_selector, tag_list, Cli, FilterArgs};
-use super::output::human_bytes;
+use super::output::{emit, human_bytes};
 use super::repo::{lock_exclusive, open, warn_all};
 use cairn::format::tree::{Node, NodeKind};
 use clap::Args;
@@ -295,17 +295,22 @@ pub(crate) fn tag(cli: &Cli, args: &TagArgs) -> anyhow::Result<i32> {
             .collect::<cairn::Result<Vec<_>>>()?
     };
     let changed = cairn::tag(&repo, &lock, &snapshots, &change)?;
-    if cli.json {
-        let v: Vec<_> = changed
-            .iter()
-            .map(|(old, new)| serde_json::json!({"old": old.to_hex(), "new": new.to_hex()}))
-            .collect();
-        println!("{}", serde_json::to_string(&v)?);
-    } else if !cli.quiet {
-        for (old, new) in &changed {
-            println!("snapshot {} is now {}", old.short(), new.short());
-        }
-        println!("{} snapshot(s) changed", changed.len());
-    }
+    emit(
+        cli,
+        || {
+            let v: Vec<_> = changed
+                .iter()
+                .map(|(old, new)| serde_json::json!({"old": old.to_hex(), "new": new.to_hex()}))
+                .collect();
+            Ok(v)
+        },
+        || {
+            for (old, new) in &changed {
+                println!("snapshot {} is now {}", old.short(), new.short());
+            }
+            println!("{} snapshot(s) changed", changed.len());
+            Ok(())
+        },
+    )?;
     Ok(0)
 }

@@ -2,6 +2,7 @@
 //! and chunk sizes, and the first key.
 
 use super::args::{Cli, InitArgs};
+use super::output::emit;
 use super::repo::{backend, password};
 use anyhow::{anyhow, Context};
 use cairn::{Backend as _, ChunkerParams, ErrorKind, InitOptions, KdfParams, Repository};
@@ -53,18 +54,22 @@ pub(crate) fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
         return Err(anyhow!("an empty password is not allowed"));
     }
     let id = Repository::init(backend.clone(), password.as_bytes(), &options)?;
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::json!({"message_type": "initialized", "id": id.to_hex(), "repository": backend.location()})
-        );
-    } else if !cli.quiet {
-        println!(
-            "created cairn repository {} at {}",
-            id.short(),
-            backend.location()
-        );
-        println!("Without the password the data cannot be read: keep it safe.");
-    }
+    emit(
+        cli,
+        || {
+            Ok(
+                serde_json::json!({"message_type": "initialized", "id": id.to_hex(), "repository": backend.location()}),
+            )
+        },
+        || {
+            println!(
+                "created cairn repository {} at {}",
+                id.short(),
+                backend.location()
+            );
+            println!("Without the password the data cannot be read: keep it safe.");
+            Ok(())
+        },
+    )?;
     Ok(0)
 }

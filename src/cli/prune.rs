@@ -26,15 +26,18 @@ pub(crate) fn prune(cli: &Cli, args: &PruneArgs) -> anyhow::Result<i32> {
 }
 
 pub(crate) fn print_prune(cli: &Cli, o: &cairn::PruneOutcome) -> anyhow::Result<()> {
-    if cli.json {
-        let mut value = serde_json::to_value(o)?;
-        value["bytes_freed"] = o.bytes_freed().into();
-        println!("{value}");
-        return Ok(());
-    }
-    if cli.quiet {
-        return Ok(());
-    }
+    emit(
+        cli,
+        || {
+            let mut value = serde_json::to_value(o)?;
+            value["bytes_freed"] = o.bytes_freed().into();
+            Ok(value)
+        },
+        || print_prune_text(o),
+    )
+}
+
+fn print_prune_text(o: &cairn::PruneOutcome) -> anyhow::Result<()> {
     let would = if o.dry_run { "would " } else { "" };
     println!(
         "used:   {} blobs, {}; unused: {} blobs, {}",

@@ -3,7 +3,7 @@
 //! as a tarball.
 
 use super::args::{split_selector, Cli, FilterArgs};
-use super::output::human_bytes;
+use super::output::{emit, human_bytes};
 use super::repo::{open, read_lock, warn_all};
 use anyhow::{anyhow, Context};
 use std::io::IsTerminal;
@@ -24,22 +24,26 @@ pub(crate) fn restore(
     for p in &outcome.problems {
         eprintln!("cairn: error: {p}");
     }
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::json!({"message_type": "summary", "snapshot_id": id.to_hex(), "files_restored": outcome.files,
-                "dirs_restored": outcome.dirs, "bytes_restored": outcome.bytes, "errors": outcome.problems.len()})
-        );
-    } else if !cli.quiet {
-        println!(
-            "restored snapshot {} to {}: {} files, {} dirs, {}",
-            id.short(),
-            target.display(),
-            outcome.files,
-            outcome.dirs,
-            human_bytes(outcome.bytes)
-        );
-    }
+    emit(
+        cli,
+        || {
+            Ok(
+                serde_json::json!({"message_type": "summary", "snapshot_id": id.to_hex(), "files_restored": outcome.files,
+                "dirs_restored": outcome.dirs, "bytes_restored": outcome.bytes, "errors": outcome.problems.len()}),
+            )
+        },
+        || {
+            println!(
+                "restored snapshot {} to {}: {} files, {} dirs, {}",
+                id.short(),
+                target.display(),
+                outcome.files,
+                outcome.dirs,
+                human_bytes(outcome.bytes)
+            );
+            Ok(())
+        },
+    )?;
     if outcome.problems.is_empty() {
         Ok(0)
     } else {

@@ -2,7 +2,7 @@
 //! need, restored and stored (the difference is deduplication).
 
 use super::args::{Cli, FilterArgs, StatsModeArg};
-use super::output::human_bytes;
+use super::output::{emit_text_even_quiet, human_bytes};
 use super::repo::{open, warn_all};
 
 pub(crate) fn stats(
@@ -35,28 +35,30 @@ pub(crate) fn stats(
     // One named snapshot: its own figures, which are the selection's.
     let single = single_id.map(|id| (id, cairn::SnapshotStats::from(&selection)));
     let r = cairn::repository_stats(&repo)?;
-    if cli.json {
-        let mut v = serde_json::json!({"repository": r, "selection": selection});
-        if let Some((id, s)) = &single {
-            v["snapshot"] = serde_json::to_value(s)?;
-            v["snapshot"]["id"] = id.to_hex().into();
-            v["snapshot"]["short_id"] = id.short().into();
-        }
-        println!("{v}");
-        return Ok(0);
-    }
-    if let Some((id, s)) = &single {
-        println!("snapshot {}", id.short());
-        println!("  files: {}, dirs: {}", s.files, s.dirs);
-        println!("  total size:         {}", human_bytes(s.total_size));
-        println!(
-            "  distinct data:      {} in {} blobs",
-            human_bytes(s.data_blob_bytes),
-            s.data_blobs
-        );
-    }
-    let sel = &selection;
-    match sel.mode {
+    emit_text_even_quiet(
+        cli,
+        || {
+            let mut v = serde_json::json!({"repository": r, "selection": selection});
+            if let Some((id, s)) = &single {
+                v["snapshot"] = serde_json::to_value(s)?;
+                v["snapshot"]["id"] = id.to_hex().into();
+                v["snapshot"]["short_id"] = id.short().into();
+            }
+            Ok(v)
+        },
+        || {
+            if let Some((id, s)) = &single {
+                println!("snapshot {}", id.short());
+                println!("  files: {}, dirs: {}", s.files, s.dirs);
+                println!("  total size:         {}", human_bytes(s.total_size));
+                println!(
+                    "  distinct data:      {} in {} blobs",
+                    human_bytes(s.data_blob_bytes),
+                    s.data_blobs
+                );
+            }
+            let sel = &selection;
+            match sel.mode {
         cairn::StatsMode::RestoreSize => println!(
             "{} snapshot(s), restore size: {} in {} files, {} dirs",
             sel.snapshots,
@@ -74,16 +76,19 @@ pub(crate) fn stats(
             sel.compression_ratio
         ),
     }
-    println!("repository: {} snapshots", r.snapshots);
-    println!(
-        "  unique blobs:       {} in {} blobs",
-        human_bytes(r.blob_bytes),
-        r.blobs
-    );
-    println!(
-        "  stored in packs:    {} in {} packs",
-        human_bytes(r.pack_bytes),
-        r.packs
-    );
+            println!("repository: {} snapshots", r.snapshots);
+            println!(
+                "  unique blobs:       {} in {} blobs",
+                human_bytes(r.blob_bytes),
+                r.blobs
+            );
+            println!(
+                "  stored in packs:    {} in {} packs",
+                human_bytes(r.pack_bytes),
+                r.packs
+            );
+            Ok(())
+        },
+    )?;
     Ok(0)
 }
