@@ -365,6 +365,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> 
     Ok(std::time::Duration::from_secs(seconds))
 }
 
+/// The tags of repeatable `--tag` flags, each of which may hold a
+/// comma-separated list.
 pub(crate) fn tag_list(tags: &[String]) -> Vec<String> {
     tags.iter()
         .flat_map(|t| t.split(','))
@@ -373,6 +375,7 @@ pub(crate) fn tag_list(tags: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// `SNAPSHOT:PATH` as the snapshot and the path (empty without a colon).
 pub(crate) fn split_selector(selector: &str) -> (&str, &str) {
     match selector.split_once(':') {
         Some((id, path)) => (id, path),
