@@ -1,7 +1,9 @@
 //! CLI side of `ls`, `find`, `diff` and `tag`: arguments and printing. The
 //! work is in the library (`cairn::browse`, `cairn::tag`).
 
-use crate::{human_bytes, open, split_selector, Cli, FilterArgs};
+use super::args::{split_selector, tag_list, Cli, FilterArgs};
+use super::output::{emit, human_bytes};
+use super::repo::{lock_exclusive, open, warn_all};
 use cairn::format::tree::{Node, NodeKind};
 use clap::Args;
 use std::io::Write;
@@ -195,7 +197,7 @@ pub(crate) fn find(cli: &Cli, args: &FindArgs) -> anyhow::Result<i32> {
             .collect::<cairn::Result<Vec<_>>>()?
     };
     let mut repo = repo.load_index()?;
-    crate::warn_all(cli, &mut repo);
+    warn_all(cli, &mut repo);
     let found = cairn::find(&repo, &snapshots, &patterns)?;
     let mut out = std::io::stdout().lock();
     if cli.json {
@@ -276,12 +278,12 @@ pub(crate) fn diff(cli: &Cli, args: &DiffArgs) -> anyhow::Result<i32> {
 
 pub(crate) fn tag(cli: &Cli, args: &TagArgs) -> anyhow::Result<i32> {
     let change = cairn::TagChange {
-        add: crate::tag_list(&args.add),
-        remove: crate::tag_list(&args.remove),
-        set: (!args.set.is_empty()).then(|| crate::tag_list(&args.set)),
+        add: tag_list(&args.add),
+        remove: tag_list(&args.remove),
+        set: (!args.set.is_empty()).then(|| tag_list(&args.set)),
     };
     let repo = open(cli)?;
-    let lock = crate::lock_exclusive(cli, &repo)?;
+    let lock = lock_exclusive(cli, &repo)?;
     let mut repo = repo.load_index()?;
     let filter = args.filter.filter();
     let snapshots = if args.snapshots.is_empty() {
@@ -293,17 +295,22 @@ pub(crate) fn tag(cli: &Cli, args: &TagArgs) -> anyhow::Result<i32> {
             .collect::<cairn::Result<Vec<_>>>()?
     };
     let changed = cairn::tag(&repo, &lock, &snapshots, &change)?;
-    if cli.json {
-        let v: Vec<_> = changed
-            .iter()
-            .map(|(old, new)| serde_json::json!({"old": old.to_hex(), "new": new.to_hex()}))
-            .collect();
-        println!("{}", serde_json::to_string(&v)?);
-    } else if !cli.quiet {
-        for (old, new) in &changed {
-            println!("snapshot {} is now {}", old.short(), new.short());
-        }
-        println!("{} snapshot(s) changed", changed.len());
-    }
+    emit(
+        cli,
+        || {
+            let v: Vec<_> = changed
+                .iter()
+                .map(|(old, new)| serde_json::json!({"old": old.to_hex(), "new": new.to_hex()}))
+                .collect();
+            Ok(v)
+        },
+        || {
+            for (old, new) in &changed {
+                println!("snapshot {} is now {}", old.short(), new.short());
+            }
+            println!("{} snapshot(s) changed", changed.len());
+            Ok(())
+        },
+    )?;
     Ok(0)
 }

@@ -1,8 +1,10 @@
-//! The `forget` subcommand's arguments and printing (kept out of `main.rs`
-//! so that file only gains the command's name). One library call:
+//! The `forget` subcommand's arguments and printing. One library call:
 //! `cairn::forget`.
 
-use crate::{open, snapshot_json, Cli, FilterArgs};
+use super::args::{Cli, FilterArgs};
+use super::output::snapshot_json;
+use super::prune::print_prune;
+use super::repo::{lock_exclusive, open, warn_all};
 use cairn::format::retention::{parse_tag_list, Count, Duration, GroupBy};
 use cairn::{ForgetOptions, Policy, Snapshot, SnapshotId};
 use clap::Args;
@@ -123,13 +125,13 @@ impl ForgetArgs {
 pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
     let options = args.options(cli.loaded.as_ref())?;
     let repo = open(cli)?;
-    let lock = crate::lock_exclusive(cli, &repo)?;
+    let lock = lock_exclusive(cli, &repo)?;
     // Prune after forget reads and writes blobs: only an indexed
     // repository can.
     let mut repo = repo.load_index()?;
     let outcome = cairn::forget(&mut repo, &lock, &options)?;
-    crate::cli::metrics::note_forget(&outcome);
-    crate::warn_all(cli, &mut repo);
+    super::metrics::note_forget(&outcome);
+    warn_all(cli, &mut repo);
     if cli.json && !args.prune {
         println!("{}", forget_json(&outcome)?);
     } else if !cli.json && !cli.quiet {
@@ -141,7 +143,7 @@ pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
             ..cairn::PruneOptions::default()
         };
         let pruned = cairn::prune(&mut repo, &lock, &prune_options)?;
-        crate::cli::metrics::note_prune(&pruned);
+        super::metrics::note_prune(&pruned);
         if cli.json {
             // One document: {"forget": [groups], "prune": {…}}.
             let mut prune = serde_json::to_value(&pruned)?;
@@ -149,7 +151,7 @@ pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
             let both = serde_json::json!({"forget": forget_json(&outcome)?, "prune": prune});
             println!("{both}");
         } else {
-            crate::print_prune(cli, &pruned)?;
+            print_prune(cli, &pruned)?;
         }
     }
     Ok(0)

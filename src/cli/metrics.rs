@@ -1,10 +1,10 @@
 //! `--metrics-file`: after `backup`, `forget`, `prune` and `check`, record
 //! the run in a Prometheus textfile (the metrics are listed in
 //! `docs/monitoring.md`). Commands report their results here with the
-//! `note_*` calls; `main` calls `write` once the command has finished,
+//! `note_*` calls; `cli::execute` calls `write` once the command has finished,
 //! whatever its outcome, so that a failure is visible as an exit code.
 
-use crate::{Cli, Command};
+use super::args::{tag_list, Cli, Command};
 use cairn::ops::metrics::TextFile;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -97,8 +97,8 @@ fn labels(cli: &Cli) -> Option<Vec<(&'static str, String)>> {
     let (command, host, mut tags) = match &cli.command {
         Command::Backup(args) => (
             "backup",
-            crate::cli::profile::backup_host(cli, &args.host),
-            crate::cli::profile::backup_tags(cli, &args.tags),
+            super::profile::backup_host(cli, &args.host),
+            super::profile::backup_tags(cli, &args.tags),
         ),
         Command::Forget(_) => ("forget", profile_host, profile_tags(cli)),
         Command::Prune(_) => ("prune", profile_host, profile_tags(cli)),
@@ -131,7 +131,7 @@ fn labels(cli: &Cli) -> Option<Vec<(&'static str, String)>> {
 fn profile_tags(cli: &Cli) -> Vec<String> {
     cli.loaded
         .as_ref()
-        .map(|p| crate::tag_list(&p.tags))
+        .map(|p| tag_list(&p.tags))
         .unwrap_or_default()
 }
 

@@ -1,6 +1,5 @@
 //! `--config`/`--profile`: fills the global settings a profile gives, runs a
-//! profile's sources for `backup` without paths, and `cairn run`. Kept out
-//! of `main.rs` so that file only gains a few calls.
+//! profile's sources for `backup` without paths, and `cairn run`.
 //!
 //! Precedence, per setting: command-line flag > environment variable >
 //! profile. clap already merges flags and `CAIRN_*` variables into `Cli`,
@@ -9,7 +8,9 @@
 //! `--password-file`, `--password-command`, their variables and
 //! `CAIRN_PASSWORD` is given.
 
-use crate::{open, report_backup, tag_list, warn_all, BackupArgs, Cli};
+use super::args::{parse_duration, tag_list, BackupArgs, Cli, Command};
+use super::backup::report_backup;
+use super::repo::{lock, open, warn_all};
 use anyhow::{anyhow, Context};
 use cairn::ops::profile::{Profile, SourceInput};
 use cairn::{BackupOptions, ErrorKind, ParentChoice};
@@ -47,8 +48,7 @@ fn fill(cli: &mut Cli, p: Profile) -> anyhow::Result<()> {
     }
     if cli.retry_lock.is_none() {
         if let Some(text) = &p.retry_lock {
-            cli.retry_lock =
-                Some(crate::parse_duration(text).map_err(|e| anyhow!("retry-lock: {e}"))?);
+            cli.retry_lock = Some(parse_duration(text).map_err(|e| anyhow!("retry-lock: {e}"))?);
         }
     }
     if cli.metrics_file.is_none() {
@@ -114,7 +114,7 @@ pub(crate) fn backup_sources(cli: &Cli, args: &BackupArgs) -> anyhow::Result<i32
         .map(cairn::parse_backup_time)
         .transpose()?;
     let repo = open(cli)?;
-    let lock = crate::lock(cli, &repo)?;
+    let lock = lock(cli, &repo)?;
     let mut repo = repo.load_index()?;
     warn_all(cli, &mut repo);
     let base_tags = backup_tags(cli, &args.tags);
@@ -191,7 +191,7 @@ pub(crate) fn run_steps(cli: &Cli) -> anyhow::Result<i32> {
     }
     for step in &profile.run {
         let words = std::iter::once("cairn").chain(step.iter().map(String::as_str));
-        let mut step_cli = match crate::Cli::try_parse_from(words) {
+        let mut step_cli = match Cli::try_parse_from(words) {
             Ok(c) => c,
             Err(e) => {
                 return Err(anyhow!(
@@ -202,7 +202,7 @@ pub(crate) fn run_steps(cli: &Cli) -> anyhow::Result<i32> {
                 ))
             }
         };
-        if matches!(step_cli.command, crate::Command::Run) {
+        if matches!(step_cli.command, Command::Run) {
             return Err(anyhow!("run cannot be a run step"));
         }
         // The global settings as resolved for this run (flags, environment,
@@ -221,7 +221,7 @@ pub(crate) fn run_steps(cli: &Cli) -> anyhow::Result<i32> {
         if !cli.quiet && !cli.json {
             println!("== cairn {}", step.join(" "));
         }
-        let code = crate::execute(&step_cli);
+        let code = super::execute(&step_cli);
         if code != 0 {
             eprintln!(
                 "cairn: error: run step {:?} exited {code}; later steps skipped",

@@ -4,7 +4,8 @@
 //! stderr is not a terminal (cron mails, journald), nothing with `-q` or
 //! `--json`. Always on stderr: stdout carries data (`dump`) and reports.
 
-use crate::Cli;
+use super::args::Cli;
+use super::output::human_bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -132,7 +133,7 @@ fn lines(stop: &Receiver<()>, interval: Duration) {
         let total = if bytes_total > 0 {
             format!(
                 " of {} ({:.0}%)",
-                crate::human_bytes(bytes_total),
+                human_bytes(bytes_total),
                 bytes as f64 * 100.0 / bytes_total as f64
             )
         } else {
@@ -149,8 +150,8 @@ fn lines(stop: &Receiver<()>, interval: Duration) {
             elapsed / 3600,
             elapsed / 60 % 60,
             elapsed % 60,
-            crate::human_bytes(bytes),
-            crate::human_bytes(rate as u64)
+            human_bytes(bytes),
+            human_bytes(rate as u64)
         );
     }
 }

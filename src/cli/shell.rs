@@ -1,9 +1,9 @@
 //! `cairn completions SHELL` and the hidden `cairn man`, both generated from
-//! the clap definition in `main.rs`, so they cannot drift from the real
+//! the clap definition in `args.rs`, so they cannot drift from the real
 //! flags. The man pages are made by `scripts/man.sh` (a build script cannot
-//! see the binary's `Cli` without moving it out of `main.rs`).
+//! see the binary's `Cli`, which is part of the binary, not the library).
 
-use crate::Cli;
+use super::args::Cli;
 use clap::CommandFactory;
 use std::io::Write;
 use std::path::Path;

@@ -1,0 +1,75 @@
+//! `cairn init`: creates a repository with the chosen compression, pack
+//! and chunk sizes, and the first key.
+
+use super::args::{Cli, InitArgs};
+use super::output::emit;
+use super::repo::{backend, password};
+use anyhow::{anyhow, Context};
+use cairn::{Backend as _, ChunkerParams, ErrorKind, InitOptions, KdfParams, Repository};
+
+pub(crate) fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
+    let backend = backend(cli)?;
+    let mut options = InitOptions {
+        zstd_level: args.compression_level,
+        pack_size_target: args
+            .pack_size
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| anyhow!("--pack-size too large"))?,
+        ..InitOptions::default()
+    };
+    if let Some(sizes) = &args.chunk_sizes {
+        let parts: Vec<u32> = sizes
+            .split(',')
+            .map(|p| {
+                p.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .and_then(|k| k.checked_mul(1024))
+            })
+            .collect::<Option<_>>()
+            .context("--chunk-sizes takes MIN,AVG,MAX in KiB")?;
+        let [size_min, size_avg, size_max] = parts[..] else {
+            return Err(anyhow!("--chunk-sizes takes MIN,AVG,MAX in KiB"));
+        };
+        options.chunker = ChunkerParams {
+            size_min,
+            size_avg,
+            size_max,
+        };
+    }
+    options.kdf = KdfParams {
+        memory_kib: args.kdf_memory_kib.unwrap_or(KdfParams::DEFAULT.memory_kib),
+        iterations: args.kdf_iterations.unwrap_or(KdfParams::DEFAULT.iterations),
+        ..KdfParams::DEFAULT
+    };
+    if backend.exists()? {
+        return Err(cairn::Error::new(
+            ErrorKind::RepositoryExists,
+            format!("a repository already exists at {}", backend.location()),
+        )
+        .into());
+    }
+    let password = password(cli, true)?;
+    if password.is_empty() {
+        return Err(anyhow!("an empty password is not allowed"));
+    }
+    let id = Repository::init(backend.clone(), password.as_bytes(), &options)?;
+    emit(
+        cli,
+        || {
+            Ok(
+                serde_json::json!({"message_type": "initialized", "id": id.to_hex(), "repository": backend.location()}),
+            )
+        },
+        || {
+            println!(
+                "created cairn repository {} at {}",
+                id.short(),
+                backend.location()
+            );
+            println!("Without the password the data cannot be read: keep it safe.");
+            Ok(())
+        },
+    )?;
+    Ok(0)
+}

@@ -1,0 +1,84 @@
+//! `cairn prune` (delete and repack unused data), the summary that
+//! `forget --prune` prints too, and `cairn unlock`.
+
+use super::args::{Cli, PruneArgs};
+use super::output::{emit, human_bytes};
+use super::repo::{lock_exclusive, open, warn_all};
+
+pub(crate) fn prune(cli: &Cli, args: &PruneArgs) -> anyhow::Result<i32> {
+    let options = cairn::PruneOptions {
+        max_unused: args.max_unused.parse()?,
+        max_repack_bytes: args
+            .max_repack_size
+            .as_deref()
+            .map(cairn::units::parse_size)
+            .transpose()?,
+        dry_run: args.dry_run,
+    };
+    let repo = open(cli)?;
+    let lock = lock_exclusive(cli, &repo)?;
+    let mut repo = repo.load_index()?;
+    let outcome = cairn::prune(&mut repo, &lock, &options)?;
+    warn_all(cli, &mut repo);
+    super::metrics::note_prune(&outcome);
+    print_prune(cli, &outcome)?;
+    Ok(0)
+}
+
+pub(crate) fn print_prune(cli: &Cli, o: &cairn::PruneOutcome) -> anyhow::Result<()> {
+    emit(
+        cli,
+        || {
+            let mut value = serde_json::to_value(o)?;
+            value["bytes_freed"] = o.bytes_freed().into();
+            Ok(value)
+        },
+        || print_prune_text(o),
+    )
+}
+
+fn print_prune_text(o: &cairn::PruneOutcome) -> anyhow::Result<()> {
+    let would = if o.dry_run { "would " } else { "" };
+    println!(
+        "used:   {} blobs, {}; unused: {} blobs, {}",
+        o.blobs_used,
+        human_bytes(o.bytes_used),
+        o.blobs_unused,
+        human_bytes(o.bytes_unused)
+    );
+    println!(
+        "{would}delete {} unused pack(s) and {} pack(s) no index names; {would}repack {} pack(s)",
+        o.packs_deleted, o.packs_unindexed_deleted, o.packs_repacked
+    );
+    if o.temp_files_deleted > 0 {
+        println!(
+            "{would}delete {} temporary file(s) left by interrupted writes",
+            o.temp_files_deleted
+        );
+    }
+    println!(
+        "{would}free {} ({} deleted, {} written); unused data left: {}",
+        human_bytes(o.bytes_freed()),
+        human_bytes(o.bytes_deleted),
+        human_bytes(o.bytes_written),
+        human_bytes(o.bytes_unused_remaining)
+    );
+    if o.dry_run {
+        println!("dry run: nothing was changed");
+    }
+    Ok(())
+}
+
+pub(crate) fn unlock(cli: &Cli, remove_all: bool) -> anyhow::Result<i32> {
+    let repo = open(cli)?;
+    let removed = repo.remove_locks(remove_all)?;
+    emit(
+        cli,
+        || Ok(serde_json::json!({"removed": removed})),
+        || {
+            println!("removed {removed} lock(s)");
+            Ok(())
+        },
+    )?;
+    Ok(0)
+}

@@ -1,0 +1,134 @@
+//! Opening the repository for a command: the backend from `--repo`, the
+//! password from its sources, the locks (with `--retry-lock` and
+//! `--no-lock`), and the warnings the library collected on the way.
+
+use super::args::Cli;
+use crate::context;
+use anyhow::{anyhow, Context};
+use cairn::{Backend as _, ErrorKind, LocalBackend, Repository};
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+pub(crate) fn backend(cli: &Cli) -> anyhow::Result<Arc<LocalBackend>> {
+    let repo = cli
+        .repo
+        .as_ref()
+        .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))?;
+    Ok(Arc::new(LocalBackend::new(repo)))
+}
+
+/// The password, from (in order) CAIRN_PASSWORD_COMMAND, CAIRN_PASSWORD_FILE,
+/// CAIRN_PASSWORD, or a prompt when a terminal is attached.
+pub(crate) fn password(cli: &Cli, confirm: bool) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let strip = |mut s: String| {
+        if let Some(line_end) = s.find('\n') {
+            s.truncate(line_end);
+        }
+        if s.ends_with('\r') {
+            s.pop();
+        }
+        zeroize::Zeroizing::new(s)
+    };
+    if let Some(command) = &cli.password_command {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run password command {command:?}"))?;
+        if !out.status.success() {
+            return Err(cairn::Error::new(
+                ErrorKind::Command,
+                format!("password command failed ({})", out.status),
+            )
+            .into());
+        }
+        return Ok(strip(
+            String::from_utf8(out.stdout).context("password command printed non-UTF-8")?,
+        ));
+    }
+    if let Some(file) = &cli.password_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read password file {}", file.display()))?;
+        return Ok(strip(text));
+    }
+    if let Ok(pw) = std::env::var("CAIRN_PASSWORD") {
+        return Ok(zeroize::Zeroizing::new(pw));
+    }
+    if std::io::stderr().is_terminal() || std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("enter password for repository: ")
+            .context("cannot read password")?;
+        if confirm {
+            let second = rpassword::prompt_password("enter password again: ")
+                .context("cannot read password")?;
+            if first != second {
+                return Err(anyhow!("passwords do not match"));
+            }
+        }
+        return Ok(zeroize::Zeroizing::new(first));
+    }
+    Err(anyhow!(
+        "no password given: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD"
+    ))
+}
+
+pub(crate) fn open(cli: &Cli) -> anyhow::Result<Repository<cairn::Opened>> {
+    let backend = backend(cli)?;
+    if !cairn::Backend::exists(backend.as_ref())? {
+        return Err(cairn::Error::new(
+            ErrorKind::RepositoryNotFound,
+            format!("repository {} does not exist", backend.location()),
+        )
+        .into());
+    }
+    let password = password(cli, false)?;
+    Ok(
+        Repository::open(backend, password.as_bytes(), cli.cache_dir.as_deref())?
+            .with_context(context().clone()),
+    )
+}
+
+fn refuse_no_lock(cli: &Cli) -> anyhow::Result<()> {
+    if cli.no_lock {
+        return Err(anyhow!(
+            "--no-lock is only for commands that do not write (restore, dump, check, export-tar)"
+        ));
+    }
+    Ok(())
+}
+
+/// Takes a shared lock, waiting up to `--retry-lock` for it.
+pub(crate) fn lock<S>(cli: &Cli, repo: &Repository<S>) -> anyhow::Result<cairn::LockGuard> {
+    refuse_no_lock(cli)?;
+    Ok(repo.lock_shared(cli.retry_lock.unwrap_or_default())?)
+}
+
+/// Takes an exclusive lock, waiting up to `--retry-lock` for it.
+pub(crate) fn lock_exclusive<S>(
+    cli: &Cli,
+    repo: &Repository<S>,
+) -> anyhow::Result<cairn::ExclusiveLock> {
+    refuse_no_lock(cli)?;
+    Ok(repo.lock_exclusive(cli.retry_lock.unwrap_or_default())?)
+}
+
+/// The shared lock of a reading command, or none with `--no-lock` (for a
+/// repository on read-only media, as restic allows).
+pub(crate) fn read_lock<S>(
+    cli: &Cli,
+    repo: &Repository<S>,
+) -> anyhow::Result<Option<cairn::LockGuard>> {
+    if cli.no_lock {
+        return Ok(None);
+    }
+    lock(cli, repo).map(Some)
+}
+
+pub(crate) fn warn_all<S>(cli: &Cli, repo: &mut Repository<S>) {
+    for w in repo.take_warnings() {
+        if !cli.quiet {
+            eprintln!("cairn: warning: {w}");
+        }
+    }
+}
