@@ -276,7 +276,7 @@ fn append_group(
 }
 
 /// The reading stage: walks, reads, chunks and hashes, and queues the bytes.
-/// `tarball` drives one too (through `archive`), storing member contents
+/// `engine::tar` drives one too (through `archive`), storing member contents
 /// with `store_stream` and its own trees with `save_tree`.
 pub(crate) struct Archiver<'r, 'b> {
     pub(crate) repo: &'r Repository,
