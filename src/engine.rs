@@ -26,5 +26,5 @@ pub mod restorer;
 pub mod stats;
 #[cfg(feature = "cache")]
 pub mod tag;
-#[cfg(feature = "tar-format")]
-pub mod tarball;
+#[cfg(feature = "cache")]
+pub mod tar;

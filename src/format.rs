@@ -13,4 +13,6 @@ pub mod key;
 pub mod pack;
 pub mod retention;
 pub mod snapshot;
+#[cfg(feature = "tar-format")]
+pub mod tar;
 pub mod tree;

@@ -5,6 +5,7 @@
 
 pub mod fs;
 pub mod memory;
+pub mod process;
 pub mod walk;
 
 use std::collections::HashMap;

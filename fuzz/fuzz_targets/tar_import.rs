@@ -1,4 +1,4 @@
-//! `cairn import-tar`'s decoder (`tarball::read_members`) on arbitrary
+//! `cairn import-tar`'s decoder (`format::tar::read_members`) on arbitrary
 //! bytes: plain or compressed tarballs, PAX records, GNU long names, GNU and
 //! PAX sparse maps, hard links. It must return Ok or a clean error (never
 //! panic), stay inside its limits (a decompression bomb or a sparse member
@@ -6,7 +6,7 @@
 //! members whose paths are safe to put in a tree.
 #![no_main]
 
-use cairn::engine::tarball::{read_members, Limits, Member};
+use cairn::format::tar::{read_members, Limits, Member};
 use cairn::format::tree::{is_valid_name, NodeKind};
 use cairn_fuzz::{TAR_MAX_CONTENT, TAR_MAX_HEADER, TAR_MAX_STREAM};
 use libfuzzer_sys::fuzz_target;

@@ -91,18 +91,12 @@ fn check_status(shown: &str, status: ExitStatus) -> Result<()> {
     ))
 }
 
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGHUP => " (SIGHUP)",
-        libc::SIGINT => " (SIGINT)",
-        libc::SIGQUIT => " (SIGQUIT)",
-        libc::SIGABRT => " (SIGABRT)",
-        libc::SIGKILL => " (SIGKILL)",
-        libc::SIGSEGV => " (SIGSEGV)",
-        libc::SIGPIPE => " (SIGPIPE)",
-        libc::SIGTERM => " (SIGTERM)",
-        _ => "",
-    }
+/// " (SIGKILL)" after a signal's number, for the signals that have a
+/// common name.
+fn signal_name(signal: i32) -> String {
+    crate::sys::process::signal_name(signal)
+        .map(|name| format!(" ({name})"))
+        .unwrap_or_default()
 }
 
 fn stop(child: &mut Child) {

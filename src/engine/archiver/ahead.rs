@@ -23,15 +23,16 @@
 //! tasks never block on the archiver or the store thread, so neither can
 //! starve the pool the store thread seals on.
 
-use super::{EntryReader, Prefetched};
+use super::file::{EntryReader, Prefetched};
 use crate::engine::exclude::Excluder;
 use crate::engine::metadata::Stat;
 use crate::engine::repository::Repository;
 use crate::format::tree::{NodeKind, Tree};
+use crate::sys::walk::EntryType;
 use crossbeam_channel::{Receiver, Sender};
 use rayon::prelude::*;
-use std::ffi::{CStr, OsStr, OsString};
-use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -294,11 +295,8 @@ fn open_dir_held(held: &Arc<AtomicUsize>, path: &Path) -> Option<(HeldDir, (u64,
 /// Opens a directory for `*at` lookups, not following a symlink; with its
 /// device and inode, to tell whether a later open found the same one.
 fn open_dir(path: &Path) -> std::io::Result<(OwnedFd, (u64, u64))> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let dir = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(path)?;
+    use std::os::unix::fs::MetadataExt;
+    let dir = crate::sys::walk::open_dir_nofollow(path)?;
     let meta = dir.metadata()?;
     Ok((OwnedFd::from(dir), (meta.dev(), meta.ino())))
 }
@@ -310,66 +308,17 @@ type Listing = (Vec<(OsString, bool)>, Vec<std::io::Error>);
 
 /// Lists the directory open as `dir`.
 fn list_dir(dir: BorrowedFd<'_>) -> std::io::Result<Listing> {
-    // fdopendir takes over the descriptor it is given: a duplicate. The
-    // duplicate shares the read position, which nothing else uses (the
-    // lookups in `dir` do not), so it is rewound below.
-    let raw = dir.try_clone_to_owned()?.into_raw_fd();
-    // SAFETY: `raw` is an open directory descriptor that we own.
-    let stream = unsafe { libc::fdopendir(raw) };
-    if stream.is_null() {
-        let e = std::io::Error::last_os_error();
-        // SAFETY: fdopendir failed, so `raw` is still ours to close.
-        unsafe { libc::close(raw) };
-        return Err(e);
-    }
-    struct Stream(*mut libc::DIR);
-    impl Drop for Stream {
-        fn drop(&mut self) {
-            // SAFETY: a stream from fdopendir, closed once (with its fd).
-            unsafe { libc::closedir(self.0) };
-        }
-    }
-    let stream = Stream(stream);
-    // From the top, whoever listed through this descriptor before.
-    // SAFETY: a live stream.
-    unsafe { libc::rewinddir(stream.0) };
     let mut names = Vec::new();
-    let mut errors = Vec::new();
-    loop {
-        // readdir reports an error only through errno.
-        // SAFETY: errno is this thread's; readdir64 gets a live stream.
-        let entry = unsafe {
-            *libc::__errno_location() = 0;
-            libc::readdir64(stream.0)
-        };
-        if entry.is_null() {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error().is_some_and(|n| n != 0) {
-                errors.push(e);
-            }
-            break;
-        }
-        // SAFETY: a non-null entry is valid until the next readdir call,
-        // and its name is NUL-terminated; both are copied out here.
-        let (name, kind) = unsafe {
-            (
-                CStr::from_ptr((*entry).d_name.as_ptr()).to_bytes(),
-                (*entry).d_type,
-            )
-        };
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let name = OsStr::from_bytes(name).to_os_string();
+    let stopped = crate::sys::walk::list_dir(dir, |name, kind| {
         let is_dir = match kind {
-            libc::DT_DIR => true,
+            EntryType::Dir => true,
             // A file system that does not say: ask.
-            libc::DT_UNKNOWN => Stat::at(dir, &name).is_ok_and(|s| s.kind() == NodeKind::Dir),
-            _ => false,
+            EntryType::Unknown => Stat::at(dir, name).is_ok_and(|s| s.kind() == NodeKind::Dir),
+            EntryType::Other => false,
         };
-        names.push((name, is_dir));
-    }
-    Ok((names, errors))
+        names.push((name.to_os_string(), is_dir));
+    })?;
+    Ok((names, stopped.into_iter().collect()))
 }
 
 /// Lists the directory at `path` (when it could not be opened by itself).
@@ -395,6 +344,7 @@ fn dev(meta: &std::fs::Metadata) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
 
     /// The walk lists through the directory's descriptor; the fallback
     /// lists by path: both must give the same names and types.

@@ -1,49 +1,15 @@
-//! Tarballs in and out. `import_tar` turns each member of a tar archive
-//! (plain, gzip, zstd, xz or bzip2, detected by magic bytes) into a node of
-//! a snapshot's tree, and chunks file contents like any other file, so files
-//! inside nightly volume tarballs deduplicate across nights and against
-//! directory backups however the tarball's layout shifts. `export_tar`
-//! writes a snapshot, or a part of one, as a tarball that GNU tar extracts to
-//! the same tree.
+//! Tarballs decoded: `read_members` turns a tar archive (plain, gzip,
+//! zstd, xz or bzip2, detected by magic bytes) into its members, each
+//! with a node for the tree and a reader of its contents (sparse files
+//! expanded). It reads from the `Read` it is given and opens nothing; it
+//! stays inside `Limits`, so a small hostile input (a decompression bomb, a
+//! sparse member claiming exabytes of holes) cannot take unbounded memory
+//! or time. `engine::tar` stores what it decodes (`import_tar`); the fuzz
+//! target `tar_import` drives it on arbitrary bytes.
 
-//!
-//! The decoding half, `read_members`, needs no repository (feature
-//! `tar-format`; the fuzz target `tar_import` drives it); `import_tar` and
-//! `export_tar` need the `cache` feature.
-
-#[cfg(feature = "cache")]
-use crate::engine::archiver::{
-    archive, finish, new_snapshot, Archiver, BackupOptions, BackupOutcome, Spares, StreamError,
-};
-#[cfg(feature = "cache")]
-use crate::engine::browse::find_node;
-#[cfg(feature = "cache")]
-use crate::engine::repository::Repository;
 use crate::error::{Error, Result};
-#[cfg(feature = "cache")]
-use crate::format::id::BlobId;
-#[cfg(feature = "cache")]
-use crate::format::pack::BlobKind;
-#[cfg(feature = "cache")]
-use crate::format::snapshot::{Snapshot, SourceKind};
-#[cfg(feature = "cache")]
-use crate::format::tree::Tree;
 use crate::format::tree::{is_valid_name, Bytes, Node, NodeKind, Xattr};
-#[cfg(feature = "cache")]
-use crate::storage::lock::LockGuard;
-#[cfg(feature = "cache")]
-use std::collections::{BTreeMap, HashMap};
-#[cfg(feature = "cache")]
-use std::ffi::OsStr;
-#[cfg(feature = "cache")]
-use std::io::Write;
 use std::io::{self, Read};
-#[cfg(feature = "cache")]
-use std::os::unix::ffi::OsStrExt;
-#[cfg(feature = "cache")]
-use std::path::Path;
-#[cfg(feature = "cache")]
-use std::time::Instant;
 
 /// How a tarball is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,143 +57,6 @@ fn decompressed<'a>(input: &'a mut dyn Read) -> io::Result<Box<dyn Read + 'a>> {
     })
 }
 
-#[cfg(feature = "cache")]
-/// One entry of the tree being built; tar members arrive in any order and a
-/// member may name a directory that has no member of its own.
-enum Item {
-    Dir {
-        node: Option<Node>,
-        children: BTreeMap<Vec<u8>, Item>,
-    },
-    Leaf(Node),
-}
-
-#[cfg(feature = "cache")]
-#[derive(Default)]
-struct Builder {
-    root: BTreeMap<Vec<u8>, Item>,
-    /// Hard-link groups get inode numbers 1, 2, …; other files have inode 0
-    /// so that an unchanged directory encodes identically every night.
-    next_group: u64,
-}
-
-#[cfg(feature = "cache")]
-impl Builder {
-    fn insert(&mut self, parts: &[Vec<u8>], node: Node) {
-        let (last, parents) = parts.split_last().expect("at least one component");
-        let mut level = &mut self.root;
-        for part in parents {
-            let item = level.entry(part.clone()).or_insert_with(|| Item::Dir {
-                node: None,
-                children: BTreeMap::new(),
-            });
-            if let Item::Leaf(_) = item {
-                // A later member goes through what was a file: the directory
-                // wins, as it would when extracting.
-                *item = Item::Dir {
-                    node: None,
-                    children: BTreeMap::new(),
-                };
-            }
-            let Item::Dir { children, .. } = item else {
-                unreachable!("made a directory above")
-            };
-            level = children;
-        }
-        match (level.get_mut(last), node.kind) {
-            (Some(Item::Dir { node: slot, .. }), NodeKind::Dir) => *slot = Some(node),
-            (_, NodeKind::Dir) => {
-                level.insert(
-                    last.clone(),
-                    Item::Dir {
-                        node: Some(node),
-                        children: BTreeMap::new(),
-                    },
-                );
-            }
-            _ => {
-                level.insert(last.clone(), Item::Leaf(node));
-            }
-        }
-    }
-
-    fn leaf_mut(&mut self, parts: &[Vec<u8>]) -> Option<&mut Node> {
-        let (last, parents) = parts.split_last()?;
-        let mut level = &mut self.root;
-        for part in parents {
-            match level.get_mut(part)? {
-                Item::Dir { children, .. } => level = children,
-                Item::Leaf(_) => return None,
-            }
-        }
-        match level.get_mut(last)? {
-            Item::Leaf(node) => Some(node),
-            Item::Dir { .. } => None,
-        }
-    }
-
-    /// Makes `parts` a hard link to the file at `target`; returns false if
-    /// there is no such file earlier in the archive.
-    fn hard_link(&mut self, parts: &[Vec<u8>], target: &[Vec<u8>]) -> bool {
-        let next = self.next_group + 1;
-        let Some(first) = self.leaf_mut(target) else {
-            return false;
-        };
-        if first.kind != NodeKind::File {
-            return false;
-        }
-        if first.inode == 0 {
-            first.inode = next;
-        }
-        let mut node = first.clone();
-        if node.inode == next {
-            self.next_group = next;
-        }
-        node.name = Bytes(parts.last().expect("non-empty").clone());
-        self.insert(parts, node);
-        true
-    }
-}
-
-#[cfg(feature = "cache")]
-fn count_links(items: &BTreeMap<Vec<u8>, Item>, counts: &mut HashMap<u64, u64>) {
-    for item in items.values() {
-        match item {
-            Item::Dir { children, .. } => count_links(children, counts),
-            Item::Leaf(node) if node.kind == NodeKind::File && node.inode != 0 => {
-                *counts.entry(node.inode).or_default() += 1
-            }
-            Item::Leaf(_) => {}
-        }
-    }
-}
-
-#[cfg(feature = "cache")]
-fn save_items(
-    archiver: &mut Archiver<'_, '_>,
-    items: BTreeMap<Vec<u8>, Item>,
-    counts: &HashMap<u64, u64>,
-) -> Result<BlobId> {
-    let mut nodes = Vec::with_capacity(items.len());
-    for (name, item) in items {
-        match item {
-            Item::Dir { node, children } => {
-                let mut node = node.unwrap_or_else(|| Node::new(&name, NodeKind::Dir));
-                node.subtree = Some(save_items(archiver, children, counts)?);
-                archiver.summary.dirs_new += 1;
-                nodes.push(node);
-            }
-            Item::Leaf(mut node) => {
-                if node.kind == NodeKind::File && node.inode != 0 {
-                    node.links = counts.get(&node.inode).copied().unwrap_or(1);
-                }
-                nodes.push(node);
-            }
-        }
-    }
-    archiver.save_tree(&Tree::new(nodes))
-}
-
 /// A member's path as tree components: `./`, empty components and a
 /// leading `/` are dropped. None if it climbs out (`..`) or has a name the
 /// tree format refuses.
@@ -265,87 +94,10 @@ fn pax_time_ns(value: &str) -> Option<i64> {
     secs.checked_mul(1_000_000_000)?.checked_add(frac)
 }
 
-fn bad_archive(name: &str, e: impl std::fmt::Display) -> Error {
+pub(crate) fn bad_archive(name: &str, e: impl std::fmt::Display) -> Error {
     Error::invalid(format!(
         "{name} is not a complete, valid tar archive ({e}); no snapshot was written"
     ))
-}
-
-/// Imports a tarball (plain or compressed) as a snapshot whose tree is the
-/// tarball's contents. `name` is recorded as the snapshot's path (the
-/// tarball as given, or `-` for standard input). Members that cannot be
-/// represented (`..` in the name, a hard link to nothing) are skipped and
-/// reported in `unreadable`; a truncated or corrupt tarball is an error and
-/// writes no snapshot. Needs `load_index` first.
-#[cfg(feature = "cache")]
-pub fn import_tar(
-    repo: &mut Repository,
-    lock: &LockGuard,
-    input: &mut dyn Read,
-    name: &str,
-    options: &BackupOptions,
-) -> Result<BackupOutcome> {
-    let started = Instant::now();
-    let snapshot = new_snapshot(options, vec![name.to_string()], SourceKind::Tar);
-    let repo_ref: &Repository = repo;
-    // A bad tarball fails the reading stage, so the writer is dropped
-    // (deleting its packs) and no snapshot is written.
-    let (archived, written) = archive(repo_ref, lock, Spares::One, |archiver| {
-        let mut tree = Builder::default();
-        read_members(input, name, &Limits::default(), &mut |member, contents| {
-            store_member(archiver, &mut tree, member, contents, name)
-        })?;
-        let mut counts = HashMap::new();
-        count_links(&tree.root, &mut counts);
-        save_items(archiver, std::mem::take(&mut tree.root), &counts)
-    })?;
-    finish(repo_ref, archived, written, snapshot, started)
-}
-
-/// Adds one decoded member to the tree, storing a file's contents.
-#[cfg(feature = "cache")]
-fn store_member(
-    archiver: &mut Archiver<'_, '_>,
-    tree: &mut Builder,
-    member: Member,
-    contents: &mut dyn Read,
-    archive_name: &str,
-) -> Result<()> {
-    // The decoder knows nothing of interrupts; each member stops here.
-    let ctx = archiver.repo.context();
-    ctx.check_interrupt()?;
-    match member {
-        Member::Skipped { path, reason } => skip(archiver, &path, reason),
-        Member::HardLink {
-            path,
-            parts,
-            target,
-        } => {
-            if tree.hard_link(&parts, &target) {
-                archiver.summary.files_new += 1;
-                archiver.summary.total_files_processed += 1;
-            } else {
-                skip(archiver, &path, HARD_LINK_TO_NOTHING);
-            }
-        }
-        Member::Node { parts, mut node } => {
-            if node.kind == NodeKind::File {
-                archiver.summary.total_files_processed += 1;
-                ctx.progress().add_items(1);
-                match archiver.store_stream(contents, None) {
-                    Ok((content, size)) => {
-                        node.content = content;
-                        node.size = size;
-                    }
-                    Err(StreamError::Source(e)) => return Err(bad_archive(archive_name, e)),
-                    Err(StreamError::Repository(e)) => return Err(e),
-                }
-                archiver.summary.files_new += 1;
-            }
-            tree.insert(&parts, node);
-        }
-    }
-    Ok(())
 }
 
 /// Most bytes `read_members` reads while parsing the headers of one member
@@ -412,7 +164,8 @@ pub struct Decoded {
     pub content_bytes: u64,
 }
 
-const HARD_LINK_TO_NOTHING: &str = "hard link to a file that is not earlier in the archive";
+pub(crate) const HARD_LINK_TO_NOTHING: &str =
+    "hard link to a file that is not earlier in the archive";
 
 /// The budgets `Guard` enforces, shared between the reader (owned by the
 /// tar parser) and `read_members`.
@@ -537,7 +290,7 @@ pub fn read_members(
     };
     let mut decoded = Decoded::default();
     {
-        let mut archive = tar::Archive::new(&mut reader);
+        let mut archive = ::tar::Archive::new(&mut reader);
         let mut entries = archive.entries().map_err(|e| bad_archive(name, e))?;
         loop {
             set_header_budget(Some(limits.max_header_bytes));
@@ -727,7 +480,7 @@ fn expand<'a>(sparse: &PaxSparse, data: &'a mut dyn Read) -> io::Result<Expand<'
 }
 
 fn read_member<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
+    entry: &mut ::tar::Entry<'_, R>,
     archive_name: &str,
     limits: &Limits,
     decoded: &mut Decoded,
@@ -737,18 +490,18 @@ fn read_member<R: Read>(
     let mut path = entry.path_bytes().into_owned();
     let entry_type = entry.header().entry_type();
     let kind = match entry_type {
-        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+        ::tar::EntryType::Regular | ::tar::EntryType::Continuous | ::tar::EntryType::GNUSparse => {
             NodeKind::File
         }
-        tar::EntryType::Directory => NodeKind::Dir,
-        tar::EntryType::Symlink => NodeKind::Symlink,
-        tar::EntryType::Link => NodeKind::File,
-        tar::EntryType::Char => NodeKind::Chardev,
-        tar::EntryType::Block => NodeKind::Blockdev,
-        tar::EntryType::Fifo => NodeKind::Fifo,
+        ::tar::EntryType::Directory => NodeKind::Dir,
+        ::tar::EntryType::Symlink => NodeKind::Symlink,
+        ::tar::EntryType::Link => NodeKind::File,
+        ::tar::EntryType::Char => NodeKind::Chardev,
+        ::tar::EntryType::Block => NodeKind::Blockdev,
+        ::tar::EntryType::Fifo => NodeKind::Fifo,
         // Global PAX headers and GNU volume labels describe the archive,
         // not a file.
-        tar::EntryType::XGlobalHeader => return Ok(()),
+        ::tar::EntryType::XGlobalHeader => return Ok(()),
         other if other.as_byte() == b'V' => return Ok(()),
         other => {
             let skipped = Member::Skipped {
@@ -777,7 +530,7 @@ fn read_member<R: Read>(
     if matches!(kind, NodeKind::Chardev | NodeKind::Blockdev) {
         let major = header.device_major().map_err(bad)?.unwrap_or(0);
         let minor = header.device_minor().map_err(bad)?.unwrap_or(0);
-        node.rdev = libc::makedev(major, minor);
+        node.rdev = makedev(major, minor);
     }
     let link_name = entry.link_name_bytes().map(|l| l.into_owned());
     let mut sparse = PaxSparse::default();
@@ -828,7 +581,7 @@ fn read_member<R: Read>(
     node.name = Bytes(last);
     decoded.members += 1;
     match entry_type {
-        tar::EntryType::Link => {
+        ::tar::EntryType::Link => {
             let member = match link_name.as_deref().and_then(components) {
                 Some(target) if !target.is_empty() => Member::HardLink {
                     path: shown,
@@ -842,7 +595,7 @@ fn read_member<R: Read>(
             };
             return on_member(member, &mut io::empty());
         }
-        tar::EntryType::Symlink => {
+        ::tar::EntryType::Symlink => {
             node.link_target = Some(Bytes(link_name.unwrap_or_default()));
         }
         _ => {}
@@ -869,352 +622,47 @@ fn read_member<R: Read>(
     }
 }
 
-#[cfg(feature = "cache")]
-fn skip(archiver: &mut Archiver<'_, '_>, member: &str, reason: impl std::fmt::Display) {
-    archiver.summary.files_unreadable += 1;
-    archiver
-        .unreadable
-        .push(crate::engine::archiver::Unreadable {
-            path: member.into(),
-            reason: reason.to_string(),
-        });
+/// A device number (`rdev`) from its major and minor numbers, encoded as
+/// glibc's `makedev` does on Linux (the encoding trees record).
+pub fn makedev(major: u32, minor: u32) -> u64 {
+    let (major, minor) = (u64::from(major), u64::from(minor));
+    ((major & 0x0000_0fff) << 8)
+        | ((major & 0xffff_f000) << 32)
+        | (minor & 0x0000_00ff)
+        | ((minor & 0xffff_ff00) << 12)
 }
 
-#[cfg(feature = "cache")]
-/// What `export_tar` wrote.
-#[derive(Debug, Default)]
-pub struct ExportOutcome {
-    pub files: u64,
-    pub dirs: u64,
-    pub bytes: u64,
-    /// Entries a tarball cannot hold (sockets), one line each.
-    pub skipped: Vec<String>,
+/// The major number of a device number, as glibc's `major`.
+pub fn device_major(rdev: u64) -> u32 {
+    (((rdev & 0x0000_0000_000f_ff00) >> 8) | ((rdev & 0xffff_f000_0000_0000) >> 32)) as u32
 }
 
-#[cfg(feature = "cache")]
-/// The output, compressed as asked; `finish` writes the trailers.
-enum Encoder<'a> {
-    Plain(&'a mut dyn Write),
-    Gzip(flate2::write::GzEncoder<&'a mut dyn Write>),
-    Zstd(zstd::stream::write::Encoder<'static, &'a mut dyn Write>),
-    Xz(xz2::write::XzEncoder<&'a mut dyn Write>),
-    Bzip2(bzip2::write::BzEncoder<&'a mut dyn Write>),
-}
-
-#[cfg(feature = "cache")]
-impl Write for Encoder<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Encoder::Plain(w) => w.write(buf),
-            Encoder::Gzip(w) => w.write(buf),
-            Encoder::Zstd(w) => w.write(buf),
-            Encoder::Xz(w) => w.write(buf),
-            Encoder::Bzip2(w) => w.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Encoder::Plain(w) => w.flush(),
-            Encoder::Gzip(w) => w.flush(),
-            Encoder::Zstd(w) => w.flush(),
-            Encoder::Xz(w) => w.flush(),
-            Encoder::Bzip2(w) => w.flush(),
-        }
-    }
-}
-
-#[cfg(feature = "cache")]
-impl Encoder<'_> {
-    fn finish(self) -> io::Result<()> {
-        let out = match self {
-            Encoder::Plain(w) => w,
-            Encoder::Gzip(w) => w.finish()?,
-            Encoder::Zstd(w) => w.finish()?,
-            Encoder::Xz(w) => w.finish()?,
-            Encoder::Bzip2(w) => w.finish()?,
-        };
-        out.flush()
-    }
-}
-
-#[cfg(feature = "cache")]
-/// Reads a file's blobs in order and fails, rather than let the tarball go
-/// out of step, if they do not add up to the recorded size.
-struct Content<'a> {
-    repo: &'a Repository,
-    ids: &'a [BlobId],
-    next: usize,
-    blob: Vec<u8>,
-    at: usize,
-    remaining: u64,
-    failure: Option<Error>,
-}
-
-#[cfg(feature = "cache")]
-impl Read for Content<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let ctx = self.repo.context();
-        while self.at == self.blob.len() {
-            if self.next == self.ids.len() {
-                if self.remaining != 0 {
-                    return Err(self.fail(Error::corrupt(
-                        "file content is shorter than the snapshot records",
-                    )));
-                }
-                return Ok(0);
-            }
-            let loaded = ctx
-                .check_interrupt()
-                .and_then(|()| self.repo.read_blob(BlobKind::Data, &self.ids[self.next]));
-            let data = match loaded {
-                Ok(data) => data,
-                Err(e) => return Err(self.fail(e)),
-            };
-            if data.len() as u64 > self.remaining {
-                return Err(self.fail(Error::corrupt(
-                    "file content is longer than the snapshot records",
-                )));
-            }
-            self.remaining -= data.len() as u64;
-            self.next += 1;
-            self.blob = data;
-            self.at = 0;
-        }
-        let n = buf.len().min(self.blob.len() - self.at);
-        buf[..n].copy_from_slice(&self.blob[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
-#[cfg(feature = "cache")]
-impl Content<'_> {
-    fn fail(&mut self, e: Error) -> io::Error {
-        let io = io::Error::other(e.to_string());
-        self.failure = Some(e);
-        io
-    }
-}
-
-#[cfg(feature = "cache")]
-struct Exporter<'r, 'w> {
-    repo: &'r Repository,
-    builder: tar::Builder<Encoder<'w>>,
-    /// (device, inode) of multiply-linked files → the first path written.
-    links: HashMap<(u64, u64), Vec<u8>>,
-    outcome: ExportOutcome,
-}
-
-#[cfg(feature = "cache")]
-fn write_error(e: io::Error) -> Error {
-    Error::io("cannot write the tarball", e)
-}
-
-#[cfg(feature = "cache")]
-impl Exporter<'_, '_> {
-    fn header(node: &Node, entry_type: tar::EntryType) -> tar::Header {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(entry_type);
-        header.set_mode(node.mode);
-        header.set_uid(node.uid.into());
-        header.set_gid(node.gid.into());
-        // Names longer than the 32-byte fields are left out; the numeric ids
-        // still go in.
-        if let Some(user) = &node.user {
-            let _ = header.set_username(user);
-        }
-        if let Some(group) = &node.group {
-            let _ = header.set_groupname(group);
-        }
-        header.set_mtime(u64::try_from(node.mtime_ns.div_euclid(1_000_000_000)).unwrap_or(0));
-        header.set_size(0);
-        header
-    }
-
-    /// Sub-second mtimes and xattrs go into a PAX header before the entry
-    /// (GNU tar reads it whatever the archive's format).
-    fn pax(&mut self, node: &Node) -> Result<()> {
-        let mut records: Vec<(String, Vec<u8>)> = Vec::new();
-        let nanos = node.mtime_ns.rem_euclid(1_000_000_000);
-        if nanos != 0 {
-            let secs = node.mtime_ns.div_euclid(1_000_000_000);
-            records.push(("mtime".into(), format!("{secs}.{nanos:09}").into_bytes()));
-        }
-        for x in &node.xattrs {
-            let (Ok(name), Ok(value)) = (std::str::from_utf8(&x.name.0), hex::decode(&x.value))
-            else {
-                continue;
-            };
-            records.push((format!("SCHILY.xattr.{name}"), value));
-        }
-        if records.is_empty() {
-            return Ok(());
-        }
-        self.builder
-            .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-            .map_err(write_error)
-    }
-
-    fn node(&mut self, node: &Node, path: &[u8]) -> Result<()> {
-        let ctx = self.repo.context();
-        ctx.check_interrupt()?;
-        let at = Path::new(OsStr::from_bytes(path));
-        match node.kind {
-            NodeKind::Dir => {
-                self.pax(node)?;
-                let mut header = Self::header(node, tar::EntryType::Directory);
-                self.builder
-                    .append_data(&mut header, at, io::empty())
-                    .map_err(write_error)?;
-                self.outcome.dirs += 1;
-                let tree = self.repo.load_tree(&node.subtree.expect("validated dir"))?;
-                self.tree(&tree, path)?;
-            }
-            NodeKind::File => {
-                if node.links > 1 {
-                    let key = (node.device_id, node.inode);
-                    if let Some(first) = self.links.get(&key).cloned() {
-                        let mut header = Self::header(node, tar::EntryType::Link);
-                        self.builder
-                            .append_link(&mut header, at, Path::new(OsStr::from_bytes(&first)))
-                            .map_err(write_error)?;
-                        return Ok(());
-                    }
-                    self.links.insert(key, path.to_vec());
-                }
-                self.pax(node)?;
-                let mut header = Self::header(node, tar::EntryType::Regular);
-                header.set_size(node.size);
-                let mut content = Content {
-                    repo: self.repo,
-                    ids: &node.content,
-                    next: 0,
-                    blob: Vec::new(),
-                    at: 0,
-                    remaining: node.size,
-                    failure: None,
-                };
-                if let Err(e) = self.builder.append_data(&mut header, at, &mut content) {
-                    return Err(match content.failure.take() {
-                        Some(failure) => failure.context(String::from_utf8_lossy(path)),
-                        None => write_error(e),
-                    });
-                }
-                self.outcome.files += 1;
-                self.outcome.bytes += node.size;
-            }
-            NodeKind::Symlink => {
-                self.pax(node)?;
-                let mut header = Self::header(node, tar::EntryType::Symlink);
-                let target = node.link_target.as_ref().map(|t| t.0.as_slice());
-                self.builder
-                    .append_link(
-                        &mut header,
-                        at,
-                        Path::new(OsStr::from_bytes(target.unwrap_or_default())),
-                    )
-                    .map_err(write_error)?;
-            }
-            NodeKind::Chardev | NodeKind::Blockdev | NodeKind::Fifo => {
-                let entry_type = match node.kind {
-                    NodeKind::Chardev => tar::EntryType::Char,
-                    NodeKind::Blockdev => tar::EntryType::Block,
-                    _ => tar::EntryType::Fifo,
-                };
-                self.pax(node)?;
-                let mut header = Self::header(node, entry_type);
-                if node.kind != NodeKind::Fifo {
-                    header
-                        .set_device_major(libc::major(node.rdev))
-                        .map_err(write_error)?;
-                    header
-                        .set_device_minor(libc::minor(node.rdev))
-                        .map_err(write_error)?;
-                }
-                self.builder
-                    .append_data(&mut header, at, io::empty())
-                    .map_err(write_error)?;
-            }
-            NodeKind::Socket => self.outcome.skipped.push(format!(
-                "{}: a socket cannot be stored in a tarball",
-                String::from_utf8_lossy(path)
-            )),
-        }
-        Ok(())
-    }
-
-    fn tree(&mut self, tree: &Tree, prefix: &[u8]) -> Result<()> {
-        for node in &tree.nodes {
-            let mut path = prefix.to_vec();
-            if !path.is_empty() {
-                path.push(b'/');
-            }
-            path.extend_from_slice(&node.name.0);
-            self.node(node, &path)?;
-        }
-        Ok(())
-    }
-}
-
-#[cfg(feature = "cache")]
-/// Writes `subpath` of a snapshot ("" or "/" for all of it) to `out` as a
-/// tarball: a directory's contents at the top level (as `tar -C dir .`
-/// would), a single file under its own name. GNU-format headers, GNU long
-/// names and links, PAX records for sub-second mtimes and xattrs.
-pub fn export_tar(
-    repo: &Repository,
-    snapshot: &Snapshot,
-    subpath: &str,
-    out: &mut dyn Write,
-    compression: Compression,
-) -> Result<ExportOutcome> {
-    let encoder = match compression {
-        Compression::None => Encoder::Plain(out),
-        Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
-            out,
-            flate2::Compression::default(),
-        )),
-        Compression::Zstd => {
-            Encoder::Zstd(zstd::stream::write::Encoder::new(out, 3).map_err(write_error)?)
-        }
-        Compression::Xz => Encoder::Xz(xz2::write::XzEncoder::new(out, 6)),
-        Compression::Bzip2 => Encoder::Bzip2(bzip2::write::BzEncoder::new(
-            out,
-            bzip2::Compression::default(),
-        )),
-    };
-    let mut builder = tar::Builder::new(encoder);
-    builder.mode(tar::HeaderMode::Complete);
-    let mut exporter = Exporter {
-        repo,
-        builder,
-        links: HashMap::new(),
-        outcome: ExportOutcome::default(),
-    };
-    match find_node(repo, snapshot, subpath)? {
-        None => {
-            let tree = repo.load_tree(&snapshot.tree)?;
-            exporter.tree(&tree, b"")?;
-        }
-        Some(node) if node.kind == NodeKind::Dir => {
-            let tree = repo.load_tree(&node.subtree.expect("validated dir"))?;
-            exporter.tree(&tree, b"")?;
-        }
-        Some(node) => {
-            let name = node.name.0.clone();
-            exporter.node(&node, &name)?;
-        }
-    }
-    let encoder = exporter.builder.into_inner().map_err(write_error)?;
-    encoder.finish().map_err(write_error)?;
-    Ok(exporter.outcome)
+/// The minor number of a device number, as glibc's `minor`.
+pub fn device_minor(rdev: u64) -> u32 {
+    ((rdev & 0x0000_0000_0000_00ff) | ((rdev & 0x0000_0fff_fff0_0000) >> 12)) as u32
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn device_numbers_are_encoded_as_glibc_does() {
+        for (major, minor) in [
+            (0, 0),
+            (8, 1),
+            (259, 3),
+            (0xfff, 0xff),
+            (0x1234_5678, 0x9abc_def0),
+        ] {
+            let rdev = makedev(major, minor);
+            assert_eq!(rdev, libc::makedev(major, minor));
+            assert_eq!(device_major(rdev), libc::major(rdev));
+            assert_eq!(device_minor(rdev), libc::minor(rdev));
+            assert_eq!((device_major(rdev), device_minor(rdev)), (major, minor));
+        }
+    }
 
     #[test]
     fn compression_is_detected_by_magic_bytes() {
@@ -1297,10 +745,10 @@ mod tests {
         Ok(out)
     }
 
-    fn tarball(members: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
+    fn tarball(members: &[(&str, ::tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = ::tar::Builder::new(Vec::new());
         for &(path, kind, data) in members {
-            let mut h = tar::Header::new_gnu();
+            let mut h = ::tar::Header::new_gnu();
             h.set_entry_type(kind);
             h.set_mode(0o644);
             h.set_uid(0);
@@ -1315,7 +763,7 @@ mod tests {
     #[test]
     fn limits_stop_long_headers_contents_and_streams() {
         let long = format!("{}/x", "d".repeat(3000));
-        let bytes = tarball(&[(long.as_str(), tar::EntryType::Regular, b"0123456789")]);
+        let bytes = tarball(&[(long.as_str(), ::tar::EntryType::Regular, b"0123456789")]);
         assert_eq!(decode(&bytes, &Limits::default()).unwrap().len(), 1);
         let small = |f: fn(&mut Limits)| {
             let mut limits = Limits::default();
@@ -1393,13 +841,13 @@ mod tests {
             specs in proptest::collection::vec(member_strategy(), 0..12),
             compression in 0u8..3,
         ) {
-            let mut b = tar::Builder::new(Vec::new());
+            let mut b = ::tar::Builder::new(Vec::new());
             let mut files: Vec<Vec<Vec<u8>>> = Vec::new();
             let mut expected = Vec::new();
             for (parts, spec, mode, uid, mtime) in &specs {
                 let path = parts.join("/");
                 let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.as_bytes().to_vec()).collect();
-                let mut h = tar::Header::new_gnu();
+                let mut h = ::tar::Header::new_gnu();
                 h.set_mode(*mode);
                 h.set_uid((*uid).into());
                 h.set_gid((*uid / 2).into());
@@ -1413,20 +861,20 @@ mod tests {
                 node.ctime_ns = node.mtime_ns;
                 match spec {
                     Spec::File(data) => {
-                        h.set_entry_type(tar::EntryType::Regular);
+                        h.set_entry_type(::tar::EntryType::Regular);
                         h.set_size(data.len() as u64);
                         b.append_data(&mut h, &path, &data[..]).unwrap();
                         files.push(parts.clone());
                         expected.push((Member::Node { parts, node }, data.clone()));
                     }
                     Spec::Dir => {
-                        h.set_entry_type(tar::EntryType::Directory);
+                        h.set_entry_type(::tar::EntryType::Directory);
                         b.append_data(&mut h, &path, io::empty()).unwrap();
                         node.kind = NodeKind::Dir;
                         expected.push((Member::Node { parts, node }, Vec::new()));
                     }
                     Spec::Symlink(target) => {
-                        h.set_entry_type(tar::EntryType::Symlink);
+                        h.set_entry_type(::tar::EntryType::Symlink);
                         b.append_link(&mut h, &path, target).unwrap();
                         node.kind = NodeKind::Symlink;
                         node.link_target = Some(Bytes(target.as_bytes().to_vec()));
@@ -1437,7 +885,7 @@ mod tests {
                         else {
                             continue;
                         };
-                        h.set_entry_type(tar::EntryType::Link);
+                        h.set_entry_type(::tar::EntryType::Link);
                         let to = String::from_utf8(target.join(&b'/')).unwrap();
                         b.append_link(&mut h, &path, &to).unwrap();
                         expected.push((Member::HardLink { path: path.clone(), parts, target }, Vec::new()));
@@ -1471,9 +919,9 @@ mod tests {
             damage in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
             cut in any::<usize>(),
         ) {
-            let mut b = tar::Builder::new(Vec::new());
+            let mut b = ::tar::Builder::new(Vec::new());
             for (parts, spec, mode, _, _) in &specs {
-                let mut h = tar::Header::new_gnu();
+                let mut h = ::tar::Header::new_gnu();
                 h.set_mode(*mode);
                 h.set_uid(0);
                 h.set_gid(0);
