@@ -77,7 +77,7 @@ pub use format::retention::{
     Count, Duration as RetentionDuration, GroupBy, GroupKey, Policy, Reason,
 };
 pub use format::snapshot::{Snapshot, SnapshotFilter, SourceKind, Summary};
-pub use storage::backend::{Backend, FileKind, LocalBackend, PendingFile};
+pub use storage::backend::{Backend, FileKind, LocalBackend, MemoryBackend, PendingFile};
 pub use storage::lock::{ExclusiveLock, LockGuard};
 
 pub use context::{Context, Progress};

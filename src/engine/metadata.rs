@@ -1,107 +1,27 @@
 //! Reading and applying file-system metadata (owners, modes, times,
-//! xattrs, special files). The only module that calls the OS for these.
+//! xattrs, special files), through `crate::sys::fs` for what std lacks.
 
 use crate::format::tree::{Bytes, Node, NodeKind, Xattr};
-use std::ffi::{CString, OsStr};
+use crate::sys::fs::{FileType, Special};
+use std::ffi::OsStr;
 use std::fs::Metadata;
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// What a node keeps of an lstat, from `std::fs::Metadata` or from
-/// `fstatat` on a directory descriptor (`Stat::at`), which std cannot turn
-/// into a `Metadata`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
-    /// `st_mode`: the file type bits and the permissions.
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub ctime_ns: i64,
-    pub ino: u64,
-    pub dev: u64,
-    pub nlink: u64,
-    pub rdev: u64,
-}
-
-/// Seconds and nanoseconds as nanoseconds, saturating: a file dated beyond
-/// year 2262 must not crash the backup.
-fn nanoseconds(seconds: i64, nanoseconds: i64) -> i64 {
-    seconds
-        .saturating_mul(1_000_000_000)
-        .saturating_add(nanoseconds)
-}
-
-impl From<&Metadata> for Stat {
-    fn from(meta: &Metadata) -> Stat {
-        Stat {
-            mode: meta.mode(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            size: meta.len(),
-            mtime_ns: nanoseconds(meta.mtime(), meta.mtime_nsec()),
-            ctime_ns: nanoseconds(meta.ctime(), meta.ctime_nsec()),
-            ino: meta.ino(),
-            dev: meta.dev(),
-            nlink: meta.nlink(),
-            rdev: meta.rdev(),
-        }
-    }
-}
+pub use crate::sys::fs::Stat;
 
 impl Stat {
-    /// The lstat of `name` in the directory `dir`: one path component to
-    /// look up instead of the whole path, which on a tree of small files
-    /// was a tenth of the CPU time (stat, open and xattrs each walked it).
-    pub fn at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<Stat> {
-        let name = CString::new(name.as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        let mut st = std::mem::MaybeUninit::<libc::stat64>::uninit();
-        // SAFETY: `dir` is an open descriptor, `name` NUL-terminated, and
-        // `st` is written in full on success.
-        let rc = unsafe {
-            libc::fstatat64(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                st.as_mut_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fstatat succeeded, so `st` is initialised.
-        let st = unsafe { st.assume_init() };
-        // The field types differ between targets (nlink_t is 32 bits on
-        // aarch64, time_t and the nanoseconds on 32-bit ones): widened with
-        // `from`, which is the identity on x86_64.
-        #[allow(clippy::useless_conversion)]
-        Ok(Stat {
-            mode: st.st_mode,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            size: u64::try_from(st.st_size).unwrap_or(0),
-            mtime_ns: nanoseconds(i64::from(st.st_mtime), i64::from(st.st_mtime_nsec)),
-            ctime_ns: nanoseconds(i64::from(st.st_ctime), i64::from(st.st_ctime_nsec)),
-            ino: u64::from(st.st_ino),
-            dev: u64::from(st.st_dev),
-            nlink: u64::from(st.st_nlink),
-            rdev: u64::from(st.st_rdev),
-        })
-    }
-
+    /// The kind of node this lstat describes. Here, not in `sys`: the
+    /// base layer cannot name a format type.
     pub fn kind(&self) -> NodeKind {
-        match self.mode & libc::S_IFMT {
-            libc::S_IFDIR => NodeKind::Dir,
-            libc::S_IFLNK => NodeKind::Symlink,
-            libc::S_IFIFO => NodeKind::Fifo,
-            libc::S_IFCHR => NodeKind::Chardev,
-            libc::S_IFBLK => NodeKind::Blockdev,
-            libc::S_IFSOCK => NodeKind::Socket,
-            _ => NodeKind::File,
+        match self.file_type() {
+            FileType::Dir => NodeKind::Dir,
+            FileType::Symlink => NodeKind::Symlink,
+            FileType::Special(Special::Fifo) => NodeKind::Fifo,
+            FileType::Special(Special::CharDevice) => NodeKind::Chardev,
+            FileType::Special(Special::BlockDevice) => NodeKind::Blockdev,
+            FileType::Special(Special::Socket) => NodeKind::Socket,
+            FileType::File => NodeKind::File,
         }
     }
 }
@@ -221,13 +141,11 @@ pub fn apply(path: &Path, node: &Node, restore_owner: bool) -> Vec<String> {
 
 /// Creates a fifo or device node.
 pub fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    let (kind_bits, rdev) = match node.kind {
-        NodeKind::Fifo => (libc::S_IFIFO, 0),
-        NodeKind::Chardev => (libc::S_IFCHR, node.rdev),
-        NodeKind::Blockdev => (libc::S_IFBLK, node.rdev),
-        NodeKind::Socket => (libc::S_IFSOCK, 0),
+    let (special, rdev) = match node.kind {
+        NodeKind::Fifo => (Special::Fifo, 0),
+        NodeKind::Chardev => (Special::CharDevice, node.rdev),
+        NodeKind::Blockdev => (Special::BlockDevice, node.rdev),
+        NodeKind::Socket => (Special::Socket, 0),
         _ => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -235,24 +153,13 @@ pub fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
             ))
         }
     };
-    // SAFETY: c_path is a valid NUL-terminated string.
-    let rc = unsafe {
-        libc::mknod(
-            c_path.as_ptr(),
-            kind_bits | (node.mode & 0o7777),
-            rdev as libc::dev_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::sys::fs::make_special(path, special, node.mode & 0o7777, rdev)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
     use std::os::fd::AsFd;
 
     /// The walk ahead stats names in an open directory; the archiver stats

@@ -47,6 +47,7 @@ impl Domain {
     }
 }
 
+use crate::sys::memory::KdfMemory;
 use crate::sys::random_bytes;
 
 /// The repository's master secret and the sub-keys derived from it.
@@ -243,75 +244,6 @@ pub fn derive_password_key(password: &[u8], salt: &[u8], params: &KdfParams) -> 
     };
     result.map_err(|e| Error::corrupt(format!("Argon2 failed: {e}")))?;
     Ok(out)
-}
-
-/// Argon2's memory, mapped on its own and backed by transparent huge pages
-/// where the kernel allows them. Argon2 reads its 64 MiB at random: with
-/// 4 KiB pages that is 16,384 page faults to fill it and a TLB miss on
-/// almost every block read; with 2 MiB pages it is 32 faults, and the key
-/// is derived in noticeably less time, a cost every command pays once.
-struct KdfMemory {
-    mapping: *mut libc::c_void,
-    mapping_len: usize,
-    blocks: *mut argon2::Block,
-    block_count: usize,
-}
-
-impl KdfMemory {
-    const HUGE_PAGE: usize = 2 * 1024 * 1024;
-
-    /// None if the memory cannot be mapped; Argon2 then allocates its own.
-    fn new(block_count: usize) -> Option<KdfMemory> {
-        let len = block_count.checked_mul(argon2::Block::SIZE)?;
-        let mapping_len = len.checked_add(Self::HUGE_PAGE)?;
-        // SAFETY: a fresh private anonymous mapping; no existing memory is
-        // touched. Anonymous memory is zero-filled, and zero bytes are a
-        // valid `Block` (an array of u64).
-        let mapping = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                mapping_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if mapping == libc::MAP_FAILED {
-            return None;
-        }
-        let start = (mapping as usize).next_multiple_of(Self::HUGE_PAGE);
-        let blocks = start as *mut argon2::Block;
-        // SAFETY: [start, start + len) lies inside the mapping. The advice
-        // only changes how pages are backed; its failure (no THP support)
-        // leaves ordinary pages, which is still correct. The state derived
-        // from the password stays out of core dumps.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-            libc::madvise(mapping, mapping_len, libc::MADV_DONTDUMP);
-        }
-        Some(KdfMemory {
-            mapping,
-            mapping_len,
-            blocks,
-            block_count,
-        })
-    }
-
-    fn blocks(&mut self) -> &mut [argon2::Block] {
-        // SAFETY: `blocks` is aligned to 2 MiB (more than Block's 64 bytes),
-        // points at `block_count` zero-initialised blocks inside a mapping
-        // this value owns, and the borrow of self keeps it unique.
-        unsafe { std::slice::from_raw_parts_mut(self.blocks, self.block_count) }
-    }
-}
-
-impl Drop for KdfMemory {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`, once; no slice
-        // into it outlives `self`.
-        unsafe { libc::munmap(self.mapping, self.mapping_len) };
-    }
 }
 
 /// Seals the master secret under a password-derived key (key files).

@@ -272,20 +272,14 @@ struct FileLock(#[allow(dead_code)] std::fs::File);
 
 impl FileLock {
     fn acquire(path: &Path) -> Result<FileLock> {
-        use std::os::unix::io::AsRawFd;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
             .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-        // SAFETY: flock on a valid descriptor; the lock ends when it closes.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::io(
-                format!("cannot lock {}", path.display()),
-                std::io::Error::last_os_error(),
-            ));
-        }
+        crate::sys::fs::lock_exclusive(&file)
+            .map_err(|e| Error::io(format!("cannot lock {}", path.display()), e))?;
         Ok(FileLock(file))
     }
 }

@@ -265,18 +265,33 @@ fn refresh_loop(
         }
         waited = Duration::ZERO;
         let current_name = name.lock().expect("lock name mutex").clone();
-        match backend.size(FileKind::Lock, &current_name) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                lost.store(true, Ordering::SeqCst);
-                return;
-            }
-            _ => {}
+        if lock_file_gone(backend.as_ref(), &current_name) {
+            lost.store(true, Ordering::SeqCst);
+            return;
         }
         if let Ok(new_name) = write_lock(backend.as_ref(), &key, exclusive) {
             let mut current = name.lock().expect("lock name mutex");
             let old = std::mem::replace(&mut *current, new_name);
             let _ = backend.delete(FileKind::Lock, &old);
             last_refresh = std::time::Instant::now();
+        }
+    }
+}
+
+/// Whether our lock file `name` was removed (`unlock --remove-all`): the
+/// lock is lost then, and the refresher stops.
+fn lock_file_gone(backend: &dyn Backend, name: &str) -> bool {
+    matches!(backend.size(FileKind::Lock, name), Err(e) if e.kind() == ErrorKind::NotFound)
+}
+
+#[cfg(test)]
+impl LockGuard {
+    /// The refresher's check that the lock file is still there, now rather
+    /// than after `REFRESH_EVERY`, so unit tests see a removed lock lost.
+    pub(crate) fn check_held_now(&self) {
+        let name = self.name.lock().expect("lock name mutex").clone();
+        if lock_file_gone(self.backend.as_ref(), &name) {
+            self.lost.store(true, Ordering::SeqCst);
         }
     }
 }

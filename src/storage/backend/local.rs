@@ -108,7 +108,7 @@ fn create_temp(path: &Path) -> std::io::Result<File> {
 /// cannot mount a small filesystem (`CAIRN_FAILPOINT=enospc`).
 fn full_disk_hook(kind: FileKind) -> std::io::Result<()> {
     if kind == FileKind::Pack && crate::failpoint::is_set!("enospc") {
-        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        return Err(crate::sys::fs::full_disk_error());
     }
     Ok(())
 }
@@ -140,17 +140,12 @@ impl PendingFile for LocalPending<'_> {
             .map_err(|e| Error::storage_io(format!("cannot write {}", self.temp.display()), e))?;
         self.piece_start = self.written;
         self.written += bytes.len() as u64;
-        use std::os::fd::AsRawFd;
-        let fd = file.as_raw_fd();
         // Start writing what is dirty to disk now, without waiting, so the
         // fsync at commit has little left to do and does not stall the
         // backup for a whole pack's worth of writeback. Advisory: without
         // waiting it reports no writeback error, which the next wait or the
-        // fsync at commit does. (Offset 0 and length 0: the whole file.)
-        // SAFETY: a plain system call on an open descriptor we own.
-        unsafe {
-            libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
+        // fsync at commit does.
+        crate::sys::fs::start_writeback(file);
         // The pieces before this one were sent to disk a write ago: wait
         // for them (usually done already) and drop their pages from the page
         // cache. A night's packs then do not push the host's working set (a
@@ -160,46 +155,23 @@ impl PendingFile for LocalPending<'_> {
         // time of a pack write. The fsync at commit stays.
         let (start, length) = (self.dropped, self.piece_start - self.dropped);
         if length > 0 && !self.no_wait {
-            // SAFETY: a plain system call on an open descriptor we own.
-            let waited = unsafe {
-                libc::sync_file_range(
-                    fd,
-                    start as libc::off64_t,
-                    length as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                )
-            };
-            if waited != 0 {
-                let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
-                    // The file system cannot do this: keep the pages.
-                    Some(libc::EINVAL | libc::ENOSYS | libc::ESPIPE | libc::EOPNOTSUPP) => {
-                        self.no_wait = true;
-                    }
-                    // A writeback error (EIO, ENOSPC, ...). Waiting consumed
-                    // it: the fsync at commit would no longer report it, so
-                    // it fails the pack here.
-                    _ => {
-                        return Err(Error::storage_io(
-                            format!("cannot write {}", self.temp.display()),
-                            e,
-                        ))
-                    }
-                }
-            } else {
+            match crate::sys::fs::wait_writeback(file, start, length) {
                 // Advisory: pages that stay cached cost only memory.
-                // SAFETY: a plain system call on an open descriptor we own.
-                unsafe {
-                    libc::posix_fadvise(
-                        fd,
-                        start as libc::off_t,
-                        length as libc::off_t,
-                        libc::POSIX_FADV_DONTNEED,
-                    );
+                Ok(true) => {
+                    crate::sys::fs::drop_cached_pages(file, start, length);
+                    self.dropped = self.piece_start;
                 }
-                self.dropped = self.piece_start;
+                // The file system cannot do this: keep the pages.
+                Ok(false) => self.no_wait = true,
+                // A writeback error (EIO, ENOSPC, ...). Waiting consumed
+                // it: the fsync at commit would no longer report it, so
+                // it fails the pack here.
+                Err(e) => {
+                    return Err(Error::storage_io(
+                        format!("cannot write {}", self.temp.display()),
+                        e,
+                    ))
+                }
             }
         }
         Ok(())
