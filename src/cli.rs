@@ -4,6 +4,7 @@
 
 pub(crate) mod browse;
 pub(crate) mod forget;
+pub(crate) mod hints;
 pub(crate) mod metrics;
 pub(crate) mod profile;
 pub(crate) mod progress;

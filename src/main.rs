@@ -1170,7 +1170,9 @@ fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
     if cli.json {
         let mut value = serde_json::to_value(&report)?;
         value["clean"] = report.is_clean().into();
-        value["verdict"] = report.verdict().into();
+        value["verdict"] = report.verdict().to_string().into();
+        value["notes"] = cli::hints::note_texts(&report).into();
+        value["hints"] = cli::hints::hint_texts(&report).into();
         println!("{value}");
     } else {
         if !cli.quiet {
@@ -1185,7 +1187,7 @@ fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
                     human_bytes(report.bytes_read)
                 );
             }
-            for note in &report.notes {
+            for note in cli::hints::note_texts(&report) {
                 println!("note: {note}");
             }
         }
@@ -1213,7 +1215,7 @@ fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
             );
         }
         if !cli.quiet {
-            for hint in &report.hints {
+            for hint in cli::hints::hint_texts(&report) {
                 println!("hint: {hint}");
             }
         }
