@@ -51,3 +51,34 @@ pub(crate) fn hint_texts(report: &CheckReport) -> Vec<&'static str> {
 pub(crate) fn note_texts(report: &CheckReport) -> Vec<String> {
     report.notes.iter().map(note_text).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_read_as_the_checker_wrote_them_before_the_split() {
+        let note = |kind, text: &str| Note {
+            kind,
+            text: text.into(),
+        };
+        assert_eq!(
+            note_text(&note(
+                NoteKind::UnusedBlobs,
+                "4 blobs (1171 bytes) are not used by any snapshot"
+            )),
+            "4 blobs (1171 bytes) are not used by any snapshot; `cairn prune` removes them"
+        );
+        assert_eq!(
+            note_text(&note(
+                NoteKind::TemporaryFiles,
+                "1 temporary file(s) (9 bytes) of interrupted or running writes"
+            )),
+            "1 temporary file(s) (9 bytes) of interrupted or running writes; `cairn prune` removes them when no backup is running"
+        );
+        assert_eq!(
+            note_text(&note(NoteKind::CacheRebuilt, "the local index cache x")),
+            "the local index cache x"
+        );
+    }
+}
