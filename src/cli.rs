@@ -14,6 +14,7 @@ pub(crate) mod browse;
 pub(crate) mod cat;
 pub(crate) mod check;
 pub(crate) mod forget;
+pub(crate) mod hints;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod metrics;

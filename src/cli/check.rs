@@ -42,7 +42,9 @@ pub(crate) fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
     if cli.json {
         let mut value = serde_json::to_value(&report)?;
         value["clean"] = report.is_clean().into();
-        value["verdict"] = report.verdict().into();
+        value["verdict"] = report.verdict().to_string().into();
+        value["notes"] = super::hints::note_texts(&report).into();
+        value["hints"] = super::hints::hint_texts(&report).into();
         println!("{value}");
     } else {
         if !cli.quiet {
@@ -57,7 +59,7 @@ pub(crate) fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
                     human_bytes(report.bytes_read)
                 );
             }
-            for note in &report.notes {
+            for note in super::hints::note_texts(&report) {
                 println!("note: {note}");
             }
         }
@@ -85,7 +87,7 @@ pub(crate) fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
             );
         }
         if !cli.quiet {
-            for hint in &report.hints {
+            for hint in super::hints::hint_texts(&report) {
                 println!("hint: {hint}");
             }
         }

@@ -1,13 +1,12 @@
 //! `cairn stats`: how big a snapshot is when restored, and what the
 //! repository actually stores. Comparing the two shows deduplication.
 
-use crate::engine::repository::{list_packs, Repository};
+use crate::engine::repository::Repository;
 use crate::error::Result;
 use crate::format::id::{BlobId, IndexId};
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::NodeKind;
-use crate::storage::backend::FileKind;
 use serde::Serialize;
 use std::collections::HashSet;
 
@@ -66,15 +65,16 @@ pub fn repository_stats(repo: &Repository) -> Result<RepositoryStats> {
         snapshots: repo.list_snapshot_ids()?.len() as u64,
         ..RepositoryStats::default()
     };
-    for (_, size) in list_packs(repo.backend().as_ref())? {
+    for (_, size) in repo.list_packs()? {
         stats.packs += 1;
         stats.pack_bytes += size;
     }
     let mut seen: HashSet<(BlobKind, BlobId)> = HashSet::new();
-    for (name, _) in repo.backend().list(FileKind::Index)? {
-        let Ok(id) = IndexId::from_hex(&name) else {
-            continue;
-        };
+    // In id order, so that which copy of a blob is counted does not depend
+    // on the order the backend lists files in.
+    let mut ids: Vec<IndexId> = repo.list_index_ids()?.into_iter().collect();
+    ids.sort();
+    for id in ids {
         let file = repo.load_index_file(&id)?;
         for pack in &file.packs {
             for entry in &pack.entries {
