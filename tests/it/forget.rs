@@ -111,7 +111,6 @@ fn runbook_policy_over_sixteen_months_of_nightly_backups() {
     }
     assert_eq!(nights, 503);
     // The commands below take their own locks.
-    drop(written);
     drop(lock);
 
     let mut dry = vec!["forget", "--dry-run"];

@@ -326,7 +326,6 @@ fn ambiguous_prefix_is_refused() {
     }
     let (x, y) = pair.expect("no 4-digit prefix collision in 5000 snapshots");
     // The commands below take their own locks.
-    drop(written);
     drop(lock);
     let prefix = &x[..4];
     let out = t.cmd(&["cat", "snapshot", prefix]);

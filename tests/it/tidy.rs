@@ -341,7 +341,10 @@ fn unsafe_and_libc_live_in_sys_alone() {
                 stack.push(path);
                 continue;
             }
-            if path.extension().is_none_or(|e| e != "rs") || path.ends_with("src/sys.rs") || path.starts_with(src().join("sys")) {
+            if path.extension().is_none_or(|e| e != "rs")
+                || path.ends_with("src/sys.rs")
+                || path.starts_with(src().join("sys"))
+            {
                 continue;
             }
             let code = code_only(&std::fs::read_to_string(&path).unwrap());
