@@ -1,0 +1,192 @@
+//! `BlobWriter`: new blobs into packs, packs then index files, in the
+//! order docs/FORMAT.md requires; and the `Written` token its `finish`
+//! returns, without which no snapshot can be saved.
+
+use super::*;
+
+/// The token a finished `BlobWriter` returns: everything it wrote is packed
+/// and indexed. It cannot be built outside this module, so holding one
+/// proves the write order up to the snapshot.
+pub struct Written<'r> {
+    pub stats: WriteStats,
+    pub(super) lock: &'r LockGuard,
+}
+
+/// What a `BlobWriter` added to the repository.
+#[derive(Debug, Clone, Default)]
+pub struct WriteStats {
+    pub data_blobs: u64,
+    pub tree_blobs: u64,
+    pub bytes_raw: u64,
+    pub bytes_packed: u64,
+    pub packs: u64,
+    pub index_files: u64,
+}
+
+/// Collects new blobs into packs and writes packs, then index files. Blobs
+/// become visible to the index cache only after their index file is stored,
+/// so the cache never names a blob the repository's index files do not.
+pub struct BlobWriter<'r> {
+    pub(super) repo: &'r Repository,
+    pub(super) lock: &'r LockGuard,
+    pub(super) data: PackBuilder,
+    pub(super) tree: PackBuilder,
+    /// Where the open packs are being streamed, once they outgrew one piece.
+    /// Dropped uncommitted (an error), they leave nothing in the repository.
+    pub(super) data_file: Option<Box<dyn PendingFile + 'r>>,
+    pub(super) tree_file: Option<Box<dyn PendingFile + 'r>>,
+    /// Blobs in the open packs or in stored packs not yet indexed. Bounded by
+    /// INDEX_FILE_BLOBS_TARGET plus two packs.
+    pub(super) pending: HashSet<(BlobKind, BlobId)>,
+    pub(super) unindexed: Vec<IndexPack>,
+    pub(super) unindexed_blobs: usize,
+    pub stats: WriteStats,
+}
+
+impl<'r> BlobWriter<'r> {
+    pub fn repository(&self) -> &'r Repository {
+        self.repo
+    }
+
+    /// Marks a blob as about to be added. Returns false if the repository
+    /// (or this writer) already has it, so it need not be sealed at all.
+    pub fn reserve(&mut self, kind: BlobKind, id: BlobId) -> Result<bool> {
+        if self.pending.contains(&(kind, id)) || self.repo.index().contains(kind, &id)? {
+            return Ok(false);
+        }
+        self.pending.insert((kind, id));
+        Ok(true)
+    }
+
+    /// Adds a reserved, sealed blob; stores the pack when it is full.
+    pub fn add(&mut self, blob: SealedBlob) -> Result<()> {
+        debug_assert!(self.pending.contains(&(blob.kind, blob.id)));
+        let kind = blob.kind;
+        match kind {
+            BlobKind::Data => self.stats.data_blobs += 1,
+            BlobKind::Tree => self.stats.tree_blobs += 1,
+        }
+        self.stats.bytes_raw += u64::from(blob.raw_length);
+        self.stats.bytes_packed += blob.bytes.len() as u64;
+        let (builder, file) = match kind {
+            BlobKind::Data => (&mut self.data, &mut self.data_file),
+            BlobKind::Tree => (&mut self.tree, &mut self.tree_file),
+        };
+        builder.add(blob);
+        if builder.len() >= self.repo.config.pack_size_target as usize || builder.is_full() {
+            self.flush_pack(kind)?;
+        } else if builder.buffered_len() >= PACK_WRITE_PIECE {
+            if file.is_none() {
+                *file = Some(self.repo.backend.create_pending(FileKind::Pack)?);
+            }
+            let file = file.as_mut().expect("just created");
+            builder.flush_to(|bytes| file.write(bytes))?;
+            crate::failpoint::hit!("after-pack-piece");
+        }
+        Ok(())
+    }
+
+    /// Encodes, seals and adds a tree unless the repository has it.
+    pub fn save_tree(&mut self, tree: &Tree) -> Result<BlobId> {
+        let bytes = tree.encode();
+        if bytes.len() > crate::format::tree::TREE_SIZE_MAX {
+            return Err(Error::invalid(
+                "a directory is too large to encode as one tree",
+            ));
+        }
+        let id = self.repo.key.blob_id(&bytes);
+        if self.reserve(BlobKind::Tree, id)? {
+            let sealed = pack::seal_blob(
+                &self.repo.key,
+                BlobKind::Tree,
+                id,
+                &bytes,
+                self.repo.config.compression.level,
+            );
+            self.add(sealed)?;
+        }
+        Ok(id)
+    }
+
+    fn flush_pack(&mut self, kind: BlobKind) -> Result<()> {
+        let (builder, file) = match kind {
+            BlobKind::Data => (std::mem::take(&mut self.data), self.data_file.take()),
+            BlobKind::Tree => (std::mem::take(&mut self.tree), self.tree_file.take()),
+        };
+        if builder.is_empty() {
+            return Ok(());
+        }
+        let flushed_len = builder.len() - builder.buffered_len();
+        let (id, tail, entries) = builder.finish(&self.repo.key);
+        match file {
+            Some(mut file) => {
+                file.write(&tail)?;
+                file.commit(&id.to_hex())?;
+            }
+            // A pack smaller than one piece is written in one go.
+            None => self.repo.backend.put(FileKind::Pack, &id.to_hex(), &tail)?,
+        }
+        crate::failpoint::hit!("after-pack");
+        self.stats.packs += 1;
+        // The header and trailer; the blobs were counted by `add`.
+        self.stats.bytes_packed += (flushed_len + tail.len()
+            - entries.iter().map(|e| e.length as usize).sum::<usize>())
+            as u64;
+        self.unindexed_blobs += entries.len();
+        self.unindexed.push(IndexPack { id, entries });
+        if self.unindexed_blobs >= INDEX_FILE_BLOBS_TARGET {
+            self.write_index()?;
+        }
+        Ok(())
+    }
+
+    fn write_index(&mut self) -> Result<()> {
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        // Cloned, not taken: until the index file is stored, these packs
+        // are ours to delete if the backup fails (see Drop).
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs: self.unindexed.clone(),
+        };
+        let id = self.repo.save_index_file(&file, self.lock)?;
+        self.unindexed.clear();
+        crate::failpoint::hit!("after-index");
+        self.repo.index().merge(id, &file)?;
+        for pack in &file.packs {
+            for e in &pack.entries {
+                self.pending.remove(&(e.kind, e.id));
+            }
+        }
+        self.unindexed_blobs = 0;
+        self.stats.index_files += 1;
+        Ok(())
+    }
+
+    /// Stores the open packs and the remaining index entries. Only after
+    /// this returns may a snapshot referencing these blobs be written: the
+    /// `Written` it returns is what `Repository::save_snapshot` asks for.
+    pub fn finish(mut self) -> Result<Written<'r>> {
+        self.flush_pack(BlobKind::Data)?;
+        self.flush_pack(BlobKind::Tree)?;
+        self.write_index()?;
+        debug_assert!(self.pending.is_empty());
+        Ok(Written {
+            stats: std::mem::take(&mut self.stats),
+            lock: self.lock,
+        })
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    /// A writer dropped before `finish` (an error, an interrupt) deletes the
+    /// packs it stored but never indexed. No other process can reference
+    /// them (blobs become visible only through index files), and on a full
+    /// disk the space is what the next backup needs.
+    fn drop(&mut self) {
+        for pack in &self.unindexed {
+            let _ = self.repo.backend.delete(FileKind::Pack, &pack.id.to_hex());
+        }
+    }
+}
