@@ -8,6 +8,8 @@
 /// `hit!("name")`: when the environment variable `CAIRN_FAILPOINT` equals
 /// `name`, the process aborts on the spot, as a power cut or `kill -9`
 /// would stop it.
+// Without `cache` (the fuzz build) no code that crashes at a step is built.
+#[allow(unused_macros)]
 macro_rules! hit {
     ($name:literal) => {{
         #[cfg(feature = "failpoints")]
@@ -28,6 +30,7 @@ macro_rules! is_set {
     }};
 }
 
+#[allow(unused_imports)]
 pub(crate) use {hit, is_set};
 
 #[cfg(feature = "failpoints")]

@@ -16,6 +16,8 @@ use std::sync::{Mutex, OnceLock};
 /// once. The walk ahead and the index cache each keep to a quarter of it,
 /// so a backup under a low limit (a container, a `ulimit -n 64`) still
 /// opens every file it has to read.
+// Only the cache-backed walk and index cache use it; the fuzz build has neither.
+#[cfg_attr(not(feature = "cache"), allow(dead_code))]
 pub(crate) fn descriptor_limit() -> u64 {
     static LIMIT: OnceLock<u64> = OnceLock::new();
     *LIMIT.get_or_init(|| {
