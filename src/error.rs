@@ -80,29 +80,24 @@ impl Error {
 
     /// An OS error on a local file; `FileNotFound` when it does not exist.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        let kind = if source.kind() == std::io::ErrorKind::NotFound {
-            ErrorKind::FileNotFound
-        } else {
-            ErrorKind::Io
-        };
-        Error {
-            kind,
-            message: context.into(),
-            source: Some(source),
-        }
+        Error::os(ErrorKind::FileNotFound, context.into(), source)
     }
 
     /// An OS error of a backend on a repository object; `NotFound` when
     /// the object does not exist.
     pub fn storage_io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::os(ErrorKind::NotFound, context.into(), source)
+    }
+
+    fn os(missing: ErrorKind, message: String, source: std::io::Error) -> Self {
         let kind = if source.kind() == std::io::ErrorKind::NotFound {
-            ErrorKind::NotFound
+            missing
         } else {
             ErrorKind::Io
         };
         Error {
             kind,
-            message: context.into(),
+            message,
             source: Some(source),
         }
     }

@@ -443,21 +443,17 @@ impl<S> Repository<S> {
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let sealed = self.backend.get_bounded(
+        let what = format!("snapshot {id}");
+        let plain = open_named(
+            self.backend.as_ref(),
+            &self.key,
             FileKind::Snapshot,
-            &id.to_hex(),
-            SEALED_SLACK + crate::format::snapshot::SNAPSHOT_SIZE_MAX,
+            Domain::Snapshot,
+            &id.0,
+            crate::format::snapshot::SNAPSHOT_SIZE_MAX,
+            &what,
         )?;
-        if Id::of_file_bytes(&sealed) != id.0 {
-            return Err(Error::corrupt(format!(
-                "snapshot {id} does not match its name"
-            )));
-        }
-        let plain = self
-            .key
-            .open(Domain::Snapshot, &sealed)
-            .map_err(|e| e.context(format!("snapshot {id}")))?;
-        Snapshot::decode(&plain).map_err(|e| e.context(format!("snapshot {id}")))
+        Snapshot::decode(&plain).map_err(|e| e.context(what))
     }
 
     /// Every readable snapshot matching `filter`, oldest first. Damaged
@@ -770,20 +766,37 @@ fn list_index_ids(backend: &dyn Backend) -> Result<HashSet<IndexId>> {
 }
 
 fn load_index_file(backend: &dyn Backend, key: &MasterKey, id: &IndexId) -> Result<IndexFile> {
-    let sealed = backend.get_bounded(
+    let what = format!("index file {id}");
+    let plain = open_named(
+        backend,
+        key,
         FileKind::Index,
-        &id.to_hex(),
-        SEALED_SLACK + crate::format::index_file::INDEX_FILE_SIZE_MAX,
+        Domain::Index,
+        &id.0,
+        crate::format::index_file::INDEX_FILE_SIZE_MAX,
+        &what,
     )?;
-    if Id::of_file_bytes(&sealed) != id.0 {
-        return Err(Error::corrupt(format!(
-            "index file {id} does not match its name"
-        )));
+    IndexFile::decode(&plain).map_err(|e| e.context(what))
+}
+
+/// Reads a sealed file named by the hash of its bytes (at most
+/// `plain_size_max` of plaintext plus the envelope), checks it against its
+/// name, so damage reads as damage rather than as a failed decryption, and
+/// opens it.
+fn open_named(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    kind: FileKind,
+    domain: Domain,
+    id: &Id,
+    plain_size_max: usize,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let sealed = backend.get_bounded(kind, &id.to_hex(), SEALED_SLACK + plain_size_max)?;
+    if Id::of_file_bytes(&sealed) != *id {
+        return Err(Error::corrupt(format!("{what} does not match its name")));
     }
-    let plain = key
-        .open(Domain::Index, &sealed)
-        .map_err(|e| e.context(format!("index file {id}")))?;
-    IndexFile::decode(&plain).map_err(|e| e.context(format!("index file {id}")))
+    key.open(domain, &sealed).map_err(|e| e.context(what))
 }
 
 /// Decodes a key file after checking it against its name (the BLAKE3 of
