@@ -30,8 +30,39 @@ macro_rules! is_set {
     }};
 }
 
+/// `pause!("name")`: when `CAIRN_FAILPOINT` equals `name`, the process
+/// stops at this step until the test lets it go: it creates
+/// `$CAIRN_FAILPOINT_DIR/name.reached`, then waits for
+/// `$CAIRN_FAILPOINT_DIR/name.go` (at most 60 s, then carries on). Tests use
+/// it to act between two steps: swap a directory for a symlink, look at
+/// modes mid-restore, age a lock.
+#[allow(unused_macros)]
+macro_rules! pause {
+    ($name:literal) => {{
+        #[cfg(feature = "failpoints")]
+        $crate::failpoint::pause_if_set($name);
+    }};
+}
+
 #[allow(unused_imports)]
-pub(crate) use {hit, is_set};
+pub(crate) use {hit, is_set, pause};
+
+#[cfg(feature = "failpoints")]
+pub(crate) fn pause_if_set(name: &str) {
+    if !env_is(name) {
+        return;
+    }
+    let Some(dir) = std::env::var_os("CAIRN_FAILPOINT_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let _ = std::fs::write(dir.join(format!("{name}.reached")), b"");
+    let go = dir.join(format!("{name}.go"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !go.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
 
 #[cfg(feature = "failpoints")]
 pub(crate) fn abort_if_set(name: &str) {

@@ -165,6 +165,7 @@ impl TestRepo {
         c.env_remove("CAIRN_PASSWORD")
             .env_remove("CAIRN_PASSWORD_COMMAND")
             .env_remove("CAIRN_FAILPOINT")
+            .env_remove("CAIRN_FAILPOINT_DIR")
             .env_remove("CAIRN_CONFIG")
             .env_remove("CAIRN_PROFILE")
             .env_remove("CAIRN_METRICS_FILE")
