@@ -48,6 +48,7 @@ macro_rules! pause {
 pub(crate) use {hit, is_set, pause};
 
 #[cfg(feature = "failpoints")]
+#[allow(dead_code)] // until a step pauses
 pub(crate) fn pause_if_set(name: &str) {
     if !env_is(name) {
         return;
