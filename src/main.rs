@@ -39,6 +39,10 @@ fn main() {
     cairn::sys::set_allocation_thresholds(8 * 1024 * 1024, 32 * 1024 * 1024);
     context();
     cairn::sys::on_interrupt_signals(on_signal);
+    // The process will hold the password and the master key: no core file
+    // and no same-user ptrace may carry them off. Failing is not fatal
+    // (a seccomp'd sandbox may refuse prctl); the key is only less guarded.
+    let _ = cairn::sys::process::forbid_core_dumps();
     // A panic is a bug, but the user still gets one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let location = info

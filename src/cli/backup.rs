@@ -129,8 +129,8 @@ pub(crate) fn report_backup(cli: &Cli, outcome: &cairn::BackupOutcome) -> anyhow
     for u in &outcome.unreadable {
         eprintln!(
             "cairn: warning: cannot read {}: {}",
-            u.path.display(),
-            u.reason
+            super::output::term_safe(&u.path.to_string_lossy()),
+            super::output::term_safe(&u.reason)
         );
     }
     let s = &outcome.snapshot.summary;

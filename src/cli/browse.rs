@@ -2,7 +2,7 @@
 //! work is in the library (`cairn::browse`, `cairn::tag`).
 
 use super::args::{split_selector, tag_list, Cli, FilterArgs};
-use super::output::{emit, human_bytes};
+use super::output::{emit, human_bytes, term_safe};
 use super::repo::{lock_exclusive, open, warn_all};
 use cairn::format::tree::{Node, NodeKind};
 use clap::Args;
@@ -164,7 +164,8 @@ pub(crate) fn ls(cli: &Cli, args: &LsArgs) -> anyhow::Result<i32> {
         } else {
             path.to_string()
         };
-        writeln!(out, "{line}").map_err(|e| cairn::Error::io("cannot write to stdout", e))
+        writeln!(out, "{}", term_safe(&line))
+            .map_err(|e| cairn::Error::io("cannot write to stdout", e))
     };
     let prefix = subpath.trim_end_matches('/');
     match cairn::engine::browse::find_node(&repo, &snapshot, &subpath)? {
@@ -215,12 +216,17 @@ pub(crate) fn find(cli: &Cli, args: &FindArgs) -> anyhow::Result<i32> {
                     "found in snapshot {} from {} ({}):",
                     f.snapshot.short(),
                     s.time.format("%Y-%m-%d %H:%M:%S"),
-                    s.hostname
+                    term_safe(&s.hostname)
                 )?;
                 current = Some(f.snapshot);
             }
             let when = local_time(f.mtime_ns);
-            writeln!(out, "  {:>12}  {when}  {}", human_bytes(f.size), f.path)?;
+            writeln!(
+                out,
+                "  {:>12}  {when}  {}",
+                human_bytes(f.size),
+                term_safe(&f.path)
+            )?;
         }
         if !cli.quiet {
             writeln!(
@@ -259,7 +265,12 @@ pub(crate) fn diff(cli: &Cli, args: &DiffArgs) -> anyhow::Result<i32> {
     )?;
     for c in &diff.changes {
         let slash = if c.kind == NodeKind::Dir { "/" } else { "" };
-        writeln!(out, "{}    {}{slash}", c.change.symbol(), c.path)?;
+        writeln!(
+            out,
+            "{}    {}{slash}",
+            c.change.symbol(),
+            term_safe(&c.path)
+        )?;
     }
     let s = &diff.stats;
     writeln!(

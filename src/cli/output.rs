@@ -9,6 +9,7 @@
 use super::args::Cli;
 use cairn::ErrorKind;
 use serde::Serialize;
+use std::borrow::Cow;
 
 /// Prints a command's result: its JSON document with `--json`, else its
 /// text, which `--quiet` leaves out.
@@ -84,7 +85,7 @@ pub(crate) fn report_error(e: &anyhow::Error) -> i32 {
         message.push_str("; ");
         message.push_str(hint);
     }
-    eprintln!("cairn: error: {message}");
+    eprintln!("cairn: error: {}", term_safe(&message));
     kind.map_or(1, ErrorKind::exit_code)
 }
 
@@ -100,6 +101,30 @@ fn one_line(e: &anyhow::Error) -> String {
         after_cairn = cause.downcast_ref::<cairn::Error>().is_some();
     }
     parts.join(": ").replace('\n', " ")
+}
+
+/// `text` as it may reach a terminal: control characters (C0, DEL, C1)
+/// and the bidirectional overrides become visible escapes (`\x1b`,
+/// `\u{202e}`), so a file name, tag or host name from a repository or a
+/// tarball cannot move the cursor, rewrite the screen or reorder what the
+/// user reads. JSON output needs no such care: serde escapes C0 itself.
+pub(crate) fn term_safe(text: &str) -> Cow<'_, str> {
+    let hostile =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(hostile) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !hostile(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// What the user can do next, for errors whose remedy is a cairn command
@@ -133,4 +158,18 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
                 .and_then(cairn::Error::io_error)
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::term_safe;
+
+    #[test]
+    fn names_with_escape_sequences_reach_the_terminal_escaped() {
+        assert_eq!(term_safe("plain/name ü"), "plain/name ü");
+        assert_eq!(term_safe("a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(term_safe("line\nbreak\r"), "line\\x0abreak\\x0d");
+        assert_eq!(term_safe("c1\u{9b}31m"), "c1\\u{9b}31m");
+        assert_eq!(term_safe("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+    }
 }

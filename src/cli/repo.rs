@@ -30,7 +30,11 @@ pub(crate) fn password(cli: &Cli, confirm: bool) -> anyhow::Result<zeroize::Zero
         zeroize::Zeroizing::new(s)
     };
     if let Some(command) = &cli.password_command {
-        let out = std::process::Command::new("sh")
+        let mut shell = std::process::Command::new("sh");
+        for name in cairn::engine::command::SECRET_VARIABLES {
+            shell.env_remove(name);
+        }
+        let out = shell
             .arg("-c")
             .arg(command)
             .stdin(std::process::Stdio::null())
@@ -128,7 +132,7 @@ pub(crate) fn read_lock<S>(
 pub(crate) fn warn_all<S>(cli: &Cli, repo: &mut Repository<S>) {
     for w in repo.take_warnings() {
         if !cli.quiet {
-            eprintln!("cairn: warning: {w}");
+            eprintln!("cairn: warning: {}", super::output::term_safe(&w));
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `cairn snapshots`: the snapshot list, as a table or as JSON.
 
 use super::args::{Cli, FilterArgs};
-use super::output::{emit_text_even_quiet, snapshot_json};
+use super::output::{emit_text_even_quiet, snapshot_json, term_safe};
 use super::repo::{open, warn_all};
 use std::io::Write;
 
@@ -32,9 +32,9 @@ pub(crate) fn snapshots(cli: &Cli, filter: &FilterArgs) -> anyhow::Result<i32> {
                     "{:<8}  {:<19}  {:<15}  {:<20}  {}",
                     id.short(),
                     s.time.format("%Y-%m-%d %H:%M:%S"),
-                    s.hostname,
-                    s.tags.join(","),
-                    s.paths.join(" ")
+                    term_safe(&s.hostname),
+                    term_safe(&s.tags.join(",")),
+                    term_safe(&s.paths.join(" "))
                 )?;
             }
             writeln!(out, "{}", "-".repeat(90))?;

@@ -12,6 +12,17 @@ use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 
+/// The environment variables that carry the repository password or say
+/// where to find it. Children cairn starts (a dump command, the password
+/// command's shell) never see them: a dump command has no business with the
+/// repository's key, and a child's environment is readable by anything
+/// running as its user (`/proc/PID/environ`) for as long as it runs.
+pub const SECRET_VARIABLES: [&str; 3] = [
+    "CAIRN_PASSWORD",
+    "CAIRN_PASSWORD_FILE",
+    "CAIRN_PASSWORD_COMMAND",
+];
+
 /// Runs `argv` (program and arguments, no shell), backs up its standard
 /// output as the file `filename`, and passes its standard error through.
 /// If the command exits non-zero or is killed by a signal, no snapshot is
@@ -33,7 +44,11 @@ pub fn backup_command(
     let shown = describe(argv);
     // Standard input is closed: a dump command that wants to prompt must not
     // hang a nightly job.
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    for name in SECRET_VARIABLES {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -499,10 +499,36 @@ impl<S> Repository<S> {
     /// Seals and stores one index file; returns its id. Every pack it names
     /// MUST be stored already.
     pub fn save_index_file(&self, file: &IndexFile, lock: &LockGuard) -> Result<IndexId> {
-        self.ensure_locked(lock)?;
+        self.store_index_file(file, lock)
+            .map_err(|failed| failed.error)
+    }
+
+    /// `save_index_file`, whose failure also says whether the file became
+    /// visible anyway (renamed into place, then its directory could not be
+    /// synced): the packs it names are then no longer the writer's to
+    /// delete.
+    pub(crate) fn store_index_file(
+        &self,
+        file: &IndexFile,
+        lock: &LockGuard,
+    ) -> std::result::Result<IndexId, IndexNotStored> {
+        let not_visible = |error| IndexNotStored {
+            error,
+            visible: false,
+        };
+        self.ensure_locked(lock).map_err(not_visible)?;
         let sealed = self.key.seal(Domain::Index, &file.encode());
         let id = IndexId(Id::of_file_bytes(&sealed));
-        self.backend.put(FileKind::Index, &id.to_hex(), &sealed)?;
+        let name = id.to_hex();
+        self.backend
+            .put(FileKind::Index, &name, &sealed)
+            .map_err(|error| IndexNotStored {
+                error,
+                visible: self
+                    .backend
+                    .size(FileKind::Index, &name)
+                    .is_ok_and(|size| size == sealed.len() as u64),
+            })?;
         Ok(id)
     }
 
@@ -809,6 +835,13 @@ fn decode_key_file(name: &str, bytes: &[u8]) -> Result<KeyFile> {
         )));
     }
     KeyFile::decode(bytes)
+}
+
+/// Why `Repository::store_index_file` failed, and whether the index file
+/// can nonetheless be seen under its name.
+pub(crate) struct IndexNotStored {
+    pub(crate) error: Error,
+    pub(crate) visible: bool,
 }
 
 fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(String, MasterKey)> {

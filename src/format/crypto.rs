@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::id::BlobId;
 use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// Envelope version byte written before every nonce.
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -66,14 +66,17 @@ impl std::fmt::Debug for MasterKey {
 
 impl MasterKey {
     pub fn generate() -> MasterKey {
-        MasterKey::from_secret(random_bytes())
+        MasterKey::from_secret(&Zeroizing::new(random_bytes()))
     }
 
-    pub fn from_secret(secret: [u8; 32]) -> MasterKey {
+    /// Borrowed, not moved: a moved array leaves a copy on the caller's
+    /// stack that nothing wipes; the caller's `Zeroizing` wipes the one it
+    /// lends.
+    pub fn from_secret(secret: &[u8; 32]) -> MasterKey {
         MasterKey {
-            secret,
-            encryption: blake3::derive_key("cairn v1 encryption key", &secret),
-            blob_id: blake3::derive_key("cairn v1 blob id key", &secret),
+            secret: *secret,
+            encryption: blake3::derive_key("cairn v1 encryption key", secret),
+            blob_id: blake3::derive_key("cairn v1 blob id key", secret),
         }
     }
 
@@ -219,8 +222,13 @@ impl KdfParams {
     }
 }
 
-/// Derives the 32-byte key-file key from a password with Argon2id.
-pub fn derive_password_key(password: &[u8], salt: &[u8], params: &KdfParams) -> Result<[u8; 32]> {
+/// Derives the 32-byte key-file key from a password with Argon2id. The key
+/// is wiped from memory when the caller drops it.
+pub fn derive_password_key(
+    password: &[u8],
+    salt: &[u8],
+    params: &KdfParams,
+) -> Result<Zeroizing<[u8; 32]>> {
     params.validate()?;
     let argon_params = argon2::Params::new(
         params.memory_kib,
@@ -235,12 +243,12 @@ pub fn derive_password_key(password: &[u8], salt: &[u8], params: &KdfParams) -> 
         argon2::Version::V0x13,
         argon_params,
     );
-    let mut out = [0u8; 32];
+    let mut out = Zeroizing::new([0u8; 32]);
     let result = match KdfMemory::new(block_count) {
         Some(mut memory) => {
-            argon.hash_password_into_with_memory(password, salt, &mut out, memory.blocks())
+            argon.hash_password_into_with_memory(password, salt, &mut *out, memory.blocks())
         }
-        None => argon.hash_password_into(password, salt, &mut out),
+        None => argon.hash_password_into(password, salt, &mut *out),
     };
     result.map_err(|e| Error::corrupt(format!("Argon2 failed: {e}")))?;
     Ok(out)
@@ -253,12 +261,17 @@ pub fn seal_secret(password_key: &[u8; 32], secret: &[u8; 32]) -> Vec<u8> {
 
 /// Opens a key file's sealed secret; failure means a wrong password (or a
 /// damaged key file, which the caller cannot tell apart).
-pub fn open_secret(password_key: &[u8; 32], sealed: &[u8]) -> Result<[u8; 32]> {
-    let plain = open_with(password_key, Domain::KeyFile.label(), &[], sealed)
-        .map_err(|_| Error::new(ErrorKind::WrongPassword, "wrong password or no key found"))?;
-    plain
-        .try_into()
-        .map_err(|_| Error::corrupt("key file secret has the wrong length"))
+pub fn open_secret(password_key: &[u8; 32], sealed: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    let plain = Zeroizing::new(
+        open_with(password_key, Domain::KeyFile.label(), &[], sealed)
+            .map_err(|_| Error::new(ErrorKind::WrongPassword, "wrong password or no key found"))?,
+    );
+    if plain.len() != 32 {
+        return Err(Error::corrupt("key file secret has the wrong length"));
+    }
+    let mut secret = Zeroizing::new([0u8; 32]);
+    secret.copy_from_slice(&plain);
+    Ok(secret)
 }
 
 #[cfg(test)]
@@ -275,7 +288,7 @@ mod tests {
             parallelism: 4,
         };
         let key = derive_password_key(b"correct horse", &[7u8; 16], &params).unwrap();
-        assert_eq!(hex::encode(key), ARGON2ID_GOLDEN);
+        assert_eq!(hex::encode(*key), ARGON2ID_GOLDEN);
     }
 
     /// The huge-page memory of `KdfMemory` gives the same key as the
@@ -319,7 +332,7 @@ mod tests {
             assert_eq!(ours, theirs, "{params:?}");
             // And the library's path gives the same.
             let derived = derive_password_key(b"pw", &[9u8; 16], &params).unwrap();
-            assert_eq!(derived, theirs, "{params:?}");
+            assert_eq!(*derived, theirs, "{params:?}");
         }
     }
 

@@ -57,7 +57,7 @@ impl KeyFile {
         let sealed =
             hex::decode(&self.data).map_err(|_| Error::corrupt("key file data is not hex"))?;
         let password_key = crypto::derive_password_key(password, &salt, &self.kdf_params)?;
-        Ok(MasterKey::from_secret(crypto::open_secret(
+        Ok(MasterKey::from_secret(&*crypto::open_secret(
             &password_key,
             &sealed,
         )?))

@@ -229,3 +229,29 @@ fn full_disk_during_backup_fails_cleanly_and_loses_nothing() {
     drop(disk);
     drop(t);
 }
+
+/// The index file was renamed into place, then the directory sync failed:
+/// the backup fails, but the packs the (visible) index names must stay.
+/// Before the fix the writer's drop deleted them and `check` found an index
+/// pointing at missing packs.
+#[test]
+fn index_visible_after_failed_directory_sync_keeps_its_packs() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data"), random_bytes(77, 3 << 20)).unwrap();
+    let out = t
+        .command()
+        .env("CAIRN_FAILPOINT", "index-dir-sync-error")
+        .args(["backup", path_str(&src)])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "the backup must fail");
+    assert!(
+        t.snapshot_ids().is_empty(),
+        "no snapshot after a failed index write"
+    );
+    check_clean(&t, "after a failed directory sync");
+    t.ok(&["backup", path_str(&src)]);
+    check_clean(&t, "after the next backup");
+}

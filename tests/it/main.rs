@@ -26,6 +26,7 @@ mod privacy;
 mod profile;
 mod progress;
 mod prune;
+mod secrets;
 mod selectors;
 mod shell;
 mod stdin;

@@ -150,7 +150,19 @@ impl<'r> BlobWriter<'r> {
             supersedes: Vec::new(),
             packs: self.unindexed.clone(),
         };
-        let id = self.repo.save_index_file(&file, self.lock)?;
+        let id = match self.repo.store_index_file(&file, self.lock) {
+            Ok(id) => id,
+            Err(failed) => {
+                // Visible, though perhaps not durable: an index names these
+                // packs, so deleting them (Drop) would leave it pointing at
+                // nothing. Kept, they are at worst unindexed, which prune
+                // cleans up.
+                if failed.visible {
+                    self.unindexed.clear();
+                }
+                return Err(failed.error);
+            }
+        };
         self.unindexed.clear();
         crate::failpoint::hit!("after-index");
         self.repo.index().merge(id, &file)?;

@@ -269,6 +269,14 @@ impl Backend for LocalBackend {
                 e,
             ));
         }
+        // Renamed into place, then the directory sync fails: the file is
+        // visible but perhaps not durable (tests/it/faults.rs).
+        if kind == FileKind::Index && crate::failpoint::is_set!("index-dir-sync-error") {
+            return Err(Error::storage_io(
+                format!("cannot sync directory {}", dir.display()),
+                std::io::Error::from_raw_os_error(5), // EIO
+            ));
+        }
         sync_dir(dir)
     }
 
