@@ -116,6 +116,9 @@ impl<'r> BlobWriter<'r> {
         if builder.is_empty() {
             return Ok(());
         }
+        // A lost lock stops the backup here already, before the pack; the
+        // check before the index file is the one that keeps it safe.
+        self.repo.ensure_locked(self.lock)?;
         let flushed_len = builder.len() - builder.buffered_len();
         let (id, tail, entries) = builder.finish(&self.repo.key);
         match file {
@@ -150,6 +153,8 @@ impl<'r> BlobWriter<'r> {
             supersedes: Vec::new(),
             packs: self.unindexed.clone(),
         };
+        // Tests stop here to suspend the backup or remove its lock.
+        crate::failpoint::pause!("before-index");
         let id = self.repo.save_index_file(&file, self.lock)?;
         self.unindexed.clear();
         crate::failpoint::hit!("after-index");
