@@ -141,7 +141,7 @@ impl Held {
         let gap = clock::boottime().saturating_sub(self.refreshed);
         (gap > timing.lost_after()).then(|| {
             format!(
-                "it was not refreshed for {:.1} s, more than {:.1} s (the machine was suspended or the process stalled), so other processes may have taken it for stale",
+                "it was not refreshed for {:.1} s (more than {:.1} s: the machine was suspended or the process stalled), so other processes may have taken it for stale",
                 gap.as_secs_f64(),
                 timing.lost_after().as_secs_f64()
             )
@@ -168,7 +168,7 @@ fn lost_error(reason: &str) -> Error {
     Error::new(
         ErrorKind::Locked,
         format!(
-            "the repository lock was lost ({reason}); stopping before writing anything that depends on it"
+            "the repository lock was lost: {reason}; stopping before writing anything that depends on it"
         ),
     )
 }
