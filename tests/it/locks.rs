@@ -156,7 +156,10 @@ fn a_backup_suspended_past_the_stale_threshold_writes_no_index_or_snapshot() {
     let paused = Paused::start(&t, &src, &fast);
     signal(paused.child.as_ref().unwrap(), libc::SIGSTOP);
     let written: Vec<String> = packs(&t).difference(&before).cloned().collect();
-    assert!(!written.is_empty(), "the backup stored packs before pausing");
+    assert!(
+        !written.is_empty(),
+        "the backup stored packs before pausing"
+    );
     // Past the threshold: the lock is stale to others, the packs old enough.
     std::thread::sleep(Duration::from_millis(2600));
     let pruned = prune_json(&t, &fast);
@@ -191,7 +194,10 @@ fn a_backup_whose_lock_was_removed_writes_no_index_or_snapshot() {
     let before = packs(&t);
     let paused = Paused::start(&t, &src, &[]);
     let written: Vec<String> = packs(&t).difference(&before).cloned().collect();
-    assert!(!written.is_empty(), "the backup stored packs before pausing");
+    assert!(
+        !written.is_empty(),
+        "the backup stored packs before pausing"
+    );
     let unlocked: serde_json::Value =
         serde_json::from_str(t.ok(&["--json", "unlock", "--remove-all"]).trim()).unwrap();
     assert_eq!(num(&unlocked, "removed"), 1, "{unlocked}");
