@@ -105,7 +105,7 @@ pub(crate) fn lock<S>(cli: &Cli, repo: &Repository<S>) -> anyhow::Result<cairn::
     if !cli.quiet {
         for what in lock.warnings() {
             eprintln!(
-                "cairn: warning: {what}; prune, forget and repair refuse to run while it is there"
+                "cairn: warning: {what}; commands that need an exclusive lock (prune, forget, repair, tag, key remove) refuse to run while it is there"
             );
         }
     }

@@ -128,8 +128,7 @@ struct Held {
 }
 
 fn held(held: &Mutex<Held>) -> MutexGuard<'_, Held> {
-    // Every change to `Held` is one assignment: a panic cannot leave it
-    // half updated.
+    // Nothing that can panic runs while `Held` is half updated.
     held.lock().unwrap_or_else(|e| e.into_inner())
 }
 
