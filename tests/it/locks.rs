@@ -186,8 +186,9 @@ fn a_backup_suspended_past_the_stale_threshold_writes_no_index_or_snapshot() {
 /// `unlock --remove-all` while a backup holds its lock, then a prune. The
 /// prune keeps the backup's packs (younger than the minimum age); the
 /// backup reads its lock file before its index file, finds it gone and
-/// stops (exit 11), deleting its own unindexed packs. Before the fix it
-/// trusted a flag the refresher sets only every 5 minutes, and committed.
+/// stops (exit 11). It leaves its unindexed packs: with its lock lost,
+/// another process may have indexed them. Before the fix it trusted a flag
+/// the refresher sets only every 5 minutes, and committed.
 #[test]
 fn a_backup_whose_lock_was_removed_writes_no_index_or_snapshot() {
     let (t, src, first) = repository_with_a_snapshot();
@@ -218,7 +219,7 @@ fn a_backup_whose_lock_was_removed_writes_no_index_or_snapshot() {
         "{stderr}"
     );
     assert_eq!(t.snapshot_ids(), vec![first]);
-    assert_eq!(packs(&t), before, "the failed backup took its packs back");
+    assert!(written.iter().all(|p| pack_path(&t, p).exists()));
     assert_check_clean(&t, "after the unlocked backup");
 }
 

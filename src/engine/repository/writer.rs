@@ -189,7 +189,14 @@ impl Drop for BlobWriter<'_> {
     /// packs it stored but never indexed. No other process can reference
     /// them (blobs become visible only through index files), and on a full
     /// disk the space is what the next backup needs.
+    ///
+    /// Not once the lock is lost: whoever took it meanwhile may have
+    /// indexed them (`repair index` indexes every pack it finds), and a pack
+    /// an index file names must stay. A later prune deletes them.
     fn drop(&mut self) {
+        if self.unindexed.is_empty() || self.repo.ensure_locked(self.lock).is_err() {
+            return;
+        }
         for pack in &self.unindexed {
             let _ = self.repo.backend.delete(FileKind::Pack, &pack.id.to_hex());
         }
