@@ -11,7 +11,9 @@ pub enum ErrorKind {
     RepositoryNotFound,
     /// A repository already exists where `init` was asked to create one.
     RepositoryExists,
-    /// Another process holds a conflicting lock (exit 11).
+    /// Another process holds a conflicting lock, a lock file that cannot be
+    /// read keeps out an exclusive lock, or this process lost its lock
+    /// (exit 11).
     Locked,
     /// No key file opens with the given password (exit 12).
     WrongPassword,

@@ -50,6 +50,12 @@ fn print_prune_text(o: &cairn::PruneOutcome) -> anyhow::Result<()> {
         "{would}delete {} unused pack(s) and {} pack(s) no index names; {would}repack {} pack(s)",
         o.packs_deleted, o.packs_unindexed_deleted, o.packs_repacked
     );
+    if o.packs_unindexed_kept > 0 {
+        println!(
+            "kept {} pack(s) no index names that are too young to delete (a backup may still index them)",
+            o.packs_unindexed_kept
+        );
+    }
     if o.temp_files_deleted > 0 {
         println!(
             "{would}delete {} temporary file(s) left by interrupted writes",
@@ -71,10 +77,18 @@ fn print_prune_text(o: &cairn::PruneOutcome) -> anyhow::Result<()> {
 
 pub(crate) fn unlock(cli: &Cli, remove_all: bool) -> anyhow::Result<i32> {
     let repo = open(cli)?;
-    let removed = repo.remove_locks(remove_all)?;
+    let outcome = repo.remove_locks(remove_all)?;
+    let removed = outcome.removed;
+    if !cli.quiet {
+        for what in &outcome.unreadable {
+            eprintln!(
+                "cairn: warning: {what}; left in place: if no cairn process is using the repository, remove it with `cairn unlock --remove-all`"
+            );
+        }
+    }
     emit(
         cli,
-        || Ok(serde_json::json!({"removed": removed})),
+        || Ok(serde_json::json!({"removed": removed, "unreadable": outcome.unreadable})),
         || {
             println!("removed {removed} lock(s)");
             Ok(())

@@ -105,7 +105,15 @@ fn refuse_no_lock(cli: &Cli) -> anyhow::Result<()> {
 /// Takes a shared lock, waiting up to `--retry-lock` for it.
 pub(crate) fn lock<S>(cli: &Cli, repo: &Repository<S>) -> anyhow::Result<cairn::LockGuard> {
     refuse_no_lock(cli)?;
-    Ok(repo.lock_shared(cli.retry_lock.unwrap_or_default())?)
+    let lock = repo.lock_shared(cli.retry_lock.unwrap_or_default())?;
+    if !cli.quiet {
+        for what in lock.warnings() {
+            eprintln!(
+                "cairn: warning: {what}; commands that need an exclusive lock (prune, forget, repair, tag, key remove) refuse to run while it is there"
+            );
+        }
+    }
+    Ok(lock)
 }
 
 /// Takes an exclusive lock, waiting up to `--retry-lock` for it.

@@ -15,10 +15,12 @@ use crate::format::id::{IndexId, PackId};
 use crate::format::index_file::INDEX_FILE_BLOBS_TARGET;
 use crate::format::index_file::{IndexFile, IndexPack};
 use crate::format::pack::{self, PackBuilder, SealedBlob};
-use crate::storage::lock::{ExclusiveLock, LockGuard};
+use crate::storage::backend::FileKind;
+use crate::storage::lock::{self, ExclusiveLock, LockGuard};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::time::SystemTime;
 
 /// How much unused data prune may leave in partly used packs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,6 +91,9 @@ pub struct PruneOutcome {
     pub packs_repacked: u64,
     /// Packs no index names (left by interrupted backups), deleted.
     pub packs_unindexed_deleted: u64,
+    /// Packs no index names that are younger than the minimum age
+    /// (docs/FORMAT.md, section 13), kept: a backup may still index them.
+    pub packs_unindexed_kept: u64,
     /// Temporary files of writes a crash interrupted (a pack being
     /// streamed), deleted; their bytes count in `bytes_deleted`.
     pub temp_files_deleted: u64,
@@ -228,12 +233,8 @@ pub fn prune(
     }
     outcome.bytes_unused_remaining = unused_left;
     outcome.packs = usage.listed_packs.len() as u64;
-    let unindexed: Vec<(PackId, u64)> = usage
-        .listed_packs
-        .iter()
-        .filter(|(id, _)| !table.pack_numbers.contains_key(id))
-        .map(|(id, size)| (*id, *size))
-        .collect();
+    let unindexed =
+        old_unindexed_packs(repo, &usage.listed_packs, &table.pack_numbers, &mut outcome)?;
     for (f, size) in fate.iter().zip(&table.pack_sizes) {
         match f {
             Fate::Delete => {
@@ -403,6 +404,41 @@ pub(crate) fn write_index_files(
         written.insert(repo.save_index_file(&file, lock)?);
     }
     Ok(written)
+}
+
+/// The packs no index file names that are old enough to delete. A younger
+/// one may belong to a backup whose lock was lost (a suspended laptop, an
+/// `unlock --remove-all`) and that has not yet noticed: even under an
+/// exclusive lock, it stays until it is `unindexed_pack_min_age` old, as
+/// does one whose age the backend cannot tell.
+fn old_unindexed_packs(
+    repo: &Repository,
+    listed: &HashMap<PackId, u64>,
+    indexed: &HashMap<PackId, u32>,
+    outcome: &mut PruneOutcome,
+) -> Result<Vec<(PackId, u64)>> {
+    let min_age = lock::unindexed_pack_min_age();
+    let now = SystemTime::now();
+    let mut old = Vec::new();
+    for (id, size) in listed {
+        if indexed.contains_key(id) {
+            continue;
+        }
+        let old_enough = match repo.backend().modified(FileKind::Pack, &id.to_hex()) {
+            // A time in the future (clocks disagree) is not old.
+            Ok(Some(written)) => now.duration_since(written).is_ok_and(|age| age >= min_age),
+            Ok(None) => false,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if old_enough {
+            old.push((*id, *size));
+        } else {
+            outcome.packs_unindexed_kept += 1;
+        }
+    }
+    old.sort_unstable();
+    Ok(old)
 }
 
 fn store_pack(

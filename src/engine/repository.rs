@@ -638,8 +638,9 @@ impl<S> Repository<S> {
         lock::acquire_exclusive_with_retry(self.backend.clone(), &self.key, retry_for, &self.ctx)
     }
 
-    /// Removes stale locks (or all, with `all`); how many were removed.
-    pub fn remove_locks(&self, all: bool) -> Result<usize> {
+    /// Removes stale locks (or all, with `all`): how many, and the lock
+    /// files left because they cannot be read.
+    pub fn remove_locks(&self, all: bool) -> Result<lock::RemovedLocks> {
         lock::remove_locks(self.backend.as_ref(), &self.key, all)
     }
 

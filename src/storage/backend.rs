@@ -118,6 +118,14 @@ pub trait Backend: Send + Sync {
         }
         self.get(kind, name)
     }
+
+    /// When a file was last written, by the storage's clock, or `None` when
+    /// this backend cannot tell. `prune` keeps an unindexed pack younger than
+    /// its minimum age (docs/FORMAT.md, section 13), and one whose age it
+    /// cannot tell.
+    fn modified(&self, _kind: FileKind, _name: &str) -> Result<Option<std::time::SystemTime>> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +238,16 @@ mod tests {
             backend.delete(FileKind::Pack, missing).unwrap_err().kind(),
             ErrorKind::NotFound
         );
+        assert_eq!(
+            backend
+                .modified(FileKind::Pack, missing)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::NotFound
+        );
+        // A stored file's time is known (prune's minimum age needs it).
+        let written = backend.modified(FileKind::Pack, "ff01").unwrap().unwrap();
+        assert!(written <= std::time::SystemTime::now());
 
         // Names that could escape a directory, or name no pack directory.
         for (kind, name) in [

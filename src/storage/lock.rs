@@ -1,22 +1,70 @@
 //! Repository locks: sealed JSON files in `locks/`. `backup` takes a shared
-//! lock; commands that delete take an exclusive one. A lock is stale when it
-//! was not refreshed for `STALE_AFTER`, or when its process on this host is
-//! gone. Held locks are refreshed every `REFRESH_EVERY`.
+//! lock; commands that delete take an exclusive one. A lock is stale when its
+//! recorded time is more than `STALE_AFTER` behind the reader's wall clock,
+//! or when its process on this host is gone. Held locks are refreshed every
+//! `REFRESH_EVERY`, and a holder fails closed: it checks its own lock file
+//! and the time since its last refresh (on a clock that counts suspend)
+//! before every write that depends on the lock (docs/FORMAT.md, section 13).
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::crypto::{Domain, MasterKey};
+use crate::format::crypto::{Domain, MasterKey, SEAL_OVERHEAD};
 use crate::format::id::{Id, LockId};
 use crate::storage::backend::{Backend, FileKind};
+use crate::sys::clock;
 use chrono::{DateTime, FixedOffset, Local};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 pub const LOCK_SIZE_MAX: usize = 64 * 1024;
+/// `prune` deletes a pack that no index file names only once it is this
+/// old: a backup whose lock was lost (suspended, or its lock removed) may
+/// still be about to index it, and stops only at its next check.
+pub const UNINDEXED_PACK_MIN_AGE: Duration = STALE_AFTER;
+
+/// The lock timings in force. Always the constants above, except in a
+/// build with the test hooks, where `CAIRN_TEST_LOCK_STALE_MS` shortens
+/// them all in proportion so tests need not wait half an hour.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub stale_after: Duration,
+    pub refresh_every: Duration,
+}
+
+impl Timing {
+    pub(crate) fn current() -> Timing {
+        #[cfg(feature = "failpoints")]
+        if let Some(ms) = std::env::var("CAIRN_TEST_LOCK_STALE_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            let stale_after = Duration::from_millis(ms.max(60));
+            return Timing {
+                stale_after,
+                refresh_every: stale_after / 6,
+            };
+        }
+        Timing {
+            stale_after: STALE_AFTER,
+            refresh_every: REFRESH_EVERY,
+        }
+    }
+
+    /// A holder that has not refreshed for this long declares its lock
+    /// lost: two refresh periods before others may take it for stale.
+    fn lost_after(self) -> Duration {
+        self.stale_after.saturating_sub(2 * self.refresh_every)
+    }
+}
+
+/// The minimum age of an unindexed pack that `prune` may delete
+/// (`UNINDEXED_PACK_MIN_AGE`, or its test-shortened value).
+pub fn unindexed_pack_min_age() -> Duration {
+    Timing::current().stale_after
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LockInfo {
@@ -35,9 +83,15 @@ impl LockInfo {
         serde_json::from_slice(plain).map_err(|e| Error::corrupt(format!("lock is not valid: {e}")))
     }
 
+    /// Whether the lock may be ignored: its time (the writer's wall clock)
+    /// is more than the stale threshold behind `now` (ours), or its process
+    /// on this host is gone. Wall clocks, not a process's own timers: a
+    /// machine that was suspended wakes with its lock already stale to
+    /// everyone else.
     pub fn is_stale(&self, now: DateTime<FixedOffset>) -> bool {
         let age = now.signed_duration_since(self.time);
-        if age.to_std().map(|a| a > STALE_AFTER).unwrap_or(false) {
+        let stale_after = Timing::current().stale_after;
+        if age.to_std().map(|a| a > stale_after).unwrap_or(false) {
             return true;
         }
         self.hostname == crate::sys::hostname() && !crate::sys::process_alive(self.pid)
@@ -48,34 +102,105 @@ impl LockInfo {
 /// parameter, so nothing is stored in a repository without one.
 pub struct LockGuard {
     backend: Arc<dyn Backend>,
-    name: Arc<Mutex<String>>,
+    held: Arc<Mutex<Held>>,
     exclusive: bool,
-    /// Set by the refresher when this process can no longer trust that it
-    /// holds the lock: the lock file was removed (`unlock --remove-all`) or
-    /// not refreshed for so long that others may take it as stale. A prune
-    /// that took the lock for stale may have deleted packs we are about to
-    /// reference, so `ensure_held` fails from then on.
-    lost: Arc<AtomicBool>,
+    /// Lock files that could not be read when this shared lock was taken.
+    warnings: Vec<String>,
     /// Dropped to stop the refresher at once (it waits on the other end).
     stop: Option<crossbeam_channel::Sender<()>>,
     refresher: Option<std::thread::JoinHandle<()>>,
 }
 
-impl LockGuard {
-    /// Fails once the lock may have been lost (see `lost`). Writers call it
-    /// before storing an index file or a snapshot and before every delete.
-    pub fn ensure_held(&self) -> Result<()> {
-        if self.lost.load(Ordering::SeqCst) {
-            return Err(Error::new(
-                ErrorKind::Locked,
-                "the repository lock was lost (removed by another process, or not refreshed in time); stopping before writing anything that depends on it",
-            ));
+/// What the holder and its refresher share, behind one mutex: a check in
+/// `ensure_held` and a refresh (new file, then the old one deleted) never
+/// interleave, so a check never sees the old name after its file is gone.
+struct Held {
+    /// The current lock file, and the bytes this process wrote to it.
+    name: String,
+    sealed: Vec<u8>,
+    /// CLOCK_BOOTTIME just before the current file was written. It counts
+    /// suspend, which `std::time::Instant` does not.
+    refreshed: Duration,
+    /// Why the lock is lost, once it is. Never cleared: a prune that took
+    /// the lock for stale may have deleted packs this process is about to
+    /// reference.
+    lost: Option<String>,
+}
+
+fn held(held: &Mutex<Held>) -> MutexGuard<'_, Held> {
+    // Nothing that can panic runs while `Held` is half updated.
+    held.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Held {
+    /// Why the lock is lost because it was not refreshed in time, if it was
+    /// not: a gap longer than `lost_after` since the last refresh (the
+    /// machine slept, the process was stopped, or refreshes kept failing).
+    fn gap_lost(&self, timing: Timing) -> Option<String> {
+        let gap = clock::boottime().saturating_sub(self.refreshed);
+        (gap > timing.lost_after()).then(|| {
+            format!(
+                "it was not refreshed for {:.1} s (more than {:.1} s: the machine was suspended or the process stalled), so other processes may have taken it for stale",
+                gap.as_secs_f64(),
+                timing.lost_after().as_secs_f64()
+            )
+        })
+    }
+
+    /// Why the lock is lost because its file is not what this process
+    /// wrote, if it is: removed (`unlock --remove-all`), replaced, or
+    /// unreadable. One small read.
+    fn file_lost(&self, backend: &dyn Backend) -> Option<String> {
+        let name = &self.name;
+        match backend.get_bounded(FileKind::Lock, name, LOCK_SIZE_MAX + SEAL_OVERHEAD) {
+            Ok(bytes) if bytes == self.sealed => None,
+            Ok(_) => Some(format!("its file locks/{name} was replaced")),
+            Err(e) if e.kind() == ErrorKind::NotFound => Some(format!(
+                "its file locks/{name} was removed by another process"
+            )),
+            Err(e) => Some(format!("its file locks/{name} cannot be read: {e}")),
         }
-        Ok(())
+    }
+}
+
+fn lost_error(reason: &str) -> Error {
+    Error::new(
+        ErrorKind::Locked,
+        format!(
+            "the repository lock was lost: {reason}; stopping before writing anything that depends on it"
+        ),
+    )
+}
+
+impl LockGuard {
+    /// Fails once the lock may have been lost. Writers call it before
+    /// storing a pack, an index file or a snapshot and before every delete.
+    /// It looks for itself rather than trusting the refresher: the time
+    /// since the last refresh (so a backup that wakes from suspend stops
+    /// before the refresher could hide the gap), and the lock file, which
+    /// must still hold what this process wrote.
+    pub fn ensure_held(&self) -> Result<()> {
+        let mut held = held(&self.held);
+        if held.lost.is_none() {
+            held.lost = held
+                .gap_lost(Timing::current())
+                .or_else(|| held.file_lost(self.backend.as_ref()));
+        }
+        match &held.lost {
+            Some(reason) => Err(lost_error(reason)),
+            None => Ok(()),
+        }
     }
 
     pub fn is_exclusive(&self) -> bool {
         self.exclusive
+    }
+
+    /// Lock files that could not be read or opened when this lock was
+    /// taken. A shared lock is taken all the same (such a file may be a
+    /// lock of a process that is gone); an exclusive one is refused.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Whether this lock is held on `backend` (the same backend object the
@@ -97,7 +222,12 @@ impl std::ops::Deref for ExclusiveLock {
     }
 }
 
-fn write_lock(backend: &dyn Backend, key: &MasterKey, exclusive: bool) -> Result<String> {
+/// Writes a new lock file; its name and sealed bytes.
+fn write_lock(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    exclusive: bool,
+) -> Result<(String, Vec<u8>)> {
     let info = LockInfo {
         time: Local::now().fixed_offset(),
         exclusive,
@@ -111,42 +241,84 @@ fn write_lock(backend: &dyn Backend, key: &MasterKey, exclusive: bool) -> Result
     );
     let name = LockId(Id::of_file_bytes(&sealed)).to_hex();
     backend.put(FileKind::Lock, &name, &sealed)?;
-    Ok(name)
+    Ok((name, sealed))
 }
 
-/// Lists other processes' live locks that conflict with the one we want.
-fn conflicts(
-    backend: &dyn Backend,
-    key: &MasterKey,
-    exclusive: bool,
-    own: &str,
-) -> Result<Vec<LockInfo>> {
+/// One lock file as a reader finds it.
+enum Found {
+    Lock(LockInfo),
+    /// Deleted between the listing and the read (a refresh): nothing.
+    Gone,
+    /// Cannot be read, opened or decoded: what it says about the lock.
+    Unreadable(String),
+}
+
+fn read_lock(backend: &dyn Backend, key: &MasterKey, name: &str) -> Found {
+    let read = backend
+        .get_bounded(FileKind::Lock, name, LOCK_SIZE_MAX + SEAL_OVERHEAD)
+        .and_then(|sealed| key.open(Domain::Lock, &sealed))
+        .and_then(|plain| LockInfo::decode(&plain));
+    let path = format!("{}/locks/{name}", backend.location());
+    match read {
+        Ok(info) => Found::Lock(info),
+        Err(e) if e.kind() == ErrorKind::NotFound => Found::Gone,
+        Err(e) if e.kind() == ErrorKind::Io => {
+            Found::Unreadable(format!("lock file {path} cannot be read ({e})"))
+        }
+        Err(e) => Found::Unreadable(format!(
+            "lock file {path} cannot be opened with this repository's key or is damaged ({e})"
+        )),
+    }
+}
+
+/// The other processes' locks: the live ones that conflict with the one
+/// we want, and the files that cannot be read.
+struct Scan {
+    conflicts: Vec<LockInfo>,
+    unreadable: Vec<String>,
+}
+
+fn scan(backend: &dyn Backend, key: &MasterKey, exclusive: bool, own: &str) -> Result<Scan> {
     let now = Local::now().fixed_offset();
-    let mut out = Vec::new();
+    let mut out = Scan {
+        conflicts: Vec::new(),
+        unreadable: Vec::new(),
+    };
     for (name, _) in backend.list(FileKind::Lock)? {
         if name == own {
             continue;
         }
-        let info = match backend
-            .get_bounded(
-                FileKind::Lock,
-                &name,
-                LOCK_SIZE_MAX + crate::format::crypto::SEAL_OVERHEAD,
-            )
-            .and_then(|b| key.open(Domain::Lock, &b))
-        {
-            Ok(plain) => match LockInfo::decode(&plain) {
-                Ok(info) => info,
-                Err(_) => continue,
-            },
-            // Deleted meanwhile, or not ours/damaged: it cannot be honoured.
-            Err(_) => continue,
-        };
-        if !info.is_stale(now) && (exclusive || info.exclusive) {
-            out.push(info);
+        match read_lock(backend, key, &name) {
+            Found::Lock(info) => {
+                if !info.is_stale(now) && (exclusive || info.exclusive) {
+                    out.conflicts.push(info);
+                }
+            }
+            Found::Gone => {}
+            Found::Unreadable(what) => out.unreadable.push(what),
         }
     }
     Ok(out)
+}
+
+/// Why a lock cannot be taken, if it cannot: a live conflicting lock, or,
+/// for an exclusive one, a lock file nobody can vouch for. Such a file may
+/// be the lock of a running backup that this process cannot read (another
+/// user's, a backend error), so an exclusive operation that deletes data
+/// does not run (restic refuses too).
+fn refusal(scan: &Scan, exclusive: bool) -> Option<Error> {
+    if let Some(other) = scan.conflicts.first() {
+        return Some(locked_error(other));
+    }
+    match scan.unreadable.first() {
+        Some(what) if exclusive => Some(Error::new(
+            ErrorKind::Locked,
+            format!(
+                "{what}: it may be the lock of a running process, so no exclusive lock can be taken"
+            ),
+        )),
+        _ => None,
+    }
 }
 
 /// Takes a shared lock (backups), failing at once if an exclusive one is held.
@@ -154,36 +326,47 @@ pub fn acquire_shared(backend: Arc<dyn Backend>, key: &MasterKey) -> Result<Lock
     acquire(backend, key, false)
 }
 
-/// Takes an exclusive lock, failing at once if any other lock is held.
+/// Takes an exclusive lock, failing at once if any other lock is held or
+/// any lock file cannot be read.
 pub fn acquire_exclusive(backend: Arc<dyn Backend>, key: &MasterKey) -> Result<ExclusiveLock> {
     acquire(backend, key, true).map(ExclusiveLock)
 }
 
 fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> Result<LockGuard> {
-    let found = conflicts(backend.as_ref(), key, exclusive, "")?;
-    if let Some(other) = found.first() {
-        return Err(locked_error(other));
+    if let Some(refused) = refusal(&scan(backend.as_ref(), key, exclusive, "")?, exclusive) {
+        return Err(refused);
     }
-    let name = write_lock(backend.as_ref(), key, exclusive)?;
+    let refreshed = clock::boottime();
+    let (name, sealed) = write_lock(backend.as_ref(), key, exclusive)?;
     // Re-check after writing: two processes that raced both see each other
     // and both back off, rather than both proceeding.
-    let found = conflicts(backend.as_ref(), key, exclusive, &name)?;
-    if let Some(other) = found.first() {
+    let found = match scan(backend.as_ref(), key, exclusive, &name) {
+        Ok(found) => found,
+        Err(e) => {
+            let _ = backend.delete(FileKind::Lock, &name);
+            return Err(e);
+        }
+    };
+    if let Some(refused) = refusal(&found, exclusive) {
         let _ = backend.delete(FileKind::Lock, &name);
-        return Err(locked_error(other));
+        return Err(refused);
     }
-    let name = Arc::new(Mutex::new(name));
-    let lost = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(Mutex::new(Held {
+        name,
+        sealed,
+        refreshed,
+        lost: None,
+    }));
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let refresher = {
-        let (backend, key, name, lost) = (backend.clone(), key.clone(), name.clone(), lost.clone());
-        std::thread::spawn(move || refresh_loop(backend, key, exclusive, name, &lost, stopped))
+        let (backend, key, held) = (backend.clone(), key.clone(), held.clone());
+        std::thread::spawn(move || refresh_loop(backend, key, exclusive, held, stopped))
     };
     Ok(LockGuard {
         backend,
-        name,
+        held,
         exclusive,
-        lost,
+        warnings: found.unreadable,
         stop: Some(stop),
         refresher: Some(refresher),
     })
@@ -241,58 +424,67 @@ fn acquire_with_retry(
     }
 }
 
+/// Refreshes the lock every `refresh_every` until the guard is dropped or
+/// the lock is lost. Each refresh first checks the file is still ours,
+/// then writes a new file and deletes the old one; an old file that is
+/// already gone was removed by someone else, and the lock is lost.
 fn refresh_loop(
     backend: Arc<dyn Backend>,
     key: MasterKey,
     exclusive: bool,
-    name: Arc<Mutex<String>>,
-    lost: &AtomicBool,
+    shared: Arc<Mutex<Held>>,
     stopped: crossbeam_channel::Receiver<()>,
 ) {
-    let tick = Duration::from_millis(200);
-    let mut waited = Duration::ZERO;
-    let mut last_refresh = std::time::Instant::now();
+    let timing = Timing::current();
+    // Short, so a wake from suspend is noticed at once.
+    let tick = (timing.refresh_every / 4).min(Duration::from_millis(200));
+    let mut next_refresh = clock::boottime() + timing.refresh_every;
     // A tick passes unless the guard is dropped: a command does not wait
     // out a sleep at exit.
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
-        waited += tick;
-        // Leave a margin of two refresh periods before others see it stale.
-        if last_refresh.elapsed() + 2 * REFRESH_EVERY > STALE_AFTER {
-            lost.store(true, Ordering::SeqCst);
-        }
-        if waited < REFRESH_EVERY {
-            continue;
-        }
-        waited = Duration::ZERO;
-        let current_name = name.lock().expect("lock name mutex").clone();
-        if lock_file_gone(backend.as_ref(), &current_name) {
-            lost.store(true, Ordering::SeqCst);
+        let mut held = held(&shared);
+        if held.lost.is_some() {
             return;
         }
-        if let Ok(new_name) = write_lock(backend.as_ref(), &key, exclusive) {
-            let mut current = name.lock().expect("lock name mutex");
-            let old = std::mem::replace(&mut *current, new_name);
-            let _ = backend.delete(FileKind::Lock, &old);
-            last_refresh = std::time::Instant::now();
+        // Before refreshing: a refresh after a long gap would hide it from
+        // `ensure_held`, and a prune may already have run.
+        if let Some(reason) = held.gap_lost(timing) {
+            held.lost = Some(reason);
+            return;
+        }
+        let now = clock::boottime();
+        if now < next_refresh {
+            continue;
+        }
+        // A failed refresh is retried a period later; `gap_lost` ends it.
+        next_refresh = now + timing.refresh_every;
+        if let Some(reason) = held.file_lost(backend.as_ref()) {
+            held.lost = Some(reason);
+            return;
+        }
+        let Ok((name, sealed)) = write_lock(backend.as_ref(), &key, exclusive) else {
+            continue;
+        };
+        let old = std::mem::replace(&mut held.name, name);
+        held.sealed = sealed;
+        held.refreshed = now;
+        if matches!(backend.delete(FileKind::Lock, &old), Err(e) if e.kind() == ErrorKind::NotFound)
+        {
+            held.lost = Some(format!(
+                "its file locks/{old} was removed by another process"
+            ));
+            return;
         }
     }
 }
 
-/// Whether our lock file `name` was removed (`unlock --remove-all`): the
-/// lock is lost then, and the refresher stops.
-fn lock_file_gone(backend: &dyn Backend, name: &str) -> bool {
-    matches!(backend.size(FileKind::Lock, name), Err(e) if e.kind() == ErrorKind::NotFound)
-}
-
 #[cfg(test)]
 impl LockGuard {
-    /// The refresher's check that the lock file is still there, now rather
-    /// than after `REFRESH_EVERY`, so unit tests see a removed lock lost.
-    pub(crate) fn check_held_now(&self) {
-        let name = self.name.lock().expect("lock name mutex").clone();
-        if lock_file_gone(self.backend.as_ref(), &name) {
-            self.lost.store(true, Ordering::SeqCst);
-        }
+    /// Test hook: pretends the last refresh was `ago` earlier, as after a
+    /// suspend that stopped every thread of the process.
+    pub(crate) fn pretend_suspended(&self, ago: Duration) {
+        let mut held = held(&self.held);
+        held.refreshed = held.refreshed.saturating_sub(ago);
     }
 }
 
@@ -316,36 +508,41 @@ impl Drop for LockGuard {
         if let Some(handle) = self.refresher.take() {
             let _ = handle.join();
         }
-        let name = self.name.lock().expect("lock name mutex").clone();
+        let name = held(&self.held).name.clone();
         let _ = self.backend.delete(FileKind::Lock, &name);
     }
 }
 
-/// Removes stale locks (or all, with `all`). Returns how many were removed.
-pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result<usize> {
+/// What `remove_locks` did.
+#[derive(Debug, Clone, Default)]
+pub struct RemovedLocks {
+    pub removed: usize,
+    /// Lock files left in place because they cannot be read or opened
+    /// (only removing every lock removes them): what each one is.
+    pub unreadable: Vec<String>,
+}
+
+/// Removes stale locks (or all, with `all`). A lock file that cannot be
+/// read or opened is not known to be stale: it stays unless `all`.
+pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result<RemovedLocks> {
     let now = Local::now().fixed_offset();
-    let mut removed = 0;
+    let mut out = RemovedLocks::default();
     for (name, _) in backend.list(FileKind::Lock)? {
-        let stale = match backend
-            .get_bounded(
-                FileKind::Lock,
-                &name,
-                LOCK_SIZE_MAX + crate::format::crypto::SEAL_OVERHEAD,
-            )
-            .and_then(|b| key.open(Domain::Lock, &b))
-        {
-            Ok(plain) => LockInfo::decode(&plain)
-                .map(|i| i.is_stale(now))
-                .unwrap_or(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(_) => true,
-        };
-        if all || stale {
+        let remove = all
+            || match read_lock(backend, key, &name) {
+                Found::Lock(info) => info.is_stale(now),
+                Found::Gone => continue,
+                Found::Unreadable(what) => {
+                    out.unreadable.push(what);
+                    false
+                }
+            };
+        if remove {
             backend.delete(FileKind::Lock, &name)?;
-            removed += 1;
+            out.removed += 1;
         }
     }
-    Ok(removed)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -242,6 +242,7 @@ const PRUNE: Schema = &[
     ("packs_deleted", Ty::U64),
     ("packs_repacked", Ty::U64),
     ("packs_unindexed_deleted", Ty::U64),
+    ("packs_unindexed_kept", Ty::U64),
     ("temp_files_deleted", Ty::U64),
     ("packs_written", Ty::U64),
     ("bytes_deleted", Ty::U64),

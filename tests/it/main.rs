@@ -18,6 +18,7 @@ mod faults;
 mod forget;
 mod json;
 mod kdf;
+mod locks;
 mod metadata;
 mod metrics;
 mod oracle;

@@ -116,6 +116,9 @@ impl<'r> BlobWriter<'r> {
         if builder.is_empty() {
             return Ok(());
         }
+        // A lost lock stops the backup here already, before the pack; the
+        // check before the index file is the one that keeps it safe.
+        self.repo.ensure_locked(self.lock)?;
         let flushed_len = builder.len() - builder.buffered_len();
         let (id, tail, entries) = builder.finish(&self.repo.key);
         match file {
@@ -150,6 +153,8 @@ impl<'r> BlobWriter<'r> {
             supersedes: Vec::new(),
             packs: self.unindexed.clone(),
         };
+        // Tests stop here to suspend the backup or remove its lock.
+        crate::failpoint::pause!("before-index");
         let id = match self.repo.store_index_file(&file, self.lock) {
             Ok(id) => id,
             Err(failed) => {
@@ -196,7 +201,14 @@ impl Drop for BlobWriter<'_> {
     /// packs it stored but never indexed. No other process can reference
     /// them (blobs become visible only through index files), and on a full
     /// disk the space is what the next backup needs.
+    ///
+    /// Not once the lock is lost: whoever took it meanwhile may have
+    /// indexed them (`repair index` indexes every pack it finds), and a pack
+    /// an index file names must stay. A later prune deletes them.
     fn drop(&mut self) {
+        if self.unindexed.is_empty() || self.repo.ensure_locked(self.lock).is_err() {
+            return;
+        }
         for pack in &self.unindexed {
             let _ = self.repo.backend.delete(FileKind::Pack, &pack.id.to_hex());
         }

@@ -417,4 +417,12 @@ impl Backend for LocalBackend {
             .map_err(|e| Error::storage_io(format!("cannot delete {}", path.display()), e))?;
         sync_dir(path.parent().expect("in a directory"))
     }
+
+    fn modified(&self, kind: FileKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let path = self.path(kind, name)?;
+        // The entry itself, not what a planted symlink points to.
+        let meta = fs::symlink_metadata(&path)
+            .map_err(|e| Error::storage_io(format!("cannot stat {}", path.display()), e))?;
+        Ok(meta.modified().ok())
+    }
 }

@@ -8,6 +8,7 @@ use super::{Backend, FileKind};
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
 
 /// Files keyed by kind and name, behind one mutex: every method is one
 /// short critical section, so concurrent writers and readers (a backup's
@@ -22,6 +23,8 @@ struct State {
     /// `create` was called: a local repository's directories exist.
     created: bool,
     files: BTreeMap<(FileKind, String), Vec<u8>>,
+    /// When each file was last put (`Backend::modified`).
+    modified: BTreeMap<(FileKind, String), SystemTime>,
 }
 
 impl MemoryBackend {
@@ -114,7 +117,9 @@ impl Backend for MemoryBackend {
 
     fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
         let key = key(kind, name)?;
-        self.created(kind)?.files.insert(key, bytes.to_vec());
+        let mut state = self.created(kind)?;
+        state.modified.insert(key.clone(), SystemTime::now());
+        state.files.insert(key, bytes.to_vec());
         Ok(())
     }
 
@@ -168,10 +173,21 @@ impl Backend for MemoryBackend {
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         let key = key(kind, name)?;
-        self.created(kind)?
+        let mut state = self.created(kind)?;
+        state.modified.remove(&key);
+        state
             .files
             .remove(&key)
             .map(|_| ())
             .ok_or_else(|| missing(kind, name))
+    }
+
+    fn modified(&self, kind: FileKind, name: &str) -> Result<Option<SystemTime>> {
+        let key = key(kind, name)?;
+        let state = self.created(kind)?;
+        if !state.files.contains_key(&key) {
+            return Err(missing(kind, name));
+        }
+        Ok(state.modified.get(&key).copied())
     }
 }

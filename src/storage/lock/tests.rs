@@ -111,19 +111,28 @@ fn remove_locks_removes_stale_ones_and_with_all_every_one() {
             ..other_host(false, 1)
         },
     );
-    // Sealed under another key: it cannot be honoured, so it is stale.
-    put_lock(&backend, &MasterKey::generate(), &other_host(false, 1));
+    // Sealed under another key: nobody can tell whose it is, so only
+    // removing every lock removes it.
+    let foreign = put_lock(&backend, &MasterKey::generate(), &other_host(false, 1));
     assert_eq!(lock_names(&backend).len(), 5);
-    assert_eq!(remove_locks(backend.as_ref(), &key, false).unwrap(), 3);
+    let outcome = remove_locks(backend.as_ref(), &key, false).unwrap();
+    assert_eq!(outcome.removed, 2);
+    assert_eq!(outcome.unreadable.len(), 1);
+    assert!(outcome.unreadable[0].contains(&foreign), "{outcome:?}");
     let mut left = held_names.clone();
     left.push(live);
+    left.push(foreign);
     left.sort();
     assert_eq!(lock_names(&backend), left);
-    assert_eq!(remove_locks(backend.as_ref(), &key, true).unwrap(), 2);
+    assert_eq!(
+        remove_locks(backend.as_ref(), &key, true).unwrap().removed,
+        3
+    );
     assert!(lock_names(&backend).is_empty());
-    // The held guard's file is gone: the guard sees its lock lost.
-    held.check_held_now();
-    assert_eq!(held.ensure_held().unwrap_err().kind(), ErrorKind::Locked);
+    // The held guard's file is gone: the guard sees its lock lost at once.
+    let lost = held.ensure_held().unwrap_err();
+    assert_eq!(lost.kind(), ErrorKind::Locked);
+    assert!(lost.to_string().contains("was removed"), "{lost}");
 }
 
 #[test]
@@ -136,4 +145,80 @@ fn a_lock_is_on_its_own_backend_only() {
     // And the other way round.
     let exclusive = acquire_exclusive(other.clone(), &key).unwrap();
     assert!(exclusive.is_on(&other) && !exclusive.is_on(&backend));
+}
+
+/// A machine suspended mid-backup: every thread stopped, so the refresher
+/// could not mark the lock lost before the holder's next write. The holder
+/// sees the gap itself (on a clock that counts suspend), and for good.
+#[test]
+fn a_holder_that_was_suspended_past_the_threshold_has_lost_its_lock() {
+    let (backend, key) = (backend(), MasterKey::generate());
+    let guard = acquire_shared(backend.clone(), &key).unwrap();
+    guard.ensure_held().unwrap();
+    guard.pretend_suspended(STALE_AFTER - 2 * REFRESH_EVERY - Duration::from_secs(5));
+    guard.ensure_held().unwrap();
+    guard.pretend_suspended(Duration::from_secs(10));
+    let lost = guard.ensure_held().unwrap_err();
+    assert_eq!(lost.kind(), ErrorKind::Locked);
+    assert!(lost.to_string().contains("not refreshed"), "{lost}");
+    // Its file is still there and still its own; the lock stays lost.
+    assert_eq!(lock_names(&backend).len(), 1);
+    assert!(guard.ensure_held().is_err());
+}
+
+/// `ensure_held` compares the file with what it wrote: a file put under
+/// the same name with other bytes is not this process's lock.
+#[test]
+fn a_lock_file_replaced_under_its_name_is_lost() {
+    let (backend, key) = (backend(), MasterKey::generate());
+    let guard = acquire_exclusive(backend.clone(), &key).unwrap();
+    let name = lock_names(&backend).remove(0);
+    backend.put(FileKind::Lock, &name, b"not the lock").unwrap();
+    let lost = guard.ensure_held().unwrap_err();
+    assert_eq!(lost.kind(), ErrorKind::Locked);
+    assert!(lost.to_string().contains("was replaced"), "{lost}");
+}
+
+/// A lock file nobody can read may be a running backup's (another user's
+/// file, a key this process does not have): it keeps out exclusive locks,
+/// with a message naming it; shared locks are taken with a warning.
+#[test]
+fn an_unreadable_lock_file_blocks_exclusive_locks_and_warns_shared_ones() {
+    for plant in ["garbage", "foreign key", "empty"] {
+        let (backend, key) = (backend(), MasterKey::generate());
+        let name = match plant {
+            "garbage" => {
+                backend.put(FileKind::Lock, "ab12", &[7u8; 200]).unwrap();
+                "ab12".to_string()
+            }
+            "foreign key" => put_lock(&backend, &MasterKey::generate(), &other_host(true, 1)),
+            _ => {
+                backend.put(FileKind::Lock, "cd34", b"").unwrap();
+                "cd34".to_string()
+            }
+        };
+        let refused = acquire_exclusive(backend.clone(), &key).err().unwrap();
+        assert_eq!(refused.kind(), ErrorKind::Locked, "{plant}");
+        let message = refused.to_string();
+        assert!(
+            message.contains(&format!("locks/{name}")),
+            "{plant}: {message}"
+        );
+        assert!(message.contains("no exclusive lock"), "{plant}: {message}");
+        // The refused attempt left only the planted file.
+        assert_eq!(lock_names(&backend), vec![name.clone()], "{plant}");
+        let shared = acquire_shared(backend.clone(), &key).unwrap();
+        assert_eq!(shared.warnings().len(), 1, "{plant}");
+        assert!(shared.warnings()[0].contains(&name), "{plant}");
+        shared.ensure_held().unwrap();
+        drop(shared);
+        // Plain unlock leaves it; removing every lock clears the way.
+        let kept = remove_locks(backend.as_ref(), &key, false).unwrap();
+        assert_eq!((kept.removed, kept.unreadable.len()), (0, 1), "{plant}");
+        assert_eq!(
+            remove_locks(backend.as_ref(), &key, true).unwrap().removed,
+            1
+        );
+        acquire_exclusive(backend.clone(), &key).unwrap();
+    }
 }
