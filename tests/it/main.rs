@@ -26,6 +26,7 @@ mod privacy;
 mod profile;
 mod progress;
 mod prune;
+mod restore_safety;
 mod selectors;
 mod shell;
 mod stdin;
