@@ -238,6 +238,46 @@ fn a_tree_deeper_than_the_held_descriptors_is_restored_whole() {
     assert_trees_equal(&src, &target);
 }
 
+/// The other side of holding only 64 descriptors: a directory reopened
+/// as `..` of its child must be the one restored. Here the child was moved
+/// elsewhere while the restore ran, so its `..` is another directory, and
+/// the restore stops instead of writing there.
+#[test]
+fn an_ancestor_moved_while_its_descriptor_was_closed_stops_the_restore() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    let mut dir = src.clone();
+    for level in 0..70 {
+        dir = dir.join(format!("{level}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("f"), format!("{level}\n")).unwrap();
+    }
+    t.backup_json(&[&src]);
+    let target = t.dir.path().join("target");
+    // The first file written is the deepest one: every directory is on
+    // the stack, those above "6" closed.
+    let paused = Paused::start(
+        &t,
+        &format!("latest:{}", path_str(&src)),
+        &target,
+        "restore-file-written",
+    );
+    std::fs::create_dir(target.join("elsewhere")).unwrap();
+    std::fs::rename(target.join("0/1/2/3/4/5/6"), target.join("elsewhere/6")).unwrap();
+    let out = paused.finish();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("was moved during the restore"), "{stderr}");
+    assert!(
+        !target.join("elsewhere/f").exists(),
+        "written into the wrong directory"
+    );
+    assert!(
+        !target.join("0/1/2/3/4/5/f").exists(),
+        "went on after the move"
+    );
+}
+
 /// `--no-same-owner` keeps the restoring user as owner; `--no-special`
 /// leaves out fifos and device nodes and clears set-user-ID and
 /// set-group-ID bits on files (root only: a foreign owner and a device
