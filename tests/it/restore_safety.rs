@@ -362,3 +362,42 @@ fn no_same_owner_and_no_special_restore_untrusted_snapshots_safely() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Without privileges the restorer links hard links through
+/// `/proc/self/fd` (`linkat` of an `O_PATH` descriptor needs
+/// CAP_DAC_READ_SEARCH) and finds a first link again through directories
+/// whose stored modes are already applied (read-only), with `O_PATH`
+/// opens that need only search permission.
+#[test]
+fn an_unprivileged_restore_keeps_hard_links_in_restricted_directories() {
+    let mut t = TestRepo::uninitialised();
+    if is_root() {
+        if !have_tool("setpriv") {
+            note("root without setpriv: cannot run as an unprivileged user; test skipped");
+            return;
+        }
+        t.switch_user(65534, 65534);
+    }
+    t.init(&FAST_KDF);
+    let src = t.path("src");
+    for d in ["a-readonly/sub", "z"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    std::fs::write(src.join("a-readonly/sub/first"), b"linked\n").unwrap();
+    std::fs::hard_link(src.join("a-readonly/sub/first"), src.join("z/second")).unwrap();
+    std::os::unix::fs::symlink("second", src.join("z/link")).unwrap();
+    run_tool("mkfifo", &[src.join("z/fifo")]);
+    if t.run_as.is_some() {
+        run_tool("chown", &["-R", "65534:65534", path_str(&src)]);
+    }
+    chmod(&src.join("z/fifo"), 0o640);
+    chmod(&src.join("a-readonly/sub"), 0o555);
+    chmod(&src.join("a-readonly"), 0o555);
+    set_mtimes_recursive(&src, 1_500_000_000, 3);
+    t.backup_json(&[&src]);
+    let target = t.dir.path().join("target");
+    let selector = format!("latest:{}", path_str(&src));
+    let out = t.cmd(&["restore", &selector, "--target", path_str(&target)]);
+    assert_success(&out, &["restore as an unprivileged user"]);
+    assert_trees_equal(&src, &target);
+}
