@@ -55,8 +55,16 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Restore {
             snapshot,
             target,
+            no_same_owner,
+            no_special,
             filter,
-        } => restore::restore(cli, snapshot, target, filter),
+        } => {
+            let options = cairn::RestoreOptions {
+                no_same_owner: *no_same_owner,
+                no_special: *no_special,
+            };
+            restore::restore(cli, snapshot, target, &options, filter)
+        }
         Command::Dump {
             snapshot,
             path,

@@ -59,7 +59,7 @@ pub use engine::repair::{
 #[cfg(feature = "cache")]
 pub use engine::repository::{Indexed, InitOptions, Opened, Repository, Written};
 #[cfg(feature = "cache")]
-pub use engine::restorer::{dump, restore, RestoreOutcome};
+pub use engine::restorer::{dump, restore, RestoreOptions, RestoreOutcome};
 #[cfg(feature = "cache")]
 pub use engine::stats::{
     repository_stats, selection_stats, snapshot_stats, RepositoryStats, SelectionStats,

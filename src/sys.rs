@@ -3,6 +3,7 @@
 //! sound. cairn supports Linux only;
 //! the `compile_error!` in `lib.rs` says so at build time.
 
+pub mod at;
 pub mod clock;
 pub mod fs;
 pub mod memory;

@@ -75,6 +75,14 @@ pub(crate) enum Command {
         snapshot: String,
         #[arg(short, long)]
         target: PathBuf,
+        /// Keep yourself as the owner of what is restored, even as root
+        /// (for snapshots you do not trust).
+        #[arg(long)]
+        no_same_owner: bool,
+        /// Leave out device nodes, fifos and sockets, and clear set-user-ID
+        /// and set-group-ID bits on files (for snapshots you do not trust).
+        #[arg(long)]
+        no_special: bool,
         #[command(flatten)]
         filter: FilterArgs,
     },

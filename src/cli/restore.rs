@@ -12,6 +12,7 @@ pub(crate) fn restore(
     cli: &Cli,
     selector: &str,
     target: &std::path::Path,
+    options: &cairn::RestoreOptions,
     filter: &FilterArgs,
 ) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
@@ -20,7 +21,7 @@ pub(crate) fn restore(
     let (id, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
     let mut repo = repo.load_index()?;
     warn_all(cli, &mut repo);
-    let outcome = cairn::restore(&repo, &snapshot, subpath, target)?;
+    let outcome = cairn::restore(&repo, &snapshot, subpath, target, options)?;
     for p in &outcome.problems {
         eprintln!("cairn: error: {p}");
     }
@@ -29,7 +30,8 @@ pub(crate) fn restore(
         || {
             Ok(
                 serde_json::json!({"message_type": "summary", "snapshot_id": id.to_hex(), "files_restored": outcome.files,
-                "dirs_restored": outcome.dirs, "bytes_restored": outcome.bytes, "errors": outcome.problems.len()}),
+                "dirs_restored": outcome.dirs, "bytes_restored": outcome.bytes, "special_files_skipped": outcome.special_skipped,
+                "errors": outcome.problems.len()}),
             )
         },
         || {
@@ -41,6 +43,12 @@ pub(crate) fn restore(
                 outcome.dirs,
                 human_bytes(outcome.bytes)
             );
+            if outcome.special_skipped > 0 {
+                println!(
+                    "left out {} special file(s) (--no-special)",
+                    outcome.special_skipped
+                );
+            }
             Ok(())
         },
     )?;

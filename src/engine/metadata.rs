@@ -2,9 +2,10 @@
 //! xattrs, special files), through `crate::sys::fs` for what std lacks.
 
 use crate::format::tree::{Bytes, Node, NodeKind, Xattr};
+use crate::sys::at::Handle;
 use crate::sys::fs::{FileType, Special};
 use std::ffi::OsStr;
-use std::fs::Metadata;
+use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -96,64 +97,124 @@ fn xattrs_sorted(
     out
 }
 
-/// Applies owner (as root), xattrs, mode and mtime to a restored path, in
-/// an order where chown cannot clear setuid bits after chmod set them.
-/// Returns the problems met, each as one line.
-pub fn apply(path: &Path, node: &Node, restore_owner: bool) -> Vec<String> {
+/// Which of a node's metadata a restore applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Apply {
+    /// Give the file its stored owner (root only, and not with
+    /// `--no-same-owner`).
+    pub owner: bool,
+    /// Clear set-user-ID and set-group-ID bits on everything but
+    /// directories (`--no-special`).
+    pub clear_set_id: bool,
+}
+
+impl Apply {
+    /// The permission bits a restored node gets.
+    pub fn mode(&self, node: &Node) -> u32 {
+        let mode = node.mode & 0o7777;
+        if self.clear_set_id && node.kind != NodeKind::Dir {
+            mode & !0o6000
+        } else {
+            mode
+        }
+    }
+}
+
+/// `mtime_ns` as a `SystemTime`, before the epoch included.
+fn system_time(mtime_ns: i64) -> std::time::SystemTime {
+    let epoch = std::time::UNIX_EPOCH;
+    let delta = std::time::Duration::from_nanos(mtime_ns.unsigned_abs());
+    if mtime_ns >= 0 {
+        epoch + delta
+    } else {
+        epoch - delta
+    }
+}
+
+fn xattr_value(x: &Xattr) -> Option<(&OsStr, Vec<u8>)> {
+    Some((OsStr::from_bytes(&x.name.0), hex::decode(&x.value).ok()?))
+}
+
+/// Applies owner, xattrs, mode and mtime to a restored regular file or
+/// directory through its open descriptor (nothing is looked up by name),
+/// in an order where chown cannot clear set-ID bits after chmod set them.
+/// `path` is for messages. Returns the problems met, one line each.
+pub fn apply_to_file(file: &File, node: &Node, what: Apply, path: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    use xattr::FileExt;
     let mut problems = Vec::new();
-    let is_link = node.kind == NodeKind::Symlink;
-    if restore_owner {
-        if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
+    if what.owner {
+        if let Err(e) = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid)) {
             problems.push(format!("{}: cannot set owner: {e}", path.display()));
         }
     }
     for x in &node.xattrs {
-        let Ok(value) = hex::decode(&x.value) else {
+        let Some((name, value)) = xattr_value(x) else {
             continue;
         };
-        if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name.0), &value) {
-            problems.push(format!(
-                "{}: cannot set xattr {}: {e}",
-                path.display(),
-                String::from_utf8_lossy(&x.name.0)
-            ));
+        if let Err(e) = file.set_xattr(name, &value) {
+            problems.push(xattr_problem(path, x, e));
         }
     }
-    if !is_link {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(e) =
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
-        {
-            problems.push(format!("{}: cannot set mode: {e}", path.display()));
-        }
+    if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(what.mode(node))) {
+        problems.push(format!("{}: cannot set mode: {e}", path.display()));
     }
-    let mtime = filetime::FileTime::from_unix_time(
-        node.mtime_ns.div_euclid(1_000_000_000),
-        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
-    // utimensat with AT_SYMLINK_NOFOLLOW for every kind: filetime's
-    // set_file_times opens the path, which blocks forever on a fifo.
-    if let Err(e) = filetime::set_symlink_file_times(path, mtime, mtime) {
+    let mtime = system_time(node.mtime_ns);
+    let times = std::fs::FileTimes::new()
+        .set_accessed(mtime)
+        .set_modified(mtime);
+    if let Err(e) = file.set_times(times) {
         problems.push(format!("{}: cannot set times: {e}", path.display()));
     }
     problems
 }
 
-/// Creates a fifo or device node.
-pub fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
-    let (special, rdev) = match node.kind {
-        NodeKind::Fifo => (Special::Fifo, 0),
-        NodeKind::Chardev => (Special::CharDevice, node.rdev),
-        NodeKind::Blockdev => (Special::BlockDevice, node.rdev),
-        NodeKind::Socket => (Special::Socket, 0),
-        _ => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a special file",
-            ))
+/// `apply_to_file` for a symlink or special file, through the `O_PATH`
+/// handle opened right after it was created (a symlink keeps its mode).
+pub fn apply_to_handle(handle: &Handle, node: &Node, what: Apply, path: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    if what.owner {
+        if let Err(e) = handle.chown(node.uid, node.gid) {
+            problems.push(format!("{}: cannot set owner: {e}", path.display()));
         }
-    };
-    crate::sys::fs::make_special(path, special, node.mode & 0o7777, rdev)
+    }
+    for x in &node.xattrs {
+        let Some((name, value)) = xattr_value(x) else {
+            continue;
+        };
+        if let Err(e) = handle.set_xattr(name, &value) {
+            problems.push(xattr_problem(path, x, e));
+        }
+    }
+    if node.kind != NodeKind::Symlink {
+        if let Err(e) = handle.chmod(what.mode(node)) {
+            problems.push(format!("{}: cannot set mode: {e}", path.display()));
+        }
+    }
+    if let Err(e) = handle.set_times(node.mtime_ns) {
+        problems.push(format!("{}: cannot set times: {e}", path.display()));
+    }
+    problems
+}
+
+fn xattr_problem(path: &Path, x: &Xattr, e: std::io::Error) -> String {
+    format!(
+        "{}: cannot set xattr {}: {e}",
+        path.display(),
+        String::from_utf8_lossy(&x.name.0)
+    )
+}
+
+/// The special file a node stands for, with its device number, or `None`
+/// for files, directories and symlinks.
+pub fn special(node: &Node) -> Option<(Special, u64)> {
+    match node.kind {
+        NodeKind::Fifo => Some((Special::Fifo, 0)),
+        NodeKind::Chardev => Some((Special::CharDevice, node.rdev)),
+        NodeKind::Blockdev => Some((Special::BlockDevice, node.rdev)),
+        NodeKind::Socket => Some((Special::Socket, 0)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -2,37 +2,123 @@
 //! and streams single files (`dump`). Every blob is verified against its id
 //! on the way. Problems with one file are collected and do not stop the
 //! others: the caller reports them and exits non-zero.
+//!
+//! A local user who can write in a restored directory must not be able to
+//! redirect a restore run as root (issue 17). So nothing beneath the target
+//! is looked up by path: the target is opened once, and every entry is
+//! created, opened or removed by its one-component name relative to the
+//! held descriptor of its directory, never following a symlink
+//! (`sys::at`). Files are created `O_EXCL` with mode 0600 and directories
+//! 0700; owners, modes, times and xattrs are set on the open descriptor
+//! (or an `O_PATH` handle for symlinks and special files), files as soon
+//! as their content is written, directories when their last child is done.
+//! The walk uses an explicit stack, and holds at most `HELD_DIRS`
+//! directory descriptors on it.
 
-use crate::engine::metadata;
+mod content;
+
+pub use content::dump;
+
+use crate::engine::metadata::{self, Apply, Stat};
 use crate::engine::repository::Repository;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::id::BlobId;
-use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
+use crate::sys::at::{self, Handle};
+use crate::sys::fs::FileType;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
-use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+/// How to restore. The defaults restore everything the snapshot holds, with
+/// its owners when run as root.
+#[derive(Debug, Default, Clone)]
+pub struct RestoreOptions {
+    /// Keep the restoring user as the owner of what is restored, even as
+    /// root (`--no-same-owner`).
+    pub no_same_owner: bool,
+    /// Leave out fifos, device nodes and sockets, and clear set-user-ID and
+    /// set-group-ID bits on files (`--no-special`).
+    pub no_special: bool,
+}
 
 #[derive(Debug, Default)]
 pub struct RestoreOutcome {
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
+    /// Special files left out by `RestoreOptions::no_special`.
+    pub special_skipped: u64,
     /// One line per problem; empty means everything was restored.
     pub problems: Vec<String>,
 }
 
+/// Directory descriptors the walk keeps open on its stack: the deepest 64
+/// of the current path. A deeper ancestor's is closed on the way down and
+/// reopened on the way up as `..` of its child, checked to be the same
+/// directory (device and inode), so the tree's depth does not bound the
+/// restore and its descriptors stay bounded.
+const HELD_DIRS: usize = 64;
+
+/// The first restored name of a multiply-linked file.
+struct FirstLink {
+    /// Its directory, relative to the target.
+    dir: PathBuf,
+    name: Vec<u8>,
+    /// (device, inode) of the restored file, checked before linking to it.
+    id: (u64, u64),
+}
+
 struct Restorer<'r> {
     repo: &'r Repository,
-    restore_owner: bool,
-    /// (device, inode) of multiply-linked files → where the first was restored.
-    hardlinks: HashMap<(u64, u64), PathBuf>,
+    apply: Apply,
+    no_special: bool,
+    target: PathBuf,
+    /// The target, open for the whole restore: hard links are found again
+    /// from it.
+    root: File,
+    /// (device, inode) of multiply-linked files in the snapshot → where the
+    /// first was restored.
+    hardlinks: HashMap<(u64, u64), FirstLink>,
     outcome: RestoreOutcome,
+}
+
+/// A directory being restored.
+struct Frame {
+    /// Its descriptor; `None` while it is more than `HELD_DIRS` above the
+    /// top of the stack.
+    dir: Option<File>,
+    /// (device, inode), to check the directory reopened through `..`.
+    id: (u64, u64),
+    tree: Tree,
+    /// The next entry of `tree` to restore.
+    next: usize,
+    /// The directory's path, for messages and hard links.
+    path: PathBuf,
+    /// The metadata to give it when its entries are done (`None` for the
+    /// target of a whole-snapshot restore).
+    node: Option<Node>,
+}
+
+impl Frame {
+    fn new(dir: File, tree: Tree, path: PathBuf, node: Option<Node>) -> Result<Frame> {
+        let meta = dir
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?;
+        Ok(Frame {
+            dir: Some(dir),
+            id: (meta.dev(), meta.ino()),
+            tree,
+            next: 0,
+            path,
+            node,
+        })
+    }
 }
 
 /// Restores `subpath` of a snapshot into `target`: a directory's contents go
@@ -44,6 +130,7 @@ pub fn restore(
     snapshot: &Snapshot,
     subpath: &str,
     target: &Path,
+    options: &RestoreOptions,
 ) -> Result<RestoreOutcome> {
     let ctx = repo.context();
     let whole = subpath.split('/').all(|p| p.is_empty() || p == ".");
@@ -57,7 +144,7 @@ pub fn restore(
     };
     let progress = ctx.progress();
     progress.start("restore", bytes_total, files_total);
-    let result = restore_into(repo, snapshot, subpath, target);
+    let result = restore_into(repo, snapshot, subpath, target, options);
     progress.finish();
     result
 }
@@ -67,68 +154,170 @@ fn restore_into(
     snapshot: &Snapshot,
     subpath: &str,
     target: &Path,
+    options: &RestoreOptions,
 ) -> Result<RestoreOutcome> {
-    std::fs::create_dir_all(target)
+    // A target that does not exist yet is private until a restored
+    // directory's mode is applied to it (restic creates it 0700 too).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(target)
         .map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?;
+    let root = at::open_target(target)
+        .map_err(|e| Error::io(format!("cannot open {}", target.display()), e))?;
     let mut restorer = Restorer {
         repo,
-        restore_owner: crate::sys::is_root(),
+        apply: Apply {
+            owner: crate::sys::is_root() && !options.no_same_owner,
+            clear_set_id: options.no_special,
+        },
+        no_special: options.no_special,
+        target: target.to_path_buf(),
+        root,
         hardlinks: HashMap::new(),
         outcome: RestoreOutcome::default(),
+    };
+    let root_dir = || {
+        restorer
+            .root
+            .try_clone()
+            .map_err(|e| Error::io(format!("cannot open {}", target.display()), e))
     };
     match crate::engine::browse::find_node(repo, snapshot, subpath)? {
         None => {
             let tree = repo.load_tree(&snapshot.tree)?;
-            restorer.restore_tree(&tree, target)?;
+            let frame = Frame::new(root_dir()?, tree, target.to_path_buf(), None)?;
+            restorer.run(frame)?;
         }
         Some(node) if node.kind == NodeKind::Dir => {
             let tree = repo.load_tree(&node.subtree.expect("validated dir"))?;
-            restorer.restore_tree(&tree, target)?;
-            let problems = metadata::apply(target, &node, restorer.restore_owner);
-            restorer.outcome.problems.extend(problems);
+            let frame = Frame::new(root_dir()?, tree, target.to_path_buf(), Some(node))?;
+            restorer.run(frame)?;
         }
         Some(node) => {
-            restorer.restore_node(&node, &target.join(OsStr::from_bytes(&node.name.0)))?
+            let root = root_dir()?;
+            let path = target.join(OsStr::from_bytes(&node.name.0));
+            restorer.restore_leaf(root.as_fd(), &node, &path, Path::new(""))?;
         }
     }
     Ok(restorer.outcome)
 }
 
+/// A file that needs no hard-link bookkeeping: restored in parallel runs.
+fn plain(n: &Node) -> bool {
+    n.kind == NodeKind::File && n.links <= 1
+}
+
+fn name_of(node: &Node) -> &OsStr {
+    OsStr::from_bytes(&node.name.0)
+}
+
 impl Restorer<'_> {
-    fn restore_tree(&mut self, tree: &Tree, dir: &Path) -> Result<()> {
+    /// Restores the tree of `root` and everything below it, depth first,
+    /// with an explicit stack. Only an interruption, or a directory on the
+    /// stack that was moved away, stops it; other errors are recorded.
+    fn run(&mut self, root: Frame) -> Result<()> {
         let ctx = self.repo.context();
-        // Runs of plain files (no hard links to track) are restored in
-        // parallel: a tree of small files is bound by creating files and
-        // setting their metadata, which runs on every core.
-        let plain = |n: &Node| n.kind == NodeKind::File && n.links <= 1;
-        let mut at = 0;
-        while at < tree.nodes.len() {
-            let node = &tree.nodes[at];
-            if plain(node) {
-                let run = tree.nodes[at..].iter().take_while(|n| plain(n)).count();
-                self.restore_plain_files(&tree.nodes[at..at + run], dir)?;
-                at += run;
+        let mut stack = vec![root];
+        while let Some(top) = stack.last_mut() {
+            ctx.check_interrupt()?;
+            if top.next == top.tree.nodes.len() {
+                let done = stack.pop().expect("the loop saw a frame");
+                if let Some(parent) = stack.last_mut() {
+                    if parent.dir.is_none() {
+                        // Before the child's own mode is applied: it may
+                        // not let us search it.
+                        parent.dir = Some(reopen_parent(&done, parent)?);
+                    }
+                }
+                self.finish_dir(&done);
                 continue;
             }
-            ctx.check_interrupt()?;
-            self.restore_node(node, &dir.join(OsStr::from_bytes(&node.name.0)))?;
-            at += 1;
+            let dir = top.dir.as_ref().expect("the top frame holds its directory");
+            let at = top.next;
+            let nodes = &top.tree.nodes[at..];
+            if plain(&nodes[0]) {
+                // Runs of plain files (no hard links to track) are restored
+                // in parallel: a tree of small files is bound by creating
+                // files and setting their metadata, which runs on every core.
+                let run = nodes.iter().take_while(|n| plain(n)).count();
+                self.restore_plain_files(&nodes[..run], dir.as_fd(), &top.path)?;
+                top.next += run;
+                continue;
+            }
+            top.next += 1;
+            let node = &top.tree.nodes[at];
+            let path = top.path.join(name_of(node));
+            if node.kind != NodeKind::Dir {
+                let rel = top.path.strip_prefix(&self.target).unwrap_or(Path::new(""));
+                let rel = rel.to_path_buf();
+                self.restore_leaf(dir.as_fd(), node, &path, &rel)?;
+                continue;
+            }
+            match self.enter_dir(dir.as_fd(), node, path) {
+                Ok(frame) => {
+                    stack.push(frame);
+                    if stack.len() > HELD_DIRS {
+                        let far = stack.len() - 1 - HELD_DIRS;
+                        stack[far].dir = None;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => return Err(e),
+                Err(e) => self.outcome.problems.push(e.to_string()),
+            }
         }
         Ok(())
     }
 
-    /// Restores files that are not hard links, several at once. Only an
-    /// interruption is returned as an error; the rest are recorded.
-    fn restore_plain_files(&mut self, nodes: &[Node], dir: &Path) -> Result<()> {
+    /// Creates (or keeps) the directory `node` in `parent` and opens it:
+    /// the frame that restores its entries.
+    fn enter_dir(&mut self, parent: BorrowedFd<'_>, node: &Node, path: PathBuf) -> Result<Frame> {
+        let name = name_of(node);
+        let opened = match Stat::at(parent, name) {
+            // An existing directory is merged into (as restic does).
+            Ok(st) if st.file_type() == FileType::Dir => at::open_dir(parent, name),
+            found => {
+                if found.is_ok() {
+                    let _ = at::remove(parent, name);
+                }
+                at::make_dir(parent, name, 0o700).and_then(|()| at::open_dir(parent, name))
+            }
+        };
+        let dir = opened.map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+        self.outcome.dirs += 1;
+        // Test hook: the directory is there and held; its entries are not.
+        crate::failpoint::pause!("restore-dir-ready");
+        let tree = self.repo.load_tree(&node.subtree.expect("validated dir"))?;
+        Frame::new(dir, tree, path, Some(node.clone()))
+    }
+
+    /// Mode and mtime last: creating entries changes the mtime, and a
+    /// read-only mode would have stopped us creating them.
+    fn finish_dir(&mut self, frame: &Frame) {
+        if let (Some(node), Some(dir)) = (&frame.node, &frame.dir) {
+            let problems = metadata::apply_to_file(dir, node, self.apply, &frame.path);
+            self.outcome.problems.extend(problems);
+        }
+    }
+
+    /// Restores files that are not hard links, several at once, into
+    /// `dir`. Only an interruption is returned as an error; the rest are
+    /// recorded.
+    fn restore_plain_files(
+        &mut self,
+        nodes: &[Node],
+        dir: BorrowedFd<'_>,
+        dir_path: &Path,
+    ) -> Result<()> {
         let ctx = self.repo.context();
-        let (repo, owner) = (self.repo, self.restore_owner);
+        let (repo, apply) = (self.repo, self.apply);
         let results: Vec<Result<(Option<u64>, Vec<String>)>> = nodes
             .par_iter()
             .map(|node| {
                 ctx.check_interrupt()?;
-                let path = dir.join(OsStr::from_bytes(&node.name.0));
-                match write_file(repo, node, &path) {
-                    Ok(written) => Ok((Some(written), metadata::apply(&path, node, owner))),
+                let path = dir_path.join(name_of(node));
+                match write_file(repo, dir, node, &path, apply) {
+                    Ok((written, problems, _)) => Ok((Some(written), problems)),
                     Err(e) if e.kind() == ErrorKind::Interrupted => Err(e),
                     Err(e) => Ok((None, vec![e.to_string()])),
                 }
@@ -144,26 +333,28 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Restores one node. Errors about this node are recorded; only
-    /// interruption is returned as an error.
-    fn restore_node(&mut self, node: &Node, path: &Path) -> Result<()> {
+    /// Restores one entry that is not a directory into `dir` (`rel`: that
+    /// directory relative to the target). Errors about this entry are
+    /// recorded; only interruption is returned as an error.
+    fn restore_leaf(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        node: &Node,
+        path: &Path,
+        rel: &Path,
+    ) -> Result<()> {
         let result = match node.kind {
-            NodeKind::Dir => self.restore_dir(node, path),
-            NodeKind::File => self.restore_file(node, path),
-            NodeKind::Symlink => restore_symlink(node, path),
-            _ => {
-                remove_existing(path);
-                metadata::make_special(path, node).map_err(|e| {
-                    Error::io(format!("{}: cannot create special file", path.display()), e)
-                })
+            NodeKind::File => self.restore_file(dir, node, path, rel),
+            NodeKind::Symlink => restore_symlink(dir, node, path, self.apply),
+            _ if self.no_special => {
+                self.outcome.special_skipped += 1;
+                Ok(Vec::new())
             }
+            _ => restore_special(dir, node, path, self.apply),
         };
         match result {
-            Ok(()) => {
-                if node.kind != NodeKind::Dir {
-                    let problems = metadata::apply(path, node, self.restore_owner);
-                    self.outcome.problems.extend(problems);
-                }
+            Ok(problems) => {
+                self.outcome.problems.extend(problems);
                 Ok(())
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => Err(e),
@@ -174,47 +365,77 @@ impl Restorer<'_> {
         }
     }
 
-    fn restore_dir(&mut self, node: &Node, path: &Path) -> Result<()> {
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                remove_existing(path);
-                std::fs::create_dir(path)
-                    .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?
-            }
-            Err(_) => std::fs::create_dir(path)
-                .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?,
-        }
-        self.outcome.dirs += 1;
-        let tree = self.repo.load_tree(&node.subtree.expect("validated dir"))?;
-        self.restore_tree(&tree, path)?;
-        // Mode and mtime last: creating children changes the mtime, and a
-        // read-only mode would stop us creating them.
-        let problems = metadata::apply(path, node, self.restore_owner);
-        self.outcome.problems.extend(problems);
-        Ok(())
-    }
-
-    fn restore_file(&mut self, node: &Node, path: &Path) -> Result<()> {
+    fn restore_file(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        node: &Node,
+        path: &Path,
+        rel: &Path,
+    ) -> Result<Vec<String>> {
+        let key = (node.device_id, node.inode);
         if node.links > 1 {
-            let key = (node.device_id, node.inode);
             if let Some(first) = self.hardlinks.get(&key) {
-                remove_existing(path);
-                return std::fs::hard_link(first, path).map_err(|e| {
-                    Error::io(
-                        format!("cannot link {} to {}", path.display(), first.display()),
-                        e,
-                    )
-                });
+                self.link_to(first, dir, node, path)?;
+                return Ok(Vec::new());
             }
         }
-        let written = write_file(self.repo, node, path)?;
+        let (written, problems, file) = write_file(self.repo, dir, node, path, self.apply)?;
         if node.links > 1 {
-            self.hardlinks
-                .insert((node.device_id, node.inode), path.to_path_buf());
+            let meta = file
+                .metadata()
+                .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?;
+            let first = FirstLink {
+                dir: rel.to_path_buf(),
+                name: node.name.0.clone(),
+                id: (meta.dev(), meta.ino()),
+            };
+            self.hardlinks.insert(key, first);
         }
         self.count_file(written);
-        Ok(())
+        Ok(problems)
+    }
+
+    /// Makes `node` in `dir` a hard link to the file restored first. That
+    /// file is found again from the target, one name at a time without
+    /// following symlinks, and must still be the file restored (device and
+    /// inode) before it is linked.
+    fn link_to(
+        &self,
+        first: &FirstLink,
+        dir: BorrowedFd<'_>,
+        node: &Node,
+        path: &Path,
+    ) -> Result<()> {
+        let first_path = self
+            .target
+            .join(&first.dir)
+            .join(OsStr::from_bytes(&first.name));
+        let fail = |e: std::io::Error| {
+            Error::io(
+                format!("cannot link {} to {}", path.display(), first_path.display()),
+                e,
+            )
+        };
+        let mut opened: Option<File> = None;
+        for name in first.dir.iter() {
+            let from = opened.as_ref().unwrap_or(&self.root).as_fd();
+            opened = Some(at::open_dir_path(from, name).map_err(fail)?);
+        }
+        let from = opened.as_ref().unwrap_or(&self.root).as_fd();
+        let handle = Handle::open(from, OsStr::from_bytes(&first.name)).map_err(fail)?;
+        let meta = handle.metadata().map_err(fail)?;
+        if (meta.dev(), meta.ino()) != first.id {
+            return Err(Error::io(
+                format!("{}: not linked", path.display()),
+                std::io::Error::other(format!(
+                    "{} was replaced during the restore",
+                    first_path.display()
+                )),
+            ));
+        }
+        let name = name_of(node);
+        make_way(dir, name);
+        handle.link(dir, name).map_err(fail)
     }
 
     fn count_file(&mut self, written: u64) {
@@ -225,18 +446,55 @@ impl Restorer<'_> {
     }
 }
 
-/// Creates (or replaces) a regular file and writes its content; returns
-/// its length, which must be the snapshot's.
-fn write_file(repo: &Repository, node: &Node, path: &Path) -> Result<u64> {
-    remove_existing(path);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
+/// Opens `parent` again as `..` of `child`, which is held: the walk closed
+/// it on the way down. Refused if it is not the directory it was.
+fn reopen_parent(child: &Frame, parent: &Frame) -> Result<File> {
+    let held = child.dir.as_ref().expect("a popped frame was on top");
+    let moved = |why: String| {
+        Error::new(
+            ErrorKind::Io,
+            format!(
+                "{} was moved during the restore ({why}): restore stopped",
+                parent.path.display()
+            ),
+        )
+    };
+    let dir = at::open_dir(held.as_fd(), OsStr::new("..")).map_err(|e| moved(e.to_string()))?;
+    let meta = dir.metadata().map_err(|e| moved(e.to_string()))?;
+    if (meta.dev(), meta.ino()) != parent.id {
+        return Err(moved("it is another directory now".into()));
+    }
+    Ok(dir)
+}
+
+/// Makes way for a restored entry (restore overwrites, as restic does):
+/// anything but a directory at `name` is removed, a symlink itself and not
+/// what it points to; directories are kept and merged into.
+fn make_way(dir: BorrowedFd<'_>, name: &OsStr) {
+    if let Ok(st) = Stat::at(dir, name) {
+        if st.file_type() != FileType::Dir {
+            let _ = at::remove(dir, name);
+        }
+    }
+}
+
+/// Creates a regular file in `dir` (0600 until its metadata is applied,
+/// `O_EXCL`: whatever was there is removed first), writes its content and
+/// applies its metadata through the open descriptor. Returns its length
+/// (which must be the snapshot's), the metadata problems and the file.
+fn write_file(
+    repo: &Repository,
+    dir: BorrowedFd<'_>,
+    node: &Node,
+    path: &Path,
+    apply: Apply,
+) -> Result<(u64, Vec<String>, File)> {
+    let name = name_of(node);
+    make_way(dir, name);
+    let mut file = at::create_file(dir, name, 0o600)
         .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
-    let written =
-        write_content(repo, &node.content, &mut file).map_err(|e| e.context(path.display()))?;
+    let written = content::write_content(repo, &node.content, &mut file)
+        .map_err(|e| e.context(path.display()))?;
     if written != node.size {
         return Err(Error::corrupt(format!(
             "{}: restored {written} bytes but the snapshot records {}",
@@ -244,373 +502,72 @@ fn write_file(repo: &Repository, node: &Node, path: &Path) -> Result<u64> {
             node.size
         )));
     }
-    Ok(written)
+    // Test hook: content written, stored mode not yet applied.
+    crate::failpoint::pause!("restore-file-written");
+    let problems = metadata::apply_to_file(&file, node, apply, path);
+    Ok((written, problems, file))
 }
 
-/// Blobs of one file read, decrypted, decompressed and verified at once:
-/// enough to keep every core busy, few enough to bound memory (32 blobs of
-/// at most 1 MiB with the default chunk sizes).
-const READ_WINDOW_BLOBS: usize = 32;
-
-/// Reads a window of blobs in parallel, in order.
-fn read_window(repo: &Repository, window: &[BlobId]) -> Result<Vec<Vec<u8>>> {
-    if window.len() == 1 {
-        return Ok(vec![repo.read_blob(BlobKind::Data, &window[0])?]);
+/// Opens what was just created as `name` in `dir` and checks that it is
+/// still that: of the expected type and with one link (a hard link to
+/// another file put in its place has more). Its metadata is then set
+/// through this handle only.
+fn created_handle(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    path: &Path,
+    expected: impl Fn(&std::fs::FileType) -> bool,
+) -> Result<Handle> {
+    let handle = Handle::open(dir, name)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let meta = handle
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?;
+    if !expected(&meta.file_type()) || meta.nlink() != 1 {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "{} was replaced while it was restored: its metadata is not set",
+                path.display()
+            ),
+        ));
     }
-    window
-        .par_iter()
-        .map(|id| repo.read_blob(BlobKind::Data, id))
-        .collect()
+    Ok(handle)
 }
 
-/// Writes a file's blobs in order, leaving all-zero blocks as holes; the
-/// final `set_len` gives the file its length even if it ends in a hole.
-/// Each window of blobs is read in parallel while the previous one is
-/// written, so the disk writes overlap decryption and decompression.
-fn write_content(repo: &Repository, content: &[BlobId], file: &mut File) -> Result<u64> {
-    let ctx = repo.context();
-    let mut written = 0u64;
-    let mut ready: Vec<Vec<u8>> = Vec::new();
-    // `offset`: where in the file the window starts.
-    let write_all = |file: &mut File, blobs: &[Vec<u8>], offset: u64| -> Result<u64> {
-        write_sparse(file, blobs, offset)?;
-        let n: u64 = blobs.iter().map(|b| b.len() as u64).sum();
-        ctx.progress().add_bytes(n);
-        Ok(n)
-    };
-    for window in content.chunks(READ_WINDOW_BLOBS) {
-        ctx.check_interrupt()?;
-        if ready.is_empty() {
-            // The first window (most files have only one): nothing to
-            // write alongside, and a `join` per small file costs more in
-            // thread wake-ups than the file itself.
-            ready = read_window(repo, window)?;
-            continue;
-        }
-        let (read, wrote) = rayon::join(
-            || read_window(repo, window),
-            || write_all(file, &ready, written),
-        );
-        written += wrote?;
-        ready = read?;
-    }
-    written += write_all(file, &ready, written)?;
-    file.set_len(written)
-        .map_err(|e| Error::io("cannot set length", e))?;
-    Ok(written)
-}
-
-/// File-system block size assumed for holes: zero runs are skipped in
-/// whole 4 KiB blocks, which is what ext4, XFS and tmpfs allocate.
-const HOLE_BLOCK_LEN: usize = 4096;
-
-/// Most slices handed to one `writev`: a window of 32 blobs has 32 runs
-/// of data unless it holds holes; Linux takes up to 1024 (IOV_MAX).
-const WRITE_SLICES_MAX: usize = 64;
-
-/// Most bytes handed to one `writev`. ext4 sizes the page-cache folios it
-/// allocates for a write by the write's length. With whole 2 MiB windows,
-/// 4 of 7 restores on this VM took 0.5–1.3 s of system time instead of
-/// 0.2 s: huge folios come from the free memory the host has taken back
-/// (virtio-balloon page reporting), which is slow to touch again. At
-/// 512 KiB, 7 restores took 0.52–0.62 s (median 0.54), against 0.53–0.61 s
-/// (median 0.55) with one `write` per blob, with less system time.
-const WRITE_BYTES_MAX: usize = 512 * 1024;
-
-/// Writes `blobs`, one after the other, at the current position (which is
-/// `offset` in the file), seeking over all-zero blocks so they stay holes
-/// (the caller sets the final length). Blocks are the file's 4 KiB blocks,
-/// counted from the start of the file, not of each blob: a blob rarely
-/// starts on a block boundary, and a zero block that straddles two of the
-/// file system's blocks would leave neither a hole. The runs of data
-/// between holes go out together, in `writev`s of up to `WRITE_BYTES_MAX`
-/// (a 4 KiB `write` per block had cost more system time than everything
-/// else in a restore).
-fn write_sparse(file: &mut File, blobs: &[Vec<u8>], mut offset: u64) -> Result<()> {
-    static ZERO_BLOCK: [u8; HOLE_BLOCK_LEN] = [0; HOLE_BLOCK_LEN];
-    let mut pending: Vec<IoSlice<'_>> = Vec::new();
-    let mut pending_len = 0usize;
-    for data in blobs {
-        // The end of the file block that `start` (in the blob) is in,
-        // or the end of the blob.
-        let block_end = |start: usize| {
-            let into_block = ((offset + start as u64) % HOLE_BLOCK_LEN as u64) as usize;
-            (start + HOLE_BLOCK_LEN - into_block).min(data.len())
-        };
-        // A slice comparison is a vectorised memcmp.
-        let block_is_zero = |start: usize| {
-            let block = &data[start..block_end(start)];
-            block == &ZERO_BLOCK[..block.len()]
-        };
-        let mut at = 0;
-        while at < data.len() {
-            let zero = block_is_zero(at);
-            let mut end = block_end(at);
-            while end < data.len() && block_is_zero(end) == zero {
-                end = block_end(end);
-            }
-            if zero {
-                pending_len = 0;
-                write_slices(file, &mut pending)?;
-                file.seek(SeekFrom::Current((end - at) as i64))
-                    .map_err(|e| Error::io("cannot seek", e))?;
-            } else {
-                let mut run = &data[at..end];
-                while !run.is_empty() {
-                    let (now, later) = run.split_at(run.len().min(WRITE_BYTES_MAX - pending_len));
-                    pending.push(IoSlice::new(now));
-                    pending_len += now.len();
-                    run = later;
-                    if pending.len() == WRITE_SLICES_MAX || pending_len == WRITE_BYTES_MAX {
-                        pending_len = 0;
-                        write_slices(file, &mut pending)?;
-                    }
-                }
-            }
-            at = end;
-        }
-        offset += data.len() as u64;
-    }
-    write_slices(file, &mut pending)
-}
-
-/// Writes all of `slices` at the current position and empties it.
-fn write_slices(out: &mut impl Write, slices: &mut Vec<IoSlice<'_>>) -> Result<()> {
-    let mut left = &mut slices[..];
-    while !left.is_empty() {
-        match out.write_vectored(left) {
-            Ok(0) => {
-                return Err(Error::io(
-                    "cannot write",
-                    std::io::Error::from(std::io::ErrorKind::WriteZero),
-                ))
-            }
-            Ok(n) => IoSlice::advance_slices(&mut left, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("cannot write", e)),
-        }
-    }
-    slices.clear();
-    Ok(())
-}
-
-fn restore_symlink(node: &Node, path: &Path) -> Result<()> {
+fn restore_symlink(
+    dir: BorrowedFd<'_>,
+    node: &Node,
+    path: &Path,
+    apply: Apply,
+) -> Result<Vec<String>> {
     let target = node
         .link_target
         .as_ref()
         .ok_or_else(|| Error::corrupt("symlink without a target"))?;
-    remove_existing(path);
-    std::os::unix::fs::symlink(OsStr::from_bytes(&target.0), path)
-        .map_err(|e| Error::io(format!("cannot create symlink {}", path.display()), e))
+    let name = name_of(node);
+    make_way(dir, name);
+    at::make_symlink(OsStr::from_bytes(&target.0), dir, name)
+        .map_err(|e| Error::io(format!("cannot create symlink {}", path.display()), e))?;
+    let handle = created_handle(dir, name, path, |t| t.is_symlink())?;
+    Ok(metadata::apply_to_handle(&handle, node, apply, path))
 }
 
-/// Makes way for a restored entry (restore overwrites, as restic does);
-/// directories are kept and merged into.
-fn remove_existing(path: &Path) {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.is_dir() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// Writes the content of the file at `path` in a snapshot to `out`, counting
-/// progress as the "restore" phase.
-pub fn dump(
-    repo: &Repository,
-    snapshot: &Snapshot,
-    path: &str,
-    out: &mut dyn Write,
-) -> Result<u64> {
-    let ctx = repo.context();
-    let node = crate::engine::browse::find_node(repo, snapshot, path)?
-        .ok_or_else(|| Error::invalid("dump needs a file path inside the snapshot"))?;
-    if node.kind != NodeKind::File {
-        return Err(Error::invalid(format!(
-            "{path:?} is not a regular file (it is a {:?})",
-            node.kind
-        )));
-    }
-    let progress = ctx.progress();
-    progress.start("restore", node.size, 1);
-    let result = dump_content(repo, &node, out);
-    progress.finish();
-    let written = result?;
-    if written != node.size {
-        return Err(Error::corrupt(format!(
-            "{path}: dumped {written} bytes but the snapshot records {}",
-            node.size
-        )));
-    }
-    Ok(written)
-}
-
-fn dump_content(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<u64> {
-    let ctx = repo.context();
-    let progress = ctx.progress();
-    let mut written = 0u64;
-    for window in node.content.chunks(READ_WINDOW_BLOBS) {
-        ctx.check_interrupt()?;
-        for data in read_window(repo, window)? {
-            out.write_all(&data)
-                .map_err(|e| Error::io("cannot write output", e))?;
-            written += data.len() as u64;
-            progress.add_bytes(data.len() as u64);
-        }
-    }
-    out.flush()
-        .map_err(|e| Error::io("cannot write output", e))?;
-    progress.add_items(1);
-    Ok(written)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// More runs of data, or more bytes, than one `writev` takes: written
-    /// in several.
-    #[test]
-    fn a_window_of_more_runs_than_one_writev_takes_is_written_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let mut file = File::create(&path).unwrap();
-        let many: Vec<Vec<u8>> = (0..3 * WRITE_SLICES_MAX + 5)
-            .map(|i| vec![(i % 250) as u8 + 1; 100 + i])
-            .collect();
-        let large: Vec<Vec<u8>> = (0..5)
-            .map(|i| vec![i as u8 + 1; WRITE_BYTES_MAX / 2 + 4097 * i])
-            .collect();
-        // Runs longer than one call takes, with holes between them.
-        let holed = vec![[
-            vec![7u8; WRITE_BYTES_MAX + 100],
-            vec![0u8; 3 * HOLE_BLOCK_LEN],
-            vec![9u8; 2 * WRITE_BYTES_MAX + 5],
-        ]
-        .concat()];
-        let mut offset = 0;
-        for window in [&many, &large, &holed] {
-            write_sparse(&mut file, window, offset).unwrap();
-            offset += window.iter().map(|b| b.len() as u64).sum::<u64>();
-        }
-        let expected = [many.concat(), large.concat(), holed.concat()].concat();
-        file.set_len(expected.len() as u64).unwrap();
-        drop(file);
-        assert!(std::fs::read(&path).unwrap() == expected);
-    }
-
-    /// Regression: zero blocks were counted from each blob's start, so in
-    /// a blob that does not start on a block boundary (most do not) a zero
-    /// block of the file straddled two blocks of the run and was written.
-    #[test]
-    fn zero_blocks_of_the_file_become_holes_wherever_blobs_start() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let mut file = File::create(&path).unwrap();
-        // 64 file blocks, every other one zero, cut into blobs at offsets
-        // that are not multiples of the block size.
-        let mut content = Vec::new();
-        for block in 0..64 {
-            let byte = if block % 2 == 1 { 0 } else { 0x5a };
-            content.extend(std::iter::repeat_n(byte, HOLE_BLOCK_LEN));
-        }
-        let cuts = [0, 1000, 13_000, 40_001, 100_000, 64 * HOLE_BLOCK_LEN];
-        let blobs: Vec<Vec<u8>> = cuts
-            .windows(2)
-            .map(|w| content[w[0]..w[1]].to_vec())
-            .collect();
-        write_sparse(&mut file, &blobs, 0).unwrap();
-        file.set_len(content.len() as u64).unwrap();
-        drop(file);
-        assert!(std::fs::read(&path).unwrap() == content);
-        // 32 data blocks are allocated; the 32 zero blocks are holes (a
-        // file system may allocate a little more, never the zero blocks).
-        let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
-        assert!(
-            allocated < 40 * HOLE_BLOCK_LEN as u64,
-            "{allocated} bytes allocated for 32 data blocks"
-        );
-    }
-
-    /// A writer that takes at most 1,000 bytes per call, no more than one
-    /// slice's worth, and is interrupted every third call.
-    struct Grudging {
-        written: Vec<u8>,
-        calls: usize,
-    }
-
-    impl Write for Grudging {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.calls += 1;
-            if self.calls.is_multiple_of(3) {
-                return Err(std::io::ErrorKind::Interrupted.into());
-            }
-            let n = buf.len().min(1000);
-            self.written.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn short_and_interrupted_writes_are_carried_on() {
-        let pieces: Vec<Vec<u8>> = (0..20).map(|i| vec![i as u8; 37 + 300 * i]).collect();
-        let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
-        let mut out = Grudging {
-            written: Vec::new(),
-            calls: 0,
-        };
-        write_slices(&mut out, &mut slices).unwrap();
-        assert!(slices.is_empty());
-        assert!(out.written == pieces.concat());
-        assert!(out.calls > 20);
-    }
-
-    proptest! {
-        /// Blobs written with holes read back as they were, whatever mix of
-        /// zero and data blocks (and partial blocks) they hold.
-        #[test]
-        fn sparse_writes_read_back_exactly(
-            blobs in proptest::collection::vec(
-                proptest::collection::vec((any::<bool>(), 1usize..9000), 0..6), 0..5),
-            split in any::<bool>(),
-            lead in 0usize..9000,
-        ) {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("f");
-            let mut file = File::create(&path).unwrap();
-            let mut expected = Vec::new();
-            let mut window = Vec::new();
-            for pieces in &blobs {
-                let mut blob = Vec::new();
-                for &(zero, len) in pieces {
-                    let byte = if zero { 0 } else { (len % 251) as u8 | 1 };
-                    blob.extend(std::iter::repeat_n(byte, len));
-                }
-                expected.extend_from_slice(&blob);
-                window.push(blob);
-            }
-            // The window starts `lead` bytes into the file (a hole).
-            file.seek(SeekFrom::Start(lead as u64)).unwrap();
-            let mut offset = lead as u64;
-            // Half the windows in one call, half blob by blob.
-            if split {
-                for blob in &window {
-                    write_sparse(&mut file, std::slice::from_ref(blob), offset).unwrap();
-                    offset += blob.len() as u64;
-                }
-            } else {
-                write_sparse(&mut file, &window, offset).unwrap();
-            }
-            let expected = [vec![0u8; lead], expected].concat();
-            file.set_len(expected.len() as u64).unwrap();
-            drop(file);
-            prop_assert_eq!(std::fs::read(&path).unwrap(), expected);
-        }
-    }
+fn restore_special(
+    dir: BorrowedFd<'_>,
+    node: &Node,
+    path: &Path,
+    apply: Apply,
+) -> Result<Vec<String>> {
+    use std::os::unix::fs::FileTypeExt;
+    let (special, rdev) = metadata::special(node)
+        .ok_or_else(|| Error::corrupt(format!("{}: not a special file", path.display())))?;
+    let name = name_of(node);
+    make_way(dir, name);
+    at::make_special(dir, name, special, 0o600, rdev)
+        .map_err(|e| Error::io(format!("{}: cannot create special file", path.display()), e))?;
+    let handle = created_handle(dir, name, path, |t| {
+        t.is_fifo() || t.is_char_device() || t.is_block_device() || t.is_socket()
+    })?;
+    Ok(metadata::apply_to_handle(&handle, node, apply, path))
 }

@@ -7,7 +7,6 @@ use std::fs::{File, Metadata};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 /// What a node keeps of an lstat, from `std::fs::Metadata` or from
 /// `fstatat` on a directory descriptor (`Stat::at`), which std cannot turn
@@ -117,45 +116,13 @@ pub enum FileType {
     Special(Special),
 }
 
-/// The files `make_special` creates: neither data nor directories.
+/// The files `at::make_special` creates: neither data nor directories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Special {
     Fifo,
     CharDevice,
     BlockDevice,
     Socket,
-}
-
-/// Creates a fifo, device node or socket file at `path` with the
-/// permission bits `permissions` (`& 0o7777` by the caller) and, for
-/// devices, the device number `rdev`.
-pub fn make_special(
-    path: &Path,
-    special: Special,
-    permissions: u32,
-    rdev: u64,
-) -> std::io::Result<()> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    let kind_bits = match special {
-        Special::Fifo => libc::S_IFIFO,
-        Special::CharDevice => libc::S_IFCHR,
-        Special::BlockDevice => libc::S_IFBLK,
-        Special::Socket => libc::S_IFSOCK,
-    };
-    // SAFETY: c_path is a valid NUL-terminated string.
-    let rc = unsafe {
-        libc::mknod(
-            c_path.as_ptr(),
-            kind_bits | permissions,
-            rdev as libc::dev_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// The error a write to a full disk gives (ENOSPC), for the test hook that

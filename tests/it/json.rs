@@ -305,6 +305,7 @@ const RESTORE: Schema = &[
     ("files_restored", Ty::U64),
     ("dirs_restored", Ty::U64),
     ("bytes_restored", Ty::U64),
+    ("special_files_skipped", Ty::U64),
     ("errors", Ty::U64),
 ];
 

@@ -27,6 +27,7 @@ mod privacy;
 mod profile;
 mod progress;
 mod prune;
+mod restore_safety;
 mod secrets;
 mod selectors;
 mod shell;
