@@ -370,6 +370,88 @@ mod tests {
         }
     }
 
+    /// A tree of one node, as a reader sees it.
+    fn decodes(node: &Node) -> bool {
+        Tree::decode(&Tree::new(vec![node.clone()]).encode()).is_ok()
+    }
+
+    #[test]
+    fn fields_a_reader_refuses_are_named_by_the_shared_rules() {
+        let link = |target: &[u8]| {
+            let mut node = Node::new(b"l", NodeKind::Symlink);
+            node.link_target = Some(Bytes(target.to_vec()));
+            node
+        };
+        let xattr = |name: &[u8], value: &str| {
+            let mut node = Node::new(b"f", NodeKind::File);
+            node.xattrs = vec![Xattr {
+                name: Bytes(name.to_vec()),
+                value: value.into(),
+            }];
+            node
+        };
+        let mut huge = Node::new(b"f", NodeKind::File);
+        huge.size = u64::MAX;
+        let mut user = Node::new(b"f", NodeKind::File);
+        user.user = Some("a\0b".into());
+        let mut many = Node::new(b"f", NodeKind::File);
+        many.xattrs = (0..300)
+            .map(|i| Xattr {
+                name: Bytes(format!("user.{i:0>250}").into_bytes()),
+                value: String::new(),
+            })
+            .collect();
+        let bad = [
+            link(b""),
+            link(b"a\0b"),
+            link(&vec![b'a'; NAME_LEN_MAX + 1]),
+            xattr(b"", ""),
+            xattr(b"user.a\0", ""),
+            xattr(&vec![b'u'; XATTR_NAME_LEN_MAX + 1], ""),
+            xattr(b"user.a", "abc"),
+            xattr(b"user.a", "zz"),
+            xattr(b"user.a", &"00".repeat(XATTR_VALUE_LEN_MAX + 1)),
+            huge,
+            user,
+            many,
+        ];
+        for node in &bad {
+            assert!(check_node_fields(node).is_err(), "{node:?} passed");
+            assert!(!decodes(node), "{node:?} decoded");
+        }
+        let good = [
+            link(b"../../etc/passwd"),
+            link(&vec![b'a'; NAME_LEN_MAX]),
+            xattr(
+                &vec![b'u'; XATTR_NAME_LEN_MAX],
+                &"00".repeat(XATTR_VALUE_LEN_MAX),
+            ),
+            xattr(b"user.\xff", "ff"),
+        ];
+        for node in &good {
+            assert_eq!(check_node_fields(node), Ok(()));
+            assert!(decodes(node), "{node:?} refused");
+        }
+    }
+
+    proptest! {
+        /// The decoder and the shared rules agree on every node's fields:
+        /// what `check_node_fields` passes is what a reader accepts.
+        #[test]
+        fn the_reader_accepts_exactly_what_the_rules_pass(
+            target in proptest::collection::vec(any::<u8>(), 0..6),
+            xname in proptest::collection::vec(any::<u8>(), 0..6),
+            xvalue in "[0-9a-fz]{0,5}",
+            size in prop_oneof![Just(u64::MAX), 0u64..10, Just(FILE_SIZE_MAX)],
+        ) {
+            let mut node = Node::new(b"n", NodeKind::File);
+            node.size = size;
+            node.link_target = Some(Bytes(target));
+            node.xattrs = vec![Xattr { name: Bytes(xname), value: xvalue }];
+            prop_assert_eq!(check_node_fields(&node).is_ok(), decodes(&node));
+        }
+    }
+
     #[test]
     fn non_utf8_names_survive() {
         let tree = Tree::new(vec![Node::new(&[0xff, 0xfe, b'a'], NodeKind::File)]);
