@@ -237,7 +237,6 @@ mod tests {
         );
         snapshot.tree = id;
         repo.save_snapshot(&snapshot, &written).unwrap();
-        drop(written);
         drop(lock);
         (cache, repo)
     }

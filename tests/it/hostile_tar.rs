@@ -76,7 +76,15 @@ fn write(t: &TestRepo, name: &str, bytes: &[u8]) -> PathBuf {
 /// stderr that names the problem, no snapshot.
 fn assert_refused(t: &TestRepo, name: &str, bytes: &[u8], expect: &str) {
     let path = write(t, name, bytes);
-    let out = output_with_timeout(t.command().args(["import-tar", path_str(&path)]), 60);
+    assert_refused_with(t, &path, &[], expect);
+}
+
+fn assert_refused_with(t: &TestRepo, path: &std::path::Path, extra: &[&str], expect: &str) {
+    let name = path.display();
+    let out = output_with_timeout(
+        t.command().args(["import-tar", path_str(path)]).args(extra),
+        60,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{name} accepted: {stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
@@ -263,4 +271,25 @@ fn a_deep_tarball_imports_and_every_tree_walk_handles_it() {
         "{diff}"
     );
     assert_success(&t.cmd(&["prune"]), &["prune"]);
+}
+
+#[test]
+fn import_limits_can_be_set_on_the_command_line() {
+    let t = TestRepo::new();
+    let path = write(
+        &t,
+        "two.tar",
+        &tarball(&[file("a", b"12345"), file("b", b"")]),
+    );
+    assert_refused_with(&t, &path, &["--max-members", "1"], "more than 1 members");
+    assert_refused_with(&t, &path, &["--max-size", "4"], "more than 4 bytes");
+    let out = t.cmd(&[
+        "import-tar",
+        path_str(&path),
+        "--max-size",
+        "5",
+        "--max-members",
+        "2",
+    ]);
+    assert_success(&out, &["import-tar", "--max-size", "5"]);
 }

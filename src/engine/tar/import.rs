@@ -190,17 +190,31 @@ fn save_items(
 }
 
 /// Imports a tarball (plain or compressed) as a snapshot whose tree is the
-/// tarball's contents. `name` is recorded as the snapshot's path (the
-/// tarball as given, or `-` for standard input). Members that cannot be
-/// represented (`..` in the name, a hard link to nothing) are skipped and
-/// reported in `unreadable`; a truncated or corrupt tarball is an error and
-/// writes no snapshot. Needs `load_index` first.
+/// tarball's contents, within the default `Limits`. `name` is recorded as
+/// the snapshot's path (the tarball as given, or `-` for standard input).
+/// Members that cannot be represented (`..` in the name, a hard link to
+/// nothing) are skipped and reported in `unreadable`; a truncated or
+/// corrupt tarball, one with a member whose fields a tree may not hold
+/// (`tree::check_node_fields`) or one past a limit is an error and writes
+/// no snapshot. Needs `load_index` first.
 pub fn import_tar(
     repo: &mut Repository,
     lock: &LockGuard,
     input: &mut dyn Read,
     name: &str,
     options: &BackupOptions,
+) -> Result<BackupOutcome> {
+    import_tar_with_limits(repo, lock, input, name, options, &Limits::default())
+}
+
+/// `import_tar` within `limits`.
+pub fn import_tar_with_limits(
+    repo: &mut Repository,
+    lock: &LockGuard,
+    input: &mut dyn Read,
+    name: &str,
+    options: &BackupOptions,
+    limits: &Limits,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let snapshot = new_snapshot(options, vec![name.to_string()], SourceKind::Tar);
@@ -209,7 +223,7 @@ pub fn import_tar(
     // (deleting its packs) and no snapshot is written.
     let (archived, written) = archive(repo_ref, lock, Spares::One, |archiver| {
         let mut tree = Builder::default();
-        read_members(input, name, &Limits::default(), &mut |member, contents| {
+        read_members(input, name, limits, &mut |member, contents| {
             store_member(archiver, &mut tree, member, contents, name)
         })?;
         let counts = count_links(&tree.root);
