@@ -113,6 +113,12 @@ fn hostile_member_fields_are_refused_with_one_line_and_no_snapshot() {
         let key = [&b"SCHILY.xattr."[..], name].concat();
         [pax(&[(&key, b"v")]), file("f", b"data")].concat()
     };
+    // A version 1.0 sparse map (one segment of one byte at 0), padded to a
+    // block, then the byte: a reader that believed the claimed size would
+    // expand zeros for ever.
+    let mut sparse_data = b"1\n0\n1\n".to_vec();
+    sparse_data.resize(512, 0);
+    sparse_data.push(b'x');
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("nul-target.tar", link(b"a\0b"), "symlink target with a NUL"),
         (
@@ -145,7 +151,7 @@ fn hostile_member_fields_are_refused_with_one_line_and_no_snapshot() {
                     (b"GNU.sparse.name", b"big"),
                     (b"GNU.sparse.realsize", b"18446744073709551000"),
                 ]),
-                file("GNUSparseFile.0/big", b"1\n0\n1\nx"),
+                file("GNUSparseFile.0/big", &sparse_data),
             ]
             .concat(),
             "sparse file claiming 18446744073709551000 bytes",
