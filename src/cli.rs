@@ -76,7 +76,13 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Tag(args) => browse::tag(cli, args),
         Command::Cat { kind, id } => cat::cat(cli, kind, id.as_deref()),
         Command::Forget(args) => forget::forget(cli, args),
-        Command::ImportTar { file, tags, host } => backup::import_tar(cli, file, tags, host),
+        Command::ImportTar {
+            file,
+            tags,
+            host,
+            max_size,
+            max_members,
+        } => backup::import_tar(cli, file, tags, host, max_size, *max_members),
         Command::Stats {
             snapshots,
             mode,

@@ -68,7 +68,9 @@ pub use engine::stats::{
 #[cfg(feature = "cache")]
 pub use engine::tag::{tag, TagChange};
 #[cfg(feature = "cache")]
-pub use engine::tar::{export_tar, import_tar, Compression, ExportOutcome};
+pub use engine::tar::{
+    export_tar, import_tar, import_tar_with_limits, Compression, ExportOutcome, TarLimits,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use format::chunker::ChunkerParams;
 pub use format::crypto::KdfParams;

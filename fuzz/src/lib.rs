@@ -23,6 +23,9 @@ pub fn fuzz_key() -> MasterKey {
 pub const TAR_MAX_STREAM: u64 = 16 << 20;
 pub const TAR_MAX_CONTENT: u64 = 16 << 20;
 pub const TAR_MAX_HEADER: u64 = 1 << 20;
+/// Members and path depth: small, so that the fuzzer reaches both limits.
+pub const TAR_MAX_MEMBERS: u64 = 1_000;
+pub const TAR_MAX_DEPTH: usize = 64;
 
 /// `pack_header` input modes (first byte, modulo 3).
 pub mod pack_mode {

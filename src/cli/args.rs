@@ -114,6 +114,14 @@ pub(crate) enum Command {
         /// Hostname to record (default: this host's name).
         #[arg(long)]
         host: Option<String>,
+        /// Most bytes of member contents, sparse holes included (refused
+        /// past it). Other limits: path depth 2047, 64 MiB of headers per
+        /// member; a tarball past one writes no snapshot.
+        #[arg(long, value_name = "SIZE", default_value = "16T")]
+        max_size: String,
+        /// Most members (each is held in memory until the end).
+        #[arg(long, value_name = "N", default_value_t = 10_000_000)]
+        max_members: u64,
     },
     /// Write a snapshot (SNAPSHOT[:PATH], or SNAPSHOT PATH) as a tarball to
     /// standard output or -o FILE.

@@ -95,7 +95,20 @@ pub(crate) fn import_tar(
     file: &std::path::Path,
     tags: &[String],
     host: &Option<String>,
+    max_size: &str,
+    max_members: u64,
 ) -> anyhow::Result<i32> {
+    let max_content_bytes = cairn::units::parse_size(max_size)?;
+    let limits = cairn::TarLimits {
+        max_content_bytes,
+        // The stream holds headers and padding too: never below the
+        // default, and twice the contents when they may be larger.
+        max_stream_bytes: max_content_bytes
+            .saturating_mul(2)
+            .max(cairn::TarLimits::default().max_stream_bytes),
+        max_members,
+        ..cairn::TarLimits::default()
+    };
     let mut input: Box<dyn std::io::Read> = if file == std::path::Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
@@ -119,7 +132,8 @@ pub(crate) fn import_tar(
         exclude: Default::default(),
         parent: ParentChoice::None,
     };
-    let outcome = cairn::import_tar(&mut repo, &lock, &mut input, &name, &options)?;
+    let outcome =
+        cairn::import_tar_with_limits(&mut repo, &lock, &mut input, &name, &options, &limits)?;
     report_backup(cli, &outcome)
 }
 

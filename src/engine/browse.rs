@@ -8,11 +8,13 @@ use crate::engine::repository::Repository;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::id::{BlobId, SnapshotId};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Node, NodeKind};
+use crate::format::tree::{Node, NodeKind, TREE_DEPTH_MAX};
 use serde::Serialize;
 
 /// Calls `f(path, node)` for every node under `tree` in depth-first, sorted
-/// order; `prefix` is the path of `tree` itself ("" for the root).
+/// order; `prefix` is the path of `tree` itself ("" for the root). With an
+/// explicit stack: a tree nested deeper than `TREE_DEPTH_MAX` is an error
+/// (`Corrupt`), not a stack overflow.
 pub fn walk(
     repo: &Repository,
     tree: BlobId,
@@ -21,15 +23,38 @@ pub fn walk(
 ) -> Result<()> {
     let ctx = repo.context();
     ctx.check_interrupt()?;
-    let tree = repo.load_tree(&tree)?;
-    for node in &tree.nodes {
-        let path = format!("{prefix}/{}", node.name_str());
-        f(&path, node)?;
+    // Each level: its nodes (reversed, so `pop` gives them in order) and
+    // its path.
+    let mut stack: Vec<(Vec<Node>, String)> = vec![(reversed(repo, &tree)?, prefix.to_string())];
+    while let Some((nodes, dir)) = stack.last_mut() {
+        let Some(node) = nodes.pop() else {
+            stack.pop();
+            continue;
+        };
+        let path = format!("{dir}/{}", node.name_str());
+        f(&path, &node)?;
         if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-            walk(repo, sub, &path, f)?;
+            ctx.check_interrupt()?;
+            if stack.len() >= TREE_DEPTH_MAX {
+                return Err(too_deep(&path));
+            }
+            stack.push((reversed(repo, &sub)?, path));
         }
     }
     Ok(())
+}
+
+/// A tree's nodes, last first.
+fn reversed(repo: &Repository, id: &BlobId) -> Result<Vec<Node>> {
+    let mut nodes = repo.load_tree(id)?.nodes;
+    nodes.reverse();
+    Ok(nodes)
+}
+
+fn too_deep(path: &str) -> Error {
+    Error::corrupt(format!(
+        "{path}: directories are nested more than {TREE_DEPTH_MAX} deep"
+    ))
 }
 
 /// A glob for `find`: `*`, `?`, `[...]` and `**`. A pattern without `/` is
@@ -151,18 +176,64 @@ pub struct Diff {
 }
 
 /// Compares two trees. Equal subtree ids are skipped without loading.
+/// With an explicit stack of work, in the order a recursive walk would
+/// take: a pair of trees nested deeper than `TREE_DEPTH_MAX` is an error.
 pub fn diff(repo: &Repository, before: BlobId, after: BlobId) -> Result<Diff> {
     let mut out = Diff::default();
-    diff_trees(repo, Some(before), Some(after), "", &mut out)?;
+    let mut work = vec![Work::Trees {
+        before: Some(before),
+        after: Some(after),
+        prefix: String::new(),
+        depth: 1,
+    }];
+    while let Some(item) = work.pop() {
+        match item {
+            Work::Trees {
+                before,
+                after,
+                prefix,
+                depth,
+            } => {
+                if depth > TREE_DEPTH_MAX {
+                    return Err(too_deep(&prefix));
+                }
+                let mut next = Vec::new();
+                diff_trees(repo, before, after, &prefix, depth, &mut next)?;
+                work.extend(next.into_iter().rev());
+            }
+            Work::Record(entry) => record(
+                &mut out,
+                entry.path,
+                entry.change,
+                entry.kind,
+                entry.size_before,
+                entry.size_after,
+            ),
+        }
+    }
     Ok(out)
 }
 
+/// What is left to do in `diff`, last item first.
+enum Work {
+    Trees {
+        before: Option<BlobId>,
+        after: Option<BlobId>,
+        prefix: String,
+        depth: usize,
+    },
+    Record(DiffEntry),
+}
+
+/// Compares one pair of trees: the changes in it and the pairs of subtrees
+/// to compare, in order, appended to `next`.
 fn diff_trees(
     repo: &Repository,
     before: Option<BlobId>,
     after: Option<BlobId>,
     prefix: &str,
-    out: &mut Diff,
+    depth: usize,
+    next: &mut Vec<Work>,
 ) -> Result<()> {
     let ctx = repo.context();
     if before == after {
@@ -185,21 +256,32 @@ fn diff_trees(
         };
         match order {
             std::cmp::Ordering::Less => {
-                one_side(repo, &a[i], prefix, Change::Removed, out)?;
+                one_side(&a[i], prefix, Change::Removed, depth, next);
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
-                one_side(repo, &b[j], prefix, Change::Added, out)?;
+                one_side(&b[j], prefix, Change::Added, depth, next);
                 j += 1;
             }
             std::cmp::Ordering::Equal => {
-                both_sides(repo, &a[i], &b[j], prefix, out)?;
+                both_sides(&a[i], &b[j], prefix, depth, next);
                 i += 1;
                 j += 1;
             }
         }
     }
     Ok(())
+}
+
+/// A change to record, as `Work`.
+fn change(path: String, change: Change, kind: NodeKind, before: u64, after: u64) -> Work {
+    Work::Record(DiffEntry {
+        path,
+        change,
+        kind,
+        size_before: before,
+        size_after: after,
+    })
 }
 
 fn record(out: &mut Diff, path: String, change: Change, kind: NodeKind, before: u64, after: u64) {
@@ -230,39 +312,37 @@ fn record(out: &mut Diff, path: String, change: Change, kind: NodeKind, before: 
 }
 
 /// A node only in one snapshot: it and everything under it.
-fn one_side(
-    repo: &Repository,
-    node: &Node,
-    prefix: &str,
-    change: Change,
-    out: &mut Diff,
-) -> Result<()> {
+fn one_side(node: &Node, prefix: &str, kind: Change, depth: usize, next: &mut Vec<Work>) {
     let path = format!("{prefix}/{}", node.name_str());
     let size = if node.kind == NodeKind::File {
         node.size
     } else {
         0
     };
-    let (before, after) = match change {
+    let (before, after) = match kind {
         Change::Added => (0, size),
         _ => (size, 0),
     };
-    record(out, path.clone(), change, node.kind, before, after);
+    next.push(change(path.clone(), kind, node.kind, before, after));
     if node.kind == NodeKind::Dir {
-        let (b, a) = match change {
+        let (b, a) = match kind {
             Change::Added => (None, node.subtree),
             _ => (node.subtree, None),
         };
-        diff_trees(repo, b, a, &path, out)?;
+        next.push(Work::Trees {
+            before: b,
+            after: a,
+            prefix: path,
+            depth: depth + 1,
+        });
     }
-    Ok(())
 }
 
-fn both_sides(repo: &Repository, a: &Node, b: &Node, prefix: &str, out: &mut Diff) -> Result<()> {
+fn both_sides(a: &Node, b: &Node, prefix: &str, depth: usize, next: &mut Vec<Work>) {
     let path = format!("{prefix}/{}", a.name_str());
     if a.kind != b.kind {
-        one_side(repo, a, prefix, Change::Removed, out)?;
-        return one_side(repo, b, prefix, Change::Added, out);
+        one_side(a, prefix, Change::Removed, depth, next);
+        return one_side(b, prefix, Change::Added, depth, next);
     }
     let content_differs =
         a.content != b.content || a.link_target != b.link_target || a.rdev != b.rdev;
@@ -273,28 +353,30 @@ fn both_sides(repo: &Repository, a: &Node, b: &Node, prefix: &str, out: &mut Dif
         || a.xattrs != b.xattrs;
     let size = |n: &Node| if n.kind == NodeKind::File { n.size } else { 0 };
     if a.kind != NodeKind::Dir && content_differs {
-        record(
-            out,
+        next.push(change(
             path.clone(),
             Change::Modified,
             a.kind,
             size(a),
             size(b),
-        );
+        ));
     } else if metadata_differs {
-        record(
-            out,
+        next.push(change(
             path.clone(),
             Change::Metadata,
             a.kind,
             size(a),
             size(b),
-        );
+        ));
     }
     if a.kind == NodeKind::Dir {
-        diff_trees(repo, a.subtree, b.subtree, &path, out)?;
+        next.push(Work::Trees {
+            before: a.subtree,
+            after: b.subtree,
+            prefix: path,
+            depth: depth + 1,
+        });
     }
-    Ok(())
 }
 
 /// Finds the node at `subpath` ("/" or "" is the root) in a snapshot.

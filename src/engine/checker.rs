@@ -195,6 +195,79 @@ fn check_keys<S: Sync>(repo: &Repository<S>, report: &mut CheckReport) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::archiver::{new_snapshot, BackupOptions};
+    use crate::engine::repository::InitOptions;
+    use crate::format::crypto::KdfParams;
+    use crate::format::snapshot::SourceKind;
+    use crate::format::tree::{Node, NodeKind, Tree, TREE_DEPTH_MAX};
+    use crate::storage::backend::{Backend, MemoryBackend};
+    use std::sync::Arc;
+
+    /// A snapshot whose tree is `depth` directories nested in one another,
+    /// in a repository in memory.
+    fn nested(depth: usize) -> (tempfile::TempDir, Repository) {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let options = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 8,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
+        Repository::init(backend.clone(), b"pw", &options).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::open(backend, b"pw", Some(cache.path()))
+            .unwrap()
+            .load_index()
+            .unwrap();
+        let lock = repo.lock_shared(std::time::Duration::ZERO).unwrap();
+        let mut writer = repo.blob_writer(&lock);
+        let mut id = writer.save_tree(&Tree::new(Vec::new())).unwrap();
+        for _ in 1..depth {
+            let mut dir = Node::new(b"d", NodeKind::Dir);
+            dir.subtree = Some(id);
+            id = writer.save_tree(&Tree::new(vec![dir])).unwrap();
+        }
+        let written = writer.finish().unwrap();
+        let mut snapshot = new_snapshot(
+            &BackupOptions::default(),
+            vec!["/".into()],
+            SourceKind::Directory,
+        );
+        snapshot.tree = id;
+        repo.save_snapshot(&snapshot, &written).unwrap();
+        drop(lock);
+        (cache, repo)
+    }
+
+    /// A test thread has a 2 MiB stack: a walk that recursed per level
+    /// overflowed it long before 5,000 levels.
+    #[test]
+    fn trees_nested_past_the_limit_are_damage_not_a_stack_overflow() {
+        let (_cache, repo) = nested(5_000);
+        let report = check(&repo, &CheckOptions::default()).unwrap();
+        assert!(!report.is_clean());
+        assert_eq!(
+            report.damaged_paths.len(),
+            1,
+            "{:?} {:?}",
+            report.damaged_paths,
+            report.problems
+        );
+        let damaged = &report.damaged_paths[0];
+        assert!(
+            damaged.detail.contains("nested more than"),
+            "{}",
+            damaged.detail
+        );
+        assert_eq!(damaged.path.matches('/').count(), TREE_DEPTH_MAX);
+
+        let (_cache, repo) = nested(TREE_DEPTH_MAX);
+        let report = check(&repo, &CheckOptions::default()).unwrap();
+        assert!(report.is_clean(), "{:?}", report.damaged_paths);
+        assert_eq!(report.trees, TREE_DEPTH_MAX as u64);
+    }
 
     #[test]
     fn read_data_subset_forms_parse() {

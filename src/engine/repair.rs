@@ -12,7 +12,7 @@ use crate::error::{ErrorKind, Result};
 use crate::format::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::format::index_file::IndexPack;
 use crate::format::pack::{self, BlobKind};
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind, Tree, TREE_DEPTH_MAX};
 use crate::storage::lock::{ExclusiveLock, LockGuard};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -389,25 +389,50 @@ impl Rewriter<'_> {
     }
 
     /// Returns the id of the repaired tree, or `None` if it is unreadable.
-    fn rewrite(&mut self, id: BlobId, path: &str) -> Result<Option<BlobId>> {
-        if let Some(&done) = self.rewritten.get(&id) {
-            if done != Some(id) {
-                // Same damage as met before in another snapshot: list it
-                // again for this one.
-                self.collect_dropped(id, path)?;
-            }
-            return Ok(done);
-        }
-        let tree = match self.load(&id) {
-            Some(tree) => tree,
-            None => {
-                self.rewritten.insert(id, None);
-                return Ok(None);
-            }
+    /// Bottom-up with an explicit stack: a tree's depth comes from the
+    /// repository, which may be hostile. Directories nested deeper than
+    /// `TREE_DEPTH_MAX` are dropped like unreadable ones.
+    fn rewrite(&mut self, root: BlobId, path: &str) -> Result<Option<BlobId>> {
+        let mut stack = match self.enter(root, path)? {
+            Enter::Done(done) => return Ok(done),
+            Enter::Tree(level) => vec![*level],
         };
-        let mut nodes: Vec<Node> = Vec::with_capacity(tree.nodes.len());
-        for node in &tree.nodes {
-            let child = format!("{path}/{}", node.name_str());
+        // The result of the subtree just finished, for the level below it.
+        let mut finished: Option<Option<BlobId>> = None;
+        loop {
+            let depth = stack.len();
+            let top = stack.last_mut().expect("popped only below");
+            if let Some(result) = finished.take() {
+                let (mut node, child) = top.waiting.take().expect("a subtree was entered");
+                match result {
+                    Some(new) => {
+                        node.subtree = Some(new);
+                        top.kept.push(node);
+                    }
+                    None => self
+                        .dropped
+                        .push(dropped(child, "directory listing unreadable")),
+                }
+            }
+            let Some(node) = top.rest.next() else {
+                let done = stack.pop().expect("non-empty");
+                let new_tree = Tree {
+                    nodes: done.kept,
+                    version: done.version,
+                };
+                let new_id = match &mut self.writer {
+                    Some(writer) => writer.save_tree(&new_tree)?,
+                    // Dry run: the id the tree would get, without storing it.
+                    None => self.repo.blob_id(&new_tree.encode()),
+                };
+                self.rewritten.insert(done.id, Some(new_id));
+                if stack.is_empty() {
+                    return Ok(Some(new_id));
+                }
+                finished = Some(Some(new_id));
+                continue;
+            };
+            let child = format!("{}/{}", top.path, node.name_str());
             match node.kind {
                 NodeKind::Dir => {
                     let Some(sub) = node.subtree else {
@@ -415,32 +440,52 @@ impl Rewriter<'_> {
                             .push(dropped(child, "directory has no listing"));
                         continue;
                     };
-                    match self.rewrite(sub, &child)? {
-                        Some(new) => {
-                            let mut node = node.clone();
-                            node.subtree = Some(new);
-                            nodes.push(node);
-                        }
-                        None => self
-                            .dropped
-                            .push(dropped(child, "directory listing unreadable")),
+                    if depth >= TREE_DEPTH_MAX {
+                        self.dropped.push(dropped(
+                            child,
+                            format!("directories nested more than {TREE_DEPTH_MAX} deep"),
+                        ));
+                        continue;
+                    }
+                    let entered = self.enter(sub, &child)?;
+                    top.waiting = Some((node, child));
+                    match entered {
+                        Enter::Done(done) => finished = Some(done),
+                        Enter::Tree(level) => stack.push(*level),
                     }
                 }
-                NodeKind::File => match self.file_damage(node)? {
-                    None => nodes.push(node.clone()),
+                NodeKind::File => match self.file_damage(&node)? {
+                    None => top.kept.push(node),
                     Some(reason) => self.dropped.push(dropped(child, reason)),
                 },
-                _ => nodes.push(node.clone()),
+                _ => top.kept.push(node),
             }
         }
-        let new_tree = Tree { nodes, ..tree };
-        let new_id = match &mut self.writer {
-            Some(writer) => writer.save_tree(&new_tree)?,
-            // Dry run: the id the tree would get, without storing it.
-            None => self.repo.blob_id(&new_tree.encode()),
+    }
+
+    /// Starts rewriting tree `id` at `path`: its result if known (or if it
+    /// is unreadable), else a level to work through.
+    fn enter(&mut self, id: BlobId, path: &str) -> Result<Enter> {
+        if let Some(&done) = self.rewritten.get(&id) {
+            if done != Some(id) {
+                // Same damage as met before in another snapshot: list it
+                // again for this one.
+                self.collect_dropped(id, path)?;
+            }
+            return Ok(Enter::Done(done));
+        }
+        let Some(tree) = self.load(&id) else {
+            self.rewritten.insert(id, None);
+            return Ok(Enter::Done(None));
         };
-        self.rewritten.insert(id, Some(new_id));
-        Ok(Some(new_id))
+        Ok(Enter::Tree(Box::new(Level {
+            id,
+            path: path.to_string(),
+            version: tree.version,
+            kept: Vec::with_capacity(tree.nodes.len()),
+            rest: tree.nodes.into_iter(),
+            waiting: None,
+        })))
     }
 
     fn load(&self, id: &BlobId) -> Option<Tree> {
@@ -451,22 +496,36 @@ impl Rewriter<'_> {
     }
 
     /// Re-lists what a tree rewritten earlier dropped, under a new path.
+    /// Depth first with an explicit stack, in the order `rewrite` met it.
     fn collect_dropped(&mut self, id: BlobId, path: &str) -> Result<()> {
         let Some(tree) = self.load(&id) else {
             return Ok(());
         };
-        for node in &tree.nodes {
-            let child = format!("{path}/{}", node.name_str());
+        let reversed = |mut tree: Tree| {
+            tree.nodes.reverse();
+            tree.nodes
+        };
+        let mut stack = vec![(reversed(tree), path.to_string())];
+        while let Some((nodes, dir)) = stack.last_mut() {
+            let Some(node) = nodes.pop() else {
+                stack.pop();
+                continue;
+            };
+            let child = format!("{dir}/{}", node.name_str());
             match (node.kind, node.subtree) {
                 (NodeKind::Dir, Some(sub)) => match self.rewritten.get(&sub).copied() {
                     Some(None) => self
                         .dropped
                         .push(dropped(child, "directory listing unreadable")),
-                    Some(Some(new)) if new != sub => self.collect_dropped(sub, &child)?,
+                    Some(Some(new)) if new != sub && stack.len() < TREE_DEPTH_MAX => {
+                        if let Some(tree) = self.load(&sub) {
+                            stack.push((reversed(tree), child));
+                        }
+                    }
                     _ => {}
                 },
                 (NodeKind::File, _) => {
-                    if let Some(reason) = self.file_damage(node)? {
+                    if let Some(reason) = self.file_damage(&node)? {
                         self.dropped.push(dropped(child, reason));
                     }
                 }
@@ -475,6 +534,24 @@ impl Rewriter<'_> {
         }
         Ok(())
     }
+}
+
+/// What `Rewriter::enter` found.
+enum Enter {
+    /// The tree's result: rewritten before, or unreadable (`None`).
+    Done(Option<BlobId>),
+    Tree(Box<Level>),
+}
+
+/// A tree being rewritten: the nodes still to look at, those kept, and the
+/// directory node (with its path) whose subtree is being rewritten.
+struct Level {
+    id: BlobId,
+    path: String,
+    version: u32,
+    rest: std::vec::IntoIter<Node>,
+    kept: Vec<Node>,
+    waiting: Option<(Node, String)>,
 }
 
 #[cfg(test)]

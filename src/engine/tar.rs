@@ -6,6 +6,6 @@
 mod export;
 mod import;
 
-pub use crate::format::tar::Compression;
+pub use crate::format::tar::{Compression, Limits as TarLimits};
 pub use export::{export_tar, ExportOutcome};
-pub use import::import_tar;
+pub use import::{import_tar, import_tar_with_limits};

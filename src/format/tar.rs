@@ -8,7 +8,9 @@
 //! target `tar_import` drives it on arbitrary bytes.
 
 use crate::error::{Error, Result};
-use crate::format::tree::{is_valid_name, Bytes, Node, NodeKind, Xattr};
+use crate::format::tree::{
+    check_node_fields, is_valid_name, Bytes, Node, NodeKind, Xattr, FILE_SIZE_MAX, TREE_DEPTH_MAX,
+};
 use std::io::{self, Read};
 
 /// How a tarball is compressed.
@@ -109,26 +111,59 @@ pub const MAX_HEADER_BYTES: u64 = 64 << 20;
 /// Most segments (data runs between holes) of one GNU PAX sparse member.
 pub const MAX_SPARSE_SEGMENTS: usize = 1 << 20;
 
+/// Default for `Limits::max_content_bytes`: 16 TiB, the largest file ext4
+/// holds and more than a volume that is streamed as one tarball (reading it
+/// takes hours at disk speed). The limit exists so that a small compressed
+/// input or a sparse member cannot make the import run forever.
+pub const MAX_CONTENT_BYTES: u64 = 16 << 40;
+
+/// Default for `Limits::max_stream_bytes`: twice the content limit, room
+/// for the header and padding blocks of millions of small files.
+pub const MAX_STREAM_BYTES: u64 = 2 * MAX_CONTENT_BYTES;
+
+/// Default for `Limits::max_members`: the importer holds every member's
+/// node in memory until the end (a few hundred bytes each, so about 3 GiB
+/// at the limit); a volume with ten million files is far beyond the ones
+/// streamed as tarballs.
+pub const MAX_MEMBERS: u64 = 10_000_000;
+
+/// Default for `Limits::max_depth`: with it, a member's tree (and a
+/// directory member's own tree) is at most `TREE_DEPTH_MAX` levels deep,
+/// which every reader walks; a path of 2047 components is longer than
+/// any path Linux accepts.
+pub const MAX_DEPTH: usize = TREE_DEPTH_MAX - 1;
+
 /// What `read_members` may read and hand out, so that a small hostile input
-/// (a decompression bomb, a sparse member claiming exabytes of holes)
-/// cannot take unbounded memory or time. Going past a limit is an error.
+/// (a decompression bomb, a sparse member claiming exabytes of holes, a
+/// path nested ten thousand deep) cannot take unbounded memory or time.
+/// Going past a limit is an error. Every default is finite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Bytes of tar stream (after decompression). Default: unlimited.
+    /// Bytes of tar stream (after decompression). Default:
+    /// `MAX_STREAM_BYTES`.
     pub max_stream_bytes: u64,
     /// Bytes of member contents handed to the callback, sparse holes
-    /// included, all members together. Default: unlimited.
+    /// included, all members together. A sparse member that claims more
+    /// than is left is refused before it is read. Default:
+    /// `MAX_CONTENT_BYTES`.
     pub max_content_bytes: u64,
     /// Bytes of headers per member. Default: `MAX_HEADER_BYTES`.
     pub max_header_bytes: u64,
+    /// Members handed to the callback. Default: `MAX_MEMBERS`.
+    pub max_members: u64,
+    /// Path components of a member (or a hard link's target). Default:
+    /// `MAX_DEPTH`.
+    pub max_depth: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_stream_bytes: u64::MAX,
-            max_content_bytes: u64::MAX,
+            max_stream_bytes: MAX_STREAM_BYTES,
+            max_content_bytes: MAX_CONTENT_BYTES,
             max_header_bytes: MAX_HEADER_BYTES,
+            max_members: MAX_MEMBERS,
+            max_depth: MAX_DEPTH,
         }
     }
 }
@@ -508,7 +543,7 @@ fn read_member<R: Read>(
                 path: String::from_utf8_lossy(&path).into_owned(),
                 reason: format!("unsupported tar member type {:?}", other.as_byte() as char),
             };
-            decoded.members += 1;
+            count_member(decoded, limits, archive_name)?;
             return on_member(skipped, &mut io::empty());
         }
     };
@@ -557,7 +592,10 @@ fn read_member<R: Read>(
             }
         }
     }
+    // A PAX key given twice: the later record wins, as for every other key.
+    node.xattrs.reverse();
     node.xattrs.sort_by(|a, b| a.name.cmp(&b.name));
+    node.xattrs.dedup_by(|a, b| a.name == b.name);
     node.ctime_ns = node.mtime_ns;
     if sparse.seen {
         if let Some(name) = sparse.name.clone() {
@@ -567,7 +605,7 @@ fn read_member<R: Read>(
     }
     let shown = String::from_utf8_lossy(&path).into_owned();
     let Some(parts) = components(&path) else {
-        decoded.members += 1;
+        count_member(decoded, limits, archive_name)?;
         let skipped = Member::Skipped {
             path: shown,
             reason: "the name climbs out of the archive or is not valid".into(),
@@ -579,10 +617,25 @@ fn read_member<R: Read>(
         return Ok(());
     };
     node.name = Bytes(last);
-    decoded.members += 1;
+    count_member(decoded, limits, archive_name)?;
+    let refuse =
+        |what: String| bad_archive(archive_name, format!("member {} {what}", brief(&shown)));
+    if parts.len() > limits.max_depth {
+        return Err(refuse(format!(
+            "is nested {} deep, more than {}",
+            parts.len(),
+            limits.max_depth
+        )));
+    }
     match entry_type {
         ::tar::EntryType::Link => {
             let member = match link_name.as_deref().and_then(components) {
+                Some(target) if target.len() > limits.max_depth => {
+                    return Err(refuse(format!(
+                        "links to a path nested more than {} deep",
+                        limits.max_depth
+                    )))
+                }
                 Some(target) if !target.is_empty() => Member::HardLink {
                     path: shown,
                     parts,
@@ -600,8 +653,30 @@ fn read_member<R: Read>(
         }
         _ => {}
     }
+    // What the tree reader would refuse is refused here, so that an import
+    // never stores a tree that `check` then reports as damaged.
+    check_node_fields(&node).map_err(refuse)?;
     if kind != NodeKind::File {
         return on_member(Member::Node { parts, node }, &mut io::empty());
+    }
+    // A sparse member says up front how large it is; one claiming more
+    // than the contents still allowed (or than any file can be) is refused
+    // before a single hole is expanded.
+    let claimed = if sparse.seen {
+        sparse.real_size
+    } else if entry_type.is_gnu_sparse() {
+        Some(entry.size())
+    } else {
+        None
+    };
+    if let Some(claimed) = claimed {
+        let left = limits.max_content_bytes - decoded.content_bytes;
+        if claimed > left.min(FILE_SIZE_MAX) {
+            return Err(refuse(format!(
+                "is a sparse file claiming {claimed} bytes, more than the {} allowed",
+                left.min(FILE_SIZE_MAX)
+            )));
+        }
     }
     let member = Member::Node { parts, node };
     if sparse.seen {
@@ -620,6 +695,32 @@ fn read_member<R: Read>(
         };
         on_member(member, &mut counted)
     }
+}
+
+/// Counts one more member against `Limits::max_members`.
+fn count_member(decoded: &mut Decoded, limits: &Limits, archive_name: &str) -> Result<()> {
+    if decoded.members >= limits.max_members {
+        return Err(bad_archive(
+            archive_name,
+            format!("it has more than {} members", limits.max_members),
+        ));
+    }
+    decoded.members += 1;
+    Ok(())
+}
+
+/// A member's name for a one-line message: a hostile name can be
+/// megabytes long.
+fn brief(shown: &str) -> String {
+    const SHOWN_MAX: usize = 120;
+    if shown.len() <= SHOWN_MAX {
+        return format!("{shown:?}");
+    }
+    let mut end = SHOWN_MAX;
+    while !shown.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &shown[..end], shown.len())
 }
 
 /// A device number (`rdev`) from its major and minor numbers, encoded as
@@ -943,6 +1044,7 @@ mod tests {
                 max_stream_bytes: 1 << 20,
                 max_content_bytes: 1 << 20,
                 max_header_bytes: 1 << 16,
+                ..Limits::default()
             };
             let _ = decode(&bytes, &limits);
         }

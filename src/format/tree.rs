@@ -9,9 +9,24 @@ use serde::{Deserialize, Serialize};
 pub const TREE_VERSION: u32 = 1;
 /// Largest encoded tree a reader accepts (it is a blob: the blob limit).
 pub const TREE_SIZE_MAX: usize = BLOB_RAW_SIZE_MAX as usize;
-/// Largest name, symlink target or xattr a tree may carry.
+/// Largest name, symlink target, user or group name a tree may carry.
 pub const NAME_LEN_MAX: usize = 4096;
+/// Largest xattr name (Linux `XATTR_NAME_MAX`: no file system can hold a
+/// longer one, so no backup of one has it).
+pub const XATTR_NAME_LEN_MAX: usize = 255;
+/// Largest xattr value (Linux `XATTR_SIZE_MAX`).
 pub const XATTR_VALUE_LEN_MAX: usize = 64 * 1024;
+/// Most bytes of xattr names on one node, each counted with its NUL (Linux
+/// `XATTR_LIST_MAX`: the most `listxattr` can return).
+pub const XATTR_NAMES_LEN_MAX: usize = 64 * 1024;
+/// Largest file size a node may claim (`off_t` is signed).
+pub const FILE_SIZE_MAX: u64 = i64::MAX as u64;
+/// Most levels of trees below a snapshot's root tree that readers walk
+/// (the root tree is level 1). A path through 2048 directories with
+/// one-byte names is 4095 bytes, the longest path Linux accepts
+/// (`PATH_MAX`), so no directory tree that tools can name by path is
+/// deeper; the bound keeps every walk's memory and time finite.
+pub const TREE_DEPTH_MAX: usize = 2048;
 
 /// Bytes that are usually text: a JSON string when valid UTF-8, else
 /// `{"hex": "..."}`, so no file name is ever mangled.
@@ -154,6 +169,67 @@ pub fn is_valid_name(name: &[u8]) -> bool {
         && !name.contains(&0)
 }
 
+/// The rules every node's own fields obey, whoever wrote it: the tree
+/// decoder applies them to what it reads and the tarball decoder to what it
+/// hands to the importer, so that nothing is stored that a reader then
+/// refuses as damage. What is wrong is returned as a phrase ("has …").
+/// Structure (sorting, `subtree`, `content` per kind) is `Tree::decode`'s.
+pub fn check_node_fields(node: &Node) -> std::result::Result<(), String> {
+    if !is_valid_name(&node.name.0) {
+        return Err("has an unsafe name".into());
+    }
+    if let Some(target) = &node.link_target {
+        let t = &target.0;
+        if t.is_empty() {
+            return Err("has an empty symlink target".into());
+        }
+        if t.len() > NAME_LEN_MAX {
+            return Err(format!(
+                "has a symlink target longer than {NAME_LEN_MAX} bytes"
+            ));
+        }
+        if t.contains(&0) {
+            return Err("has a symlink target with a NUL byte".into());
+        }
+    }
+    for (what, name) in [("user", &node.user), ("group", &node.group)] {
+        if let Some(name) = name {
+            if name.len() > NAME_LEN_MAX || name.contains('\0') {
+                return Err(format!(
+                    "has a {what} name that is too long or has a NUL byte"
+                ));
+            }
+        }
+    }
+    if node.kind == NodeKind::File && node.size > FILE_SIZE_MAX {
+        return Err(format!("claims a size over {FILE_SIZE_MAX} bytes"));
+    }
+    let mut names_len = 0usize;
+    for x in &node.xattrs {
+        let name = &x.name.0;
+        if name.is_empty() || name.len() > XATTR_NAME_LEN_MAX || name.contains(&0) {
+            return Err(format!(
+                "has an xattr name that is empty, longer than {XATTR_NAME_LEN_MAX} bytes or has a NUL byte"
+            ));
+        }
+        names_len += name.len() + 1;
+        if x.value.len() > 2 * XATTR_VALUE_LEN_MAX
+            || x.value.len() % 2 != 0
+            || !x.value.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(format!(
+                "has an xattr value that is not hex or is longer than {XATTR_VALUE_LEN_MAX} bytes"
+            ));
+        }
+    }
+    if names_len > XATTR_NAMES_LEN_MAX {
+        return Err(format!(
+            "has xattr names longer than {XATTR_NAMES_LEN_MAX} bytes together"
+        ));
+    }
+    Ok(())
+}
+
 impl Tree {
     pub fn new(mut nodes: Vec<Node>) -> Tree {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -189,9 +265,9 @@ impl Tree {
             ));
         }
         for (i, node) in tree.nodes.iter().enumerate() {
-            if !is_valid_name(&node.name.0) {
+            if let Err(what) = check_node_fields(node) {
                 return Err(Error::corrupt(format!(
-                    "tree has an unsafe name {:?}",
+                    "tree node {:?} {what}",
                     node.name_str()
                 )));
             }
@@ -209,14 +285,6 @@ impl Tree {
                     "tree node {:?} has stray content",
                     node.name_str()
                 )));
-            }
-            let target_len = node.link_target.as_ref().map_or(0, |t| t.0.len());
-            if target_len > NAME_LEN_MAX
-                || node.xattrs.iter().any(|x| {
-                    x.name.0.len() > NAME_LEN_MAX || x.value.len() > 2 * XATTR_VALUE_LEN_MAX
-                })
-            {
-                return Err(Error::corrupt("tree node has an oversized field"));
             }
         }
         Ok(tree)
@@ -238,7 +306,7 @@ mod tests {
             proptest::collection::vec(any::<[u8; 32]>(), 0..4),
             proptest::collection::vec(
                 (
-                    proptest::collection::vec(any::<u8>(), 1..10),
+                    proptest::collection::vec(1u8..=255, 1..10),
                     proptest::collection::vec(any::<u8>(), 0..10),
                 ),
                 0..3,
@@ -299,6 +367,88 @@ mod tests {
                 nodes: vec![node],
             };
             assert!(Tree::decode(&tree.encode()).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// A tree of one node, as a reader sees it.
+    fn decodes(node: &Node) -> bool {
+        Tree::decode(&Tree::new(vec![node.clone()]).encode()).is_ok()
+    }
+
+    #[test]
+    fn fields_a_reader_refuses_are_named_by_the_shared_rules() {
+        let link = |target: &[u8]| {
+            let mut node = Node::new(b"l", NodeKind::Symlink);
+            node.link_target = Some(Bytes(target.to_vec()));
+            node
+        };
+        let xattr = |name: &[u8], value: &str| {
+            let mut node = Node::new(b"f", NodeKind::File);
+            node.xattrs = vec![Xattr {
+                name: Bytes(name.to_vec()),
+                value: value.into(),
+            }];
+            node
+        };
+        let mut huge = Node::new(b"f", NodeKind::File);
+        huge.size = u64::MAX;
+        let mut user = Node::new(b"f", NodeKind::File);
+        user.user = Some("a\0b".into());
+        let mut many = Node::new(b"f", NodeKind::File);
+        many.xattrs = (0..300)
+            .map(|i| Xattr {
+                name: Bytes(format!("user.{i:0>250}").into_bytes()),
+                value: String::new(),
+            })
+            .collect();
+        let bad = [
+            link(b""),
+            link(b"a\0b"),
+            link(&vec![b'a'; NAME_LEN_MAX + 1]),
+            xattr(b"", ""),
+            xattr(b"user.a\0", ""),
+            xattr(&vec![b'u'; XATTR_NAME_LEN_MAX + 1], ""),
+            xattr(b"user.a", "abc"),
+            xattr(b"user.a", "zz"),
+            xattr(b"user.a", &"00".repeat(XATTR_VALUE_LEN_MAX + 1)),
+            huge,
+            user,
+            many,
+        ];
+        for node in &bad {
+            assert!(check_node_fields(node).is_err(), "{node:?} passed");
+            assert!(!decodes(node), "{node:?} decoded");
+        }
+        let good = [
+            link(b"../../etc/passwd"),
+            link(&vec![b'a'; NAME_LEN_MAX]),
+            xattr(
+                &vec![b'u'; XATTR_NAME_LEN_MAX],
+                &"00".repeat(XATTR_VALUE_LEN_MAX),
+            ),
+            xattr(b"user.\xff", "ff"),
+        ];
+        for node in &good {
+            assert_eq!(check_node_fields(node), Ok(()));
+            assert!(decodes(node), "{node:?} refused");
+        }
+    }
+
+    proptest! {
+        /// The decoder and the shared rules agree on every node's fields:
+        /// what `check_node_fields` passes is what a reader accepts.
+        #[test]
+        fn the_reader_accepts_exactly_what_the_rules_pass(
+            target in proptest::collection::vec(any::<u8>(), 0..6),
+            xname in proptest::collection::vec(any::<u8>(), 0..6),
+            xvalue in "[0-9a-fz]{0,5}",
+            size in prop_oneof![Just(u64::MAX), 0u64..10, Just(FILE_SIZE_MAX)],
+        ) {
+            let mut node = Node::new(b"n", NodeKind::File);
+            node.size = size;
+            node.link_target = Some(Bytes(target));
+            node.xattrs = vec![Xattr { name: Bytes(xname), value: xvalue }];
+            prop_assert_eq!(check_node_fields(&node).is_ok(), decodes(&node));
         }
     }
 

@@ -9,14 +9,36 @@ use crate::error::{ErrorKind, Result};
 use crate::format::id::{BlobId, SnapshotId};
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{NodeKind, Tree};
+use crate::format::tree::{NodeKind, Tree, TREE_DEPTH_MAX};
 use crate::storage::backend::FileKind;
 use std::collections::{HashMap, HashSet};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum TreeState {
-    Clean,
+    /// Restorable in full; how many levels of trees it holds (1: no
+    /// directories in it).
+    Clean(usize),
     Damaged,
+}
+
+impl TreeState {
+    /// This state after a child's (one level further down).
+    fn with_child(self, child: TreeState) -> TreeState {
+        match (self, child) {
+            (TreeState::Clean(h), TreeState::Clean(c)) => TreeState::Clean(h.max(c + 1)),
+            _ => TreeState::Damaged,
+        }
+    }
+}
+
+/// A tree being walked: the explicit stack's entry, so that a deeply
+/// nested snapshot takes heap, not the thread's stack.
+struct Frame {
+    id: BlobId,
+    path: String,
+    tree: Tree,
+    next: usize,
+    state: TreeState,
 }
 
 struct Walker<'a, S> {
@@ -69,88 +91,131 @@ pub(crate) fn check_snapshots<S: Sync>(
 }
 
 impl<S: Sync> Walker<'_, S> {
-    /// Walks one tree of snapshot `snap` at `path`; returns whether all of
-    /// it is restorable. Clean trees are remembered and not walked again.
-    fn walk(&mut self, snap: SnapshotId, tree_id: BlobId, path: &str) -> Result<TreeState> {
-        if let Some(&TreeState::Clean) = self.trees.get(&tree_id) {
-            return Ok(TreeState::Clean);
+    /// Walks the trees of snapshot `snap` from `root`, depth first with an
+    /// explicit stack; returns whether all of it is restorable. Clean trees
+    /// are remembered with their height and not walked again; trees nested
+    /// deeper than `TREE_DEPTH_MAX` are damage (no reader walks them).
+    fn walk(&mut self, snap: SnapshotId, root: BlobId, path: &str) -> Result<TreeState> {
+        if let Some(&state @ TreeState::Clean(_)) = self.trees.get(&root) {
+            return Ok(state);
         }
-        let shown = if path.is_empty() { "/" } else { path };
-        let tree = match self.load_tree(&tree_id) {
-            Ok(tree) => tree,
-            Err(message) => {
-                if self.reported_trees.insert(tree_id) {
-                    self.report.problem(
-                        Object::blob(BlobKind::Tree, &tree_id),
-                        Status::Damaged,
-                        message,
-                    );
-                }
-                self.report.damaged_path(
-                    snap,
-                    shown.to_string(),
-                    format!("directory listing (tree {}) unreadable", tree_id.short()),
-                );
-                self.trees.insert(tree_id, TreeState::Damaged);
-                return Ok(TreeState::Damaged);
-            }
+        let Some(frame) = self.open(snap, root, path) else {
+            return Ok(TreeState::Damaged);
         };
-        let mut state = TreeState::Clean;
-        for node in &tree.nodes {
-            let child = format!("{path}/{}", node.name_str());
+        let ctx = self.repo.context();
+        let mut stack = vec![frame];
+        loop {
+            let depth = stack.len();
+            let top = stack.last_mut().expect("popped only below");
+            let Some(node) = top.tree.nodes.get(top.next) else {
+                let done = stack.pop().expect("non-empty");
+                self.trees.insert(done.id, done.state);
+                match stack.last_mut() {
+                    Some(parent) => parent.state = parent.state.with_child(done.state),
+                    None => return Ok(done.state),
+                }
+                continue;
+            };
+            top.next += 1;
+            let child = format!("{}/{}", top.path, node.name_str());
             match node.kind {
-                NodeKind::Dir => match node.subtree {
-                    Some(sub) => {
-                        if self.walk(snap, sub, &child)? == TreeState::Damaged {
-                            state = TreeState::Damaged;
-                        }
-                    }
-                    None => {
+                NodeKind::Dir => {
+                    let Some(sub) = node.subtree else {
                         self.report
                             .damaged_path(snap, child, "directory has no tree".into());
-                        state = TreeState::Damaged;
-                    }
-                },
-                NodeKind::File => {
-                    let mut unreadable = 0usize;
-                    let mut missing = 0usize;
-                    for blob in &node.content {
-                        match self.table.use_blob(BlobKind::Data, blob) {
-                            Some(true) => {}
-                            Some(false) => unreadable += 1,
-                            None => {
-                                missing += 1;
-                                if self.missing_reported < LISTED_PER_KIND_MAX {
-                                    self.missing_reported += 1;
-                                    self.report.problem(
-                                        Object::blob(BlobKind::Data, blob),
-                                        Status::Missing,
-                                        "referenced by a snapshot but not in any index".into(),
-                                    );
-                                } else {
-                                    self.report.problems_unlisted += 1;
-                                }
-                            }
-                        }
-                    }
-                    if unreadable + missing > 0 {
+                        top.state = TreeState::Damaged;
+                        continue;
+                    };
+                    let known = self.trees.get(&sub).copied();
+                    let height = match known {
+                        Some(TreeState::Clean(h)) => h,
+                        _ => 1,
+                    };
+                    if depth + height > TREE_DEPTH_MAX {
                         self.report.damaged_path(
                             snap,
                             child,
-                            format!(
-                                "{} of {} chunks unreadable",
-                                unreadable + missing,
-                                node.content.len()
-                            ),
+                            format!("directories nested more than {TREE_DEPTH_MAX} deep"),
                         );
-                        state = TreeState::Damaged;
+                        top.state = TreeState::Damaged;
+                        continue;
+                    }
+                    if let Some(state @ TreeState::Clean(_)) = known {
+                        top.state = top.state.with_child(state);
+                        continue;
+                    }
+                    ctx.check_interrupt()?;
+                    match self.open(snap, sub, &child) {
+                        Some(frame) => stack.push(frame),
+                        None => top.state = TreeState::Damaged,
+                    }
+                }
+                NodeKind::File => {
+                    let bad = self.unreadable_chunks(&node.content);
+                    if bad > 0 {
+                        let detail = format!("{bad} of {} chunks unreadable", node.content.len());
+                        self.report.damaged_path(snap, child, detail);
+                        top.state = TreeState::Damaged;
                     }
                 }
                 _ => {}
             }
         }
-        self.trees.insert(tree_id, state);
-        Ok(state)
+    }
+
+    /// Loads tree `id` at `path` as a frame to walk, or reports it damaged.
+    fn open(&mut self, snap: SnapshotId, id: BlobId, path: &str) -> Option<Frame> {
+        match self.load_tree(&id) {
+            Ok(tree) => Some(Frame {
+                id,
+                path: path.to_string(),
+                tree,
+                next: 0,
+                state: TreeState::Clean(1),
+            }),
+            Err(message) => {
+                if self.reported_trees.insert(id) {
+                    self.report.problem(
+                        Object::blob(BlobKind::Tree, &id),
+                        Status::Damaged,
+                        message,
+                    );
+                }
+                let shown = if path.is_empty() { "/" } else { path };
+                self.report.damaged_path(
+                    snap,
+                    shown.to_string(),
+                    format!("directory listing (tree {}) unreadable", id.short()),
+                );
+                self.trees.insert(id, TreeState::Damaged);
+                None
+            }
+        }
+    }
+
+    /// Marks a file's chunks used; returns how many cannot be read.
+    fn unreadable_chunks(&mut self, content: &[BlobId]) -> usize {
+        let mut bad = 0usize;
+        for blob in content {
+            match self.table.use_blob(BlobKind::Data, blob) {
+                Some(true) => {}
+                Some(false) => bad += 1,
+                None => {
+                    bad += 1;
+                    if self.missing_reported < LISTED_PER_KIND_MAX {
+                        self.missing_reported += 1;
+                        self.report.problem(
+                            Object::blob(BlobKind::Data, blob),
+                            Status::Missing,
+                            "referenced by a snapshot but not in any index".into(),
+                        );
+                    } else {
+                        self.report.problems_unlisted += 1;
+                    }
+                }
+            }
+        }
+        bad
     }
 
     /// Loads a tree through the checker's own index; the error is the

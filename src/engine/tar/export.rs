@@ -10,7 +10,7 @@ use crate::format::id::BlobId;
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tar::{device_major, device_minor, Compression};
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind, Tree, TREE_DEPTH_MAX};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
@@ -183,7 +183,8 @@ impl Exporter<'_, '_> {
             .map_err(write_error)
     }
 
-    fn node(&mut self, node: &Node, path: &[u8]) -> Result<()> {
+    /// Writes one node; returns the tree to write next for a directory.
+    fn node(&mut self, node: &Node, path: &[u8]) -> Result<Option<BlobId>> {
         let ctx = self.repo.context();
         ctx.check_interrupt()?;
         let at = Path::new(OsStr::from_bytes(path));
@@ -195,8 +196,7 @@ impl Exporter<'_, '_> {
                     .append_data(&mut header, at, io::empty())
                     .map_err(write_error)?;
                 self.outcome.dirs += 1;
-                let tree = self.repo.load_tree(&node.subtree.expect("validated dir"))?;
-                self.tree(&tree, path)?;
+                return Ok(node.subtree);
             }
             NodeKind::File => {
                 if node.links > 1 {
@@ -206,7 +206,7 @@ impl Exporter<'_, '_> {
                         self.builder
                             .append_link(&mut header, at, Path::new(OsStr::from_bytes(&first)))
                             .map_err(write_error)?;
-                        return Ok(());
+                        return Ok(None);
                     }
                     self.links.insert(key, path.to_vec());
                 }
@@ -268,17 +268,37 @@ impl Exporter<'_, '_> {
                 String::from_utf8_lossy(path)
             )),
         }
-        Ok(())
+        Ok(None)
     }
 
-    fn tree(&mut self, tree: &Tree, prefix: &[u8]) -> Result<()> {
-        for node in &tree.nodes {
-            let mut path = prefix.to_vec();
+    /// Writes a tree's nodes and everything under them, depth first with
+    /// an explicit stack: a tree nested deeper than `TREE_DEPTH_MAX` is an
+    /// error (`Corrupt`), not a stack overflow.
+    fn tree(&mut self, tree: Tree, prefix: &[u8]) -> Result<()> {
+        let reversed = |mut tree: Tree| {
+            tree.nodes.reverse();
+            tree.nodes
+        };
+        let mut stack: Vec<(Vec<Node>, Vec<u8>)> = vec![(reversed(tree), prefix.to_vec())];
+        while let Some((nodes, dir)) = stack.last_mut() {
+            let Some(node) = nodes.pop() else {
+                stack.pop();
+                continue;
+            };
+            let mut path = dir.clone();
             if !path.is_empty() {
                 path.push(b'/');
             }
             path.extend_from_slice(&node.name.0);
-            self.node(node, &path)?;
+            if let Some(sub) = self.node(&node, &path)? {
+                if stack.len() >= TREE_DEPTH_MAX {
+                    return Err(Error::corrupt(format!(
+                        "{}: directories are nested more than {TREE_DEPTH_MAX} deep",
+                        String::from_utf8_lossy(&path)
+                    )));
+                }
+                stack.push((reversed(self.repo.load_tree(&sub)?), path));
+            }
         }
         Ok(())
     }
@@ -321,11 +341,11 @@ pub fn export_tar(
     match find_node(repo, snapshot, subpath)? {
         None => {
             let tree = repo.load_tree(&snapshot.tree)?;
-            exporter.tree(&tree, b"")?;
+            exporter.tree(tree, b"")?;
         }
         Some(node) if node.kind == NodeKind::Dir => {
             let tree = repo.load_tree(&node.subtree.expect("validated dir"))?;
-            exporter.tree(&tree, b"")?;
+            exporter.tree(tree, b"")?;
         }
         Some(node) => {
             let name = node.name.0.clone();

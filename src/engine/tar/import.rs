@@ -114,55 +114,107 @@ impl Builder {
     }
 }
 
-fn count_links(items: &BTreeMap<Vec<u8>, Item>, counts: &mut HashMap<u64, u64>) {
-    for item in items.values() {
-        match item {
-            Item::Dir { children, .. } => count_links(children, counts),
-            Item::Leaf(node) if node.kind == NodeKind::File && node.inode != 0 => {
-                *counts.entry(node.inode).or_default() += 1
+/// Counts the members of each hard-link group. With an explicit stack: the
+/// depth of the tree comes from the input (bounded by `Limits::max_depth`,
+/// but a thread's stack is not the place to spend it).
+fn count_links(root: &BTreeMap<Vec<u8>, Item>) -> HashMap<u64, u64> {
+    let mut counts = HashMap::new();
+    let mut stack = vec![root];
+    while let Some(items) = stack.pop() {
+        for item in items.values() {
+            match item {
+                Item::Dir { children, .. } => stack.push(children),
+                Item::Leaf(node) if node.kind == NodeKind::File && node.inode != 0 => {
+                    *counts.entry(node.inode).or_default() += 1
+                }
+                Item::Leaf(_) => {}
             }
-            Item::Leaf(_) => {}
         }
     }
+    counts
 }
 
+/// One directory whose tree is being built: its own node (None for the
+/// root), the entries still to visit and the nodes done.
+struct Level {
+    dir: Option<Node>,
+    rest: std::collections::btree_map::IntoIter<Vec<u8>, Item>,
+    nodes: Vec<Node>,
+}
+
+/// Saves the trees bottom-up (a directory's tree after its children's)
+/// with an explicit stack; returns the root tree's id.
 fn save_items(
     archiver: &mut Archiver<'_, '_>,
-    items: BTreeMap<Vec<u8>, Item>,
+    root: BTreeMap<Vec<u8>, Item>,
     counts: &HashMap<u64, u64>,
 ) -> Result<BlobId> {
-    let mut nodes = Vec::with_capacity(items.len());
-    for (name, item) in items {
-        match item {
-            Item::Dir { node, children } => {
-                let mut node = node.unwrap_or_else(|| Node::new(&name, NodeKind::Dir));
-                node.subtree = Some(save_items(archiver, children, counts)?);
-                archiver.summary.dirs_new += 1;
-                nodes.push(node);
+    let mut stack = vec![Level {
+        dir: None,
+        nodes: Vec::with_capacity(root.len()),
+        rest: root.into_iter(),
+    }];
+    loop {
+        let top = stack.last_mut().expect("the root level is popped last");
+        match top.rest.next() {
+            Some((name, Item::Dir { node, children })) => {
+                let node = node.unwrap_or_else(|| Node::new(&name, NodeKind::Dir));
+                stack.push(Level {
+                    dir: Some(node),
+                    nodes: Vec::with_capacity(children.len()),
+                    rest: children.into_iter(),
+                });
             }
-            Item::Leaf(mut node) => {
+            Some((_, Item::Leaf(mut node))) => {
                 if node.kind == NodeKind::File && node.inode != 0 {
                     node.links = counts.get(&node.inode).copied().unwrap_or(1);
                 }
-                nodes.push(node);
+                top.nodes.push(node);
+            }
+            None => {
+                let done = stack.pop().expect("non-empty");
+                let id = archiver.save_tree(&Tree::new(done.nodes))?;
+                let Some(mut node) = done.dir else {
+                    return Ok(id);
+                };
+                node.subtree = Some(id);
+                archiver.summary.dirs_new += 1;
+                stack
+                    .last_mut()
+                    .expect("a directory has a parent level")
+                    .nodes
+                    .push(node);
             }
         }
     }
-    archiver.save_tree(&Tree::new(nodes))
 }
 
 /// Imports a tarball (plain or compressed) as a snapshot whose tree is the
-/// tarball's contents. `name` is recorded as the snapshot's path (the
-/// tarball as given, or `-` for standard input). Members that cannot be
-/// represented (`..` in the name, a hard link to nothing) are skipped and
-/// reported in `unreadable`; a truncated or corrupt tarball is an error and
-/// writes no snapshot. Needs `load_index` first.
+/// tarball's contents, within the default `Limits`. `name` is recorded as
+/// the snapshot's path (the tarball as given, or `-` for standard input).
+/// Members that cannot be represented (`..` in the name, a hard link to
+/// nothing) are skipped and reported in `unreadable`; a truncated or
+/// corrupt tarball, one with a member whose fields a tree may not hold
+/// (`tree::check_node_fields`) or one past a limit is an error and writes
+/// no snapshot. Needs `load_index` first.
 pub fn import_tar(
     repo: &mut Repository,
     lock: &LockGuard,
     input: &mut dyn Read,
     name: &str,
     options: &BackupOptions,
+) -> Result<BackupOutcome> {
+    import_tar_with_limits(repo, lock, input, name, options, &Limits::default())
+}
+
+/// `import_tar` within `limits`.
+pub fn import_tar_with_limits(
+    repo: &mut Repository,
+    lock: &LockGuard,
+    input: &mut dyn Read,
+    name: &str,
+    options: &BackupOptions,
+    limits: &Limits,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let snapshot = new_snapshot(options, vec![name.to_string()], SourceKind::Tar);
@@ -171,11 +223,10 @@ pub fn import_tar(
     // (deleting its packs) and no snapshot is written.
     let (archived, written) = archive(repo_ref, lock, Spares::One, |archiver| {
         let mut tree = Builder::default();
-        read_members(input, name, &Limits::default(), &mut |member, contents| {
+        read_members(input, name, limits, &mut |member, contents| {
             store_member(archiver, &mut tree, member, contents, name)
         })?;
-        let mut counts = HashMap::new();
-        count_links(&tree.root, &mut counts);
+        let counts = count_links(&tree.root);
         save_items(archiver, std::mem::take(&mut tree.root), &counts)
     })?;
     finish(repo_ref, archived, written, snapshot, started)
