@@ -43,12 +43,7 @@ impl LocalBackend {
                 return Ok((file.clone(), *size));
             }
         }
-        let file = File::open(path)
-            .map_err(|e| Error::storage_io(format!("cannot open {}", path.display()), e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| Error::storage_io(format!("cannot stat {}", path.display()), e))?
-            .len();
+        let (file, size) = self.open_regular(kind, name, path)?;
         let file = Arc::new(file);
         if cached {
             let mut open = self.open_packs.lock().unwrap_or_else(|e| e.into_inner());
@@ -65,6 +60,26 @@ impl LocalBackend {
             let mut open = self.open_packs.lock().unwrap_or_else(|e| e.into_inner());
             open.retain(|(n, _, _)| n != name);
         }
+    }
+
+    /// Opens a repository file to read: no symbolic link followed below
+    /// the root, no FIFO waited on, only a regular file (`open_regular_beneath`).
+    fn open_regular(&self, kind: FileKind, name: &str, path: &Path) -> Result<(File, u64)> {
+        let packs_dir;
+        let dirs: &[&str] = match kind {
+            FileKind::Config => &[],
+            FileKind::Pack => {
+                packs_dir = [kind.dir(), &name[..2]];
+                &packs_dir
+            }
+            _ => &[kind.dir()],
+        };
+        let file_name = match kind {
+            FileKind::Config => "config",
+            _ => name,
+        };
+        crate::sys::fs::open_regular_beneath(&self.root, dirs, file_name)
+            .map_err(|e| read_error(path, "open", e))
     }
 
     fn path(&self, kind: FileKind, name: &str) -> Result<PathBuf> {
@@ -86,6 +101,28 @@ impl LocalBackend {
             _ => self.root.join(kind.dir()).join(name),
         })
     }
+}
+
+/// A read that failed: a planted symlink, FIFO or device, or a file larger
+/// than it may be, is damage (`Corrupt`, naming the file); anything else is
+/// the OS error (`NotFound` for a missing file).
+fn read_error(path: &Path, verb: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        Error::corrupt(format!("{} is {e}", path.display()))
+    } else {
+        Error::storage_io(format!("cannot {verb} {}", path.display()), e)
+    }
+}
+
+/// Repository directories are the owner's alone, as restic makes them:
+/// the names and sizes of packs tell other local users how much changed.
+fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Error::storage_io(format!("cannot create {}", path.display()), e))
 }
 
 fn temp_path(dir: &Path) -> PathBuf {
@@ -209,6 +246,19 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::storage_io(format!("cannot sync directory {}", dir.display()), e))
 }
 
+/// A kind's directory that is a symbolic link would list (and, through
+/// the same link, read) files from outside the repository.
+fn refuse_symlinked_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::corrupt(format!(
+            "{} is a symbolic link, where only directories belong",
+            dir.display()
+        ))),
+        // A missing directory is reported by the listing itself.
+        _ => Ok(()),
+    }
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -219,7 +269,9 @@ impl Backend for LocalBackend {
     }
 
     fn create(&self) -> Result<()> {
-        if self.root.exists() {
+        if !self.root.exists() {
+            create_private_dir(&self.root)?;
+        } else {
             let mut entries = fs::read_dir(&self.root).map_err(|e| {
                 Error::storage_io(format!("cannot read {}", self.root.display()), e)
             })?;
@@ -230,10 +282,7 @@ impl Backend for LocalBackend {
                 ));
             }
         }
-        let mk = |p: PathBuf| {
-            fs::create_dir_all(&p)
-                .map_err(|e| Error::storage_io(format!("cannot create {}", p.display()), e))
-        };
+        let mk = |p: PathBuf| create_private_dir(&p);
         for kind in [
             FileKind::Key,
             FileKind::Snapshot,
@@ -332,7 +381,22 @@ impl Backend for LocalBackend {
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
-        fs::read(&path).map_err(|e| Error::storage_io(format!("cannot read {}", path.display()), e))
+        let (file, size) = self.open_regular(kind, name, &path)?;
+        // Files are immutable once named: one that grew meanwhile is damage.
+        crate::sys::fs::read_bounded(&file, size, size).map_err(|e| read_error(&path, "read", e))
+    }
+
+    fn get_bounded(&self, kind: FileKind, name: &str, size_max: usize) -> Result<Vec<u8>> {
+        let path = self.path(kind, name)?;
+        let (file, size) = self.open_regular(kind, name, &path)?;
+        if size > size_max as u64 {
+            return Err(Error::corrupt(format!(
+                "{} {name} is {size} bytes, more than the {size_max} the format allows",
+                kind.dir()
+            )));
+        }
+        crate::sys::fs::read_bounded(&file, size, size_max as u64)
+            .map_err(|e| read_error(&path, "read", e))
     }
 
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
@@ -353,9 +417,7 @@ impl Backend for LocalBackend {
 
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         let path = self.path(kind, name)?;
-        fs::metadata(&path)
-            .map(|m| m.len())
-            .map_err(|e| Error::storage_io(format!("cannot stat {}", path.display()), e))
+        self.open_regular(kind, name, &path).map(|(_, size)| size)
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
@@ -363,18 +425,25 @@ impl Backend for LocalBackend {
             FileKind::Config => return Ok(vec![]),
             FileKind::Pack => {
                 let packs = self.root.join("packs");
+                refuse_symlinked_dir(&packs)?;
                 let mut dirs = Vec::new();
                 for entry in fs::read_dir(&packs)
                     .map_err(|e| Error::storage_io(format!("cannot list {}", packs.display()), e))?
                 {
                     let entry = entry.map_err(|e| Error::storage_io("cannot list packs", e))?;
+                    // `file_type` does not follow a symlink: a linked
+                    // subdirectory is not listed.
                     if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                         dirs.push(entry.path());
                     }
                 }
                 dirs
             }
-            _ => vec![self.root.join(kind.dir())],
+            _ => {
+                let dir = self.root.join(kind.dir());
+                refuse_symlinked_dir(&dir)?;
+                vec![dir]
+            }
         };
         let mut out = Vec::new();
         for dir in dirs {

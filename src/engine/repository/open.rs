@@ -1,0 +1,249 @@
+//! What opening a repository needs besides the repository: the key files,
+//! tried in a useful order with hostile ones skipped, and the local cache
+//! directory, which must be private or is not used.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::crypto::MasterKey;
+use crate::format::id::Id;
+use crate::format::key::{KeyFile, KEY_FILE_SIZE_MAX};
+use crate::storage::backend::{Backend, FileKind};
+use std::path::{Path, PathBuf};
+
+/// How to open a repository, beyond the password.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions<'a> {
+    /// The cache root; `None` for `default_cache_root`.
+    pub cache_root: Option<&'a Path>,
+    /// A key file id, or a prefix of one, to try before the others.
+    pub key_hint: Option<&'a str>,
+}
+
+/// `$XDG_CACHE_HOME/cairn`, else `$HOME/.cache/cairn`; none without
+/// either. Never a shared directory such as /tmp, where another user could
+/// plant a forged cache that later backups would trust.
+pub fn default_cache_root() -> Option<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    var("XDG_CACHE_HOME")
+        .map(|dir| dir.join("cairn"))
+        .or_else(|| var("HOME").map(|home| home.join(".cache").join("cairn")))
+}
+
+/// The cache root to use, created if missing, or why there is none.
+pub(super) fn cache_root(explicit: Option<&Path>) -> std::result::Result<PathBuf, String> {
+    let root = match explicit {
+        Some(root) => root.to_path_buf(),
+        None => default_cache_root().ok_or_else(|| {
+            "no cache directory (neither XDG_CACHE_HOME nor HOME is set, and none was given)"
+                .to_string()
+        })?,
+    };
+    private_dir(&root, false)?;
+    Ok(root)
+}
+
+/// Creates `dir` (0700) if missing and checks that no one else can write
+/// to it: owned by this process's effective user, not writable by group or
+/// others. A cache someone else controls could hold a forged index, and
+/// then a backup would skip blobs that are not in the repository. `own`:
+/// the directory is cairn's alone (a repository's cache), so it may not be
+/// a symbolic link and is made 0700 if an older version left it open.
+pub(super) fn private_dir(dir: &Path, own: bool) -> std::result::Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create cache directory {}: {e}", dir.display()))?;
+    let meta = if own {
+        std::fs::symlink_metadata(dir)
+    } else {
+        std::fs::metadata(dir)
+    }
+    .map_err(|e| format!("cannot read cache directory {}: {e}", dir.display()))?;
+    let (euid, _) = crate::sys::current_ids();
+    if !meta.is_dir() {
+        return Err(format!(
+            "cache directory {} is not a directory",
+            dir.display()
+        ));
+    }
+    if meta.uid() != euid {
+        return Err(format!(
+            "cache directory {} belongs to user {}, not to this user ({euid})",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "cache directory {} can be written by other users (mode {:o})",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    if own && meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make {} private: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The file in a repository's cache directory naming the key file that
+/// opened it last.
+const LAST_KEY: &str = "last-key";
+
+/// Key files this user opened repositories with before (each repository's
+/// `last-key` under `root`): tried first, so a planted key file, however
+/// it sorts, costs nothing once the right key is known. Key ids are
+/// hashes of files with a random salt: one repository's never name
+/// another's key file.
+pub(super) fn remembered_keys(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    // A cache root holds one directory per repository; a bound keeps a
+    // huge one from slowing every command.
+    for entry in entries.flatten().take(1000) {
+        let Some(dir) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok((file, size)) = crate::sys::fs::open_regular_beneath(root, &[&dir], LAST_KEY) else {
+            continue;
+        };
+        if let Ok(bytes) = crate::sys::fs::read_bounded(&file, size, 64) {
+            if let Ok(name) = String::from_utf8(bytes) {
+                if Id::from_hex(&name).is_ok() {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Records the key file that opened the repository whose cache directory
+/// is `dir`. Best effort: a failure costs only the order of a later open.
+pub(super) fn remember_key(dir: &Path, name: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LAST_KEY);
+    if crate::sys::fs::open_regular_beneath(dir, &[], LAST_KEY)
+        .and_then(|(file, size)| crate::sys::fs::read_bounded(&file, size, 64))
+        .is_ok_and(|bytes| bytes == name.as_bytes())
+    {
+        return;
+    }
+    let temp = dir.join(format!("{LAST_KEY}.tmp-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .and_then(|mut file| file.write_all(name.as_bytes()))
+        .and_then(|()| std::fs::rename(&temp, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+}
+
+/// Decodes a key file after checking it against its name (the BLAKE3 of
+/// its bytes), so a flipped bit reads as damage, not as a wrong password.
+pub(super) fn decode_key_file(name: &str, bytes: &[u8]) -> Result<KeyFile> {
+    if Id::of_file_bytes(bytes).to_hex() != name {
+        return Err(Error::corrupt(format!(
+            "key file {} does not match its name",
+            short(name)
+        )));
+    }
+    KeyFile::decode(bytes)
+}
+
+fn short(name: &str) -> &str {
+    name.get(..8).unwrap_or(name)
+}
+
+/// Finds the key file `password` opens. Tried first: those whose id starts
+/// with `hint`, then those in `remembered`, then the rest in name order.
+/// A key file that is damaged, not a regular file, too large, or asks for
+/// an Argon2 cost over the limits is skipped with a warning, without
+/// running Argon2.
+pub(super) fn open_key(
+    backend: &dyn Backend,
+    password: &[u8],
+    hint: Option<&str>,
+    remembered: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<(String, MasterKey)> {
+    let mut keys: Vec<String> = backend
+        .list(FileKind::Key)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    if keys.is_empty() {
+        return Err(Error::corrupt("repository has no key files"));
+    }
+    let hint = hint.map(str::to_ascii_lowercase);
+    if let Some(hint) = &hint {
+        if !keys.iter().any(|name| name.starts_with(hint.as_str())) {
+            warnings.push(format!("no key file id starts with the key hint {hint:?}"));
+        }
+    }
+    // Stable: name order within each rank.
+    keys.sort_by_key(|name| {
+        if hint.as_ref().is_some_and(|h| name.starts_with(h.as_str())) {
+            0
+        } else if remembered.contains(name) {
+            1
+        } else {
+            2
+        }
+    });
+    let total = keys.len();
+    let mut damaged = 0;
+    let mut first_damage = String::new();
+    for name in keys {
+        let decoded = backend
+            .get_bounded(FileKind::Key, &name, KEY_FILE_SIZE_MAX)
+            .and_then(|bytes| decode_key_file(&name, &bytes));
+        let key_file = match decoded {
+            Ok(k) => k,
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                warnings.push(format!("skipping key file {}: {e}", short(&name)));
+                if damaged == 0 {
+                    first_damage = e.to_string();
+                }
+                damaged += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match key_file.open(password) {
+            Ok(key) => return Ok((name, key)),
+            Err(e) if e.kind() == ErrorKind::WrongPassword => continue,
+            Err(e) => return Err(e.context(format!("key file {name}"))),
+        }
+    }
+    if damaged == total {
+        return Err(Error::corrupt(format!(
+            "every key file is damaged ({first_damage}); restore keys/ from a copy"
+        )));
+    }
+    let note = if damaged > 0 {
+        format!(" ({damaged} key file(s) damaged)")
+    } else {
+        String::new()
+    };
+    Err(Error::new(
+        ErrorKind::WrongPassword,
+        format!("wrong password or no key found{note}"),
+    ))
+}
