@@ -328,8 +328,9 @@ impl Drop for IndexDb {
 
 /// The path an in-memory cache is opened under. `DB::open` creates it on
 /// disk first, so it is a directory that always exists; RocksDB's memory
-/// environment writes nothing there.
-const MEMORY_PATH: &str = "/";
+/// environment writes nothing there, and were anything to reach the disk
+/// it could not be written in /proc.
+const MEMORY_PATH: &str = "/proc";
 
 fn open_in_memory() -> Result<DB> {
     let env = rocksdb::Env::mem_env().map_err(db_error)?;

@@ -16,6 +16,7 @@ mod errors;
 mod exclude;
 mod faults;
 mod forget;
+mod hostile_repo;
 mod json;
 mod kdf;
 mod metadata;
