@@ -343,6 +343,28 @@ mod tests {
         "71374a3855dfbcbe56889c53d58d52f4c52a9cd0f48e2ce7aefc0d39d5f348d8";
 
     use super::*;
+
+    #[test]
+    fn argon2_cost_is_capped_below_what_stalls_a_command() {
+        let at = |memory_kib, iterations| KdfParams {
+            memory_kib,
+            iterations,
+            parallelism: 4,
+        };
+        assert!(KdfParams::DEFAULT.validate().is_ok());
+        assert!(at(1024 * 1024, 4).validate().is_ok());
+        assert!(at(256 * 1024, 16).validate().is_ok());
+        for (m, t) in [
+            (1024 * 1024, 5),
+            (1024 * 1024 + 8, 1),
+            (64, 17),
+            (4 << 20, 64),
+        ] {
+            let e = at(m, t).validate().unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt);
+            assert!(e.to_string().contains("beyond the limits"), "{e}");
+        }
+    }
     use proptest::prelude::*;
 
     proptest! {

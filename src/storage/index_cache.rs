@@ -398,6 +398,61 @@ mod tests {
     use crate::format::pack::Codec;
     use proptest::prelude::*;
     use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn one_blob() -> (IndexFile, BlobId) {
+        let id = BlobId(Id([3; 32]));
+        let file = IndexFile {
+            supersedes: vec![],
+            packs: vec![IndexPack {
+                id: PackId(Id([4; 32])),
+                entries: vec![PackEntry {
+                    kind: BlobKind::Data,
+                    codec: Codec::Raw,
+                    id,
+                    offset: 0,
+                    length: 100,
+                    raw_length: 59,
+                }],
+            }],
+        };
+        (file, id)
+    }
+
+    /// With no private place on disk the cache lives in memory: it works
+    /// as the one on disk does, and is rebuilt in memory too.
+    #[test]
+    fn an_in_memory_cache_works_like_the_one_on_disk() {
+        let (file, id) = one_blob();
+        let mut db = IndexDb::in_memory(RepositoryId(Id([1; 32]))).unwrap();
+        assert!(db.is_temporary());
+        db.merge(IndexId(Id([9; 32])), &file).unwrap();
+        assert!(db.contains(BlobKind::Data, &id).unwrap());
+        db.rebuild_empty().unwrap();
+        assert!(!db.contains(BlobKind::Data, &id).unwrap());
+        db.merge(IndexId(Id([9; 32])), &file).unwrap();
+        assert!(db.contains(BlobKind::Data, &id).unwrap());
+        // Two at once do not share anything.
+        let other = IndexDb::in_memory(RepositoryId(Id([2; 32]))).unwrap();
+        assert!(!other.contains(BlobKind::Data, &id).unwrap());
+    }
+
+    #[test]
+    fn the_cache_on_disk_is_the_owners_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("repo-cache");
+        let (file, _) = one_blob();
+        let db = IndexDb::open(&cache, RepositoryId(Id([1; 32]))).unwrap();
+        db.merge(IndexId(Id([9; 32])), &file).unwrap();
+        drop(db);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache), 0o700);
+        assert_eq!(mode(&cache.join("index.rocksdb")), 0o700);
+        for entry in std::fs::read_dir(cache.join("index.rocksdb")).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
 
     proptest! {
         // Each case opens a RocksDB database: a few dozen are enough.

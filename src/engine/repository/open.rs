@@ -247,3 +247,63 @@ pub(super) fn open_key(
         format!("wrong password or no key found{note}"),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_cache_directory_others_can_write_or_own_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join("mine");
+        private_dir(&mine, false).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&mine), 0o700);
+
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let why = private_dir(&open, false).unwrap_err();
+        assert!(why.contains("written by other users"), "{why}");
+
+        // A repository's own directory left 0755 by an older version is
+        // made private; a symbolic link is not followed.
+        let old = dir.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&old, true).unwrap();
+        assert_eq!(mode(&old), 0o700);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&mine, &link).unwrap();
+        assert!(private_dir(&link, true).is_err());
+        assert!(private_dir(&link, false).is_ok());
+
+        if crate::sys::is_root() {
+            let theirs = dir.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(4242), None).unwrap();
+            let why = private_dir(&theirs, false).unwrap_err();
+            assert!(why.contains("belongs to user 4242"), "{why}");
+        }
+    }
+
+    #[test]
+    fn the_key_that_opened_a_repository_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let name = "ab".repeat(32);
+        for repo in ["r1", "r2"] {
+            private_dir(&root.join(repo), true).unwrap();
+        }
+        remember_key(&root.join("r1"), &name);
+        remember_key(&root.join("r1"), &name);
+        assert_eq!(remembered_keys(root), vec![name.clone()]);
+        let meta = std::fs::metadata(root.join("r1").join(LAST_KEY)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // Garbage or a link there is not a hint.
+        std::fs::write(root.join("r2").join(LAST_KEY), b"not an id").unwrap();
+        std::os::unix::fs::symlink(root.join("r1"), root.join("r3")).unwrap();
+        assert_eq!(remembered_keys(root), vec![name]);
+    }
+}

@@ -479,3 +479,124 @@ impl Backend for LocalBackend {
         sync_dir(path.parent().expect("in a directory"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn repo() -> (tempfile::TempDir, LocalBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("repo"));
+        backend.create().unwrap();
+        (dir, backend)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn repository_directories_and_files_are_the_owners_alone() {
+        let (dir, backend) = repo();
+        backend.put(FileKind::Snapshot, "s1", b"x").unwrap();
+        let mut pending = backend.create_pending(FileKind::Pack).unwrap();
+        pending.write(b"pack").unwrap();
+        pending.commit("abcd").unwrap();
+        let root = dir.path().join("repo");
+        for d in [
+            "",
+            "keys",
+            "snapshots",
+            "index",
+            "locks",
+            "packs",
+            "packs/ab",
+        ] {
+            assert_eq!(mode(&root.join(d)), 0o700, "{d}");
+        }
+        assert_eq!(mode(&root.join("snapshots/s1")), 0o600);
+        assert_eq!(mode(&root.join("packs/ab/abcd")), 0o600);
+    }
+
+    /// What a planted file does to every read: an error naming the file and
+    /// what it is, at once (a FIFO is not waited on, /dev/zero not read).
+    #[test]
+    fn planted_fifos_symlinks_and_devices_are_damage_not_hangs() {
+        let (dir, backend) = repo();
+        let root = dir.path().join("repo");
+        let fifo = root.join("locks/fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", root.join("keys/zero")).unwrap();
+        fs::write(dir.path().join("outside"), b"secret").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("snapshots/link"))
+            .unwrap();
+        fs::create_dir(root.join("index/adir")).unwrap();
+        for (kind, name, what) in [
+            (FileKind::Lock, "fifo", "a FIFO"),
+            (FileKind::Key, "zero", "a symbolic link"),
+            (FileKind::Snapshot, "link", "a symbolic link"),
+            (FileKind::Index, "adir", "a directory"),
+        ] {
+            for result in [
+                backend.get(kind, name),
+                backend.get_bounded(kind, name, 1024),
+                backend.get_range(kind, name, 0, 1),
+                backend.size(kind, name).map(|_| Vec::new()),
+            ] {
+                let e = result.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Corrupt, "{name}: {e}");
+                assert!(e.to_string().contains(name), "{e}");
+                assert!(e.to_string().contains(what), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_larger_than_its_bound_is_refused() {
+        let (_dir, backend) = repo();
+        backend.put(FileKind::Index, "i1", &[7; 100]).unwrap();
+        assert_eq!(
+            backend
+                .get_bounded(FileKind::Index, "i1", 99)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            backend
+                .get_bounded(FileKind::Index, "i1", 100)
+                .unwrap()
+                .len(),
+            100
+        );
+    }
+
+    #[test]
+    fn symlinked_directories_are_not_listed_or_read_through() {
+        let (dir, backend) = repo();
+        let root = dir.path().join("repo");
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("abcd"), b"not ours").unwrap();
+        fs::remove_dir(root.join("packs/ab")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("packs/ab")).unwrap();
+        assert_eq!(backend.list(FileKind::Pack).unwrap(), vec![]);
+        let e = backend.get(FileKind::Pack, "abcd").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+
+        fs::remove_dir(root.join("snapshots")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("snapshots")).unwrap();
+        assert_eq!(
+            backend.list(FileKind::Snapshot).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            backend.get(FileKind::Snapshot, "abcd").unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
+    }
+}
