@@ -69,7 +69,7 @@ impl LocalBackend {
         let dirs: &[&str] = match kind {
             FileKind::Config => &[],
             FileKind::Pack => {
-                packs_dir = [kind.dir(), &name[..2]];
+                packs_dir = [kind.dir(), name.get(..2).unwrap_or(name)];
                 &packs_dir
             }
             _ => &[kind.dir()],
@@ -93,10 +93,12 @@ impl LocalBackend {
         Ok(match kind {
             FileKind::Config => self.root.join("config"),
             FileKind::Pack => {
-                if name.len() < 2 {
+                // `get`, not slicing: a planted name listed from a pack
+                // directory may start with a multi-byte character.
+                let Some(prefix) = name.get(..2) else {
                     return Err(Error::invalid(format!("invalid pack name {name:?}")));
-                }
-                self.root.join("packs").join(&name[..2]).join(name)
+                };
+                self.root.join("packs").join(prefix).join(name)
             }
             _ => self.root.join(kind.dir()).join(name),
         })
@@ -551,6 +553,19 @@ mod tests {
                 assert!(e.to_string().contains(name), "{e}");
                 assert!(e.to_string().contains(what), "{e}");
             }
+        }
+    }
+
+    /// A name listed from a pack directory is whatever was planted there.
+    #[test]
+    fn a_pack_name_starting_with_a_multibyte_character_is_refused_not_a_panic() {
+        let (_dir, backend) = repo();
+        for name in ["aé", "é", "éé"] {
+            let e = backend.get(FileKind::Pack, name).unwrap_err();
+            assert!(
+                matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::NotFound),
+                "{name}: {e}"
+            );
         }
     }
 
