@@ -24,13 +24,18 @@ struct Ran {
 /// running Argon2 on 4 GiB fails instead of taking the machine's memory),
 /// and panics if it has not finished within `secs`: sends SIGTERM first and
 /// says whether that ended it.
-fn run_within(mut c: Command, secs: u64) -> Ran {
+fn run_within(c: Command, secs: u64) -> Ran {
+    run_limited(c, secs, 4 << 30)
+}
+
+/// `run_within` with an address-space limit of `bytes`.
+fn run_limited(mut c: Command, secs: u64, bytes: u64) -> Ran {
     // SAFETY: setrlimit is async-signal-safe and touches only the child.
     unsafe {
-        c.pre_exec(|| {
+        c.pre_exec(move || {
             let limit = libc::rlimit {
-                rlim_cur: 4 << 30,
-                rlim_max: 4 << 30,
+                rlim_cur: bytes,
+                rlim_max: bytes,
             };
             libc::setrlimit(libc::RLIMIT_AS, &limit);
             Ok(())
@@ -227,6 +232,22 @@ fn a_planted_key_file_asking_for_a_huge_argon2_cost_is_skipped_promptly() {
         ran.stderr
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A planted key file within the limits but at the cap (1 GiB × 4 passes,
+/// about 2 s), named to sort first, is tried after the cheap real one:
+/// under a 700 MB address-space limit, running Argon2 on it would fail.
+#[test]
+fn a_planted_key_file_at_the_cost_cap_is_tried_after_cheaper_ones() {
+    let t = with_snapshot();
+    let real = key_names(&t).remove(0);
+    plant_key(&t, 1024 * 1024, 4, &real);
+    let mut c = t.command();
+    c.env("CAIRN_CACHE_DIR", t.dir.path().join("fresh-cache"))
+        .arg("snapshots");
+    let ran = run_limited(c, PROMPT_SECS, 700 << 20);
+    assert!(ran.success, "{}", ran.stderr);
+    assert!(ran.stdout.contains("1 snapshot"), "{}", ran.stdout);
 }
 
 #[test]

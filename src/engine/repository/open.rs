@@ -183,7 +183,7 @@ pub(super) fn open_key(
     remembered: &[String],
     warnings: &mut Vec<String>,
 ) -> Result<(String, MasterKey)> {
-    let mut keys: Vec<String> = backend
+    let keys: Vec<String> = backend
         .list(FileKind::Key)?
         .into_iter()
         .map(|(name, _)| name)
@@ -197,39 +197,57 @@ pub(super) fn open_key(
             warnings.push(format!("no key file id starts with the key hint {hint:?}"));
         }
     }
-    // Stable: name order within each rank.
-    keys.sort_by_key(|name| {
-        if hint.as_ref().is_some_and(|h| name.starts_with(h.as_str())) {
-            0
-        } else if remembered.contains(name) {
-            1
-        } else {
-            2
-        }
-    });
-    let total = keys.len();
+    let hinted = |name: &str| hint.as_ref().is_some_and(|h| name.starts_with(h.as_str()));
+    let (mut first, rest): (Vec<String>, Vec<String>) = keys
+        .into_iter()
+        .partition(|name| hinted(name) || remembered.contains(name));
+    // Stable: hinted, then remembered, each in name order.
+    first.sort_by_key(|name| !hinted(name));
+    let total = first.len() + rest.len();
     let mut damaged = 0;
     let mut first_damage = String::new();
-    for name in keys {
-        let decoded = backend
-            .get_bounded(FileKind::Key, &name, KEY_FILE_SIZE_MAX)
-            .and_then(|bytes| decode_key_file(&name, &bytes));
-        let key_file = match decoded {
-            Ok(k) => k,
+    let mut decode = |name: &str| -> Result<Option<KeyFile>> {
+        match backend
+            .get_bounded(FileKind::Key, name, KEY_FILE_SIZE_MAX)
+            .and_then(|bytes| decode_key_file(name, &bytes))
+        {
+            Ok(k) => Ok(Some(k)),
             Err(e) if e.kind() == ErrorKind::Corrupt => {
-                warnings.push(format!("skipping key file {}: {e}", short(&name)));
+                warnings.push(format!("skipping key file {}: {e}", short(name)));
                 if damaged == 0 {
                     first_damage = e.to_string();
                 }
                 damaged += 1;
-                continue;
+                Ok(None)
             }
-            Err(e) => return Err(e),
-        };
-        match key_file.open(password) {
-            Ok(key) => return Ok((name, key)),
-            Err(e) if e.kind() == ErrorKind::WrongPassword => continue,
-            Err(e) => return Err(e.context(format!("key file {name}"))),
+            Err(e) => Err(e),
+        }
+    };
+    let try_open = |name: &str, key_file: &KeyFile| match key_file.open(password) {
+        Ok(key) => Ok(Some(key)),
+        Err(e) if e.kind() == ErrorKind::WrongPassword => Ok(None),
+        Err(e) => Err(e.context(format!("key file {name}"))),
+    };
+    for name in first {
+        if let Some(key_file) = decode(&name)? {
+            if let Some(key) = try_open(&name, &key_file)? {
+                return Ok((name, key));
+            }
+        }
+    }
+    // The others are read first (64 KiB each at most) and tried cheapest
+    // first: the key files cairn writes have the default cost, so a
+    // planted expensive one, however it sorts, is tried last.
+    let mut others = Vec::new();
+    for name in rest {
+        if let Some(key_file) = decode(&name)? {
+            others.push((name, key_file));
+        }
+    }
+    cheapest_first(&mut others);
+    for (name, key_file) in others {
+        if let Some(key) = try_open(&name, &key_file)? {
+            return Ok((name, key));
         }
     }
     if damaged == total {
@@ -248,10 +266,41 @@ pub(super) fn open_key(
     ))
 }
 
+/// Orders key files by their Argon2 cost (memory × passes), stable: name
+/// order among equal costs.
+fn cheapest_first(keys: &mut [(String, KeyFile)]) {
+    keys.sort_by_key(|(_, k)| {
+        u64::from(k.kdf_params.memory_kib) * u64::from(k.kdf_params.iterations)
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::crypto::KdfParams;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_key_files_nobody_named_are_tried_cheapest_first() {
+        let master = MasterKey::generate();
+        let key = |memory_kib, iterations| {
+            let params = KdfParams {
+                memory_kib,
+                iterations,
+                parallelism: 1,
+            };
+            KeyFile::create(&master, b"pw", params, "h", "u").unwrap()
+        };
+        let mut keys = vec![
+            ("00".to_string(), key(64, 4)),
+            ("11".to_string(), key(128, 1)),
+            ("22".to_string(), key(64, 1)),
+            ("33".to_string(), key(64, 1)),
+        ];
+        cheapest_first(&mut keys);
+        let order: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(order, ["22", "33", "11", "00"]);
+    }
 
     #[test]
     fn a_cache_directory_others_can_write_or_own_is_refused() {
