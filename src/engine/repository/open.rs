@@ -172,7 +172,8 @@ fn short(name: &str) -> &str {
 }
 
 /// Finds the key file `password` opens. Tried first: those whose id starts
-/// with `hint`, then those in `remembered`, then the rest in name order.
+/// with `hint`, then those in `remembered`, then the rest, cheapest Argon2
+/// cost first.
 /// A key file that is damaged, not a regular file, too large, or asks for
 /// an Argon2 cost over the limits is skipped with a warning, without
 /// running Argon2.
