@@ -57,7 +57,7 @@ pub use engine::repair::{
     repair_index, repair_snapshots, RepairIndexOutcome, RepairSnapshotsOutcome,
 };
 #[cfg(feature = "cache")]
-pub use engine::repository::{Indexed, InitOptions, Opened, Repository, Written};
+pub use engine::repository::{Indexed, InitOptions, OpenOptions, Opened, Repository, Written};
 #[cfg(feature = "cache")]
 pub use engine::restorer::{dump, restore, RestoreOptions, RestoreOutcome};
 #[cfg(feature = "cache")]

@@ -24,9 +24,14 @@ pub(crate) struct Cli {
     /// Run this shell command and use its output as the password.
     #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
     pub(crate) password_command: Option<String>,
-    /// Local cache directory (default: $XDG_CACHE_HOME/cairn).
+    /// Local cache directory (default: $XDG_CACHE_HOME/cairn, else
+    /// ~/.cache/cairn; with neither set, the index is kept in memory).
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
     pub(crate) cache_dir: Option<PathBuf>,
+    /// Try the key file with this id (or id prefix) first, before the one
+    /// used last and the others.
+    #[arg(long, env = "CAIRN_KEY_HINT", global = true, value_name = "ID")]
+    pub(crate) key_hint: Option<String>,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     pub(crate) json: bool,

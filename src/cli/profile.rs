@@ -211,6 +211,7 @@ pub(crate) fn run_steps(cli: &Cli) -> anyhow::Result<i32> {
         step_cli.password_file.clone_from(&cli.password_file);
         step_cli.password_command.clone_from(&cli.password_command);
         step_cli.cache_dir.clone_from(&cli.cache_dir);
+        step_cli.key_hint.clone_from(&cli.key_hint);
         step_cli.json = step_cli.json || cli.json;
         step_cli.quiet = step_cli.quiet || cli.quiet;
         step_cli.verbose = step_cli.verbose.max(cli.verbose);

@@ -87,10 +87,16 @@ pub(crate) fn open(cli: &Cli) -> anyhow::Result<Repository<cairn::Opened>> {
         .into());
     }
     let password = password(cli, false)?;
-    Ok(
-        Repository::open(backend, password.as_bytes(), cli.cache_dir.as_deref())?
-            .with_context(context().clone()),
-    )
+    let options = cairn::OpenOptions {
+        cache_root: cli.cache_dir.as_deref(),
+        key_hint: cli.key_hint.as_deref(),
+    };
+    let mut repo = Repository::open_with(backend, password.as_bytes(), &options)?
+        .with_context(context().clone());
+    // Now, not after the command: a skipped key file or a missing cache
+    // matters to every command, also to those that print no warnings.
+    warn_all(cli, &mut repo);
+    Ok(repo)
 }
 
 fn refuse_no_lock(cli: &Cli) -> anyhow::Result<()> {

@@ -73,20 +73,13 @@ pub struct Repository<S = Indexed> {
     /// The key file the password opened.
     key_name: String,
     config: Config,
-    cache_dir: PathBuf,
+    /// This repository's directory in the local cache; none when there is
+    /// no private place for one (the index is then kept in memory).
+    cache_dir: Option<PathBuf>,
     warnings: Vec<String>,
     /// The caller's interrupt flag and progress counters.
     ctx: Context,
     state: S,
-}
-
-/// `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`.
-pub fn default_cache_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("cairn");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".cache").join("cairn")
 }
 
 impl Repository<Opened> {
@@ -142,13 +135,49 @@ impl Repository<Opened> {
         password: &[u8],
         cache_root: Option<&Path>,
     ) -> Result<Repository<Opened>> {
+        Self::open_with(
+            backend,
+            password,
+            &OpenOptions {
+                cache_root,
+                key_hint: None,
+            },
+        )
+    }
+
+    /// `open` with a key hint. The key files are tried in this order: those
+    /// the hint names, the one this user opened the repository with last,
+    /// then the others; a hostile key file is skipped with a warning.
+    pub fn open_with(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        options: &OpenOptions<'_>,
+    ) -> Result<Repository<Opened>> {
         if !backend.exists()? {
             return Err(Error::new(
                 ErrorKind::RepositoryNotFound,
                 format!("repository {} does not exist", backend.location()),
             ));
         }
-        let (key_name, key) = open_key(backend.as_ref(), password)?;
+        let mut warnings = Vec::new();
+        let cache_root = match open::cache_root(options.cache_root) {
+            Ok(root) => Some(root),
+            Err(why) => {
+                warnings.push(format!("{why}; {NO_CACHE}"));
+                None
+            }
+        };
+        let remembered = cache_root
+            .as_deref()
+            .map(open::remembered_keys)
+            .unwrap_or_default();
+        let (key_name, key) = open::open_key(
+            backend.as_ref(),
+            password,
+            options.key_hint,
+            &remembered,
+            &mut warnings,
+        )?;
         let sealed = backend.get_bounded(
             FileKind::Config,
             "config",
@@ -158,17 +187,26 @@ impl Repository<Opened> {
             &key.open(Domain::Config, &sealed)
                 .map_err(|e| e.context("config"))?,
         )?;
-        let cache_dir = cache_root
-            .map(Path::to_path_buf)
-            .unwrap_or_else(default_cache_root)
-            .join(config.id.to_hex());
+        let cache_dir = cache_root.and_then(|root| {
+            let dir = root.join(config.id.to_hex());
+            match open::private_dir(&dir, true) {
+                Ok(()) => {
+                    open::remember_key(&dir, &key_name);
+                    Some(dir)
+                }
+                Err(why) => {
+                    warnings.push(format!("{why}; {NO_CACHE}"));
+                    None
+                }
+            }
+        });
         Ok(Repository {
             backend,
             key,
             key_name,
             config,
             cache_dir,
-            warnings: Vec::new(),
+            warnings,
             ctx: Context::default(),
             state: Opened,
         })
@@ -178,7 +216,10 @@ impl Repository<Opened> {
     /// If an index file it merged has disappeared, the cache is rebuilt; a
     /// damaged cache is thrown away and rebuilt, never fatal.
     pub fn load_index(mut self) -> Result<Repository<Indexed>> {
-        let mut db = IndexDb::open(&self.cache_dir, self.config.id)?;
+        let mut db = match &self.cache_dir {
+            Some(dir) => IndexDb::open(dir, self.config.id)?,
+            None => IndexDb::in_memory(self.config.id)?,
+        };
         if db.was_recreated() {
             self.warnings
                 .push("the local index cache was damaged and is being rebuilt".into());
@@ -383,7 +424,7 @@ impl<S> Repository<S> {
             let decoded = self
                 .backend
                 .get_bounded(FileKind::Key, &name, crate::format::key::KEY_FILE_SIZE_MAX)
-                .and_then(|bytes| decode_key_file(&name, &bytes));
+                .and_then(|bytes| open::decode_key_file(&name, &bytes));
             out.push((name, decoded));
         }
         Ok(out)
@@ -416,9 +457,10 @@ impl<S> Repository<S> {
         list_index_ids(self.backend.as_ref())
     }
 
-    /// The cache directory of this repository (`<cache root>/<repo id>`).
-    pub fn cache_dir(&self) -> &Path {
-        &self.cache_dir
+    /// The cache directory of this repository (`<cache root>/<repo id>`),
+    /// if it has one on disk.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
     }
 
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
@@ -565,7 +607,8 @@ impl<S> Repository<S> {
 
     /// A whole pack, as stored (prune and repair copy blobs out of it).
     pub fn read_pack(&self, id: &PackId) -> Result<Vec<u8>> {
-        self.backend.get(FileKind::Pack, &id.to_hex())
+        self.backend
+            .get_bounded(FileKind::Pack, &id.to_hex(), pack::PACK_SIZE_MAX as usize)
     }
 
     /// Opens and verifies one sealed blob cut out of a pack.
@@ -826,68 +869,11 @@ fn open_named(
     key.open(domain, &sealed).map_err(|e| e.context(what))
 }
 
-/// Decodes a key file after checking it against its name (the BLAKE3 of
-/// its bytes), so a flipped bit reads as damage, not as a wrong password.
-fn decode_key_file(name: &str, bytes: &[u8]) -> Result<KeyFile> {
-    if Id::of_file_bytes(bytes).to_hex() != name {
-        return Err(Error::corrupt(format!(
-            "key file {} does not match its name",
-            &name[..8.min(name.len())]
-        )));
-    }
-    KeyFile::decode(bytes)
-}
-
 /// Why `Repository::store_index_file` failed, and whether the index file
 /// can nonetheless be seen under its name.
 pub(crate) struct IndexNotStored {
     pub(crate) error: Error,
     pub(crate) visible: bool,
-}
-
-fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(String, MasterKey)> {
-    let keys = backend.list(FileKind::Key)?;
-    if keys.is_empty() {
-        return Err(Error::corrupt("repository has no key files"));
-    }
-    let total = keys.len();
-    let mut damaged = 0;
-    let mut first_damage = String::new();
-    for (name, _) in keys {
-        let decoded = backend
-            .get_bounded(FileKind::Key, &name, crate::format::key::KEY_FILE_SIZE_MAX)
-            .and_then(|bytes| decode_key_file(&name, &bytes));
-        let key_file = match decoded {
-            Ok(k) => k,
-            Err(e) if e.kind() == ErrorKind::Corrupt => {
-                if damaged == 0 {
-                    first_damage = e.to_string();
-                }
-                damaged += 1;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        match key_file.open(password) {
-            Ok(key) => return Ok((name, key)),
-            Err(e) if e.kind() == ErrorKind::WrongPassword => continue,
-            Err(e) => return Err(e.context(format!("key file {name}"))),
-        }
-    }
-    if damaged == total {
-        return Err(Error::corrupt(format!(
-            "every key file is damaged ({first_damage}); restore keys/ from a copy"
-        )));
-    }
-    let note = if damaged > 0 {
-        format!(" ({damaged} key file(s) damaged)")
-    } else {
-        String::new()
-    };
-    Err(Error::new(
-        ErrorKind::WrongPassword,
-        format!("wrong password or no key found{note}"),
-    ))
 }
 
 /// Pack ids in the repository (for tests and later `check`).
@@ -899,8 +885,14 @@ pub fn list_packs(backend: &dyn Backend) -> Result<Vec<(PackId, u64)>> {
         .collect())
 }
 
+mod open;
 mod writer;
+pub use open::{default_cache_root, OpenOptions};
 pub use writer::{BlobWriter, WriteStats, Written};
+
+/// What happens without a cache directory, for the warnings.
+const NO_CACHE: &str =
+    "the index is kept in memory for this command (slower: it is read again every time)";
 
 #[cfg(test)]
 mod tests;

@@ -201,22 +201,38 @@ impl KdfParams {
         iterations: 3,
         parallelism: 4,
     };
-    /// Upper limits a key file may ask for: a hostile key file must not make
-    /// us allocate unbounded memory or spin forever.
-    pub const MEMORY_KIB_MAX: u32 = 4 * 1024 * 1024;
-    pub const ITERATIONS_MAX: u32 = 64;
+    /// Upper limits a key file may ask for: a key file is written by
+    /// whoever can write to `keys/`, and every command runs Argon2 for the
+    /// key files it tries, so a planted one must not stall it (4 GiB × 64
+    /// passes took minutes) or exhaust memory. The cost cap (memory ×
+    /// passes) is about 21 times the default and takes about 2 s on a
+    /// 2-core machine (1 GiB × 4 passes: 1.8 s, 1 GiB resident); a key file
+    /// over any cap is skipped as damaged.
+    pub const MEMORY_KIB_MAX: u32 = 1024 * 1024;
+    pub const ITERATIONS_MAX: u32 = 16;
     pub const PARALLELISM_MAX: u32 = 64;
+    /// `memory_kib × iterations` at most: 1 GiB × 4 passes.
+    pub const COST_MAX: u64 = 4 * 1024 * 1024;
 
     pub fn validate(&self) -> Result<()> {
         let ok = (1..=Self::PARALLELISM_MAX).contains(&self.parallelism)
             && (1..=Self::ITERATIONS_MAX).contains(&self.iterations)
             && self.memory_kib >= 8 * self.parallelism
-            && self.memory_kib <= Self::MEMORY_KIB_MAX;
+            && self.memory_kib <= Self::MEMORY_KIB_MAX
+            && u64::from(self.memory_kib) * u64::from(self.iterations) <= Self::COST_MAX;
         if ok {
             Ok(())
         } else {
             Err(Error::corrupt(format!(
-                "key file has out-of-range Argon2 parameters {self:?}"
+                "key file asks for Argon2 parameters beyond the limits \
+                 (memory {} KiB, {} passes, {} lanes; at most {} KiB, {} passes, \
+                 {} KiB × passes)",
+                self.memory_kib,
+                self.iterations,
+                self.parallelism,
+                Self::MEMORY_KIB_MAX,
+                Self::ITERATIONS_MAX,
+                Self::COST_MAX
             )))
         }
     }
@@ -340,6 +356,28 @@ mod tests {
         "71374a3855dfbcbe56889c53d58d52f4c52a9cd0f48e2ce7aefc0d39d5f348d8";
 
     use super::*;
+
+    #[test]
+    fn argon2_cost_is_capped_below_what_stalls_a_command() {
+        let at = |memory_kib, iterations| KdfParams {
+            memory_kib,
+            iterations,
+            parallelism: 4,
+        };
+        assert!(KdfParams::DEFAULT.validate().is_ok());
+        assert!(at(1024 * 1024, 4).validate().is_ok());
+        assert!(at(256 * 1024, 16).validate().is_ok());
+        for (m, t) in [
+            (1024 * 1024, 5),
+            (1024 * 1024 + 8, 1),
+            (64, 17),
+            (4 << 20, 64),
+        ] {
+            let e = at(m, t).validate().unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt);
+            assert!(e.to_string().contains("beyond the limits"), "{e}");
+        }
+    }
     use proptest::prelude::*;
 
     proptest! {

@@ -169,9 +169,13 @@ pub fn default_locations() -> Vec<PathBuf> {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .filter(|p| p.is_absolute());
+    // Relative values are ignored, as the XDG spec says: they would name
+    // a file in whatever directory cairn was started in.
     let home = std::env::var_os("HOME")
         .filter(|v| !v.is_empty())
-        .map(|h| PathBuf::from(h).join(".config"));
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .map(|h| h.join(".config"));
     if let Some(dir) = xdg.or(home) {
         out.push(dir.join("cairn").join("cairn.toml"));
     }

@@ -29,6 +29,8 @@ pub struct IndexDb {
     temporary: bool,
     /// The cache on disk could not be opened and was recreated empty.
     recreated: bool,
+    /// Kept in memory only (`in_memory`): nothing on disk to delete.
+    memory: bool,
 }
 
 fn blob_key(kind: BlobKind, id: &BlobId) -> [u8; 34] {
@@ -58,16 +60,37 @@ fn options() -> Options {
 }
 
 impl IndexDb {
+    /// A cache held in memory for this process only, as restic's
+    /// `--no-cache`: for a process with no private place for a cache on
+    /// disk (no HOME, or a cache directory it refused). Temporary: it is
+    /// rebuilt by every process that uses it.
+    pub fn in_memory(repository: RepositoryId) -> Result<IndexDb> {
+        let mut index = IndexDb {
+            db: Some(open_in_memory()?),
+            path: PathBuf::from(MEMORY_PATH),
+            temporary: true,
+            recreated: false,
+            memory: true,
+        };
+        index.claim(repository)?;
+        Ok(index)
+    }
+
     /// Opens (or creates) the cache in `dir`. If another process holds it,
     /// works on a private temporary cache instead; if it is damaged, it is
     /// deleted and recreated (it is only a cache).
     pub fn open(dir: &Path, repository: RepositoryId) -> Result<IndexDb> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::io(
-                format!("cannot create cache directory {}", dir.display()),
-                e,
-            )
-        })?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                Error::io(
+                    format!("cannot create cache directory {}", dir.display()),
+                    e,
+                )
+            })?;
         let path = dir.join("index.rocksdb");
         remove_orphaned_private_caches(dir);
         let (db, path, temporary, recreated) = match DB::open(&options(), &path) {
@@ -85,7 +108,17 @@ impl IndexDb {
             path,
             temporary,
             recreated,
+            memory: false,
         };
+        make_private(&index.path);
+        index.claim(repository)?;
+        Ok(index)
+    }
+
+    /// Marks the cache as this repository's, clearing it if it held
+    /// another's.
+    fn claim(&mut self, repository: RepositoryId) -> Result<()> {
+        let index = self;
         match index.db().get(b"mrepository").map_err(db_error)? {
             Some(v) if v.as_slice() == repository.as_bytes() => {}
             Some(_) => {
@@ -100,7 +133,7 @@ impl IndexDb {
                 .put(b"mrepository", repository.as_bytes())
                 .map_err(db_error)?,
         }
-        Ok(index)
+        Ok(())
     }
 
     fn recreate(path: &Path) -> Result<DB> {
@@ -113,7 +146,11 @@ impl IndexDb {
     /// reads failed (a damaged cache is rebuilt, never trusted or fatal).
     pub fn rebuild_empty(&mut self) -> Result<()> {
         drop(self.db.take());
-        self.db = Some(Self::recreate(&self.path)?);
+        self.db = Some(if self.memory {
+            open_in_memory()?
+        } else {
+            Self::recreate(&self.path)?
+        });
         self.recreated = true;
         Ok(())
     }
@@ -277,9 +314,50 @@ impl IndexDb {
 impl Drop for IndexDb {
     fn drop(&mut self) {
         drop(self.db.take());
-        if self.temporary {
+        if self.memory {
+            // Nothing on disk: the path is not ours to delete.
+        } else if self.temporary {
             let _ = DB::destroy(&options(), &self.path);
             let _ = std::fs::remove_dir_all(&self.path);
+        } else {
+            // Files written since `open` (RocksDB makes them 0644).
+            make_private(&self.path);
+        }
+    }
+}
+
+/// The path an in-memory cache is opened under. `DB::open` creates it on
+/// disk first, so it is a directory that always exists; RocksDB's memory
+/// environment writes nothing there, and were anything to reach the disk
+/// it could not be written in /proc.
+const MEMORY_PATH: &str = "/proc";
+
+fn open_in_memory() -> Result<DB> {
+    let env = rocksdb::Env::mem_env().map_err(db_error)?;
+    let mut opts = options();
+    opts.set_env(&env);
+    DB::open(&opts, MEMORY_PATH).map_err(db_error)
+}
+
+/// The cache shows which blobs a repository holds and their sizes: its
+/// files are the owner's alone (0600, directories 0700). RocksDB creates
+/// them with the process umask, so they are tightened after the fact;
+/// the cache directory above, 0700, keeps others out meanwhile.
+fn make_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &Path, mode: u32| {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_symlink() && meta.permissions().mode() & 0o777 != mode {
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+            }
+        }
+    };
+    set(dir, 0o700);
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                set(&entry.path(), 0o600);
+            }
         }
     }
 }
@@ -320,6 +398,61 @@ mod tests {
     use crate::format::pack::Codec;
     use proptest::prelude::*;
     use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn one_blob() -> (IndexFile, BlobId) {
+        let id = BlobId(Id([3; 32]));
+        let file = IndexFile {
+            supersedes: vec![],
+            packs: vec![IndexPack {
+                id: PackId(Id([4; 32])),
+                entries: vec![PackEntry {
+                    kind: BlobKind::Data,
+                    codec: Codec::Raw,
+                    id,
+                    offset: 0,
+                    length: 100,
+                    raw_length: 59,
+                }],
+            }],
+        };
+        (file, id)
+    }
+
+    /// With no private place on disk the cache lives in memory: it works
+    /// as the one on disk does, and is rebuilt in memory too.
+    #[test]
+    fn an_in_memory_cache_works_like_the_one_on_disk() {
+        let (file, id) = one_blob();
+        let mut db = IndexDb::in_memory(RepositoryId(Id([1; 32]))).unwrap();
+        assert!(db.is_temporary());
+        db.merge(IndexId(Id([9; 32])), &file).unwrap();
+        assert!(db.contains(BlobKind::Data, &id).unwrap());
+        db.rebuild_empty().unwrap();
+        assert!(!db.contains(BlobKind::Data, &id).unwrap());
+        db.merge(IndexId(Id([9; 32])), &file).unwrap();
+        assert!(db.contains(BlobKind::Data, &id).unwrap());
+        // Two at once do not share anything.
+        let other = IndexDb::in_memory(RepositoryId(Id([2; 32]))).unwrap();
+        assert!(!other.contains(BlobKind::Data, &id).unwrap());
+    }
+
+    #[test]
+    fn the_cache_on_disk_is_the_owners_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("repo-cache");
+        let (file, _) = one_blob();
+        let db = IndexDb::open(&cache, RepositoryId(Id([1; 32]))).unwrap();
+        db.merge(IndexId(Id([9; 32])), &file).unwrap();
+        drop(db);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache), 0o700);
+        assert_eq!(mode(&cache.join("index.rocksdb")), 0o700);
+        for entry in std::fs::read_dir(cache.join("index.rocksdb")).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
 
     proptest! {
         // Each case opens a RocksDB database: a few dozen are enough.

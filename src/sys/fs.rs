@@ -4,7 +4,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::{File, Metadata};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
@@ -191,4 +191,94 @@ pub fn lock_exclusive(file: &File) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Opens `name` in the directories `dirs` beneath `root` for reading,
+/// without following a symbolic link on the way (`root` itself may be
+/// one: the user chose it), without blocking on a FIFO, and only if it is
+/// a regular file. Returns the file and its size (from `fstat` on the open
+/// descriptor, so what was checked is what is read). A repository never
+/// holds anything but directories and regular files: a symlink, FIFO,
+/// device or socket planted there is `InvalidData`, naming what it is.
+pub fn open_regular_beneath(
+    root: &Path,
+    dirs: &[&str],
+    name: &str,
+) -> std::io::Result<(File, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)?;
+    for component in dirs {
+        dir = openat(&dir, component, libc::O_DIRECTORY)?;
+    }
+    let file = openat(&dir, name, libc::O_NONBLOCK)?;
+    let meta = file.metadata()?;
+    let kind = match meta.mode() & libc::S_IFMT {
+        libc::S_IFREG => return Ok((file, meta.len())),
+        libc::S_IFDIR => "a directory",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR | libc::S_IFBLK => "a device",
+        libc::S_IFSOCK => "a socket",
+        _ => "not a regular file",
+    };
+    Err(not_regular(kind))
+}
+
+fn not_regular(kind: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{kind}, where only regular files belong"),
+    )
+}
+
+/// `openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | extra)`; a
+/// symbolic link is `InvalidData` (ELOOP, or ENOTDIR for a link where a
+/// directory was asked for).
+fn openat(dir: &File, name: &str, extra: libc::c_int) -> std::io::Result<File> {
+    use std::os::fd::FromRawFd;
+    let c_name = CString::new(name)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "name contains NUL"))?;
+    // SAFETY: `dir` is an open descriptor and `c_name` NUL-terminated; the
+    // descriptor returned on success is new and owned by nobody else.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c_name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | extra,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ELOOP) => not_regular("a symbolic link"),
+            Some(libc::ENOTDIR) if extra & libc::O_DIRECTORY != 0 => {
+                match Stat::at(dir.as_fd(), OsStr::new(name)).map(|s| s.file_type()) {
+                    Ok(FileType::Symlink) => not_regular("a symbolic link"),
+                    _ => not_regular("not a directory"),
+                }
+            }
+            _ => e,
+        });
+    }
+    // SAFETY: `fd` was just returned by openat and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Reads `file` to its end, but at most `limit` bytes: one byte more is an
+/// `InvalidData` error, so a file that grew after it was sized, or lied
+/// about its size, cannot make the reader allocate without bound.
+/// `size` is what `fstat` said, to allocate once.
+pub fn read_bounded(file: &File, size: u64, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(size.min(limit).saturating_add(1) as usize);
+    file.take(limit.saturating_add(1)).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the {limit} bytes expected"),
+        ));
+    }
+    Ok(out)
 }

@@ -16,6 +16,7 @@ mod errors;
 mod exclude;
 mod faults;
 mod forget;
+mod hostile_repo;
 mod hostile_tar;
 mod json;
 mod kdf;

@@ -18,7 +18,11 @@ pub(crate) fn verify_cache<S: Sync>(
     good_index_files: &[IndexId],
     report: &mut CheckReport,
 ) -> Result<()> {
-    let mut db = match IndexDb::open(repo.cache_dir(), repo.config().id) {
+    let Some(cache_dir) = repo.cache_dir() else {
+        // No cache on disk: the one in memory was built from these files.
+        return Ok(());
+    };
+    let mut db = match IndexDb::open(cache_dir, repo.config().id) {
         Ok(db) => db,
         Err(e) => {
             report.note(

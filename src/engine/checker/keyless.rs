@@ -37,9 +37,18 @@ pub fn check_keyless(
             .par_iter()
             .map(|(name, _)| {
                 ctx.check_interrupt()?;
-                let bytes = match backend.get(kind, name) {
+                // Bounded like every other read: a planted /dev/zero or a
+                // huge file is damage, not an allocation.
+                let bytes = match backend.get_bounded(kind, name, size_max(kind)) {
                     Ok(bytes) => bytes,
                     Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                    Err(e) if e.kind() == ErrorKind::Corrupt => {
+                        return Ok(Some(Problem {
+                            object: Object::new(what, name.as_str()),
+                            status: Status::Damaged,
+                            message: e.to_string(),
+                        }))
+                    }
                     Err(e) => return Err(e),
                 };
                 let matches = Id::from_hex(name).is_ok_and(|id| Id::of_file_bytes(&bytes) == id);
@@ -77,4 +86,18 @@ pub fn check_keyless(
         "keyless check: file contents were compared with their names; nothing was decrypted".into(),
     );
     Ok(report)
+}
+
+/// The largest file of a kind the format allows (sealed files: the
+/// plaintext limit plus the envelope).
+fn size_max(kind: FileKind) -> usize {
+    let sealed = |plain: usize| plain + crate::format::crypto::SEAL_OVERHEAD;
+    match kind {
+        FileKind::Key => crate::format::key::KEY_FILE_SIZE_MAX,
+        FileKind::Index => sealed(crate::format::index_file::INDEX_FILE_SIZE_MAX),
+        FileKind::Snapshot => sealed(crate::format::snapshot::SNAPSHOT_SIZE_MAX),
+        FileKind::Config => sealed(crate::format::config::CONFIG_SIZE_MAX),
+        FileKind::Lock => sealed(crate::storage::lock::LOCK_SIZE_MAX),
+        FileKind::Pack => crate::format::pack::PACK_SIZE_MAX as usize,
+    }
 }

@@ -197,6 +197,14 @@ pub enum Verdict {
         packs: u64,
         packs_read: u64,
     },
+    /// A keyless check found every file it read to match its name. It
+    /// cannot see what is missing or what the sealed files say, so this is
+    /// not `Clean`.
+    KeylessClean {
+        snapshots: u64,
+        packs: u64,
+        packs_read: u64,
+    },
     /// A keyless check found files whose bytes do not match their names.
     KeylessDamaged { files: u64 },
     Damaged {
@@ -219,6 +227,23 @@ impl fmt::Display for Verdict {
                     write!(f, ", {packs_read} packs read in full")?;
                 }
                 Ok(())
+            }
+            Verdict::KeylessClean {
+                snapshots,
+                packs,
+                packs_read,
+            } => {
+                write!(
+                    f,
+                    "no file differs from its name: {snapshots} snapshots, {packs} packs"
+                )?;
+                if packs_read > 0 {
+                    write!(f, ", {packs_read} packs read in full")?;
+                }
+                write!(
+                    f,
+                    "; not verified without the password: missing packs, whether snapshots are complete, the config's contents"
+                )
             }
             Verdict::KeylessDamaged { files } => write!(
                 f,
@@ -274,7 +299,13 @@ impl CheckReport {
     /// The last line of the report.
     pub fn verdict(&self) -> Verdict {
         let problems = self.problems.len() as u64 + self.problems_unlisted;
-        if self.is_clean() {
+        if self.is_clean() && self.keyless {
+            Verdict::KeylessClean {
+                snapshots: self.snapshots,
+                packs: self.packs,
+                packs_read: self.packs_read,
+            }
+        } else if self.is_clean() {
             Verdict::Clean {
                 snapshots: self.snapshots,
                 packs: self.packs,
@@ -405,6 +436,14 @@ mod tests {
             report.verdict().to_string(),
             "no errors were found: 5 snapshots, 9 packs, 2 packs read in full"
         );
+        report.keyless = true;
+        assert_eq!(
+            report.verdict().to_string(),
+            "no file differs from its name: 5 snapshots, 9 packs, 2 packs read in full; \
+             not verified without the password: missing packs, whether snapshots are complete, \
+             the config's contents"
+        );
+        report.keyless = false;
         report.problem(
             Object::new(ObjectKind::KeyFile, "k"),
             Status::Damaged,

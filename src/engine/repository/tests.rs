@@ -83,7 +83,10 @@ fn an_initialised_repository_opens_with_its_config() {
     let id = Repository::init(backend.clone(), PASSWORD, &options()).unwrap();
     let repo = Repository::open(backend.clone(), PASSWORD, Some(cache.path())).unwrap();
     assert_eq!(repo.config().id, id);
-    assert_eq!(repo.cache_dir(), cache.path().join(id.to_hex()));
+    assert_eq!(
+        repo.cache_dir(),
+        Some(cache.path().join(id.to_hex()).as_path())
+    );
     assert_eq!(repo.list_keys().unwrap().len(), 1);
     let again = Repository::init(backend, PASSWORD, &options());
     assert_eq!(again.unwrap_err().kind(), ErrorKind::RepositoryExists);

@@ -43,12 +43,7 @@ impl LocalBackend {
                 return Ok((file.clone(), *size));
             }
         }
-        let file = File::open(path)
-            .map_err(|e| Error::storage_io(format!("cannot open {}", path.display()), e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| Error::storage_io(format!("cannot stat {}", path.display()), e))?
-            .len();
+        let (file, size) = self.open_regular(kind, name, path)?;
         let file = Arc::new(file);
         if cached {
             let mut open = self.open_packs.lock().unwrap_or_else(|e| e.into_inner());
@@ -67,6 +62,26 @@ impl LocalBackend {
         }
     }
 
+    /// Opens a repository file to read: no symbolic link followed below
+    /// the root, no FIFO waited on, only a regular file (`open_regular_beneath`).
+    fn open_regular(&self, kind: FileKind, name: &str, path: &Path) -> Result<(File, u64)> {
+        let packs_dir;
+        let dirs: &[&str] = match kind {
+            FileKind::Config => &[],
+            FileKind::Pack => {
+                packs_dir = [kind.dir(), name.get(..2).unwrap_or(name)];
+                &packs_dir
+            }
+            _ => &[kind.dir()],
+        };
+        let file_name = match kind {
+            FileKind::Config => "config",
+            _ => name,
+        };
+        crate::sys::fs::open_regular_beneath(&self.root, dirs, file_name)
+            .map_err(|e| read_error(path, "open", e))
+    }
+
     fn path(&self, kind: FileKind, name: &str) -> Result<PathBuf> {
         // Names come from our own code or from user-given ids; refuse anything
         // that could escape the repository.
@@ -78,14 +93,38 @@ impl LocalBackend {
         Ok(match kind {
             FileKind::Config => self.root.join("config"),
             FileKind::Pack => {
-                if name.len() < 2 {
+                // `get`, not slicing: a planted name listed from a pack
+                // directory may start with a multi-byte character.
+                let Some(prefix) = name.get(..2) else {
                     return Err(Error::invalid(format!("invalid pack name {name:?}")));
-                }
-                self.root.join("packs").join(&name[..2]).join(name)
+                };
+                self.root.join("packs").join(prefix).join(name)
             }
             _ => self.root.join(kind.dir()).join(name),
         })
     }
+}
+
+/// A read that failed: a planted symlink, FIFO or device, or a file larger
+/// than it may be, is damage (`Corrupt`, naming the file); anything else is
+/// the OS error (`NotFound` for a missing file).
+fn read_error(path: &Path, verb: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        Error::corrupt(format!("{} is {e}", path.display()))
+    } else {
+        Error::storage_io(format!("cannot {verb} {}", path.display()), e)
+    }
+}
+
+/// Repository directories are the owner's alone, as restic makes them:
+/// the names and sizes of packs tell other local users how much changed.
+fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Error::storage_io(format!("cannot create {}", path.display()), e))
 }
 
 fn temp_path(dir: &Path) -> PathBuf {
@@ -209,6 +248,19 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::storage_io(format!("cannot sync directory {}", dir.display()), e))
 }
 
+/// A kind's directory that is a symbolic link would list (and, through
+/// the same link, read) files from outside the repository.
+fn refuse_symlinked_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::corrupt(format!(
+            "{} is a symbolic link, where only directories belong",
+            dir.display()
+        ))),
+        // A missing directory is reported by the listing itself.
+        _ => Ok(()),
+    }
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -219,7 +271,9 @@ impl Backend for LocalBackend {
     }
 
     fn create(&self) -> Result<()> {
-        if self.root.exists() {
+        if !self.root.exists() {
+            create_private_dir(&self.root)?;
+        } else {
             let mut entries = fs::read_dir(&self.root).map_err(|e| {
                 Error::storage_io(format!("cannot read {}", self.root.display()), e)
             })?;
@@ -230,10 +284,7 @@ impl Backend for LocalBackend {
                 ));
             }
         }
-        let mk = |p: PathBuf| {
-            fs::create_dir_all(&p)
-                .map_err(|e| Error::storage_io(format!("cannot create {}", p.display()), e))
-        };
+        let mk = |p: PathBuf| create_private_dir(&p);
         for kind in [
             FileKind::Key,
             FileKind::Snapshot,
@@ -340,7 +391,22 @@ impl Backend for LocalBackend {
 
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
-        fs::read(&path).map_err(|e| Error::storage_io(format!("cannot read {}", path.display()), e))
+        let (file, size) = self.open_regular(kind, name, &path)?;
+        // Files are immutable once named: one that grew meanwhile is damage.
+        crate::sys::fs::read_bounded(&file, size, size).map_err(|e| read_error(&path, "read", e))
+    }
+
+    fn get_bounded(&self, kind: FileKind, name: &str, size_max: usize) -> Result<Vec<u8>> {
+        let path = self.path(kind, name)?;
+        let (file, size) = self.open_regular(kind, name, &path)?;
+        if size > size_max as u64 {
+            return Err(Error::corrupt(format!(
+                "{} {name} is {size} bytes, more than the {size_max} the format allows",
+                kind.dir()
+            )));
+        }
+        crate::sys::fs::read_bounded(&file, size, size_max as u64)
+            .map_err(|e| read_error(&path, "read", e))
     }
 
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
@@ -361,9 +427,7 @@ impl Backend for LocalBackend {
 
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         let path = self.path(kind, name)?;
-        fs::metadata(&path)
-            .map(|m| m.len())
-            .map_err(|e| Error::storage_io(format!("cannot stat {}", path.display()), e))
+        self.open_regular(kind, name, &path).map(|(_, size)| size)
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
@@ -371,18 +435,25 @@ impl Backend for LocalBackend {
             FileKind::Config => return Ok(vec![]),
             FileKind::Pack => {
                 let packs = self.root.join("packs");
+                refuse_symlinked_dir(&packs)?;
                 let mut dirs = Vec::new();
                 for entry in fs::read_dir(&packs)
                     .map_err(|e| Error::storage_io(format!("cannot list {}", packs.display()), e))?
                 {
                     let entry = entry.map_err(|e| Error::storage_io("cannot list packs", e))?;
+                    // `file_type` does not follow a symlink: a linked
+                    // subdirectory is not listed.
                     if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                         dirs.push(entry.path());
                     }
                 }
                 dirs
             }
-            _ => vec![self.root.join(kind.dir())],
+            _ => {
+                let dir = self.root.join(kind.dir());
+                refuse_symlinked_dir(&dir)?;
+                vec![dir]
+            }
         };
         let mut out = Vec::new();
         for dir in dirs {
@@ -424,5 +495,139 @@ impl Backend for LocalBackend {
         let meta = fs::symlink_metadata(&path)
             .map_err(|e| Error::storage_io(format!("cannot stat {}", path.display()), e))?;
         Ok(meta.modified().ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn repo() -> (tempfile::TempDir, LocalBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("repo"));
+        backend.create().unwrap();
+        (dir, backend)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn repository_directories_and_files_are_the_owners_alone() {
+        let (dir, backend) = repo();
+        backend.put(FileKind::Snapshot, "s1", b"x").unwrap();
+        let mut pending = backend.create_pending(FileKind::Pack).unwrap();
+        pending.write(b"pack").unwrap();
+        pending.commit("abcd").unwrap();
+        let root = dir.path().join("repo");
+        for d in [
+            "",
+            "keys",
+            "snapshots",
+            "index",
+            "locks",
+            "packs",
+            "packs/ab",
+        ] {
+            assert_eq!(mode(&root.join(d)), 0o700, "{d}");
+        }
+        assert_eq!(mode(&root.join("snapshots/s1")), 0o600);
+        assert_eq!(mode(&root.join("packs/ab/abcd")), 0o600);
+    }
+
+    /// What a planted file does to every read: an error naming the file and
+    /// what it is, at once (a FIFO is not waited on, /dev/zero not read).
+    #[test]
+    fn planted_fifos_symlinks_and_devices_are_damage_not_hangs() {
+        let (dir, backend) = repo();
+        let root = dir.path().join("repo");
+        let fifo = root.join("locks/fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", root.join("keys/zero")).unwrap();
+        fs::write(dir.path().join("outside"), b"secret").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("snapshots/link"))
+            .unwrap();
+        fs::create_dir(root.join("index/adir")).unwrap();
+        for (kind, name, what) in [
+            (FileKind::Lock, "fifo", "a FIFO"),
+            (FileKind::Key, "zero", "a symbolic link"),
+            (FileKind::Snapshot, "link", "a symbolic link"),
+            (FileKind::Index, "adir", "a directory"),
+        ] {
+            for result in [
+                backend.get(kind, name),
+                backend.get_bounded(kind, name, 1024),
+                backend.get_range(kind, name, 0, 1),
+                backend.size(kind, name).map(|_| Vec::new()),
+            ] {
+                let e = result.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Corrupt, "{name}: {e}");
+                assert!(e.to_string().contains(name), "{e}");
+                assert!(e.to_string().contains(what), "{e}");
+            }
+        }
+    }
+
+    /// A name listed from a pack directory is whatever was planted there.
+    #[test]
+    fn a_pack_name_starting_with_a_multibyte_character_is_refused_not_a_panic() {
+        let (_dir, backend) = repo();
+        for name in ["aé", "é", "éé"] {
+            let e = backend.get(FileKind::Pack, name).unwrap_err();
+            assert!(
+                matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::NotFound),
+                "{name}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_larger_than_its_bound_is_refused() {
+        let (_dir, backend) = repo();
+        backend.put(FileKind::Index, "i1", &[7; 100]).unwrap();
+        assert_eq!(
+            backend
+                .get_bounded(FileKind::Index, "i1", 99)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            backend
+                .get_bounded(FileKind::Index, "i1", 100)
+                .unwrap()
+                .len(),
+            100
+        );
+    }
+
+    #[test]
+    fn symlinked_directories_are_not_listed_or_read_through() {
+        let (dir, backend) = repo();
+        let root = dir.path().join("repo");
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("abcd"), b"not ours").unwrap();
+        fs::remove_dir(root.join("packs/ab")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("packs/ab")).unwrap();
+        assert_eq!(backend.list(FileKind::Pack).unwrap(), vec![]);
+        let e = backend.get(FileKind::Pack, "abcd").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+
+        fs::remove_dir(root.join("snapshots")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("snapshots")).unwrap();
+        assert_eq!(
+            backend.list(FileKind::Snapshot).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            backend.get(FileKind::Snapshot, "abcd").unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
     }
 }
