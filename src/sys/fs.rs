@@ -7,6 +7,7 @@ use std::fs::{File, Metadata};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 /// What a node keeps of an lstat, from `std::fs::Metadata` or from
 /// `fstatat` on a directory descriptor (`Stat::at`), which std cannot turn
