@@ -401,3 +401,45 @@ fn an_unprivileged_restore_keeps_hard_links_in_restricted_directories() {
     assert_success(&out, &["restore as an unprivileged user"]);
     assert_trees_equal(&src, &target);
 }
+
+/// A local user can build a directory tree deeper than any path (mkdir
+/// relative to the last one). Root's nightly backup must neither overflow
+/// its stack nor store a tree readers refuse: it stops where paths end
+/// (PATH_MAX), warns (exit 3), and what it stored checks clean and restores.
+#[test]
+fn a_tree_deeper_than_path_max_is_backed_up_to_its_limit_and_restores() {
+    let t = TestRepo::new();
+    let src = t.path("deep");
+    let mut dir = std::fs::File::open(&src).unwrap();
+    for _ in 0..2300 {
+        // Relative to the last directory: no path this long exists.
+        let child = {
+            use std::os::fd::AsRawFd;
+            let fd = dir.as_raw_fd();
+            let at = PathBuf::from(format!("/proc/self/fd/{fd}/d"));
+            std::fs::create_dir(&at).unwrap();
+            std::fs::File::open(&at).unwrap()
+        };
+        dir = child;
+    }
+    drop(dir);
+    let out = t.cmd(&["backup", path_str(&src)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("cannot read"), "{stderr}");
+    t.ok(&["check"]);
+    let listed = t.ok(&["ls", "latest"]);
+    let depth = listed.lines().count();
+    assert!((2000..=2048).contains(&depth), "{depth} levels stored");
+    let target = t.restore("latest", "restored");
+    let mut deepest = target.clone();
+    let mut levels = 0;
+    while let Ok(Some(entry)) = std::fs::read_dir(&deepest).map(|mut d| d.next()) {
+        deepest = entry.unwrap().path();
+        levels += 1;
+        if deepest.as_os_str().len() > 3900 {
+            break;
+        }
+    }
+    assert!(levels > 1900, "restored {levels} levels");
+}
