@@ -15,7 +15,7 @@ pub const TINY_KDF: KdfParams = KdfParams { memory_kib: 64, iterations: 1, paral
 pub const ZSTD_LEVEL: i32 = 1;
 
 pub fn fuzz_key() -> MasterKey {
-    MasterKey::from_secret(FUZZ_SECRET)
+    MasterKey::from_secret(&FUZZ_SECRET)
 }
 
 /// `tar_import` limits: small enough that a decompression bomb or a huge
