@@ -326,6 +326,8 @@ impl Repository<Indexed> {
             pending: HashSet::new(),
             unindexed: Vec::new(),
             unindexed_blobs: 0,
+            unindexed_bytes: 0,
+            unindexed_since: None,
             stats: WriteStats::default(),
         }
     }

@@ -3,6 +3,33 @@
 //! returns, without which no snapshot can be saved.
 
 use super::*;
+use std::time::{Duration, Instant};
+
+/// Packs waiting for an index file are indexed once they hold this many
+/// bytes, or once the oldest of them has waited `INDEX_AFTER`, whichever
+/// comes first (as well as at `INDEX_FILE_BLOBS_TARGET` blobs). A backup
+/// that is killed then leaves at most this much stored but unindexed: what
+/// its index files name, the next backup deduplicates against instead of
+/// storing it again. Both are far above what one index file costs (a few
+/// KiB to a few MB, one write), so a large first backup writes one index
+/// file per 256 MiB of packs or per five minutes: a 1 TB backup about
+/// 4,000, which the next prune merges.
+pub const INDEX_AFTER_PACK_BYTES: u64 = 256 * 1024 * 1024;
+pub const INDEX_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// `INDEX_AFTER_PACK_BYTES`, except in a build with the test hooks, where
+/// `CAIRN_TEST_INDEX_AFTER_BYTES` lowers it so a test need not store
+/// 256 MiB to see a backup index its packs on the way.
+fn index_after_pack_bytes() -> u64 {
+    #[cfg(feature = "failpoints")]
+    if let Some(bytes) = std::env::var("CAIRN_TEST_INDEX_AFTER_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return bytes;
+    }
+    INDEX_AFTER_PACK_BYTES
+}
 
 /// The token a finished `BlobWriter` returns: everything it wrote is packed
 /// and indexed. It cannot be built outside this module, so holding one
@@ -40,6 +67,10 @@ pub struct BlobWriter<'r> {
     pub(super) pending: HashSet<(BlobKind, BlobId)>,
     pub(super) unindexed: Vec<IndexPack>,
     pub(super) unindexed_blobs: usize,
+    /// Bytes of the stored packs in `unindexed`, and when the first of them
+    /// was stored.
+    pub(super) unindexed_bytes: u64,
+    pub(super) unindexed_since: Option<Instant>,
     pub stats: WriteStats,
 }
 
@@ -136,8 +167,13 @@ impl<'r> BlobWriter<'r> {
             - entries.iter().map(|e| e.length as usize).sum::<usize>())
             as u64;
         self.unindexed_blobs += entries.len();
+        self.unindexed_bytes += (flushed_len + tail.len()) as u64;
+        let since = *self.unindexed_since.get_or_insert_with(Instant::now);
         self.unindexed.push(IndexPack { id, entries });
-        if self.unindexed_blobs >= INDEX_FILE_BLOBS_TARGET {
+        if self.unindexed_blobs >= INDEX_FILE_BLOBS_TARGET
+            || self.unindexed_bytes >= index_after_pack_bytes()
+            || since.elapsed() >= INDEX_AFTER
+        {
             self.write_index()?;
         }
         Ok(())
@@ -177,6 +213,8 @@ impl<'r> BlobWriter<'r> {
             }
         }
         self.unindexed_blobs = 0;
+        self.unindexed_bytes = 0;
+        self.unindexed_since = None;
         self.stats.index_files += 1;
         Ok(())
     }
