@@ -17,12 +17,12 @@
 //! `original` names the source snapshot (or keeps the source's own
 //! `original`), which is how a later copy knows to skip it.
 
+use crate::engine::repository::{BlobWriter, Repository, WriteStats};
 use crate::error::{Error, Result};
 use crate::format::id::{BlobId, SnapshotId};
 use crate::format::pack::{BlobKind, SealedBlob};
 use crate::format::snapshot::{select, Snapshot, SnapshotFilter};
 use crate::format::tree::{Node, NodeKind, Tree, TREE_DEPTH_MAX};
-use crate::engine::repository::{BlobWriter, Repository, WriteStats};
 use crate::storage::lock::LockGuard;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
