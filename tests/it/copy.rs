@@ -280,3 +280,35 @@ fn a_killed_copy_leaves_no_snapshot_and_a_clean_repository() {
     let b = dst.restore(&format!("latest:{}", path_str(&data)), "b");
     assert_trees_equal(&data, &b);
 }
+
+#[test]
+fn a_profile_runs_the_offsite_copy_as_a_step() {
+    let (src, _) = source();
+    let dst = TestRepo::new();
+    let cfg = dst.dir.path().join("cairn.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[profile.offsite]\nrepository = {:?}\npassword-file = {:?}\ncache-dir = {:?}\nrun = [\"copy --from-repo {} --from-password-file {}\", \"check\"]\n",
+            path_str(&dst.repo),
+            path_str(&dst.password_file),
+            path_str(&dst.cache),
+            path_str(&src.repo),
+            path_str(&src.password_file),
+        ),
+    )
+    .unwrap();
+    let out = dst
+        .command()
+        .env_remove("CAIRN_REPOSITORY")
+        .env_remove("CAIRN_PASSWORD_FILE")
+        .args(["--config", path_str(&cfg), "--profile", "offsite", "run"])
+        .run();
+    assert_success(&out, &["--profile offsite run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("2 snapshots copied") && stdout.contains("no errors"),
+        "{stdout}"
+    );
+    assert_eq!(dst.snapshot_ids().len(), 2);
+}
