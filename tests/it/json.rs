@@ -869,7 +869,7 @@ fn copy_json_matches_the_docs() {
         let v = json(&dst, &args);
         check_schema(&v, COPY, "copy");
         assert_eq!(s(&v, "message_type"), "copy_summary");
-        let snapshots = array(&v, "copy snapshots");
+        let snapshots = array(&v["snapshots"], "copy snapshots");
         assert_eq!(snapshots.len(), 1);
         check_schema(&snapshots[0], COPIED_SNAPSHOT, "copy snapshot");
         assert_eq!(snapshots[0]["already_copied"], round == 1);
