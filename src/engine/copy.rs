@@ -31,6 +31,11 @@ use std::collections::{HashMap, HashSet};
 /// bounded by this many chunks, whatever the size of the file.
 const BATCH: usize = 32;
 
+/// Most source trees whose copies are remembered (about 40 MiB): past it
+/// the memory is given back and trees met again are walked again, which
+/// costs reads but stores nothing twice.
+const TREES_REMEMBERED_MAX: usize = 500_000;
+
 /// Two repositories give this the same blob id exactly when they share the
 /// blob-id key.
 const PROBE: &[u8] = b"cairn copy: is the blob-id key shared?";
@@ -293,6 +298,9 @@ impl Copier<'_, '_> {
             }
             level.id
         };
+        if self.trees.len() >= TREES_REMEMBERED_MAX {
+            self.trees.clear();
+        }
         self.trees.insert(level.id, new);
         Ok(new)
     }
