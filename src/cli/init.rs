@@ -47,19 +47,19 @@ pub(crate) fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
         iterations: args.kdf_iterations.unwrap_or(KdfParams::DEFAULT.iterations),
         ..KdfParams::DEFAULT
     };
-    if args.copy_chunker_params {
-        // The source's chunker and keys, so that blobs get the same ids in
-        // both repositories (docs/FORMAT.md 12).
-        let source = super::repo::open_source(cli, &args.from)?;
-        options.chunker = source.config().chunker_params();
-        options.id_keys = Some(source.id_keys());
-    }
     if backend.exists()? {
         return Err(cairn::Error::new(
             ErrorKind::RepositoryExists,
             format!("a repository already exists at {}", backend.location()),
         )
         .into());
+    }
+    if args.copy_chunker_params {
+        // The source's chunker and keys, so that blobs get the same ids in
+        // both repositories (docs/FORMAT.md 12).
+        let source = super::repo::open_source(cli, &args.from)?;
+        options.chunker = source.config().chunker_params();
+        options.id_keys = Some(source.id_keys());
     }
     let password = password(cli, true)?;
     if password.is_empty() {

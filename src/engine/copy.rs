@@ -139,6 +139,9 @@ pub fn copy(
         let written = writer.finish()?;
         // Tests stop here: every blob stored and indexed, no snapshot yet.
         crate::failpoint::hit!("copy-before-snapshot");
+        // Stopped while the last pack or index file was written: what is
+        // stored stays for the next run, but no snapshot is added.
+        ctx.check_interrupt()?;
         let mut copy = snapshot.clone();
         copy.tree = root;
         copy.parent = None;

@@ -312,3 +312,51 @@ fn a_profile_runs_the_offsite_copy_as_a_step() {
     );
     assert_eq!(dst.snapshot_ids().len(), 2);
 }
+
+#[test]
+fn an_interrupted_copy_exits_130_and_writes_no_snapshot() {
+    const PAUSE: &str = "before-index";
+    let (src, _) = source();
+    let dst = TestRepo::new();
+    let dir = dst.path("failpoint");
+    let mut child = dst
+        .command()
+        .env("CAIRN_FAILPOINT", PAUSE)
+        .env("CAIRN_FAILPOINT_DIR", &dir)
+        .args([
+            "copy",
+            "--from-repo",
+            path_str(&src.repo),
+            "--from-password-file",
+            path_str(&src.password_file),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reached = dir.join(format!("{PAUSE}.reached"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !reached.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the copy ended ({status}) before {PAUSE}");
+        }
+        assert!(std::time::Instant::now() < deadline, "{PAUSE} not reached");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: a plain kill(2) of the child this test started.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0);
+    std::fs::write(dir.join(format!("{PAUSE}.go")), b"").unwrap();
+    let out = finish_with_timeout(child, "the interrupted copy", 60);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dst.snapshot_ids().is_empty(),
+        "an interrupted copy wrote a snapshot"
+    );
+    assert_check_clean(&dst);
+}
