@@ -369,3 +369,6 @@ impl Copier<'_, '_> {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;
