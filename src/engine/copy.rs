@@ -27,9 +27,12 @@ use crate::storage::lock::LockGuard;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 
-/// Data blobs of one file read and sealed at once (in parallel): memory is
-/// bounded by this many chunks, whatever the size of the file.
+/// Data blobs of one file read and sealed at once (in parallel): at most
+/// this many, and a batch ends once it holds `BATCH_BYTES` of plaintext (by
+/// the source's index), so memory is bounded whatever the size of the file
+/// or of the source's chunks.
 const BATCH: usize = 32;
+const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Most source trees whose copies are remembered (about 40 MiB): past it
 /// the memory is given back and trees met again are walked again, which
@@ -319,7 +322,18 @@ impl Copier<'_, '_> {
         let level = dst.config().compression.level;
         let mut out = Vec::with_capacity(ids.len());
         let progress = dst.context().progress();
-        for batch in ids.chunks(BATCH) {
+        let mut rest = ids;
+        while !rest.is_empty() {
+            let mut len = 0;
+            let mut bytes = 0;
+            while len < rest.len() && len < BATCH && (len == 0 || bytes < BATCH_BYTES) {
+                bytes += src
+                    .locate(BlobKind::Data, &rest[len])?
+                    .map_or(0, |at| u64::from(at.entry.raw_length));
+                len += 1;
+            }
+            let (batch, after) = rest.split_at(len);
+            rest = after;
             dst.context().check_interrupt()?;
             // (id in the destination, plaintext) of the blobs to store.
             let mut todo: Vec<(BlobId, Vec<u8>)> = Vec::new();
