@@ -13,6 +13,7 @@ pub(crate) mod backup;
 pub(crate) mod browse;
 pub(crate) mod cat;
 pub(crate) mod check;
+pub(crate) mod copy;
 pub(crate) mod forget;
 pub(crate) mod hints;
 pub(crate) mod init;
@@ -75,6 +76,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Diff(args) => browse::diff(cli, args),
         Command::Tag(args) => browse::tag(cli, args),
         Command::Cat { kind, id } => cat::cat(cli, kind, id.as_deref()),
+        Command::Copy(args) => copy::copy(cli, args),
         Command::Forget(args) => forget::forget(cli, args),
         Command::ImportTar {
             file,

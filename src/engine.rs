@@ -10,6 +10,8 @@ pub mod browse;
 pub mod checker;
 #[cfg(feature = "cache")]
 pub mod command;
+#[cfg(feature = "cache")]
+pub mod copy;
 pub mod exclude;
 #[cfg(feature = "cache")]
 pub mod forget;

@@ -49,6 +49,8 @@ pub use engine::checker::{check, check_keyless, CheckOptions, CheckReport, ReadD
 #[cfg(feature = "cache")]
 pub use engine::command::backup_command;
 #[cfg(feature = "cache")]
+pub use engine::copy::{copy, CopiedSnapshot, CopyOptions, CopyOutcome};
+#[cfg(feature = "cache")]
 pub use engine::forget::{forget, ForgetGroup, ForgetOptions, ForgetOutcome};
 #[cfg(feature = "cache")]
 pub use engine::prune::{prune, MaxUnused, PruneOptions, PruneOutcome};
@@ -57,7 +59,9 @@ pub use engine::repair::{
     repair_index, repair_snapshots, RepairIndexOutcome, RepairSnapshotsOutcome,
 };
 #[cfg(feature = "cache")]
-pub use engine::repository::{Indexed, InitOptions, OpenOptions, Opened, Repository, Written};
+pub use engine::repository::{
+    Indexed, InitOptions, OpenOptions, Opened, Repository, WriteStats, Written,
+};
 #[cfg(feature = "cache")]
 pub use engine::restorer::{dump, restore, RestoreOptions, RestoreOutcome};
 #[cfg(feature = "cache")]
@@ -73,7 +77,7 @@ pub use engine::tar::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use format::chunker::ChunkerParams;
-pub use format::crypto::KdfParams;
+pub use format::crypto::{IdKeys, KdfParams};
 pub use format::id::{BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
 pub use format::retention::{
     Count, Duration as RetentionDuration, GroupBy, GroupKey, Policy, Reason,

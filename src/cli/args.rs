@@ -169,6 +169,10 @@ pub(crate) enum Command {
     /// Rebuild the index from the pack headers, or rewrite damaged snapshots.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Copy snapshots from another repository (--from-repo) into this one:
+    /// only what this one lacks, sealed under its key; snapshots copied
+    /// before are skipped.
+    Copy(CopyArgs),
     /// Remove snapshots: the given ones, or those a --keep-* policy does not
     /// keep (per group; see docs/retention.md). Data is freed only by prune.
     Forget(super::forget::ForgetArgs),
@@ -276,6 +280,44 @@ pub(crate) struct InitArgs {
     /// Argon2id passes (default 3).
     #[arg(long, hide = true)]
     pub(crate) kdf_iterations: Option<u32>,
+    /// Use the chunker parameters, chunker seed and blob-id key of the
+    /// repository given with --from-repo, so that `copy` from it moves
+    /// blobs by id and backups here deduplicate against its copies (the two
+    /// repositories then share those keys: see docs/recipes.md).
+    #[arg(long, requires = "from_repo")]
+    pub(crate) copy_chunker_params: bool,
+    #[command(flatten)]
+    pub(crate) from: FromRepoArgs,
+}
+
+/// The source repository of `copy` and `init --copy-chunker-params`.
+#[derive(Args, Clone, Default)]
+pub(crate) struct FromRepoArgs {
+    /// Source repository location.
+    #[arg(long, env = "CAIRN_FROM_REPOSITORY", value_name = "REPO")]
+    pub(crate) from_repo: Option<PathBuf>,
+    /// Read the source repository's password from the first line of this
+    /// file.
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE", value_name = "FILE")]
+    pub(crate) from_password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the source
+    /// repository's password.
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_COMMAND", value_name = "COMMAND")]
+    pub(crate) from_password_command: Option<String>,
+    /// Try the source's key file with this id (or id prefix) first.
+    #[arg(long, env = "CAIRN_FROM_KEY_HINT", value_name = "ID")]
+    pub(crate) from_key_hint: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct CopyArgs {
+    /// Snapshots to copy: ids, id prefixes or latest (default: all that
+    /// match the filters).
+    pub(crate) snapshots: Vec<String>,
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+    #[command(flatten)]
+    pub(crate) from: FromRepoArgs,
 }
 
 #[derive(Args)]

@@ -17,6 +17,11 @@ pub(crate) fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
             .ok_or_else(|| anyhow!("--pack-size too large"))?,
         ..InitOptions::default()
     };
+    if args.copy_chunker_params && args.chunk_sizes.is_some() {
+        return Err(anyhow!(
+            "--chunk-sizes and --copy-chunker-params exclude each other"
+        ));
+    }
     if let Some(sizes) = &args.chunk_sizes {
         let parts: Vec<u32> = sizes
             .split(',')
@@ -48,6 +53,13 @@ pub(crate) fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
             format!("a repository already exists at {}", backend.location()),
         )
         .into());
+    }
+    if args.copy_chunker_params {
+        // The source's chunker and keys, so that blobs get the same ids in
+        // both repositories (docs/FORMAT.md 12).
+        let source = super::repo::open_source(cli, &args.from)?;
+        options.chunker = source.config().chunker_params();
+        options.id_keys = Some(source.id_keys());
     }
     let password = password(cli, true)?;
     if password.is_empty() {

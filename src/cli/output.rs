@@ -138,7 +138,9 @@ fn hint(e: &cairn::Error) -> Option<&'static str> {
         ErrorKind::Locked if message.starts_with("lock file ") => Some(
             "if no cairn process is using the repository, remove it with `cairn unlock --remove-all`",
         ),
-        ErrorKind::RepositoryNotFound => Some("run `cairn init` to create it"),
+        ErrorKind::RepositoryNotFound if !message.starts_with("source ") => {
+            Some("run `cairn init` to create it")
+        }
         ErrorKind::Corrupt if message.contains("prune refuses to run") => {
             Some("run `cairn check` and repair first")
         }

@@ -2,11 +2,12 @@
 //! password from its sources, the locks (with `--retry-lock` and
 //! `--no-lock`), and the warnings the library collected on the way.
 
-use super::args::Cli;
+use super::args::{Cli, FromRepoArgs};
 use crate::context;
 use anyhow::{anyhow, Context};
 use cairn::{Backend as _, ErrorKind, LocalBackend, Repository};
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Arc;
 
 pub(crate) fn backend(cli: &Cli) -> anyhow::Result<Arc<LocalBackend>> {
@@ -20,6 +21,28 @@ pub(crate) fn backend(cli: &Cli) -> anyhow::Result<Arc<LocalBackend>> {
 /// The password, from (in order) CAIRN_PASSWORD_COMMAND, CAIRN_PASSWORD_FILE,
 /// CAIRN_PASSWORD, or a prompt when a terminal is attached.
 pub(crate) fn password(cli: &Cli, confirm: bool) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    read_password(
+        &Sources {
+            command: cli.password_command.as_deref(),
+            file: cli.password_file.as_deref(),
+            variable: "CAIRN_PASSWORD",
+            whose: "",
+        },
+        confirm,
+    )
+}
+
+/// Where one repository's password comes from.
+struct Sources<'a> {
+    command: Option<&'a str>,
+    file: Option<&'a Path>,
+    variable: &'static str,
+    /// "" for the repository, "source " for `copy`'s source.
+    whose: &'static str,
+}
+
+fn read_password(from: &Sources<'_>, confirm: bool) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let whose = from.whose;
     let strip = |mut s: String| {
         if let Some(line_end) = s.find('\n') {
             s.truncate(line_end);
@@ -29,7 +52,7 @@ pub(crate) fn password(cli: &Cli, confirm: bool) -> anyhow::Result<zeroize::Zero
         }
         zeroize::Zeroizing::new(s)
     };
-    if let Some(command) = &cli.password_command {
+    if let Some(command) = from.command {
         let mut shell = std::process::Command::new("sh");
         for name in cairn::engine::command::SECRET_VARIABLES {
             shell.env_remove(name);
@@ -40,28 +63,28 @@ pub(crate) fn password(cli: &Cli, confirm: bool) -> anyhow::Result<zeroize::Zero
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
             .output()
-            .with_context(|| format!("cannot run password command {command:?}"))?;
+            .with_context(|| format!("cannot run {whose}password command {command:?}"))?;
         if !out.status.success() {
             return Err(cairn::Error::new(
                 ErrorKind::Command,
-                format!("password command failed ({})", out.status),
+                format!("{whose}password command failed ({})", out.status),
             )
             .into());
         }
-        return Ok(strip(
-            String::from_utf8(out.stdout).context("password command printed non-UTF-8")?,
-        ));
+        return Ok(strip(String::from_utf8(out.stdout).with_context(|| {
+            format!("{whose}password command printed non-UTF-8")
+        })?));
     }
-    if let Some(file) = &cli.password_file {
+    if let Some(file) = from.file {
         let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read password file {}", file.display()))?;
+            .with_context(|| format!("cannot read {whose}password file {}", file.display()))?;
         return Ok(strip(text));
     }
-    if let Ok(pw) = std::env::var("CAIRN_PASSWORD") {
+    if let Ok(pw) = std::env::var(from.variable) {
         return Ok(zeroize::Zeroizing::new(pw));
     }
     if std::io::stderr().is_terminal() || std::io::stdin().is_terminal() {
-        let first = rpassword::prompt_password("enter password for repository: ")
+        let first = rpassword::prompt_password(format!("enter password for {whose}repository: "))
             .context("cannot read password")?;
         if confirm {
             let second = rpassword::prompt_password("enter password again: ")
@@ -72,9 +95,53 @@ pub(crate) fn password(cli: &Cli, confirm: bool) -> anyhow::Result<zeroize::Zero
         }
         return Ok(zeroize::Zeroizing::new(first));
     }
+    let v = from.variable;
     Err(anyhow!(
-        "no password given: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD"
+        "no {whose}password given: set {v}_FILE, {v}_COMMAND or {v}"
     ))
+}
+
+/// The source repository of `copy` and `init --copy-chunker-params`,
+/// opened with its own password (`--from-password-*`, `CAIRN_FROM_*`).
+pub(crate) fn open_source(
+    cli: &Cli,
+    from: &FromRepoArgs,
+) -> anyhow::Result<Repository<cairn::Opened>> {
+    let location = from.from_repo.as_ref().ok_or_else(|| {
+        anyhow!("no source repository given: use --from-repo or set CAIRN_FROM_REPOSITORY")
+    })?;
+    let backend = source_backend(location);
+    if !backend.exists()? {
+        return Err(cairn::Error::new(
+            ErrorKind::RepositoryNotFound,
+            format!("source repository {} does not exist", backend.location()),
+        )
+        .into());
+    }
+    let password = read_password(
+        &Sources {
+            command: from.from_password_command.as_deref(),
+            file: from.from_password_file.as_deref(),
+            variable: "CAIRN_FROM_PASSWORD",
+            whose: "source ",
+        },
+        false,
+    )?;
+    let options = cairn::OpenOptions {
+        cache_root: cli.cache_dir.as_deref(),
+        key_hint: from.from_key_hint.as_deref(),
+    };
+    let mut repo = Repository::open_with(backend, password.as_bytes(), &options)
+        .map_err(|e| e.context("source repository"))?
+        .with_context(context().clone());
+    warn_all(cli, &mut repo);
+    Ok(repo)
+}
+
+/// The source's backend, made as `backend` makes the destination's (the
+/// same location forms are to work for both).
+fn source_backend(location: &Path) -> Arc<dyn cairn::Backend> {
+    Arc::new(LocalBackend::new(location))
 }
 
 pub(crate) fn open(cli: &Cli) -> anyhow::Result<Repository<cairn::Opened>> {

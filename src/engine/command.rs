@@ -16,11 +16,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 /// where to find it. Children cairn starts (a dump command, the password
 /// command's shell) never see them: a dump command has no business with the
 /// repository's key, and a child's environment is readable by anything
-/// running as its user (`/proc/PID/environ`) for as long as it runs.
-pub const SECRET_VARIABLES: [&str; 3] = [
+/// running as its user (`/proc/PID/environ`) for as long as it runs. The
+/// `FROM` ones are `copy`'s source repository's.
+pub const SECRET_VARIABLES: [&str; 6] = [
     "CAIRN_PASSWORD",
     "CAIRN_PASSWORD_FILE",
     "CAIRN_PASSWORD_COMMAND",
+    "CAIRN_FROM_PASSWORD",
+    "CAIRN_FROM_PASSWORD_FILE",
+    "CAIRN_FROM_PASSWORD_COMMAND",
 ];
 
 /// Runs `argv` (program and arguments, no shell), backs up its standard

@@ -6,7 +6,7 @@ use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::config::{Config, PACK_SIZE_TARGET_DEFAULT};
-use crate::format::crypto::{Domain, KdfParams, MasterKey};
+use crate::format::crypto::{Domain, IdKeys, KdfParams, MasterKey};
 use crate::format::id::{BlobId, Id, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
 use crate::format::index_file::INDEX_FILE_BLOBS_TARGET;
 use crate::format::index_file::{IndexFile, IndexPack};
@@ -41,6 +41,8 @@ pub struct InitOptions {
     pub zstd_level: i32,
     pub pack_size_target: u32,
     pub kdf: KdfParams,
+    /// `Some(source.id_keys())`: dedup against `source` (`--copy-chunker-params`).
+    pub id_keys: Option<IdKeys>,
 }
 
 impl Default for InitOptions {
@@ -50,6 +52,7 @@ impl Default for InitOptions {
             zstd_level: ZSTD_LEVEL_DEFAULT,
             pack_size_target: PACK_SIZE_TARGET_DEFAULT,
             kdf: KdfParams::DEFAULT,
+            id_keys: None,
         }
     }
 }
@@ -95,7 +98,8 @@ impl Repository<Opened> {
             options.chunker,
             options.zstd_level,
             options.pack_size_target,
-        );
+        )
+        .sharing(options.id_keys.clone());
         config
             .validate()
             .map_err(|e| Error::invalid(e.to_string()))?;
@@ -178,15 +182,7 @@ impl Repository<Opened> {
             &remembered,
             &mut warnings,
         )?;
-        let sealed = backend.get_bounded(
-            FileKind::Config,
-            "config",
-            SEALED_SLACK + crate::format::config::CONFIG_SIZE_MAX,
-        )?;
-        let config = Config::decode(
-            &key.open(Domain::Config, &sealed)
-                .map_err(|e| e.context("config"))?,
-        )?;
+        let (config, key) = open::open_config(backend.as_ref(), key)?;
         let cache_dir = cache_root.and_then(|root| {
             let dir = root.join(config.id.to_hex());
             match open::private_dir(&dir, true) {
@@ -438,6 +434,11 @@ impl<S> Repository<S> {
 
     pub fn key(&self) -> &MasterKey {
         &self.key
+    }
+
+    /// The blob-id key and chunker seed (`InitOptions::id_keys`).
+    pub fn id_keys(&self) -> IdKeys {
+        self.key.id_keys()
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {

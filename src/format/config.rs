@@ -2,11 +2,17 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::chunker::ChunkerParams;
+use crate::format::crypto::IdKeys;
 use crate::format::id::RepositoryId;
 use serde::{Deserialize, Serialize};
 
-/// The repository format version this build reads and writes.
+/// The repository format version this build writes for repositories with
+/// keys of their own.
 pub const REPOSITORY_VERSION: u32 = 1;
+/// Version 2 adds `id_keys` (`init --copy-chunker-params`), written only by
+/// repositories that have it, so that older readers refuse them instead of
+/// computing blob ids with the wrong key.
+pub const REPOSITORY_VERSION_MAX: u32 = 2;
 /// Largest config plaintext a reader accepts.
 pub const CONFIG_SIZE_MAX: usize = 64 * 1024;
 /// Default target pack size; see docs/FORMAT.md, "Pack size".
@@ -20,6 +26,10 @@ pub struct Config {
     pub chunker: ChunkerConfig,
     pub compression: CompressionConfig,
     pub pack_size_target: u32,
+    /// Another repository's blob-id key and chunker seed, used instead of
+    /// this repository's own (version 2; docs/FORMAT.md 12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_keys: Option<IdKeys>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +69,17 @@ impl Config {
                 level: zstd_level,
             },
             pack_size_target,
+            id_keys: None,
         }
+    }
+
+    /// This config sharing `keys` (a version 2 config), if there are any.
+    pub fn sharing(mut self, keys: Option<IdKeys>) -> Config {
+        if keys.is_some() {
+            self.version = 2;
+            self.id_keys = keys;
+        }
+        self
     }
 
     pub fn chunker_params(&self) -> ChunkerParams {
@@ -71,10 +91,15 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.version != REPOSITORY_VERSION {
+        if !(REPOSITORY_VERSION..=REPOSITORY_VERSION_MAX).contains(&self.version) {
             return Err(Error::new(
                 ErrorKind::UnsupportedVersion,
-                format!("repository version {} is not supported (this cairn reads {REPOSITORY_VERSION})", self.version),
+                format!("repository version {} is not supported (this cairn reads {REPOSITORY_VERSION} to {REPOSITORY_VERSION_MAX})", self.version),
+            ));
+        }
+        if (self.version == 2) != self.id_keys.is_some() {
+            return Err(Error::corrupt(
+                "config has id_keys without version 2, or version 2 without id_keys",
             ));
         }
         if self.chunker.algorithm != "fastcdc-v2020" || self.chunker.normalization != 1 {
@@ -133,8 +158,27 @@ mod tests {
     #[test]
     fn a_newer_version_is_refused_by_kind() {
         let mut config = Config::new(ChunkerParams::DEFAULT, 3, PACK_SIZE_TARGET_DEFAULT);
-        config.version = 2;
+        config.version = 3;
         let err = Config::decode(&config.encode()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnsupportedVersion);
+    }
+
+    #[test]
+    fn shared_id_keys_round_trip_and_need_version_2() {
+        let keys = crate::format::crypto::MasterKey::generate().id_keys();
+        let config = Config::new(ChunkerParams::DEFAULT, 3, PACK_SIZE_TARGET_DEFAULT)
+            .sharing(Some(keys.clone()));
+        assert_eq!(config.version, 2);
+        let decoded = Config::decode(&config.encode()).unwrap();
+        assert_eq!(decoded.id_keys, Some(keys));
+        let mut wrong = config.clone();
+        wrong.version = 1;
+        assert_eq!(
+            Config::decode(&wrong.encode()).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
+        let mut plain = Config::new(ChunkerParams::DEFAULT, 3, PACK_SIZE_TARGET_DEFAULT);
+        plain.version = 2;
+        assert!(Config::decode(&plain.encode()).is_err());
     }
 }

@@ -56,6 +56,7 @@ pub struct MasterKey {
     secret: [u8; 32],
     encryption: [u8; 32],
     blob_id: [u8; 32],
+    chunker_seed: u64,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -77,7 +78,28 @@ impl MasterKey {
             secret: *secret,
             encryption: blake3::derive_key("cairn v1 encryption key", secret),
             blob_id: blake3::derive_key("cairn v1 blob id key", secret),
+            chunker_seed: {
+                let bytes = blake3::derive_key("cairn v1 chunker seed", secret);
+                u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
+            },
         }
+    }
+
+    /// The keys that make blob ids and chunk boundaries, for a repository
+    /// that is to share them (`init --copy-chunker-params`).
+    pub fn id_keys(&self) -> IdKeys {
+        IdKeys {
+            blob_id_key: self.blob_id,
+            chunker_seed: self.chunker_seed,
+        }
+    }
+
+    /// This key with another repository's blob-id key and chunker seed (its
+    /// config's `id_keys`); the encryption key stays this one's.
+    pub fn with_id_keys(mut self, keys: &IdKeys) -> MasterKey {
+        self.blob_id = keys.blob_id_key;
+        self.chunker_seed = keys.chunker_seed;
+        self
     }
 
     pub fn secret(&self) -> &[u8; 32] {
@@ -95,8 +117,7 @@ impl MasterKey {
     /// Seed for the chunker's gear table, so chunk boundaries (and hence chunk
     /// sizes) do not fingerprint known files either.
     pub fn chunker_seed(&self) -> u64 {
-        let bytes = blake3::derive_key("cairn v1 chunker seed", &self.secret);
-        u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
+        self.chunker_seed
     }
 
     pub fn seal(&self, domain: Domain, plaintext: &[u8]) -> Vec<u8> {
@@ -124,6 +145,56 @@ impl MasterKey {
     pub fn open_blob(&self, kind_byte: u8, id: &BlobId, sealed: &[u8]) -> Result<Vec<u8>> {
         let extra = blob_aad(kind_byte, id);
         open_with(&self.encryption, b"cairn/v1/blob", &extra, sealed)
+    }
+}
+
+/// A blob-id key and chunker seed shared between repositories, stored in
+/// the sealed config of the one made with `init --copy-chunker-params`
+/// (docs/FORMAT.md 4.1, 12): blobs then get the same ids in both, so a copy
+/// between them moves blobs by id. JSON: `{"blob_id_key": "<64 hex>",
+/// "chunker_seed": <u64>}`.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct IdKeys {
+    blob_id_key: [u8; 32],
+    chunker_seed: u64,
+}
+
+impl std::fmt::Debug for IdKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdKeys(redacted)")
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdKeysJson {
+    blob_id_key: String,
+    chunker_seed: u64,
+}
+
+impl serde::Serialize for IdKeys {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        IdKeysJson {
+            blob_id_key: hex::encode(self.blob_id_key),
+            chunker_seed: self.chunker_seed,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IdKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let json = IdKeysJson::deserialize(d)?;
+        let mut blob_id_key = [0u8; 32];
+        if json.blob_id_key.len() != 64 {
+            return Err(serde::de::Error::custom("blob_id_key is not 64 hex digits"));
+        }
+        hex::decode_to_slice(&json.blob_id_key, &mut blob_id_key)
+            .map_err(|_| serde::de::Error::custom("blob_id_key is not hex"))?;
+        Ok(IdKeys {
+            blob_id_key,
+            chunker_seed: json.chunker_seed,
+        })
     }
 }
 

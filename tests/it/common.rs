@@ -164,6 +164,10 @@ impl TestRepo {
     fn environment(&self, c: &mut Command) {
         c.env_remove("CAIRN_PASSWORD")
             .env_remove("CAIRN_PASSWORD_COMMAND")
+            .env_remove("CAIRN_FROM_REPOSITORY")
+            .env_remove("CAIRN_FROM_PASSWORD")
+            .env_remove("CAIRN_FROM_PASSWORD_FILE")
+            .env_remove("CAIRN_FROM_PASSWORD_COMMAND")
             .env_remove("CAIRN_FAILPOINT")
             .env_remove("CAIRN_FAILPOINT_DIR")
             .env_remove("CAIRN_CONFIG")

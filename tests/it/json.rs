@@ -232,6 +232,30 @@ const CHECK_PROBLEM: Schema = &[
 ];
 const CHECK_DAMAGED_PATH: Schema = &[("snapshot", Ty::Id), ("path", Ty::Str), ("detail", Ty::Str)];
 
+const COPY: Schema = &[
+    ("message_type", Ty::Str),
+    ("snapshots", Ty::Arr),
+    ("snapshots_copied", Ty::U64),
+    ("snapshots_skipped", Ty::U64),
+    ("data_added", Ty::U64),
+    ("data_added_packed", Ty::U64),
+    ("rehashed", Ty::Bool),
+];
+
+const COPIED_SNAPSHOT: Schema = &[
+    ("source", Ty::Id),
+    ("copy", Ty::Id),
+    ("already_copied", Ty::Bool),
+    ("time", Ty::Str),
+    ("hostname", Ty::Str),
+    ("paths", Ty::ArrStr),
+    ("tags", Ty::ArrStr),
+    ("data_blobs", Ty::U64),
+    ("tree_blobs", Ty::U64),
+    ("data_added", Ty::U64),
+    ("data_added_packed", Ty::U64),
+];
+
 const PRUNE: Schema = &[
     ("dry_run", Ty::Bool),
     ("blobs_used", Ty::U64),
@@ -826,4 +850,28 @@ fn key_and_unlock_json_and_data_commands_untouched_by_json() {
     let out = c.output().unwrap();
     assert!(out.status.success());
     assert_eq!(out.stdout, b"{not json\n");
+}
+
+#[test]
+fn copy_json_matches_the_docs() {
+    let src = TestRepo::new();
+    let tree = source_tree(&src);
+    src.backup_json(&[&tree]);
+    let dst = TestRepo::new();
+    let args = [
+        "copy",
+        "--from-repo",
+        path_str(&src.repo),
+        "--from-password-file",
+        path_str(&src.password_file),
+    ];
+    for round in 0..2 {
+        let v = json(&dst, &args);
+        check_schema(&v, COPY, "copy");
+        assert_eq!(s(&v, "message_type"), "copy_summary");
+        let snapshots = array(&v["snapshots"], "copy snapshots");
+        assert_eq!(snapshots.len(), 1);
+        check_schema(&snapshots[0], COPIED_SNAPSHOT, "copy snapshot");
+        assert_eq!(snapshots[0]["already_copied"], round == 1);
+    }
 }

@@ -9,6 +9,7 @@ compile_error!("the integration tests need `--features failpoints` (scripts/test
 mod browse;
 mod check;
 mod common;
+mod copy;
 mod crash;
 mod dedup;
 mod dumps;

@@ -3,7 +3,8 @@
 //! directory, which must be private or is not used.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::crypto::MasterKey;
+use crate::format::config::Config;
+use crate::format::crypto::{Domain, MasterKey};
 use crate::format::id::Id;
 use crate::format::key::{KeyFile, KEY_FILE_SIZE_MAX};
 use crate::storage::backend::{Backend, FileKind};
@@ -91,6 +92,26 @@ pub(super) fn private_dir(dir: &Path, own: bool) -> std::result::Result<(), Stri
             .map_err(|e| format!("cannot make {} private: {e}", dir.display()))?;
     }
     Ok(())
+}
+
+/// Reads and opens the config. A repository made with `init
+/// --copy-chunker-params` names blobs and cuts chunks with its source's
+/// keys (docs/FORMAT.md 12): the key returned carries them.
+pub(super) fn open_config(backend: &dyn Backend, key: MasterKey) -> Result<(Config, MasterKey)> {
+    let sealed = backend.get_bounded(
+        FileKind::Config,
+        "config",
+        crate::format::crypto::SEAL_OVERHEAD + crate::format::config::CONFIG_SIZE_MAX,
+    )?;
+    let config = Config::decode(
+        &key.open(Domain::Config, &sealed)
+            .map_err(|e| e.context("config"))?,
+    )?;
+    let key = match &config.id_keys {
+        Some(keys) => key.with_id_keys(keys),
+        None => key,
+    };
+    Ok((config, key))
 }
 
 /// The file in a repository's cache directory naming the key file that
