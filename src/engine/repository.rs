@@ -605,7 +605,12 @@ impl<S> Repository<S> {
 
     /// The pack files in the repository, with their sizes.
     pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
-        list_packs(self.backend.as_ref())
+        Ok(self
+            .backend
+            .list(FileKind::Pack)?
+            .into_iter()
+            .filter_map(|(name, size)| PackId::from_hex(&name).ok().map(|id| (id, size)))
+            .collect())
     }
 
     /// A whole pack, as stored (prune and repair copy blobs out of it).
@@ -877,15 +882,6 @@ fn open_named(
 pub(crate) struct IndexNotStored {
     pub(crate) error: Error,
     pub(crate) visible: bool,
-}
-
-/// Pack ids in the repository (for tests and later `check`).
-pub fn list_packs(backend: &dyn Backend) -> Result<Vec<(PackId, u64)>> {
-    Ok(backend
-        .list(FileKind::Pack)?
-        .into_iter()
-        .filter_map(|(name, size)| PackId::from_hex(&name).ok().map(|id| (id, size)))
-        .collect())
 }
 
 mod open;
