@@ -120,11 +120,19 @@ impl Repository<Opened> {
             &KeyId(Id::of_file_bytes(&key_file)).to_hex(),
             &key_file,
         )?;
-        backend.put(
+        // Never over another init's config (it would orphan that init's
+        // key): a conditional create where the backend has one.
+        let created = backend.put_new(
             FileKind::Config,
             "config",
             &key.seal(Domain::Config, &config.encode()),
         )?;
+        if !created {
+            return Err(Error::new(
+                ErrorKind::RepositoryExists,
+                format!("a repository already exists at {}", backend.location()),
+            ));
+        }
         Ok(config.id)
     }
 
