@@ -69,6 +69,8 @@ fn s3_repo(repo: String) -> TestRepo {
 }
 
 fn round_trip(t: &TestRepo) {
+    // No bucket or no config yet: no repository (exit code 10), not an error.
+    assert_eq!(t.cmd(&["snapshots"]).status.code(), Some(10));
     let mut init = vec!["init"];
     init.extend_from_slice(&FAST_KDF);
     t.ok(&init);
