@@ -26,8 +26,8 @@ fi
 # The S3 tests run real servers on a loopback port (tests/it/s3_server.rs):
 # Garage, a distributed object store (the data path), and moto's server
 # (conditional writes, which Garage ignores). Both go into a cache directory
-# outside the clone, like the target directory (scripts/env.sh): Garage's build takes
-# about 9 minutes on 2 cores, so it is paid once per machine.
+# outside the clone, like the target directory (scripts/env.sh): Garage's
+# build takes about 9 minutes on 2 idle cores, so it is paid once per machine.
 tools="${CAIRN_TOOLS_DIR:-$HOME/.cache/cairn/tools}"
 mkdir -p "$tools"
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
