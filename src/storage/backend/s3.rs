@@ -425,7 +425,8 @@ impl Backend for S3Backend {
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
         self.block(async { self.store.get(&path).await?.bytes().await })
-            .map(|bytes| bytes.to_vec())
+            // Without a copy when the buffer is the response's alone.
+            .map(Vec::from)
             .map_err(|e| self.error(e, &format!("cannot read {path} in")))
     }
 
@@ -450,7 +451,7 @@ impl Backend for S3Backend {
             };
         }
         match self.block(self.store.get_range(&path, offset..end)) {
-            Ok(bytes) if bytes.len() as u64 == length => Ok(bytes.to_vec()),
+            Ok(bytes) if bytes.len() as u64 == length => Ok(Vec::from(bytes)),
             Ok(_) => Err(past_end(self.size(kind, name)?)),
             Err(e @ object_store::Error::NotFound { .. }) => {
                 Err(self.error(e, &format!("cannot read {path} in")))
