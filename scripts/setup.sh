@@ -11,7 +11,8 @@ need=()
 # GNU tar and the compressors import-tar detects. groff-base renders the
 # generated man page in its test (scripts/man.sh).
 for pkg in libclang-dev clang pkg-config attr postgresql-15 redis-server \
-  tar gzip zstd xz-utils bzip2 util-linux groff-base; do
+  tar gzip zstd xz-utils bzip2 util-linux groff-base python3 python3-venv \
+  python3-pip; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -20,4 +21,25 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo_cmd apt-get update -qq
   $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# The S3 tests run real servers on a loopback port (tests/it/s3_server.rs):
+# Garage, a distributed object store (the data path), and moto's server
+# (conditional writes, which Garage ignores). Both go into a cache directory
+# outside the clone, like the target directory (scripts/env.sh): Garage's
+# build takes about 9 minutes on 2 idle cores, so it is paid once per machine.
+tools="${CAIRN_TOOLS_DIR:-$HOME/.cache/cairn/tools}"
+mkdir -p "$tools"
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if [ ! -x "$tools/bin/garage" ]; then
+  echo "setup: building garage into $tools (about 9 minutes on 2 cores)" >&2
+  CARGO_TARGET_DIR="$HOME/.cache/cairn/garage-build" \
+    nice -n 10 cargo install garage --version 2.5.0 --locked --root "$tools"
+fi
+if [ ! -x "$tools/moto/bin/moto_server" ]; then
+  echo "setup: installing moto into $tools/moto" >&2
+  /usr/bin/python3 -m venv "$tools/moto"
+  "$tools/moto/bin/pip" install -q 'moto[server]==5.*'
 fi

@@ -6,7 +6,7 @@ use super::output::human_bytes;
 use super::repo::{backend, open, read_lock};
 use crate::context;
 use anyhow::anyhow;
-use cairn::{Backend as _, ErrorKind};
+use cairn::ErrorKind;
 
 pub(crate) fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
     let report = if args.no_password {

@@ -5,7 +5,7 @@ use super::args::{Cli, InitArgs};
 use super::output::emit;
 use super::repo::{backend, password};
 use anyhow::{anyhow, Context};
-use cairn::{Backend as _, ChunkerParams, ErrorKind, InitOptions, KdfParams, Repository};
+use cairn::{ChunkerParams, ErrorKind, InitOptions, KdfParams, Repository};
 
 pub(crate) fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
     let backend = backend(cli)?;

@@ -5,16 +5,22 @@
 use super::args::{Cli, FromRepoArgs};
 use crate::context;
 use anyhow::{anyhow, Context};
-use cairn::{Backend as _, ErrorKind, LocalBackend, Repository};
+use cairn::{ErrorKind, LocalBackend, Repository};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
-pub(crate) fn backend(cli: &Cli) -> anyhow::Result<Arc<LocalBackend>> {
+/// The backend `--repo` names: `s3:…` is a bucket (restic's form), anything
+/// else a local directory.
+pub(crate) fn backend(cli: &Cli) -> anyhow::Result<Arc<dyn cairn::Backend>> {
     let repo = cli
         .repo
         .as_ref()
         .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))?;
+    if let Some(s3) = repo.to_str().filter(|r| r.starts_with("s3:")) {
+        let location = cairn::storage::backend::S3Location::parse(s3)?;
+        return Ok(Arc::new(cairn::storage::backend::S3Backend::new(location)?));
+    }
     Ok(Arc::new(LocalBackend::new(repo)))
 }
 

@@ -103,11 +103,14 @@ impl Repository<Opened> {
         config
             .validate()
             .map_err(|e| Error::invalid(e.to_string()))?;
-        if backend.exists()? {
-            return Err(Error::new(
+        let exists = || {
+            Error::new(
                 ErrorKind::RepositoryExists,
                 format!("a repository already exists at {}", backend.location()),
-            ));
+            )
+        };
+        if backend.exists()? {
+            return Err(exists());
         }
         backend.create()?;
         let key = MasterKey::generate();
@@ -124,11 +127,11 @@ impl Repository<Opened> {
             &KeyId(Id::of_file_bytes(&key_file)).to_hex(),
             &key_file,
         )?;
-        backend.put(
-            FileKind::Config,
-            "config",
-            &key.seal(Domain::Config, &config.encode()),
-        )?;
+        // Never over another init's config: a conditional create.
+        let sealed = key.seal(Domain::Config, &config.encode());
+        if !backend.put_new(FileKind::Config, "config", &sealed)? {
+            return Err(exists());
+        }
         Ok(config.id)
     }
 

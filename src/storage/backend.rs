@@ -4,10 +4,19 @@
 
 pub mod local;
 pub mod memory;
+// The contract as assertions, for the unit tests here and for the
+// integration tests that run it against real S3 servers.
+#[cfg(any(test, feature = "failpoints"))]
+#[doc(hidden)]
+pub mod conformance;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 use crate::error::Result;
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+#[cfg(feature = "s3")]
+pub use s3::{S3Backend, S3Location};
 
 /// The kinds of repository file, each in its own namespace. Ordered so a
 /// `MemoryBackend` can key its files by kind and name.
@@ -74,6 +83,21 @@ pub trait Backend: Send + Sync {
     /// Prepares an empty location for a new repository.
     fn create(&self) -> Result<()>;
     fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
+    /// Stores a file only if none has that name yet: `Ok(false)` when one
+    /// had. For the one file whose name is not the hash of its bytes
+    /// (`config`), which must never be replaced. This default checks and
+    /// then puts, which two writers can race; `S3Backend` uses a
+    /// conditional PUT where the server enforces it (docs/FORMAT.md,
+    /// section 3, "On object storage").
+    fn put_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<bool> {
+        match self.size(kind, name) {
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.put(kind, name, bytes)?;
+        Ok(true)
+    }
     fn get(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>>;
     /// File size in bytes.
@@ -130,178 +154,8 @@ pub trait Backend: Send + Sync {
 
 #[cfg(test)]
 mod tests {
+    use super::conformance::conforms;
     use super::*;
-    use crate::error::ErrorKind;
-
-    /// The assertions every backend must pass: the written contract of
-    /// `Backend`, and what `LocalBackend` does where the contract is silent
-    /// (a put over an existing name, name checks, error kinds).
-    fn conforms(backend: &dyn Backend) {
-        // Before `create`, nothing is there to list.
-        assert!(!backend.exists().unwrap());
-        assert_eq!(
-            backend.list(FileKind::Index).unwrap_err().kind(),
-            ErrorKind::NotFound
-        );
-        backend.create().unwrap();
-        assert!(!backend.exists().unwrap());
-        for kind in [FileKind::Key, FileKind::Snapshot, FileKind::Pack] {
-            assert_eq!(backend.list(kind).unwrap(), vec![]);
-        }
-
-        backend
-            .put(FileKind::Config, "config", b"sealed config")
-            .unwrap();
-        assert!(backend.exists().unwrap());
-        assert_eq!(
-            backend.get(FileKind::Config, "config").unwrap(),
-            b"sealed config"
-        );
-        assert_eq!(backend.list(FileKind::Config).unwrap(), vec![]);
-        assert_eq!(
-            backend.create().unwrap_err().kind(),
-            ErrorKind::RepositoryExists
-        );
-
-        // A put over an existing name replaces the file.
-        backend.put(FileKind::Snapshot, "s1", b"first").unwrap();
-        backend.put(FileKind::Snapshot, "s1", b"second!").unwrap();
-        assert_eq!(backend.get(FileKind::Snapshot, "s1").unwrap(), b"second!");
-        assert_eq!(backend.size(FileKind::Snapshot, "s1").unwrap(), 7);
-
-        // Each kind is its own namespace, listed in name order with sizes.
-        backend.put(FileKind::Pack, "ff01", b"pack two").unwrap();
-        backend.put(FileKind::Pack, "00ab", b"pack").unwrap();
-        backend.put(FileKind::Index, "00ab", b"index").unwrap();
-        assert_eq!(
-            backend.list(FileKind::Pack).unwrap(),
-            vec![("00ab".to_string(), 4), ("ff01".to_string(), 8)]
-        );
-        assert_eq!(
-            backend.list(FileKind::Index).unwrap(),
-            vec![("00ab".to_string(), 5)]
-        );
-        assert_eq!(
-            backend.list(FileKind::Snapshot).unwrap(),
-            vec![("s1".to_string(), 7)]
-        );
-
-        // Ranges: exactly the bytes asked for, or Corrupt past the end.
-        assert_eq!(
-            backend.get_range(FileKind::Pack, "ff01", 5, 3).unwrap(),
-            b"two"
-        );
-        assert_eq!(
-            backend.get_range(FileKind::Pack, "ff01", 8, 0).unwrap(),
-            b""
-        );
-        for (offset, length) in [(5, 4), (9, 0), (1, u64::MAX)] {
-            assert_eq!(
-                backend
-                    .get_range(FileKind::Pack, "ff01", offset, length)
-                    .unwrap_err()
-                    .kind(),
-                ErrorKind::Corrupt,
-                "{offset}+{length}"
-            );
-        }
-        assert_eq!(
-            backend
-                .get_bounded(FileKind::Pack, "ff01", 7)
-                .unwrap_err()
-                .kind(),
-            ErrorKind::Corrupt
-        );
-        assert_eq!(
-            backend.get_bounded(FileKind::Pack, "ff01", 8).unwrap(),
-            b"pack two"
-        );
-
-        // Missing files are NotFound, whatever is asked of them.
-        let missing = "0123";
-        assert_eq!(
-            backend.get(FileKind::Pack, missing).unwrap_err().kind(),
-            ErrorKind::NotFound
-        );
-        assert_eq!(
-            backend
-                .get_range(FileKind::Pack, missing, 0, 1)
-                .unwrap_err()
-                .kind(),
-            ErrorKind::NotFound
-        );
-        assert_eq!(
-            backend.size(FileKind::Pack, missing).unwrap_err().kind(),
-            ErrorKind::NotFound
-        );
-        assert_eq!(
-            backend.delete(FileKind::Pack, missing).unwrap_err().kind(),
-            ErrorKind::NotFound
-        );
-        assert_eq!(
-            backend
-                .modified(FileKind::Pack, missing)
-                .unwrap_err()
-                .kind(),
-            ErrorKind::NotFound
-        );
-        // A stored file's time is known (prune's minimum age needs it).
-        let written = backend.modified(FileKind::Pack, "ff01").unwrap().unwrap();
-        assert!(written <= std::time::SystemTime::now());
-
-        // Names that could escape a directory, or name no pack directory.
-        for (kind, name) in [
-            (FileKind::Snapshot, ""),
-            (FileKind::Snapshot, "a/b"),
-            (FileKind::Index, ".hidden"),
-            (FileKind::Pack, "a"),
-        ] {
-            assert_eq!(
-                backend.put(kind, name, b"x").unwrap_err().kind(),
-                ErrorKind::InvalidInput,
-                "{name:?}"
-            );
-            assert_eq!(
-                backend.get(kind, name).unwrap_err().kind(),
-                ErrorKind::InvalidInput,
-                "{name:?}"
-            );
-        }
-
-        // A pending file is visible only once committed, whole.
-        let mut pending = backend.create_pending(FileKind::Pack).unwrap();
-        pending.write(b"in ").unwrap();
-        pending.write(b"pieces").unwrap();
-        assert_eq!(backend.list(FileKind::Pack).unwrap().len(), 2);
-        pending.commit("abcd").unwrap();
-        assert_eq!(backend.get(FileKind::Pack, "abcd").unwrap(), b"in pieces");
-        let mut dropped = backend.create_pending(FileKind::Pack).unwrap();
-        dropped.write(b"never named").unwrap();
-        drop(dropped);
-        assert_eq!(
-            backend.list(FileKind::Pack).unwrap(),
-            vec![
-                ("00ab".to_string(), 4),
-                ("abcd".to_string(), 9),
-                ("ff01".to_string(), 8)
-            ]
-        );
-        let pending = backend.create_pending(FileKind::Pack).unwrap();
-        assert_eq!(
-            pending.commit("").unwrap_err().kind(),
-            ErrorKind::InvalidInput
-        );
-        // Nothing a crashed writer left behind: no temp files to sweep.
-        assert_eq!(backend.sweep_temp_files(true).unwrap(), (0, 0));
-
-        // Delete removes the file and only it.
-        backend.delete(FileKind::Pack, "00ab").unwrap();
-        assert_eq!(
-            backend.get(FileKind::Pack, "00ab").unwrap_err().kind(),
-            ErrorKind::NotFound
-        );
-        assert_eq!(backend.get(FileKind::Index, "00ab").unwrap(), b"index");
-    }
 
     #[test]
     fn local_backend_keeps_the_backend_contract() {

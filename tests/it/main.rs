@@ -31,6 +31,8 @@ mod profile;
 mod progress;
 mod prune;
 mod restore_safety;
+mod s3;
+mod s3_server;
 mod secrets;
 mod selectors;
 mod shell;
