@@ -17,11 +17,17 @@ pub(crate) fn backend(cli: &Cli) -> anyhow::Result<Arc<dyn cairn::Backend>> {
         .repo
         .as_ref()
         .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))?;
-    if let Some(s3) = repo.to_str().filter(|r| r.starts_with("s3:")) {
+    backend_at(repo)
+}
+
+/// The backend a repository location names: `s3:…` (restic's form) or a
+/// local directory. The repository and `copy`'s source both go through it.
+fn backend_at(location: &Path) -> anyhow::Result<Arc<dyn cairn::Backend>> {
+    if let Some(s3) = location.to_str().filter(|r| r.starts_with("s3:")) {
         let location = cairn::storage::backend::S3Location::parse(s3)?;
         return Ok(Arc::new(cairn::storage::backend::S3Backend::new(location)?));
     }
-    Ok(Arc::new(LocalBackend::new(repo)))
+    Ok(Arc::new(LocalBackend::new(location)))
 }
 
 /// The password, from (in order) CAIRN_PASSWORD_COMMAND, CAIRN_PASSWORD_FILE,
@@ -116,7 +122,7 @@ pub(crate) fn open_source(
     let location = from.from_repo.as_ref().ok_or_else(|| {
         anyhow!("no source repository given: use --from-repo or set CAIRN_FROM_REPOSITORY")
     })?;
-    let backend = source_backend(location);
+    let backend = backend_at(location)?;
     if !backend.exists()? {
         return Err(cairn::Error::new(
             ErrorKind::RepositoryNotFound,
@@ -146,10 +152,6 @@ pub(crate) fn open_source(
 
 /// The source's backend, made as `backend` makes the destination's (the
 /// same location forms are to work for both).
-fn source_backend(location: &Path) -> Arc<dyn cairn::Backend> {
-    Arc::new(LocalBackend::new(location))
-}
-
 pub(crate) fn open(cli: &Cli) -> anyhow::Result<Repository<cairn::Opened>> {
     let backend = backend(cli)?;
     if !cairn::Backend::exists(backend.as_ref())? {

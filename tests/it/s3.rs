@@ -172,3 +172,54 @@ fn an_unreachable_endpoint_fails_within_the_retry_bound() {
     let stderr = fails_quickly(&t, &[("CAIRN_S3_RETRY_SECONDS", "2")], 1, 20);
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
 }
+
+/// The runbooks' nightly offsite step, as `cairn copy`: a local repository
+/// to a bucket, and back from the bucket into a new local repository; every
+/// snapshot restores byte-exact from the copy of the copy, and a second
+/// copy to the bucket adds nothing.
+#[test]
+fn copy_goes_offsite_to_garage_and_back() {
+    let server = S3Server::garage();
+    let local = TestRepo::new();
+    let src = local.path("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/big.bin"), random_bytes(31, 3 << 20)).unwrap();
+    std::fs::write(src.join("note.txt"), b"offsite\n").unwrap();
+    local.backup_json(&[path_str(&src)]);
+
+    let offsite = s3_repo(server.repo(&format!("{DEFAULT_BUCKET}/offsite")));
+    let mut init = vec!["init"];
+    init.extend_from_slice(&FAST_KDF);
+    offsite.ok(&init);
+    let copy_from = |dst: &TestRepo, from: &TestRepo| {
+        dst.ok(&[
+            "copy",
+            "--from-repo",
+            path_str(&from.repo),
+            "--from-password-file",
+            path_str(&from.password_file),
+        ])
+    };
+    copy_from(&offsite, &local);
+    assert_eq!(offsite.snapshot_ids().len(), 1);
+    offsite.ok(&["check", "--read-data"]);
+    let again = offsite.cmd(&[
+        "--json",
+        "copy",
+        "--from-repo",
+        path_str(&local.repo),
+        "--from-password-file",
+        path_str(&local.password_file),
+    ]);
+    assert_success(&again, &["second copy"]);
+    assert_eq!(
+        offsite.snapshot_ids().len(),
+        1,
+        "a second copy adds no snapshot"
+    );
+
+    let back = TestRepo::new();
+    copy_from(&back, &offsite);
+    let target = back.restore(&format!("latest:{}", path_str(&src)), "restored");
+    assert_trees_equal(&src, &target);
+}
