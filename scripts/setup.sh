@@ -25,21 +25,25 @@ fi
 
 # The S3 tests run real servers on a loopback port (tests/it/s3_server.rs):
 # Garage, a distributed object store (the data path), and moto's server
-# (conditional writes, which Garage ignores). Both go into a cache directory
-# outside the clone, like the target directory (scripts/env.sh): Garage's
-# build takes about 9 minutes on 2 idle cores, so it is paid once per machine.
-tools="${CAIRN_TOOLS_DIR:-$HOME/.cache/cairn/tools}"
-mkdir -p "$tools"
-if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
-  export PATH="$HOME/.cargo/bin:$PATH"
-fi
-if [ ! -x "$tools/bin/garage" ]; then
-  echo "setup: building garage into $tools (about 9 minutes on 2 cores)" >&2
-  CARGO_TARGET_DIR="$HOME/.cache/cairn/garage-build" \
-    nice -n 10 cargo install garage --version 2.5.0 --locked --root "$tools"
-fi
-if [ ! -x "$tools/moto/bin/moto_server" ]; then
-  echo "setup: installing moto into $tools/moto" >&2
-  /usr/bin/python3 -m venv "$tools/moto"
-  "$tools/moto/bin/pip" install -q 'moto[server]==5.*'
+# (conditional writes, which Garage ignores). Only the tests need them
+# (scripts/test.sh passes --test-servers; the demo does not wait for them).
+# Both go into a cache directory outside the clone, like the target
+# directory (scripts/env.sh): Garage's build takes about 9 minutes on 2 idle
+# cores, so it is paid once per machine.
+if [ "${1:-}" = "--test-servers" ]; then
+  tools="${CAIRN_TOOLS_DIR:-$HOME/.cache/cairn/tools}"
+  mkdir -p "$tools"
+  if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if [ ! -x "$tools/bin/garage" ]; then
+    echo "setup: building garage into $tools (about 9 minutes on 2 cores)" >&2
+    CARGO_TARGET_DIR="$HOME/.cache/cairn/garage-build" \
+      nice -n 10 cargo install garage --version 2.5.0 --locked --root "$tools"
+  fi
+  if [ ! -x "$tools/moto/bin/moto_server" ]; then
+    echo "setup: installing moto into $tools/moto" >&2
+    /usr/bin/python3 -m venv "$tools/moto"
+    "$tools/moto/bin/pip" install -q 'moto[server]==5.*'
+  fi
 fi

@@ -5,7 +5,7 @@
 # round-trip tests (500 MB stream); CI sets it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test-servers
 . scripts/env.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --features failpoints --quiet -- -D warnings

@@ -1,7 +1,7 @@
 //! Real S3 servers for the S3 tests, each on a free loopback port in its own
 //! temp dir, stopped when dropped: Garage (a distributed object store, the
 //! data path) and moto's server (which enforces conditional writes).
-//! scripts/setup.sh installs both into the tools cache; a missing binary
+//! `scripts/setup.sh --test-servers` installs both into the tools cache; a missing binary
 //! fails the test, it never skips it.
 
 use std::net::{TcpListener, TcpStream};
@@ -34,7 +34,7 @@ fn tool(relative: &str) -> PathBuf {
     let path = tools_dir().join(relative);
     assert!(
         path.is_file(),
-        "{} is missing: run scripts/setup.sh (it installs the S3 test servers)",
+        "{} is missing: run `scripts/setup.sh --test-servers` (it installs the S3 test servers)",
         path.display()
     );
     path
