@@ -117,6 +117,33 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Saves a snapshot whose tree is `levels` directories named `d`, each in
+/// the one before, the innermost empty: the deep trees every walk (check,
+/// repair, copy) must stop at their limit instead of overflowing a stack.
+#[cfg(test)]
+pub(crate) fn save_nested_snapshot(
+    repo: &Repository,
+    lock: &LockGuard,
+    levels: usize,
+) -> SnapshotId {
+    use crate::format::tree::{Node, NodeKind, Tree};
+    let mut writer = repo.blob_writer(lock);
+    let mut id = writer.save_tree(&Tree::new(Vec::new())).unwrap();
+    for _ in 1..levels {
+        let mut dir = Node::new(b"d", NodeKind::Dir);
+        dir.subtree = Some(id);
+        id = writer.save_tree(&Tree::new(vec![dir])).unwrap();
+    }
+    let written = writer.finish().unwrap();
+    let mut snapshot = new_snapshot(
+        &BackupOptions::default(),
+        vec!["/".into()],
+        SourceKind::Directory,
+    );
+    snapshot.tree = id;
+    repo.save_snapshot(&snapshot, &written).unwrap()
+}
+
 pub(crate) fn new_snapshot(
     options: &BackupOptions,
     paths: Vec<String>,

@@ -195,11 +195,10 @@ fn check_keys<S: Sync>(repo: &Repository<S>, report: &mut CheckReport) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::archiver::{new_snapshot, BackupOptions};
+    use crate::engine::archiver::save_nested_snapshot;
     use crate::engine::repository::InitOptions;
     use crate::format::crypto::KdfParams;
-    use crate::format::snapshot::SourceKind;
-    use crate::format::tree::{Node, NodeKind, Tree, TREE_DEPTH_MAX};
+    use crate::format::tree::TREE_DEPTH_MAX;
     use crate::storage::backend::{Backend, MemoryBackend};
     use std::sync::Arc;
 
@@ -222,21 +221,7 @@ mod tests {
             .load_index()
             .unwrap();
         let lock = repo.lock_shared(std::time::Duration::ZERO).unwrap();
-        let mut writer = repo.blob_writer(&lock);
-        let mut id = writer.save_tree(&Tree::new(Vec::new())).unwrap();
-        for _ in 1..depth {
-            let mut dir = Node::new(b"d", NodeKind::Dir);
-            dir.subtree = Some(id);
-            id = writer.save_tree(&Tree::new(vec![dir])).unwrap();
-        }
-        let written = writer.finish().unwrap();
-        let mut snapshot = new_snapshot(
-            &BackupOptions::default(),
-            vec!["/".into()],
-            SourceKind::Directory,
-        );
-        snapshot.tree = id;
-        repo.save_snapshot(&snapshot, &written).unwrap();
+        save_nested_snapshot(&repo, &lock, depth);
         drop(lock);
         (cache, repo)
     }

@@ -12,7 +12,7 @@ pub mod conformance;
 #[cfg(feature = "s3")]
 pub mod s3;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
 #[cfg(feature = "s3")]
@@ -135,10 +135,7 @@ pub trait Backend: Send + Sync {
     fn get_bounded(&self, kind: FileKind, name: &str, size_max: usize) -> Result<Vec<u8>> {
         let size = self.size(kind, name)?;
         if size > size_max as u64 {
-            return Err(crate::error::Error::corrupt(format!(
-                "{} {name} is {size} bytes, more than the {size_max} the format allows",
-                kind.dir()
-            )));
+            return Err(too_large(kind, name, size, size_max));
         }
         self.get(kind, name)
     }
@@ -150,6 +147,15 @@ pub trait Backend: Send + Sync {
     fn modified(&self, _kind: FileKind, _name: &str) -> Result<Option<std::time::SystemTime>> {
         Ok(None)
     }
+}
+
+/// The error of `get_bounded` for a file over its bound, the same from
+/// every backend.
+pub(crate) fn too_large(kind: FileKind, name: &str, size: u64, size_max: usize) -> Error {
+    Error::corrupt(format!(
+        "{} {name} is {size} bytes, more than the {size_max} the format allows",
+        kind.dir()
+    ))
 }
 
 #[cfg(test)]

@@ -147,19 +147,7 @@ fn copies_into_independent_and_shared_repositories_keep_content_and_dedup() {
 fn a_source_tree_nested_past_the_limit_is_damage_not_a_stack_overflow() {
     let (_c1, mut src) = repository(None);
     let lock = src.lock_shared(Duration::ZERO).unwrap();
-    let mut writer = src.blob_writer(&lock);
-    let mut id = writer.save_tree(&Tree::new(Vec::new())).unwrap();
-    for _ in 0..TREE_DEPTH_MAX + 10 {
-        id = writer.save_tree(&Tree::new(vec![dir("d", id)])).unwrap();
-    }
-    let written = writer.finish().unwrap();
-    let mut snapshot = new_snapshot(
-        &BackupOptions::default(),
-        vec!["/".into()],
-        SourceKind::Directory,
-    );
-    snapshot.tree = id;
-    src.save_snapshot(&snapshot, &written).unwrap();
+    crate::engine::archiver::save_nested_snapshot(&src, &lock, TREE_DEPTH_MAX + 11);
     drop(lock);
     let (_c2, mut dst) = repository(None);
     let src_lock = src.lock_shared(Duration::ZERO).unwrap();

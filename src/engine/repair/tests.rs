@@ -131,29 +131,11 @@ fn repair_index_deletes_the_index_files_it_supersedes() {
 /// clean.
 #[test]
 fn repair_snapshots_drops_directories_nested_past_the_limit() {
-    use crate::engine::archiver::{new_snapshot, BackupOptions};
     use crate::engine::checker::{check, CheckOptions};
-    use crate::format::snapshot::SourceKind;
     use crate::format::tree::TREE_DEPTH_MAX;
     let (_backend, _cache, mut repo) = new_repository();
     let lock = repo.lock_exclusive(Duration::ZERO).unwrap();
-    {
-        let mut writer = repo.blob_writer(&lock);
-        let mut id = writer.save_tree(&Tree::new(Vec::new())).unwrap();
-        for _ in 1..TREE_DEPTH_MAX + 50 {
-            let mut dir = Node::new(b"d", NodeKind::Dir);
-            dir.subtree = Some(id);
-            id = writer.save_tree(&Tree::new(vec![dir])).unwrap();
-        }
-        let written = writer.finish().unwrap();
-        let mut snapshot = new_snapshot(
-            &BackupOptions::default(),
-            vec!["/".into()],
-            SourceKind::Directory,
-        );
-        snapshot.tree = id;
-        repo.save_snapshot(&snapshot, &written).unwrap();
-    }
+    crate::engine::archiver::save_nested_snapshot(&repo, &lock, TREE_DEPTH_MAX + 50);
     assert!(!check(&repo, &CheckOptions::default()).unwrap().is_clean());
     let outcome = repair_snapshots(&mut repo, &lock, true, false).unwrap();
     assert_eq!(outcome.snapshots.len(), 1);

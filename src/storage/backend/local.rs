@@ -400,10 +400,7 @@ impl Backend for LocalBackend {
         let path = self.path(kind, name)?;
         let (file, size) = self.open_regular(kind, name, &path)?;
         if size > size_max as u64 {
-            return Err(Error::corrupt(format!(
-                "{} {name} is {size} bytes, more than the {size_max} the format allows",
-                kind.dir()
-            )));
+            return Err(super::too_large(kind, name, size, size_max));
         }
         crate::sys::fs::read_bounded(&file, size, size_max as u64)
             .map_err(|e| read_error(&path, "read", e))

@@ -430,6 +430,27 @@ impl Backend for S3Backend {
             .map_err(|e| self.error(e, &format!("cannot read {path} in")))
     }
 
+    /// One GET, whose size is checked before its body is read: not a HEAD
+    /// and then a GET (the trait's default), which costs a round trip and
+    /// trusts the first answer about the second.
+    fn get_bounded(&self, kind: FileKind, name: &str, size_max: usize) -> Result<Vec<u8>> {
+        let path = self.path(kind, name)?;
+        let read = self.block(async {
+            let response = self.store.get(&path).await?;
+            let size = response.meta.size;
+            if size > size_max as u64 {
+                return Ok(Err(size));
+            }
+            response.bytes().await.map(Ok)
+        });
+        match read {
+            Ok(Ok(bytes)) if bytes.len() <= size_max => Ok(Vec::from(bytes)),
+            Ok(Ok(bytes)) => Err(super::too_large(kind, name, bytes.len() as u64, size_max)),
+            Ok(Err(size)) => Err(super::too_large(kind, name, size, size_max)),
+            Err(e) => Err(self.error(e, &format!("cannot read {path} in"))),
+        }
+    }
+
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
         let past_end = |size: u64| {
