@@ -218,6 +218,16 @@ fn symlinks_already_in_the_target_are_replaced_not_followed() {
     assert_trees_equal(&src, &target);
 }
 
+/// `levels` directories `0/1/2/…` under `src`, each holding a file `f`.
+fn nested_dirs(src: &Path, levels: usize) {
+    let mut dir = src.to_path_buf();
+    for level in 0..levels {
+        dir = dir.join(format!("{level}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("f"), format!("{level}\n")).unwrap();
+    }
+}
+
 /// A tree deeper than the directory descriptors the restorer holds (64):
 /// ancestors closed on the way down are reopened through `..` on the way
 /// up, and get their metadata.
@@ -225,12 +235,7 @@ fn symlinks_already_in_the_target_are_replaced_not_followed() {
 fn a_tree_deeper_than_the_held_descriptors_is_restored_whole() {
     let t = TestRepo::new();
     let src = t.path("src");
-    let mut dir = src.clone();
-    for level in 0..100 {
-        dir = dir.join(format!("{level}"));
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join("f"), format!("{level}\n")).unwrap();
-    }
+    nested_dirs(&src, 100);
     set_mtimes_recursive(&src, 1_500_000_000, 5);
     chmod(&src.join("0"), 0o750);
     t.backup_json(&[&src]);
@@ -246,12 +251,7 @@ fn a_tree_deeper_than_the_held_descriptors_is_restored_whole() {
 fn an_ancestor_moved_while_its_descriptor_was_closed_stops_the_restore() {
     let t = TestRepo::new();
     let src = t.path("src");
-    let mut dir = src.clone();
-    for level in 0..70 {
-        dir = dir.join(format!("{level}"));
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join("f"), format!("{level}\n")).unwrap();
-    }
+    nested_dirs(&src, 70);
     t.backup_json(&[&src]);
     let target = t.dir.path().join("target");
     // The first file written is the deepest one: every directory is on
