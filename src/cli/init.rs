@@ -66,12 +66,16 @@ pub(crate) fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
         return Err(anyhow!("an empty password is not allowed"));
     }
     let id = Repository::init(backend.clone(), password.as_bytes(), &options)?;
+    // Found by `create` (no second probe): S3 servers differ silently.
+    let conditional = backend.probe_conditional_writes()?;
     emit(
         cli,
         || {
-            Ok(
-                serde_json::json!({"message_type": "initialized", "id": id.to_hex(), "repository": backend.location()}),
-            )
+            let mut v = serde_json::json!({"message_type": "initialized", "id": id.to_hex(), "repository": backend.location()});
+            if let Some(mode) = conditional {
+                v["conditional_writes"] = mode.as_str().into();
+            }
+            Ok(v)
         },
         || {
             println!(
@@ -79,6 +83,15 @@ pub(crate) fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
                 id.short(),
                 backend.location()
             );
+            match conditional {
+                Some(cairn::storage::backend::ConditionalWrites::Enforced) => println!(
+                    "conditional writes: enforced (the server refuses to overwrite the config: of two racing inits exactly one wins)"
+                ),
+                Some(cairn::storage::backend::ConditionalWrites::Ignored) => println!(
+                    "conditional writes: ignored (the server overwrites: two inits racing within one request's time can both appear to win; run one init per bucket prefix)"
+                ),
+                None => {}
+            }
             println!("Without the password the data cannot be read: keep it safe.");
             Ok(())
         },

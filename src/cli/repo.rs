@@ -25,7 +25,11 @@ pub(crate) fn backend(cli: &Cli) -> anyhow::Result<Arc<dyn cairn::Backend>> {
 fn backend_at(location: &Path) -> anyhow::Result<Arc<dyn cairn::Backend>> {
     if let Some(s3) = location.to_str().filter(|r| r.starts_with("s3:")) {
         let location = cairn::storage::backend::S3Location::parse(s3)?;
-        return Ok(Arc::new(cairn::storage::backend::S3Backend::new(location)?));
+        // Snapshots and index files are kept in the repository's cache
+        // directory, checked against their names when read back.
+        return Ok(Arc::new(cairn::storage::backend::CachedBackend::new(
+            cairn::storage::backend::S3Backend::new(location)?,
+        )));
     }
     Ok(Arc::new(LocalBackend::new(location)))
 }

@@ -190,7 +190,7 @@ impl Repository<Opened> {
             let dir = root.join(config.id.to_hex());
             match open::private_dir(&dir, true) {
                 Ok(()) => {
-                    open::remember_key(&dir, &key_name);
+                    open::adopt_cache_dir(backend.as_ref(), &dir, &key_name);
                     Some(dir)
                 }
                 Err(why) => {

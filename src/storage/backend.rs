@@ -2,6 +2,9 @@
 //! above this module touches repository files directly, and a backend only
 //! ever sees sealed bytes (except key files, which hold no plaintext secret).
 
+#[cfg(feature = "s3")]
+pub mod aws_config;
+pub mod cached;
 pub mod local;
 pub mod memory;
 // The contract as assertions, for the unit tests here and for the
@@ -13,6 +16,7 @@ pub mod conformance;
 pub mod s3;
 
 use crate::error::{Error, Result};
+pub use cached::CachedBackend;
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
 #[cfg(feature = "s3")]
@@ -39,6 +43,24 @@ impl FileKind {
             FileKind::Index => "index",
             FileKind::Pack => "packs",
             FileKind::Lock => "locks",
+        }
+    }
+}
+
+/// Does the storage refuse a second create-if-absent (`put_new`) of one
+/// name, so that of two racing writers exactly one wins? Object stores
+/// differ silently, so S3 servers are probed (`S3Backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionalWrites {
+    Enforced,
+    Ignored,
+}
+
+impl ConditionalWrites {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionalWrites::Enforced => "enforced",
+            ConditionalWrites::Ignored => "ignored",
         }
     }
 }
@@ -147,6 +169,18 @@ pub trait Backend: Send + Sync {
     fn modified(&self, _kind: FileKind, _name: &str) -> Result<Option<std::time::SystemTime>> {
         Ok(None)
     }
+
+    /// Whether `put_new` holds against a racing writer here, where that
+    /// has to be found out by asking the storage (one probe per process);
+    /// `None` where it is not a question (a local file system).
+    fn probe_conditional_writes(&self) -> Result<Option<ConditionalWrites>> {
+        Ok(None)
+    }
+
+    /// The repository's private cache directory, once opening found one
+    /// (`<cache root>/<repository id>`): a backend that keeps copies of
+    /// remote files (`CachedBackend`) keeps them there. Others ignore it.
+    fn use_cache_dir(&self, _dir: &std::path::Path) {}
 }
 
 /// The error of `get_bounded` for a file over its bound, the same from

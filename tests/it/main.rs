@@ -32,6 +32,8 @@ mod progress;
 mod prune;
 mod restore_safety;
 mod s3;
+mod s3_ops;
+mod s3_proxy;
 mod s3_server;
 mod secrets;
 mod selectors;

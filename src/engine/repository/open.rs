@@ -151,6 +151,14 @@ pub(super) fn remembered_keys(root: &Path) -> Vec<String> {
     out
 }
 
+/// Takes `dir` as the repository's cache directory: the key that opened
+/// it is remembered, and the backend may keep copies of remote files
+/// there (`CachedBackend`).
+pub(super) fn adopt_cache_dir(backend: &dyn Backend, dir: &Path, key_name: &str) {
+    remember_key(dir, key_name);
+    backend.use_cache_dir(dir);
+}
+
 /// Records the key file that opened the repository whose cache directory
 /// is `dir`. Best effort: a failure costs only the order of a later open.
 pub(super) fn remember_key(dir: &Path, name: &str) {

@@ -105,11 +105,7 @@ impl std::fmt::Display for S3Location {
 /// Does the server refuse a second `If-None-Match: *` PUT of one name?
 /// Garage 2.5 does not (it answers 200 and overwrites); AWS, MinIO, R2 and
 /// moto do (412). docs/FORMAT.md, section 3, "On object storage", says what each guarantees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConditionalWrites {
-    Enforced,
-    Ignored,
-}
+pub use super::ConditionalWrites;
 
 pub struct S3Backend {
     location: S3Location,
@@ -142,13 +138,11 @@ fn retry_config() -> RetryConfig {
 
 impl S3Backend {
     /// A backend for `location`, with credentials and region from the
-    /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-    /// `AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION`, default `us-east-1`).
-    /// Nothing is contacted yet.
+    /// environment and the AWS profile files (`aws_config`: AWS's order,
+    /// default region `us-east-1`). Nothing is contacted yet.
     pub fn new(location: S3Location) -> Result<S3Backend> {
-        let region = std::env::var("AWS_DEFAULT_REGION")
-            .or_else(|_| std::env::var("AWS_REGION"))
-            .unwrap_or_else(|_| "us-east-1".to_string());
+        let aws = super::aws_config::from_env()?;
+        let region = aws.region.clone();
         let mut builder = AmazonS3Builder::new()
             .with_endpoint(&location.endpoint)
             .with_bucket_name(&location.bucket)
@@ -165,13 +159,13 @@ impl S3Backend {
                     .with_timeout(REQUEST_TIMEOUT),
             )
             .with_allow_http(location.endpoint.starts_with("http://"));
-        if let Ok(key) = std::env::var("AWS_ACCESS_KEY_ID") {
+        if let Some(key) = aws.access_key_id {
             builder = builder.with_access_key_id(key);
         }
-        if let Ok(secret) = std::env::var("AWS_SECRET_ACCESS_KEY") {
+        if let Some(secret) = aws.secret_access_key {
             builder = builder.with_secret_access_key(secret);
         }
-        if let Ok(token) = std::env::var("AWS_SESSION_TOKEN") {
+        if let Some(token) = aws.session_token {
             builder = builder.with_token(token);
         }
         let store = builder
@@ -267,7 +261,7 @@ impl S3Backend {
         let hint = match e {
             object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. } => {
-                " (access denied: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket policy)"
+                " (access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the AWS_PROFILE profile, and the bucket policy)"
             }
             _ => "",
         };
@@ -536,6 +530,10 @@ impl Backend for S3Backend {
             .block(self.store.head(&path))
             .map_err(|e| self.error(e, &format!("cannot stat {path} in")))?;
         Ok(Some(meta.last_modified.into()))
+    }
+
+    fn probe_conditional_writes(&self) -> Result<Option<ConditionalWrites>> {
+        self.conditional_writes().map(Some)
     }
 }
 
