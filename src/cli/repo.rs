@@ -17,19 +17,24 @@ pub(crate) fn backend(cli: &Cli) -> anyhow::Result<Arc<dyn cairn::Backend>> {
         .repo
         .as_ref()
         .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))?;
-    backend_at(repo)
+    // `check` is there to find damage in the bucket: it reads every file
+    // from there, never a local copy.
+    let copies = !matches!(cli.command, super::args::Command::Check(_));
+    backend_at(repo, copies)
 }
 
 /// The backend a repository location names: `s3:…` (restic's form) or a
 /// local directory. The repository and `copy`'s source both go through it.
-fn backend_at(location: &Path) -> anyhow::Result<Arc<dyn cairn::Backend>> {
+fn backend_at(location: &Path, copies: bool) -> anyhow::Result<Arc<dyn cairn::Backend>> {
     if let Some(s3) = location.to_str().filter(|r| r.starts_with("s3:")) {
         let location = cairn::storage::backend::S3Location::parse(s3)?;
+        let s3 = cairn::storage::backend::S3Backend::new(location)?;
         // Snapshots and index files are kept in the repository's cache
         // directory, checked against their names when read back.
-        return Ok(Arc::new(cairn::storage::backend::CachedBackend::new(
-            cairn::storage::backend::S3Backend::new(location)?,
-        )));
+        return Ok(match copies {
+            true => Arc::new(cairn::storage::backend::CachedBackend::new(s3)),
+            false => Arc::new(s3),
+        });
     }
     Ok(Arc::new(LocalBackend::new(location)))
 }
@@ -126,7 +131,7 @@ pub(crate) fn open_source(
     let location = from.from_repo.as_ref().ok_or_else(|| {
         anyhow!("no source repository given: use --from-repo or set CAIRN_FROM_REPOSITORY")
     })?;
-    let backend = backend_at(location)?;
+    let backend = backend_at(location, true)?;
     if !backend.exists()? {
         return Err(cairn::Error::new(
             ErrorKind::RepositoryNotFound,

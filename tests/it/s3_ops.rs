@@ -68,6 +68,10 @@ fn fails_with_one_line(
     secs: u64,
 ) -> String {
     let (got, stderr, took) = run(t, args, env);
+    note(&format!(
+        "{args:?} failed after {took:?}: {}",
+        stderr.trim_end()
+    ));
     assert_eq!(got, Some(code), "{args:?}: {stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
     assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
@@ -115,6 +119,11 @@ fn backup_and_restore_succeed_through_transient_faults() {
     let target = t.restore(&format!("latest:{}", path_str(&src)), "restored");
     assert_trees_equal(&src, &target);
     check_clean(&t, true);
+    note(&format!(
+        "{} of {} requests failed on the way",
+        proxy.faults(),
+        proxy.requests()
+    ));
     assert!(
         proxy.faults() >= 8,
         "only {} faults were injected: the test proves nothing",
@@ -380,8 +389,28 @@ fn a_backup_killed_mid_upload_to_s3_resumes_and_the_cache_keeps_copies() {
     std::fs::write(&copy, &bad).unwrap();
     assert_eq!(t.snapshot_ids(), std::slice::from_ref(&id));
     assert_eq!(std::fs::read(&copy).unwrap(), good);
+    // Damage in the bucket is not hidden by a good copy: `check` reads
+    // the bucket.
+    s3.put(FileKind::Snapshot, &id, &bad).unwrap();
+    assert_eq!(t.snapshot_ids(), std::slice::from_ref(&id));
+    let (code, stderr, _) = run(&t, &["check"], &[]);
+    assert_eq!(code, Some(1), "check missed a damaged snapshot: {stderr}");
     // A snapshot forgotten elsewhere loses its copy at the next listing.
     s3.delete(FileKind::Snapshot, &id).unwrap();
     assert!(t.snapshot_ids().is_empty());
     assert!(!copy.exists());
+}
+
+/// moto enforces `If-None-Match: *`: `init` says so, in text and JSON.
+#[test]
+fn init_says_conditional_writes_are_enforced_on_moto() {
+    let server = S3Server::moto();
+    let t = s3_repo(server.repo("enforcing"));
+    let mut args = vec!["--json", "init"];
+    args.extend_from_slice(&FAST_KDF);
+    let v: serde_json::Value = serde_json::from_str(t.ok(&args).trim()).unwrap();
+    assert_eq!(v["conditional_writes"], "enforced", "{v}");
+    let t = s3_repo(server.repo("enforcing/other"));
+    let out = init(&t);
+    assert!(out.contains("conditional writes: enforced"), "{out}");
 }

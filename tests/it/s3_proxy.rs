@@ -131,6 +131,11 @@ impl FaultProxy {
         self.state.faults.load(Ordering::SeqCst)
     }
 
+    /// Requests seen so far, failed or passed.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
     /// `s3:http://127.0.0.1:PORT/BUCKET[/PREFIX]` through the proxy.
     pub fn repo(&self, bucket_and_prefix: &str) -> String {
         format!("s3:{}/{bucket_and_prefix}", self.endpoint)

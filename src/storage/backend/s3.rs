@@ -187,12 +187,19 @@ impl S3Backend {
     }
 
     /// Whether the server enforces `If-None-Match: *`, probed once (by
-    /// writing a probe object twice under `.probe-<random>` and deleting it).
+    /// writing a probe object twice under `locks/.probe-<random>` and
+    /// deleting it).
     pub fn conditional_writes(&self) -> Result<ConditionalWrites> {
         if let Some(known) = self.conditional.get() {
             return Ok(*known);
         }
-        let name = format!(".probe-{}", hex::encode(crate::sys::random_bytes::<8>()));
+        // Under `locks/`, where even a backup-only host may delete
+        // (docs/recipes.md, least privilege): the probe runs before every
+        // writing command's first lock and must not leave objects behind.
+        let name = format!(
+            "locks/.probe-{}",
+            hex::encode(crate::sys::random_bytes::<8>())
+        );
         let path = self.object(&name);
         let create = || {
             self.store.put_opts(
