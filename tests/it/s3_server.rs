@@ -58,6 +58,10 @@ pub fn set_credentials() {
         std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
         std::env::set_var("AWS_DEFAULT_REGION", "us-east-1");
         std::env::remove_var("AWS_SESSION_TOKEN");
+        // A developer's own profile or region must not reach the servers
+        // (AWS_REGION wins over AWS_DEFAULT_REGION, as in AWS's tools).
+        std::env::remove_var("AWS_PROFILE");
+        std::env::remove_var("AWS_REGION");
         // Keep a misbehaving server from stretching a test.
         std::env::set_var("CAIRN_S3_RETRY_SECONDS", "10");
     });
