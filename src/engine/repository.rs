@@ -297,8 +297,8 @@ impl Repository<Indexed> {
         let entry = &location.entry;
         let sealed = self
             .backend
-            .get_range(
-                FileKind::Pack,
+            .get_blob_range(
+                kind,
                 &location.pack.to_hex(),
                 u64::from(entry.offset),
                 u64::from(entry.length),

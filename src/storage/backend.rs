@@ -177,6 +177,19 @@ pub trait Backend: Send + Sync {
         Ok(None)
     }
 
+    /// `get_range` of one blob of `kind` out of a pack. A backend that
+    /// keeps copies of the packs holding trees (`CachedBackend`) serves
+    /// those from its copy; this default reads the pack.
+    fn get_blob_range(
+        &self,
+        _kind: crate::format::pack::BlobKind,
+        pack: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        self.get_range(FileKind::Pack, pack, offset, length)
+    }
+
     /// The repository's private cache directory, once opening found one
     /// (`<cache root>/<repository id>`): a backend that keeps copies of
     /// remote files (`CachedBackend`) keeps them there. Others ignore it.

@@ -383,6 +383,8 @@ fn a_backup_killed_mid_upload_to_s3_resumes_and_the_cache_keeps_copies() {
     let good = std::fs::read(&copy).expect("no copy of the snapshot in the cache");
     assert_eq!(good, s3.get(FileKind::Snapshot, &id).unwrap());
     assert!(std::fs::read_dir(dir.join("remote/index")).unwrap().count() > 0);
+    // `dump` read the snapshot's tree: its pack was copied.
+    assert!(std::fs::read_dir(dir.join("remote/packs")).unwrap().count() > 0);
     // A damaged copy is replaced, not believed.
     let mut bad = good.clone();
     bad[40] ^= 1;

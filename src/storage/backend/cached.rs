@@ -1,12 +1,17 @@
-//! A local copy of a remote repository's snapshot and index files, in front
-//! of the backend that holds them (the CLI puts one in front of every S3
-//! repository). Both kinds are named by the BLAKE3 of their bytes and never
-//! change, so a copy is checked against its name when it is read back
-//! (`Id::of_file_bytes`): a copy that does not match, or cannot be read, is
-//! deleted and fetched again. A listing of the backend removes the copies
-//! of files it no longer lists. Deleting the directory loses nothing.
+//! A local copy of a remote repository's snapshot and index files, and of
+//! the packs that hold trees, in front of the backend that holds them (the
+//! CLI puts one in front of every S3 repository). All are named by the
+//! BLAKE3 of their bytes and never change, so a copy is checked against its
+//! name when it is read back (`Id::of_file_bytes`; a pack copy once per
+//! process): a copy that does not match, or cannot be read, is deleted and
+//! fetched again. A listing of the backend removes the copies of files it
+//! no longer lists. Deleting the directory loses nothing.
 //!
-//! The copies live in `<repository cache dir>/remote/{snapshots,index}/`,
+//! A pack is copied whole the first time a tree is read from it
+//! (`get_blob_range` with `BlobKind::Tree`; a pack holds one kind of blob),
+//! up to `TREE_PACK_COPY_MAX`: walking a snapshot reads most trees of it.
+//!
+//! The copies live in `<repository cache dir>/remote/{snapshots,index,packs}/`,
 //! which exists only once opening the repository has found a private cache
 //! directory for it (`Backend::use_cache_dir`); until then, and for every
 //! other kind of file, calls go straight to the backend.
@@ -19,8 +24,10 @@
 use super::{Backend, ConditionalWrites, FileKind, PendingFile};
 use crate::error::Result;
 use crate::format::id::Id;
+use crate::format::pack::BlobKind;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// Where a process records the probe, in the repository's cache directory.
 pub const PROBE_RECORD: &str = "conditional-writes";
@@ -32,6 +39,9 @@ const COPY_SIZE_MAX: u64 = 1 << 30;
 /// Entries a listing looks at when it prunes copies: a bound on the work
 /// a planted directory can cause.
 const PRUNE_ENTRIES_MAX: usize = 10_000_000;
+/// A tree pack larger than this (a repository made with a huge pack size)
+/// is read by ranges as usual, not copied.
+pub const TREE_PACK_COPY_MAX: u64 = 128 << 20;
 
 pub struct CachedBackend<B> {
     inner: B,
@@ -39,6 +49,11 @@ pub struct CachedBackend<B> {
     dir: OnceLock<PathBuf>,
     /// Set once this process has probed and recorded conditional writes.
     probed: OnceLock<Option<ConditionalWrites>>,
+    /// Pack copies this process has checked against their names.
+    packs_checked: Mutex<HashSet<String>>,
+    /// Tree packs not to copy in this process (too large, or the fetch
+    /// failed): read by ranges.
+    packs_skipped: Mutex<HashSet<String>>,
 }
 
 impl<B: Backend> CachedBackend<B> {
@@ -47,6 +62,8 @@ impl<B: Backend> CachedBackend<B> {
             inner,
             dir: OnceLock::new(),
             probed: OnceLock::new(),
+            packs_checked: Mutex::new(HashSet::new()),
+            packs_skipped: Mutex::new(HashSet::new()),
         }
     }
 
@@ -64,6 +81,63 @@ impl<B: Backend> CachedBackend<B> {
         };
         Id::from_hex(name).ok()?;
         Some((dir.join(REMOTE_DIR).join(sub), name))
+    }
+
+    /// The directory of pack copies and the name, for well-formed names.
+    fn pack_slot<'n>(&self, name: &'n str) -> Option<(PathBuf, &'n str)> {
+        let dir = self.dir.get()?;
+        Id::from_hex(name).ok()?;
+        Some((dir.join(REMOTE_DIR).join(FileKind::Pack.dir()), name))
+    }
+
+    /// `length` bytes at `offset` of the tree pack `name`, from its copy,
+    /// which is made first if there is none. `None`: read the backend.
+    fn tree_pack_range(&self, name: &str, offset: u64, length: u64) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let (dir, name) = self.pack_slot(name)?;
+        let end = offset.checked_add(length)?;
+        if self.packs_skipped.lock().ok()?.contains(name) {
+            return None;
+        }
+        let checked = self.packs_checked.lock().ok()?.contains(name);
+        match crate::sys::fs::open_regular_beneath(&dir, &[], name) {
+            Ok((file, size)) if checked => {
+                let mut out = vec![0; usize::try_from(length).ok()?];
+                if end > size || file.read_exact_at(&mut out, offset).is_err() {
+                    return None;
+                }
+                return Some(out);
+            }
+            Ok((file, size)) => {
+                if let Ok(bytes) = crate::sys::fs::read_bounded(&file, size, TREE_PACK_COPY_MAX) {
+                    if Id::of_file_bytes(&bytes).to_hex() == name {
+                        self.packs_checked.lock().ok()?.insert(name.to_string());
+                        return range(&bytes, offset, end);
+                    }
+                }
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+        }
+        match self
+            .inner
+            .get_bounded(FileKind::Pack, name, TREE_PACK_COPY_MAX as usize)
+        {
+            Ok(bytes) if Id::of_file_bytes(&bytes).to_hex() == name => {
+                self.write_file(&dir, name, &bytes);
+                self.packs_checked.lock().ok()?.insert(name.to_string());
+                range(&bytes, offset, end)
+            }
+            // Too large, damaged (the range read reports it) or not
+            // reachable now (the range read retries and reports it).
+            _ => {
+                self.packs_skipped.lock().ok()?.insert(name.to_string());
+                None
+            }
+        }
     }
 
     /// The copy of `name`, if there is a good one; a bad one is deleted.
@@ -94,12 +168,17 @@ impl<B: Backend> CachedBackend<B> {
         if Id::of_file_bytes(bytes).to_hex() != name {
             return;
         }
+        self.write_file(&dir, name, bytes);
+    }
+
+    /// Writes `dir/name` through a temporary file. Best effort.
+    fn write_file(&self, dir: &Path, name: &str, bytes: &[u8]) {
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&dir)
+            .create(dir)
             .is_err()
         {
             return;
@@ -121,7 +200,11 @@ impl<B: Backend> CachedBackend<B> {
     }
 
     fn drop_copy(&self, kind: FileKind, name: &str) {
-        if let Some((dir, name)) = self.slot(kind, name) {
+        let slot = match kind {
+            FileKind::Pack => self.pack_slot(name),
+            _ => self.slot(kind, name),
+        };
+        if let Some((dir, name)) = slot {
             let _ = std::fs::remove_file(dir.join(name));
         }
     }
@@ -132,7 +215,7 @@ impl<B: Backend> CachedBackend<B> {
         let Some(dir) = self.dir.get() else {
             return;
         };
-        if !matches!(kind, FileKind::Snapshot | FileKind::Index) {
+        if !matches!(kind, FileKind::Snapshot | FileKind::Index | FileKind::Pack) {
             return;
         }
         let dir = dir.join(REMOTE_DIR).join(kind.dir());
@@ -164,6 +247,13 @@ impl<B: Backend> CachedBackend<B> {
         let _ = self.probed.set(found);
         Ok(())
     }
+}
+
+/// `bytes[offset..end]`, or `None` past the end (the backend's range read
+/// then says what is wrong).
+fn range(bytes: &[u8], offset: u64, end: u64) -> Option<Vec<u8>> {
+    let (offset, end) = (usize::try_from(offset).ok()?, usize::try_from(end).ok()?);
+    bytes.get(offset..end).map(<[u8]>::to_vec)
 }
 
 /// Writes `<dir>/conditional-writes`: the mode and when it was found.
@@ -251,6 +341,21 @@ impl<B: Backend> Backend for CachedBackend<B> {
 
     fn get_range(&self, kind: FileKind, name: &str, offset: u64, length: u64) -> Result<Vec<u8>> {
         self.inner.get_range(kind, name, offset, length)
+    }
+
+    fn get_blob_range(
+        &self,
+        kind: BlobKind,
+        pack: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>> {
+        if kind == BlobKind::Tree {
+            if let Some(bytes) = self.tree_pack_range(pack, offset, length) {
+                return Ok(bytes);
+            }
+        }
+        self.inner.get_blob_range(kind, pack, offset, length)
     }
 
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
@@ -382,6 +487,77 @@ mod tests {
             .count();
         assert_eq!(entries, 0);
         assert!(!cache.path().join("remote/keys").exists());
+    }
+
+    /// The pack a tree is read from is copied whole and read from there;
+    /// a damaged copy is fetched again; data packs are never copied; a
+    /// listing or a delete removes copies of packs that are gone.
+    #[test]
+    fn tree_packs_are_copied_and_checked() {
+        let cache = tempfile::tempdir().unwrap();
+        let inner = MemoryBackend::new();
+        inner.create().unwrap();
+        let pack: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let name = named(&pack);
+        inner.put(FileKind::Pack, &name, &pack).unwrap();
+        let data: Vec<u8> = (0..=255u8).rev().cycle().take(5_000).collect();
+        let data_name = named(&data);
+        inner.put(FileKind::Pack, &data_name, &data).unwrap();
+
+        let backend = CachedBackend::new(inner);
+        backend.use_cache_dir(cache.path());
+        let copy = cache.path().join("remote/packs").join(&name);
+        assert_eq!(
+            backend
+                .get_blob_range(BlobKind::Tree, &name, 100, 50)
+                .unwrap(),
+            pack[100..150]
+        );
+        assert_eq!(std::fs::read(&copy).unwrap(), pack);
+        // From the copy now: the backend's pack is not read.
+        backend.inner().put(FileKind::Pack, &name, b"gone").unwrap();
+        assert_eq!(
+            backend
+                .get_blob_range(BlobKind::Tree, &name, 9_990, 10)
+                .unwrap(),
+            pack[9_990..]
+        );
+        backend.inner().put(FileKind::Pack, &name, &pack).unwrap();
+        // Past the end: the backend's range read reports it.
+        assert!(backend
+            .get_blob_range(BlobKind::Tree, &name, 9_995, 10)
+            .is_err());
+        // A data pack is read by range, not copied.
+        assert_eq!(
+            backend
+                .get_blob_range(BlobKind::Data, &data_name, 0, 3)
+                .unwrap(),
+            data[..3]
+        );
+        assert!(!cache.path().join("remote/packs").join(&data_name).exists());
+
+        // Another process finds a damaged copy: fetched again.
+        let mut bad = pack.clone();
+        bad[7] ^= 1;
+        std::fs::write(&copy, &bad).unwrap();
+        let fresh = CachedBackend::new(MemoryBackend::new());
+        fresh.inner().create().unwrap();
+        fresh.inner().put(FileKind::Pack, &name, &pack).unwrap();
+        fresh.use_cache_dir(cache.path());
+        assert_eq!(
+            fresh.get_blob_range(BlobKind::Tree, &name, 0, 10).unwrap(),
+            pack[..10]
+        );
+        assert_eq!(std::fs::read(&copy).unwrap(), pack);
+
+        // Gone from the backend: pruned by a listing, or by a delete.
+        fresh.inner().delete(FileKind::Pack, &name).unwrap();
+        fresh.list(FileKind::Pack).unwrap();
+        assert!(!copy.exists());
+        backend.get_blob_range(BlobKind::Tree, &name, 0, 1).unwrap();
+        assert!(copy.exists());
+        backend.delete(FileKind::Pack, &name).unwrap();
+        assert!(!copy.exists());
     }
 
     #[test]
