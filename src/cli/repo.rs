@@ -29,8 +29,8 @@ fn backend_at(location: &Path, copies: bool) -> anyhow::Result<Arc<dyn cairn::Ba
     if let Some(s3) = location.to_str().filter(|r| r.starts_with("s3:")) {
         let location = cairn::storage::backend::S3Location::parse(s3)?;
         let s3 = cairn::storage::backend::S3Backend::new(location)?;
-        // Snapshots and index files are kept in the repository's cache
-        // directory, checked against their names when read back.
+        // Snapshots, index files and tree packs are kept in the
+        // repository's cache directory, checked against their names.
         return Ok(match copies {
             true => Arc::new(cairn::storage::backend::CachedBackend::new(s3)),
             false => Arc::new(s3),
