@@ -4,6 +4,7 @@
 
 #[cfg(feature = "cache")]
 pub mod archiver;
+pub mod audit;
 #[cfg(feature = "cache")]
 pub mod browse;
 #[cfg(feature = "cache")]

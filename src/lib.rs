@@ -75,10 +75,13 @@ pub use engine::tag::{tag, TagChange};
 pub use engine::tar::{
     export_tar, import_tar, import_tar_with_limits, Compression, ExportOutcome, TarLimits,
 };
+pub use engine::audit::report::{audit_log, audit_report, AuditReport, ReportOptions};
+pub use engine::audit::{AuditWriter, Record};
 pub use error::{Error, ErrorKind, Result};
+pub use format::audit::{IdKind, Outcome, PublicKey};
 pub use format::chunker::ChunkerParams;
 pub use format::crypto::{IdKeys, KdfParams};
-pub use format::id::{BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
+pub use format::id::{AuditId, BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
 pub use format::retention::{
     Count, Duration as RetentionDuration, GroupBy, GroupKey, Policy, Reason,
 };
