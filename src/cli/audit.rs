@@ -71,7 +71,14 @@ pub(crate) fn note_forget(outcome: &cairn::ForgetOutcome, dry_run: bool) {
             note_id(IdKind::SnapshotRemoved, id.0);
         }
     }
-    note_count("snapshots_removed", if dry_run { 0 } else { outcome.removed.len() as u64 });
+    note_count(
+        "snapshots_removed",
+        if dry_run {
+            0
+        } else {
+            outcome.removed.len() as u64
+        },
+    );
 }
 
 pub(crate) fn note_prune(o: &cairn::PruneOutcome) {
@@ -202,11 +209,14 @@ fn log(cli: &Cli) -> anyhow::Result<i32> {
                     .iter()
                     .map(|(k, id)| format!("{k}:{}", &id[..8]))
                     .collect();
-                let counts: Vec<String> = l.counts.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                let counts: Vec<String> =
+                    l.counts.iter().map(|(n, v)| format!("{n}={v}")).collect();
                 println!(
                     "{}  {}  {}  {}@{}  {} {}{}  {} {} {}",
                     &l.id[..12],
-                    l.time.map(cairn::engine::audit::report::format_time).unwrap_or_default(),
+                    l.time
+                        .map(cairn::engine::audit::report::format_time)
+                        .unwrap_or_default(),
                     l.signer
                         .as_deref()
                         .map(|s| format!("{}#{}", &s[..16], l.seq.unwrap_or(0)))
@@ -215,7 +225,11 @@ fn log(cli: &Cli) -> anyhow::Result<i32> {
                     l.host,
                     l.operation,
                     l.result,
-                    if l.detail.is_empty() { String::new() } else { format!(" ({})", l.detail) },
+                    if l.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", l.detail)
+                    },
                     l.status,
                     ids.join(" "),
                     counts.join(" ")
@@ -291,8 +305,16 @@ fn report(cli: &Cli, args: &AuditReportArgs) -> anyhow::Result<i32> {
     let options = cairn::ReportOptions {
         trusted: args.trusted_keys.as_deref().map(read_keys).transpose()?,
         saved_heads,
-        from: args.from.as_deref().map(|d| parse_date(d, false)).transpose()?,
-        to: args.to.as_deref().map(|d| parse_date(d, true)).transpose()?,
+        from: args
+            .from
+            .as_deref()
+            .map(|d| parse_date(d, false))
+            .transpose()?,
+        to: args
+            .to
+            .as_deref()
+            .map(|d| parse_date(d, true))
+            .transpose()?,
     };
     let report = cairn::audit_report(backend.as_ref(), &options)?;
     let failed = report.verdict == cairn::engine::audit::report::Status::Fail;
@@ -387,7 +409,12 @@ fn keys(cli: &Cli) -> anyhow::Result<i32> {
                 let key = &name[..8.min(name.len())];
                 match k.as_ref().ok().map(|k| (k.signer(), k)) {
                     Some((Some(signer), k)) => {
-                        println!("{}  key {key} {}@{}", signer.to_hex(), k.username, k.hostname)
+                        println!(
+                            "{}  key {key} {}@{}",
+                            signer.to_hex(),
+                            k.username,
+                            k.hostname
+                        )
                     }
                     Some((None, _)) => println!("# key {key}: no signing key (version 1)"),
                     None => println!("# key {key}: damaged"),

@@ -4,13 +4,13 @@
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::audit::SigningKey;
 use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::config::{Config, PACK_SIZE_TARGET_DEFAULT};
 use crate::format::crypto::{Domain, IdKeys, KdfParams, MasterKey};
 use crate::format::id::{BlobId, Id, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
 use crate::format::index_file::INDEX_FILE_BLOBS_TARGET;
 use crate::format::index_file::{IndexFile, IndexPack};
-use crate::format::audit::SigningKey;
 use crate::format::key::KeyFile;
 use crate::format::pack::{self, BlobKind, PackBuilder, PackEntry, SealedBlob};
 use crate::format::snapshot::{Snapshot, SnapshotFilter};

@@ -596,32 +596,34 @@ mod tests {
             proptest::collection::vec((0u8..8, any::<[u8; 32]>()), 0..5),
             proptest::collection::vec(("[a-z]{0,8}", any::<u64>()), 0..4),
         )
-            .prop_map(|(signed, seq, links, time, text, pid, result, ids, counts)| {
-                let key = SigningKey::from_seed(&[3; 32]);
-                let entry = Entry {
-                    repository: RepositoryId(Id([1; 32])),
-                    signer: signed.then(|| key.public()),
-                    seq: if signed { seq } else { 0 },
-                    links: if signed {
-                        links.into_iter().map(|l| AuditId(Id(l))).collect()
-                    } else {
-                        vec![]
-                    },
-                    time,
-                    host: text.clone(),
-                    user: text.clone(),
-                    pid,
-                    operation: text.clone(),
-                    result: Outcome::from_byte(result).unwrap(),
-                    detail: text,
-                    ids: ids
-                        .into_iter()
-                        .map(|(k, id)| (IdKind::ALL[usize::from(k)], Id(id)))
-                        .collect(),
-                    counts,
-                };
-                (entry, signed)
-            })
+            .prop_map(
+                |(signed, seq, links, time, text, pid, result, ids, counts)| {
+                    let key = SigningKey::from_seed(&[3; 32]);
+                    let entry = Entry {
+                        repository: RepositoryId(Id([1; 32])),
+                        signer: signed.then(|| key.public()),
+                        seq: if signed { seq } else { 0 },
+                        links: if signed {
+                            links.into_iter().map(|l| AuditId(Id(l))).collect()
+                        } else {
+                            vec![]
+                        },
+                        time,
+                        host: text.clone(),
+                        user: text.clone(),
+                        pid,
+                        operation: text.clone(),
+                        result: Outcome::from_byte(result).unwrap(),
+                        detail: text,
+                        ids: ids
+                            .into_iter()
+                            .map(|(k, id)| (IdKind::ALL[usize::from(k)], Id(id)))
+                            .collect(),
+                        counts,
+                    };
+                    (entry, signed)
+                },
+            )
     }
 
     proptest! {

@@ -108,8 +108,7 @@ impl KeyFile {
         };
         let sealed =
             hex::decode(sealed).map_err(|_| Error::corrupt("key file signing key is not hex"))?;
-        let signing =
-            SigningKey::from_seed(&*crypto::open_signing_seed(&password_key, &sealed)?);
+        let signing = SigningKey::from_seed(&*crypto::open_signing_seed(&password_key, &sealed)?);
         if signing.public() != PublicKey::from_hex(public)? {
             return Err(Error::corrupt(
                 "key file signing key does not match its public key",

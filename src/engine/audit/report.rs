@@ -231,7 +231,11 @@ pub fn audit_report(backend: &dyn Backend, options: &ReportOptions) -> Result<Au
         fail.push(format!(
             "entries name {} repositories ({}): entries were copied in from elsewhere",
             repositories.len(),
-            repositories.iter().map(|r| short(r)).collect::<Vec<_>>().join(", ")
+            repositories
+                .iter()
+                .map(|r| short(r))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     let integrity = check(
@@ -428,11 +432,7 @@ fn short_owned(id: &AuditId) -> String {
     short(&id.to_hex()).to_string()
 }
 
-fn signer_check(
-    signers: &BTreeSet<PublicKey>,
-    good: &[Decoded],
-    options: &ReportOptions,
-) -> Check {
+fn signer_check(signers: &BTreeSet<PublicKey>, good: &[Decoded], options: &ReportOptions) -> Check {
     let count = |s: &PublicKey| good.iter().filter(|d| d.entry.signer == Some(*s)).count();
     match &options.trusted {
         None => check(
@@ -537,7 +537,8 @@ fn snapshot_check(backend: &dyn Backend, good: &[Decoded]) -> Result<Check> {
             ));
             continue;
         }
-        let limit = crate::format::snapshot::SNAPSHOT_SIZE_MAX + crate::format::crypto::SEAL_OVERHEAD;
+        let limit =
+            crate::format::snapshot::SNAPSHOT_SIZE_MAX + crate::format::crypto::SEAL_OVERHEAD;
         match backend.get_bounded(FileKind::Snapshot, &name, limit) {
             Ok(bytes) if Id::of_file_bytes(&bytes) == *id => {}
             Ok(_) => fail.push(format!(
