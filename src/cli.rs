@@ -27,6 +27,7 @@ pub(crate) mod prune;
 pub(crate) mod repair;
 pub(crate) mod repo;
 pub(crate) mod restore;
+pub(crate) mod retention_lock;
 pub(crate) mod shell;
 pub(crate) mod snapshots;
 pub(crate) mod stats;
@@ -116,5 +117,6 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Man { dir } => shell::man(dir.as_deref()),
         Command::Unlock { remove_all } => prune::unlock(cli, *remove_all),
         Command::Audit(command) => audit::audit(cli, command),
+        Command::RetentionLock(command) => retention_lock::retention_lock(cli, command),
     }
 }

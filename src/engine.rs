@@ -26,6 +26,8 @@ pub mod repository;
 #[cfg(feature = "cache")]
 pub mod restorer;
 #[cfg(feature = "cache")]
+pub mod retention_lock;
+#[cfg(feature = "cache")]
 pub mod stats;
 #[cfg(feature = "cache")]
 pub mod tag;

@@ -196,6 +196,10 @@ pub(crate) enum Command {
     /// password), or print the signing keys to pin.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Set or show the retention lock: forget removes no snapshot younger
+    /// than it. It can be lengthened, never shortened.
+    #[command(subcommand)]
+    RetentionLock(RetentionLockCommand),
 }
 
 #[derive(Subcommand)]
@@ -292,6 +296,10 @@ pub(crate) struct InitArgs {
     pub(crate) copy_chunker_params: bool,
     #[command(flatten)]
     pub(crate) from: FromRepoArgs,
+    /// Lock retention for this long (e.g. 6y): forget removes no snapshot
+    /// younger than it. Later `retention-lock set` can only lengthen it.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) retention_lock: Option<String>,
 }
 
 /// The source repository of `copy` and `init --copy-chunker-params`.
@@ -489,4 +497,12 @@ pub(crate) struct AuditReportArgs {
 pub(crate) enum ReportFormat {
     Text,
     Markdown,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RetentionLockCommand {
+    /// Set or lengthen the lock (e.g. 6y, 18m, 1y6m); shortening is refused.
+    Set { duration: String },
+    /// Print the lock in force.
+    Show,
 }

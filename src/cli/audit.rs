@@ -157,6 +157,10 @@ fn operation(command: &Command) -> &'static str {
         Command::Unlock { .. } => "unlock",
         Command::Run => "run",
         Command::Audit(_) => "audit keys",
+        Command::RetentionLock(super::args::RetentionLockCommand::Set { .. }) => {
+            "retention-lock set"
+        }
+        Command::RetentionLock(super::args::RetentionLockCommand::Show) => "retention-lock show",
         Command::Completions { .. } | Command::Man { .. } => "help",
     }
 }

@@ -280,3 +280,120 @@ fn concurrent_backups_of_one_key_keep_a_verifiable_log() {
     assert_eq!(check(&r, "chains")["status"], "pass", "{r:#}");
     assert_eq!(r["heads"].as_array().unwrap().len(), 1, "{r:#}");
 }
+
+#[test]
+fn the_retention_lock_keeps_young_snapshots_refuses_forget_and_cannot_be_shortened() {
+    let t = TestRepo::uninitialised();
+    let mut init = FAST_KDF.to_vec();
+    init.extend(["--retention-lock", "6y"]);
+    t.init(&init);
+    let src = t.path("src");
+    std::fs::write(src.join("a"), b"one").unwrap();
+    t.ok(&["backup", path_str(&src)]);
+    std::fs::write(src.join("a"), b"two").unwrap();
+    t.ok(&["backup", path_str(&src)]);
+    let ids = t.snapshot_ids();
+
+    // Named by id: refused with one line, exit 1, nothing removed.
+    let out = t.cmd(&["forget", &ids[0]]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("younger than the retention lock (6y)"),
+        "{stderr}"
+    );
+    // By policy: kept, and the table says why.
+    let out = t.ok(&["forget", "--keep-last", "1"]);
+    assert!(out.contains("retention lock 6y"), "{out}");
+    assert_eq!(t.snapshot_ids().len(), 2);
+
+    // Shortening is refused; lengthening works.
+    let out = t.cmd(&["retention-lock", "set", "1y"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not shortened"));
+    t.ok(&["retention-lock", "set", "7y"]);
+    assert!(t
+        .ok(&["retention-lock", "show"])
+        .contains("retention lock 7y"));
+    let out = t.cmd(&["forget", &ids[0]]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(7y)"));
+
+    // The refusals are in the log, and the report finds nothing removed
+    // inside the lock.
+    let entries = log(&t, &t.repo);
+    let refused: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["result"] == "refused")
+        .map(|e| e["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        refused,
+        ["forget", "retention-lock set", "forget"],
+        "{entries:#?}"
+    );
+    let (r, code) = report(&t, &t.repo, &[]);
+    assert_eq!(code, 0, "{r:#}");
+    let retention = check(&r, "retention");
+    assert_eq!(retention["status"], "pass", "{r:#}");
+    assert!(
+        retention["summary"].as_str().unwrap().contains("7y"),
+        "{r:#}"
+    );
+}
+
+#[test]
+fn a_version_1_key_file_still_opens_logs_unsigned_and_passwd_gives_it_a_signing_key() {
+    let t = TestRepo::new();
+    // Make the only key file what older cairn wrote: version 1, no signing
+    // key, stored under the hash of its bytes.
+    let keys = t.repo.join("keys");
+    let old = std::fs::read_dir(&keys)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&old).unwrap()).unwrap();
+    let object = json.as_object_mut().unwrap();
+    object.remove("signing");
+    object.remove("signing_public");
+    object.insert("version".into(), 1.into());
+    let bytes = serde_json::to_vec_pretty(&json).unwrap();
+    std::fs::remove_file(&old).unwrap();
+    std::fs::write(keys.join(blake3::hash(&bytes).to_hex().as_str()), &bytes).unwrap();
+
+    let src = t.path("src");
+    std::fs::write(src.join("a"), b"data").unwrap();
+    let out = t.cmd(&["backup", path_str(&src)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no signing key"));
+    let entries = log(&t, &t.repo);
+    let backup = entries.iter().find(|e| e["operation"] == "backup").unwrap();
+    assert_eq!(backup["status"], "unsigned", "{entries:#?}");
+    let (r, code) = report(&t, &t.repo, &[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(check(&r, "log integrity")["status"], "warn", "{r:#}");
+
+    // `key passwd` writes a version 2 key file: signed from then on.
+    let new_password = t.dir.path().join("pw2");
+    std::fs::write(&new_password, format!("{PASSWORD}\n")).unwrap();
+    t.ok(&[
+        "key",
+        "passwd",
+        "--new-password-file",
+        path_str(&new_password),
+    ]);
+    t.ok(&["snapshots"]);
+    let entries = log(&t, &t.repo);
+    let listed = entries
+        .iter()
+        .find(|e| e["operation"] == "snapshots")
+        .unwrap();
+    assert_eq!(listed["status"], "valid", "{entries:#?}");
+}

@@ -251,6 +251,7 @@ pub fn audit_report(backend: &dyn Backend, options: &ReportOptions) -> Result<Au
     let heads = heads_of(&good);
     let rollback = rollback_check(&by_id, &heads, options);
     let snapshots = snapshot_check(backend, &good)?;
+    let retention = retention_check(&good);
     let in_range = |d: &&Decoded| {
         options.from.is_none_or(|from| d.entry.time >= from)
             && options.to.is_none_or(|to| d.entry.time <= to)
@@ -286,6 +287,7 @@ pub fn audit_report(backend: &dyn Backend, options: &ReportOptions) -> Result<Au
                         | "key remove"
                         | "key passwd"
                         | "retention-lock set"
+                        | "retention-lock"
                 )
             })
             .map(|d| describe(d))
@@ -297,6 +299,7 @@ pub fn audit_report(backend: &dyn Backend, options: &ReportOptions) -> Result<Au
         signer_check,
         rollback,
         snapshots,
+        retention,
         results,
         activity,
     ];
@@ -501,6 +504,76 @@ fn rollback_check(
             heads.len()
         ),
     )
+}
+
+/// No snapshot was removed before the retention lock in force at its
+/// removal allowed: its age is measured from the entry that wrote it.
+#[cfg(feature = "cache")]
+fn retention_check(good: &[Decoded]) -> Check {
+    use crate::engine::retention_lock::lock_of;
+    let locks: Vec<_> = good.iter().filter_map(lock_of).collect();
+    let mut written: HashMap<Id, &Decoded> = HashMap::new();
+    for d in good.iter().filter(|d| d.signature == Signature::Valid) {
+        for (kind, id) in &d.entry.ids {
+            if *kind == IdKind::SnapshotAdded {
+                written.entry(*id).or_insert(d);
+            }
+        }
+    }
+    let mut fail = Vec::new();
+    let mut sorted: Vec<&Decoded> = good.iter().collect();
+    sorted.sort_by_key(|d| (d.entry.time, d.entry.signer, d.entry.seq, d.id));
+    for d in sorted.iter().filter(|d| d.signature == Signature::Valid) {
+        let Some(removed_at) = chrono::DateTime::from_timestamp(d.entry.time, 0) else {
+            continue;
+        };
+        let removed_at = removed_at.fixed_offset();
+        let in_force = crate::engine::retention_lock::strongest(
+            locks.iter().filter(|l| l.set_at <= d.entry.time).cloned(),
+            removed_at,
+        );
+        let Some(lock) = in_force else { continue };
+        for (kind, id) in &d.entry.ids {
+            if *kind != IdKind::SnapshotRemoved {
+                continue;
+            }
+            let Some(w) = written.get(id) else { continue };
+            let protected = lock
+                .cutoff(removed_at)
+                .is_none_or(|c| w.entry.time > c.timestamp());
+            if protected {
+                fail.push(format!(
+                    "snapshot {} written by {} was removed by {} inside the retention lock {} (entry {})",
+                    short(&id.to_hex()),
+                    describe(w),
+                    describe(d),
+                    lock.duration,
+                    short_owned(&lock.entry)
+                ));
+            }
+        }
+    }
+    // Seen from the newest entry, not from now: the same log gives the
+    // same report.
+    let newest = good.iter().map(|d| d.entry.time).max().unwrap_or(0);
+    let newest = chrono::DateTime::from_timestamp(newest, 0)
+        .unwrap_or_default()
+        .fixed_offset();
+    let summary = match crate::engine::retention_lock::strongest(locks.iter().cloned(), newest) {
+        Some(l) => format!(
+            "retention lock {} (entry {}, set {}); no snapshot removed inside it",
+            l.duration,
+            short_owned(&l.entry),
+            format_time(l.set_at)
+        ),
+        None => "no retention lock is set".into(),
+    };
+    check("retention", fail, vec![], &summary)
+}
+
+#[cfg(not(feature = "cache"))]
+fn retention_check(_: &[Decoded]) -> Check {
+    check("retention", vec![], vec![], "not checked in this build")
 }
 
 /// Every snapshot a logged operation wrote is present, intact (its bytes
