@@ -94,6 +94,16 @@ pub(crate) fn note_read(id: &cairn::SnapshotId) {
     note_id(IdKind::SnapshotRead, id.0);
 }
 
+/// How much a check read: the report's verification cadence.
+pub(crate) fn note_check(report: &cairn::CheckReport) {
+    note_count("packs", report.packs);
+    note_count("packs_read", report.packs_read);
+    note_count(
+        "problems",
+        report.problems.len() as u64 + report.problems_unlisted,
+    );
+}
+
 /// Snapshots rewritten (`tag`): the old one deleted, the new one written.
 pub(crate) fn note_replaced(changed: &[(cairn::SnapshotId, cairn::SnapshotId)]) {
     for (old, new) in changed {

@@ -108,6 +108,7 @@ fn with_history() -> TestRepo {
     let new_password = t.dir.path().join("pw2");
     std::fs::write(&new_password, "another\n").unwrap();
     t.ok(&["key", "add", "--new-password-file", path_str(&new_password)]);
+    t.ok(&["check", "--read-data"]);
     t
 }
 
@@ -117,7 +118,12 @@ fn a_full_history_verifies_without_the_password_and_a_failed_backup_reads_failed
     let (r, code) = report(&t, &t.repo, &[]);
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["verdict"], "pass");
-    for name in ["log integrity", "chains", "snapshots present"] {
+    for name in [
+        "log integrity",
+        "chains",
+        "snapshots present",
+        "verification cadence",
+    ] {
         assert_eq!(check(&r, name)["status"], "pass", "{name}: {r:#}");
     }
     let entries = log(&t, &t.repo);
@@ -307,6 +313,10 @@ fn the_retention_lock_keeps_young_snapshots_refuses_forget_and_cannot_be_shorten
     let out = t.ok(&["forget", "--keep-last", "1"]);
     assert!(out.contains("retention lock 6y"), "{out}");
     assert_eq!(t.snapshot_ids().len(), 2);
+    // A tag rewrites a snapshot (old file replaced): not a removal the
+    // lock forbids, and the report agrees.
+    t.ok(&["tag", "--add", "kept", &ids[1]]);
+    let ids = t.snapshot_ids();
 
     // Shortening is refused; lengthening works.
     let out = t.cmd(&["retention-lock", "set", "1y"]);
