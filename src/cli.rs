@@ -9,6 +9,7 @@
 //! errors.
 
 pub(crate) mod args;
+pub(crate) mod audit;
 pub(crate) mod backup;
 pub(crate) mod browse;
 pub(crate) mod cat;
@@ -26,6 +27,7 @@ pub(crate) mod prune;
 pub(crate) mod repair;
 pub(crate) mod repo;
 pub(crate) mod restore;
+pub(crate) mod retention_lock;
 pub(crate) mod shell;
 pub(crate) mod snapshots;
 pub(crate) mod stats;
@@ -37,6 +39,7 @@ pub(crate) fn execute(cli: &Cli) -> i32 {
     let started = metrics::start();
     let display = progress::start(cli);
     let result = run(cli);
+    audit::finish(cli, &result);
     // The progress line is cleared before the summary or error is printed.
     drop(display);
     let code = match result {
@@ -113,5 +116,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Completions { shell } => shell::completions(*shell),
         Command::Man { dir } => shell::man(dir.as_deref()),
         Command::Unlock { remove_all } => prune::unlock(cli, *remove_all),
+        Command::Audit(command) => audit::audit(cli, command),
+        Command::RetentionLock(command) => retention_lock::retention_lock(cli, command),
     }
 }

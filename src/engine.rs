@@ -4,6 +4,7 @@
 
 #[cfg(feature = "cache")]
 pub mod archiver;
+pub mod audit;
 #[cfg(feature = "cache")]
 pub mod browse;
 #[cfg(feature = "cache")]
@@ -24,6 +25,8 @@ pub mod repair;
 pub mod repository;
 #[cfg(feature = "cache")]
 pub mod restorer;
+#[cfg(feature = "cache")]
+pub mod retention_lock;
 #[cfg(feature = "cache")]
 pub mod stats;
 #[cfg(feature = "cache")]

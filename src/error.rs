@@ -34,6 +34,9 @@ pub enum ErrorKind {
     Io,
     /// An external command (password command, dump command) failed.
     Command,
+    /// A policy forbids the operation: a snapshot under a retention lock,
+    /// a lock shortened. Logged as refused in the audit log (exit 1).
+    Refused,
 }
 
 impl ErrorKind {

@@ -4,6 +4,7 @@
 //! and the clock, and map anonymous memory for Argon2. Every decoder bounds
 //! its input before it allocates, never panics, and has a fuzz target.
 
+pub mod audit;
 pub mod chunker;
 pub mod config;
 pub mod crypto;

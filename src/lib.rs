@@ -42,6 +42,8 @@ pub use engine::archiver::{
     backup_paths, backup_stream, parse_backup_time, BackupOptions, BackupOutcome, ParentChoice,
     Unreadable,
 };
+pub use engine::audit::report::{audit_log, audit_report, AuditReport, ReportOptions};
+pub use engine::audit::{AuditWriter, Record};
 #[cfg(feature = "cache")]
 pub use engine::browse::{diff, find, walk, Change, Diff, DiffEntry, Found, Pattern};
 #[cfg(feature = "cache")]
@@ -76,9 +78,10 @@ pub use engine::tar::{
     export_tar, import_tar, import_tar_with_limits, Compression, ExportOutcome, TarLimits,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use format::audit::{IdKind, Outcome, PublicKey};
 pub use format::chunker::ChunkerParams;
 pub use format::crypto::{IdKeys, KdfParams};
-pub use format::id::{BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
+pub use format::id::{AuditId, BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
 pub use format::retention::{
     Count, Duration as RetentionDuration, GroupBy, GroupKey, Policy, Reason,
 };

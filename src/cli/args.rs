@@ -192,6 +192,14 @@ pub(crate) enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The signed audit log: list it, verify it (both without the
+    /// password), or print the signing keys to pin.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Set or show the retention lock: forget removes no snapshot younger
+    /// than it. It can be lengthened, never shortened.
+    #[command(subcommand)]
+    RetentionLock(RetentionLockCommand),
 }
 
 #[derive(Subcommand)]
@@ -288,6 +296,10 @@ pub(crate) struct InitArgs {
     pub(crate) copy_chunker_params: bool,
     #[command(flatten)]
     pub(crate) from: FromRepoArgs,
+    /// Lock retention for this long (e.g. 6y): forget removes no snapshot
+    /// younger than it. Later `retention-lock set` can only lengthen it.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) retention_lock: Option<String>,
 }
 
 /// The source repository of `copy` and `init --copy-chunker-params`.
@@ -444,4 +456,53 @@ pub(crate) fn split_selector(selector: &str) -> (&str, &str) {
         Some((id, path)) => (id, path),
         None => (selector, ""),
     }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// List the audit entries, oldest first (no password needed).
+    Log,
+    /// Verify the audit log and the snapshots it names, without the
+    /// password. Exit 0 when no check fails, 1 when one does.
+    Report(AuditReportArgs),
+    /// Print the public signing keys of the key files (password needed),
+    /// one per line, for --trusted-keys.
+    Keys,
+}
+
+#[derive(Args)]
+pub(crate) struct AuditReportArgs {
+    /// List results and activity from this date on (YYYY-MM-DD or RFC 3339).
+    #[arg(long, value_name = "DATE")]
+    pub(crate) from: Option<String>,
+    /// List results and activity up to this date (inclusive).
+    #[arg(long, value_name = "DATE")]
+    pub(crate) to: Option<String>,
+    /// Public signing keys to trust, one per line (from `cairn audit keys`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) trusted_keys: Option<PathBuf>,
+    /// Heads saved by the last report: the log must still extend them.
+    /// Updated when the report passes.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) state: Option<PathBuf>,
+    /// text or markdown (--json for JSON).
+    #[arg(long, value_enum, default_value = "text")]
+    pub(crate) format: ReportFormat,
+    /// Write the report to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ReportFormat {
+    Text,
+    Markdown,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RetentionLockCommand {
+    /// Set or lengthen the lock (e.g. 6y, 18m, 1y6m); shortening is refused.
+    Set { duration: String },
+    /// Print the lock in force.
+    Show,
 }

@@ -140,6 +140,7 @@ pub(crate) fn import_tar(
 /// Prints a backup's summary and warnings; returns the exit code.
 pub(crate) fn report_backup(cli: &Cli, outcome: &cairn::BackupOutcome) -> anyhow::Result<i32> {
     super::metrics::note_backup(outcome);
+    super::audit::note_backup(outcome);
     for u in &outcome.unreadable {
         eprintln!(
             "cairn: warning: cannot read {}: {}",

@@ -153,7 +153,8 @@ pub(crate) fn ls(cli: &Cli, args: &LsArgs) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
     let (sel, sub) = split_selector(&args.snapshot);
     let subpath = args.path.as_deref().unwrap_or(sub).to_string();
-    let (_, snapshot) = repo.find_snapshot(sel, &args.filter.filter())?;
+    let (id, snapshot) = repo.find_snapshot(sel, &args.filter.filter())?;
+    super::audit::note_read(&id);
     let repo = repo.load_index()?;
     let mut out = std::io::stdout().lock();
     let mut print = |path: &str, node: &Node| -> cairn::Result<()> {
@@ -306,6 +307,7 @@ pub(crate) fn tag(cli: &Cli, args: &TagArgs) -> anyhow::Result<i32> {
             .collect::<cairn::Result<Vec<_>>>()?
     };
     let changed = cairn::tag(&repo, &lock, &snapshots, &change)?;
+    super::audit::note_replaced(&changed);
     emit(
         cli,
         || {

@@ -39,6 +39,7 @@ pub(crate) fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
         cairn::check(&repo, &options)?
     };
     super::metrics::note_check(&report);
+    super::audit::note_check(&report);
     if cli.json {
         let mut value = serde_json::to_value(&report)?;
         value["clean"] = report.is_clean().into();

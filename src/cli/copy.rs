@@ -23,6 +23,7 @@ pub(crate) fn copy(cli: &Cli, args: &CopyArgs) -> anyhow::Result<i32> {
     warn_all(cli, &mut src);
     warn_all(cli, &mut dst);
     let outcome = result?;
+    super::audit::note_copy(&outcome);
     report(cli, &outcome)?;
     Ok(0)
 }

@@ -131,6 +131,7 @@ pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
     let mut repo = repo.load_index()?;
     let outcome = cairn::forget(&mut repo, &lock, &options)?;
     super::metrics::note_forget(&outcome);
+    super::audit::note_forget(&outcome, options.dry_run);
     warn_all(cli, &mut repo);
     if cli.json && !args.prune {
         println!("{}", forget_json(&outcome)?);
@@ -144,6 +145,7 @@ pub(crate) fn forget(cli: &Cli, args: &ForgetArgs) -> anyhow::Result<i32> {
         };
         let pruned = cairn::prune(&mut repo, &lock, &prune_options)?;
         super::metrics::note_prune(&pruned);
+        super::audit::note_prune(&pruned);
         if cli.json {
             // One document: {"forget": [groups], "prune": {…}}.
             let mut prune = serde_json::to_value(&pruned)?;

@@ -47,6 +47,10 @@ pub(crate) fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
         iterations: args.kdf_iterations.unwrap_or(KdfParams::DEFAULT.iterations),
         ..KdfParams::DEFAULT
     };
+    if let Some(lock) = &args.retention_lock {
+        // Before anything is created: a bad duration makes no repository.
+        cairn::RetentionDuration::parse(lock)?;
+    }
     if backend.exists()? {
         return Err(cairn::Error::new(
             ErrorKind::RepositoryExists,
@@ -68,6 +72,9 @@ pub(crate) fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
     let id = Repository::init(backend.clone(), password.as_bytes(), &options)?;
     // Found by `create` (no second probe): S3 servers differ silently.
     let conditional = backend.probe_conditional_writes()?;
+    if let Some(lock) = &args.retention_lock {
+        super::retention_lock::after_init(cli, backend.clone(), password.as_bytes(), lock)?;
+    }
     emit(
         cli,
         || {

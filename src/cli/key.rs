@@ -21,6 +21,7 @@ fn add(cli: &Cli, new_password_file: Option<&std::path::Path>) -> anyhow::Result
     let repo = open(cli)?;
     let new = new_password(new_password_file)?;
     let id = repo.add_key(new.as_bytes(), KdfParams::DEFAULT)?;
+    super::audit::note_id(cairn::IdKind::KeyAdded, id.0);
     emit(
         cli,
         || Ok(serde_json::json!({"added": id.to_hex()})),
@@ -36,6 +37,7 @@ fn remove(cli: &Cli, id: &str) -> anyhow::Result<i32> {
     let repo = open(cli)?;
     let lock = lock_exclusive(cli, &repo)?;
     let removed = repo.remove_key(id, &lock)?;
+    super::audit::note_key_removed(&removed);
     emit(
         cli,
         || Ok(serde_json::json!({"removed": removed})),
@@ -53,6 +55,8 @@ fn passwd(cli: &Cli, new_password_file: Option<&std::path::Path>) -> anyhow::Res
     let new = new_password(new_password_file)?;
     let old = repo.current_key().to_string();
     let id = repo.change_password(new.as_bytes(), KdfParams::DEFAULT, &lock)?;
+    super::audit::note_id(cairn::IdKind::KeyAdded, id.0);
+    super::audit::note_key_removed(&old);
     emit(
         cli,
         || Ok(serde_json::json!({"added": id.to_hex(), "removed": old})),

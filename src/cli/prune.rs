@@ -21,6 +21,7 @@ pub(crate) fn prune(cli: &Cli, args: &PruneArgs) -> anyhow::Result<i32> {
     let outcome = cairn::prune(&mut repo, &lock, &options)?;
     warn_all(cli, &mut repo);
     super::metrics::note_prune(&outcome);
+    super::audit::note_prune(&outcome);
     print_prune(cli, &outcome)?;
     Ok(0)
 }

@@ -46,6 +46,7 @@ pub(crate) fn repair(cli: &Cli, command: &RepairCommand) -> anyhow::Result<i32> 
         RepairCommand::Snapshots { forget, dry_run } => {
             warn_all(cli, &mut repo);
             let outcome = cairn::repair_snapshots(&mut repo, &lock, *forget, *dry_run)?;
+            super::audit::note_repair_snapshots(&outcome);
             emit_text_even_quiet(
                 cli,
                 || Ok(&outcome),

@@ -177,6 +177,7 @@ pub(crate) fn open(cli: &Cli) -> anyhow::Result<Repository<cairn::Opened>> {
     };
     let mut repo = Repository::open_with(backend, password.as_bytes(), &options)?
         .with_context(context().clone());
+    super::audit::begin(cli, &repo);
     // Now, not after the command: a skipped key file or a missing cache
     // matters to every command, also to those that print no warnings.
     warn_all(cli, &mut repo);

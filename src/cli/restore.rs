@@ -19,6 +19,7 @@ pub(crate) fn restore(
     let _lock = read_lock(cli, &repo)?;
     let (sel, subpath) = split_selector(selector);
     let (id, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
+    super::audit::note_read(&id);
     let mut repo = repo.load_index()?;
     warn_all(cli, &mut repo);
     let outcome = cairn::restore(&repo, &snapshot, subpath, target, options)?;
@@ -71,7 +72,8 @@ pub(crate) fn dump(
 ) -> anyhow::Result<i32> {
     let mut repo = open(cli)?;
     let _lock = read_lock(cli, &repo)?;
-    let (_, snapshot) = repo.find_snapshot(selector, &filter.filter())?;
+    let (id, snapshot) = repo.find_snapshot(selector, &filter.filter())?;
+    super::audit::note_read(&id);
     let mut repo = repo.load_index()?;
     warn_all(cli, &mut repo);
     let stdout = std::io::stdout();
@@ -101,7 +103,8 @@ pub(crate) fn export_tar(
     let subpath = path.unwrap_or(subpath);
     let mut repo = open(cli)?;
     let _lock = read_lock(cli, &repo)?;
-    let (_, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
+    let (id, snapshot) = repo.find_snapshot(sel, &filter.filter())?;
+    super::audit::note_read(&id);
     let mut repo = repo.load_index()?;
     warn_all(cli, &mut repo);
     let outcome = match output {

@@ -56,6 +56,8 @@ pub fn forget<S>(
     } else {
         by_ids(repo, options)?
     };
+    let mut groups = groups;
+    apply_retention_lock(repo, &mut groups, !options.ids.is_empty())?;
     let removed: Vec<SnapshotId> = groups
         .iter()
         .flat_map(|g| g.remove.iter().map(|(id, _)| *id))
@@ -70,6 +72,51 @@ pub fn forget<S>(
     // ids (a prune dry run with `dry_run`). The CLI refuses `--prune` until
     // the prune library function exists.
     Ok(ForgetOutcome { groups, removed })
+}
+
+/// Keeps what the retention lock protects: a policy's choice moves to
+/// `keep` (reason `Locked`); a snapshot named by id is refused, before
+/// anything is deleted.
+fn apply_retention_lock<S>(
+    repo: &Repository<S>,
+    groups: &mut [ForgetGroup],
+    by_id: bool,
+) -> Result<()> {
+    let now = chrono::Utc::now().fixed_offset();
+    let Some(lock) = crate::engine::retention_lock::retention_lock(repo, now)? else {
+        return Ok(());
+    };
+    let cutoff = lock.cutoff(now);
+    let locked = |s: &Snapshot| cutoff.is_none_or(|c| s.time > c);
+    for group in groups.iter_mut() {
+        if by_id {
+            if let Some((id, s)) = group.remove.iter().find(|(_, s)| locked(s)) {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Refused,
+                    format!(
+                        "snapshot {} ({}) is younger than the retention lock ({}): refusing to forget it",
+                        id.short(),
+                        s.time.format("%Y-%m-%d %H:%M:%S"),
+                        lock.duration
+                    ),
+                ));
+            }
+            continue;
+        }
+        let (kept, removed): (Vec<_>, Vec<_>) = std::mem::take(&mut group.remove)
+            .into_iter()
+            .partition(|(_, s)| locked(s));
+        group.remove = removed;
+        for (id, s) in kept {
+            group
+                .keep
+                .push((id, s, vec![Reason::Locked(lock.duration)]));
+        }
+        group
+            .keep
+            .sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
+    }
+    Ok(())
 }
 
 fn by_ids<S>(repo: &mut Repository<S>, options: &ForgetOptions) -> Result<Vec<ForgetGroup>> {

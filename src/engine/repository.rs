@@ -4,6 +4,7 @@
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::audit::SigningKey;
 use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::config::{Config, PACK_SIZE_TARGET_DEFAULT};
 use crate::format::crypto::{Domain, IdKeys, KdfParams, MasterKey};
@@ -75,6 +76,8 @@ pub struct Repository<S = Indexed> {
     key: MasterKey,
     /// The key file the password opened.
     key_name: String,
+    /// Its audit signing key; `None` for a version 1 key file.
+    signing: Option<SigningKey>,
     config: Config,
     /// This repository's directory in the local cache; none when there is
     /// no private place for one (the index is then kept in memory).
@@ -114,8 +117,10 @@ impl Repository<Opened> {
         }
         backend.create()?;
         let key = MasterKey::generate();
-        let key_file = KeyFile::create(
+        let signing = SigningKey::generate();
+        let key_file = KeyFile::create_signing(
             &key,
+            Some(&signing),
             password,
             options.kdf,
             &crate::sys::hostname(),
@@ -132,6 +137,13 @@ impl Repository<Opened> {
         if !backend.put_new(FileKind::Config, "config", &sealed)? {
             return Err(exists());
         }
+        // The log's first entry, by the first key.
+        crate::engine::audit::AuditWriter::new(backend, config.id, Some(signing)).append(
+            &crate::engine::audit::Record {
+                operation: "init".into(),
+                ..Default::default()
+            },
+        )?;
         Ok(config.id)
     }
 
@@ -178,7 +190,7 @@ impl Repository<Opened> {
             .as_deref()
             .map(open::remembered_keys)
             .unwrap_or_default();
-        let (key_name, key) = open::open_key(
+        let (key_name, key, signing) = open::open_key(
             backend.as_ref(),
             password,
             options.key_hint,
@@ -203,6 +215,7 @@ impl Repository<Opened> {
             backend,
             key,
             key_name,
+            signing,
             config,
             cache_dir,
             warnings,
@@ -228,6 +241,7 @@ impl Repository<Opened> {
             backend,
             key,
             key_name,
+            signing,
             config,
             cache_dir,
             warnings,
@@ -238,6 +252,7 @@ impl Repository<Opened> {
             backend,
             key,
             key_name,
+            signing,
             config,
             cache_dir,
             warnings,
@@ -343,92 +358,6 @@ impl<S> Repository<S> {
     /// The context operations on this repository report to and check.
     pub fn context(&self) -> &Context {
         &self.ctx
-    }
-
-    /// Adds a key file so that `password` also opens this repository.
-    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<KeyId> {
-        let key_file = KeyFile::create(
-            &self.key,
-            password,
-            kdf,
-            &crate::sys::hostname(),
-            &crate::sys::username(),
-        )?
-        .encode();
-        let id = KeyId(Id::of_file_bytes(&key_file));
-        self.backend.put(FileKind::Key, &id.to_hex(), &key_file)?;
-        Ok(id)
-    }
-
-    /// The key file this session's password opened.
-    pub fn current_key(&self) -> &str {
-        &self.key_name
-    }
-
-    /// Removes a key file (a password). Refuses the key this session was
-    /// opened with and the last intact key: either would lock users out.
-    /// The master key and the data are unchanged; nothing is re-encrypted.
-    pub fn remove_key(&self, prefix: &str, lock: &ExclusiveLock) -> Result<String> {
-        let keys = self.list_keys()?;
-        let matching: Vec<&String> = keys
-            .iter()
-            .map(|(name, _)| name)
-            .filter(|name| name.starts_with(prefix))
-            .collect();
-        let name = match matching.as_slice() {
-            [one] if prefix.len() >= 4 => (*one).clone(),
-            [] => {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("no key file {prefix:?}"),
-                ))
-            }
-            [_] => return Err(Error::invalid("give at least 4 hex digits of the key id")),
-            _ => return Err(Error::invalid(format!("key id {prefix:?} is ambiguous"))),
-        };
-        if name == self.key_name {
-            return Err(Error::invalid(
-                "refusing to remove the key this password opened (use `key passwd` to change it)",
-            ));
-        }
-        let intact_others = keys
-            .iter()
-            .filter(|(other, k)| *other != name && k.is_ok())
-            .count();
-        if intact_others == 0 {
-            return Err(Error::invalid("refusing to remove the last intact key"));
-        }
-        self.ensure_locked(lock)?;
-        self.backend.delete(FileKind::Key, &name)?;
-        Ok(name)
-    }
-
-    /// Changes this session's password: adds a key file for `new_password`,
-    /// then removes the one the old password opened.
-    pub fn change_password(
-        &mut self,
-        new_password: &[u8],
-        kdf: KdfParams,
-        lock: &ExclusiveLock,
-    ) -> Result<KeyId> {
-        self.ensure_locked(lock)?;
-        let id = self.add_key(new_password, kdf)?;
-        let old = std::mem::replace(&mut self.key_name, id.to_hex());
-        self.backend.delete(FileKind::Key, &old)?;
-        Ok(id)
-    }
-
-    /// The key files, readable ones decoded (damaged ones as errors).
-    pub fn list_keys(&self) -> Result<Vec<(String, Result<KeyFile>)>> {
-        let mut out = Vec::new();
-        for (name, _) in self.backend.list(FileKind::Key)? {
-            let decoded = self
-                .backend
-                .get_bounded(FileKind::Key, &name, crate::format::key::KEY_FILE_SIZE_MAX)
-                .and_then(|bytes| open::decode_key_file(&name, &bytes));
-            out.push((name, decoded));
-        }
-        Ok(out)
     }
 
     pub fn config(&self) -> &Config {
@@ -721,7 +650,7 @@ impl<S> Repository<S> {
             FileKind::Snapshot => Domain::Snapshot,
             FileKind::Index => Domain::Index,
             FileKind::Lock => Domain::Lock,
-            FileKind::Key => return Ok(sealed),
+            FileKind::Key | FileKind::Audit => return Ok(sealed),
             FileKind::Pack => return Err(Error::invalid("packs are read blob by blob")),
         };
         self.key.open(domain, &sealed)
@@ -887,6 +816,7 @@ pub(crate) struct IndexNotStored {
     pub(crate) visible: bool,
 }
 
+mod keys;
 mod open;
 mod writer;
 pub use open::{default_cache_root, OpenOptions};

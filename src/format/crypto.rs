@@ -361,6 +361,30 @@ pub fn open_secret(password_key: &[u8; 32], sealed: &[u8]) -> Result<Zeroizing<[
     Ok(secret)
 }
 
+/// Label of a key file's sealed Ed25519 signing seed (docs/FORMAT.md 4.4):
+/// not the master secret's, so one sealed value cannot stand for the other.
+const SIGNING_SEED_LABEL: &[u8] = b"cairn/v1/key-signing-seed";
+
+/// Seals a key file's Ed25519 signing seed under its password key.
+pub fn seal_signing_seed(password_key: &[u8; 32], seed: &[u8; 32]) -> Vec<u8> {
+    seal_with(password_key, SIGNING_SEED_LABEL, &[], seed)
+}
+
+/// Opens a key file's sealed signing seed. The password already opened the
+/// master secret, so a failure here is damage, not a wrong password.
+pub fn open_signing_seed(password_key: &[u8; 32], sealed: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    let plain = Zeroizing::new(
+        open_with(password_key, SIGNING_SEED_LABEL, &[], sealed)
+            .map_err(|_| Error::corrupt("key file signing key does not open"))?,
+    );
+    if plain.len() != 32 {
+        return Err(Error::corrupt("key file signing key has the wrong length"));
+    }
+    let mut seed = Zeroizing::new([0u8; 32]);
+    seed.copy_from_slice(&plain);
+    Ok(seed)
+}
+
 #[cfg(test)]
 mod tests {
     /// Argon2id output pinned for fixed inputs: every existing key file

@@ -144,3 +144,7 @@ typed_id!(
     /// The repository's random identity, stored in `config`.
     RepositoryId
 );
+typed_id!(
+    /// Names an audit entry: BLAKE3 of its bytes.
+    AuditId
+);

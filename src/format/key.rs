@@ -3,12 +3,15 @@
 //! Several key files let several passwords open one repository.
 
 use crate::error::{Error, Result};
+use crate::format::audit::{PublicKey, SigningKey};
 use crate::format::crypto::{self, KdfParams, MasterKey};
 use serde::{Deserialize, Serialize};
 
 /// Largest key file a reader accepts.
 pub const KEY_FILE_SIZE_MAX: usize = 64 * 1024;
-pub const KEY_FILE_VERSION: u32 = 1;
+/// Version 2 adds the Ed25519 signing key (`signing_public`, `signing`);
+/// version 1 files, without one, are still read.
+pub const KEY_FILE_VERSION: u32 = 2;
 const SALT_LEN: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,9 +28,18 @@ pub struct KeyFile {
     pub salt: String,
     /// Hex of the sealed 32-byte master secret.
     pub data: String,
+    /// Hex of the Ed25519 public key this key file signs audit entries
+    /// with (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_public: Option<String>,
+    /// Hex of its sealed 32-byte seed, under the same password key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<String>,
 }
 
 impl KeyFile {
+    /// A key file for `password`, with `signing` as its signing key (a
+    /// new one when `None`: every key file cairn writes now has one).
     pub fn create(
         master: &MasterKey,
         password: &[u8],
@@ -35,9 +47,35 @@ impl KeyFile {
         hostname: &str,
         username: &str,
     ) -> Result<KeyFile> {
+        Self::create_signing(master, None, password, params, hostname, username)
+    }
+
+    /// `create` keeping a signing key (`key passwd`: the same signer, so
+    /// its audit chain goes on).
+    pub fn create_signing(
+        master: &MasterKey,
+        signing: Option<&SigningKey>,
+        password: &[u8],
+        params: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<KeyFile> {
         let salt: [u8; SALT_LEN] = crate::sys::random_bytes();
         let password_key = crypto::derive_password_key(password, &salt, &params)?;
+        let fresh;
+        let signing = match signing {
+            Some(key) => key,
+            None => {
+                fresh = SigningKey::generate();
+                &fresh
+            }
+        };
         Ok(KeyFile {
+            signing_public: Some(signing.public().to_hex()),
+            signing: Some(hex::encode(crypto::seal_signing_seed(
+                &password_key,
+                &signing.seed(),
+            ))),
             version: KEY_FILE_VERSION,
             created: chrono::Local::now().to_rfc3339(),
             hostname: hostname.into(),
@@ -52,15 +90,38 @@ impl KeyFile {
     /// Derives the password key and opens the master secret. A wrong
     /// password gives `ErrorKind::WrongPassword`.
     pub fn open(&self, password: &[u8]) -> Result<MasterKey> {
+        self.open_signing(password).map(|(master, _)| master)
+    }
+
+    /// `open`, and the signing key too (`None` for a version 1 file). A
+    /// signing key whose public half is not the one the file names is
+    /// damage.
+    pub fn open_signing(&self, password: &[u8]) -> Result<(MasterKey, Option<SigningKey>)> {
         let salt =
             hex::decode(&self.salt).map_err(|_| Error::corrupt("key file salt is not hex"))?;
         let sealed =
             hex::decode(&self.data).map_err(|_| Error::corrupt("key file data is not hex"))?;
         let password_key = crypto::derive_password_key(password, &salt, &self.kdf_params)?;
-        Ok(MasterKey::from_secret(&*crypto::open_secret(
-            &password_key,
-            &sealed,
-        )?))
+        let master = MasterKey::from_secret(&*crypto::open_secret(&password_key, &sealed)?);
+        let (Some(public), Some(sealed)) = (&self.signing_public, &self.signing) else {
+            return Ok((master, None));
+        };
+        let sealed =
+            hex::decode(sealed).map_err(|_| Error::corrupt("key file signing key is not hex"))?;
+        let signing = SigningKey::from_seed(&*crypto::open_signing_seed(&password_key, &sealed)?);
+        if signing.public() != PublicKey::from_hex(public)? {
+            return Err(Error::corrupt(
+                "key file signing key does not match its public key",
+            ));
+        }
+        Ok((master, Some(signing)))
+    }
+
+    /// The public key this key file signs with, if it has one.
+    pub fn signer(&self) -> Option<PublicKey> {
+        self.signing_public
+            .as_deref()
+            .and_then(|hex| PublicKey::from_hex(hex).ok())
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -68,16 +129,33 @@ impl KeyFile {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<KeyFile> {
+        let is_hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
         if bytes.len() > KEY_FILE_SIZE_MAX {
             return Err(Error::corrupt("key file is larger than the format allows"));
         }
         let key: KeyFile = serde_json::from_slice(bytes)
             .map_err(|e| Error::corrupt(format!("key file is not valid: {e}")))?;
-        if key.version != KEY_FILE_VERSION || key.kdf != "argon2id" {
+        if !(1..=KEY_FILE_VERSION).contains(&key.version) || key.kdf != "argon2id" {
             return Err(Error::corrupt("key file has an unknown version or KDF"));
         }
+        // Version 1 has no signing key; version 2 has both halves.
+        let signing_ok = match (&key.signing_public, &key.signing) {
+            (None, None) => key.version == 1,
+            (Some(public), Some(sealed)) => {
+                key.version == 2
+                    && public.len() == 64
+                    && sealed.len() == (32 + crypto::SEAL_OVERHEAD) * 2
+                    && is_hex(public)
+                    && is_hex(sealed)
+            }
+            _ => false,
+        };
+        if !signing_ok {
+            return Err(Error::corrupt(
+                "key file signing key does not fit its version",
+            ));
+        }
         key.kdf_params.validate()?;
-        let is_hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
         if key.salt.len() != SALT_LEN * 2
             || key.data.len() != (32 + crypto::SEAL_OVERHEAD) * 2
             || !is_hex(&key.salt)
@@ -108,6 +186,8 @@ mod tests {
         let decoded = KeyFile::decode(&file.encode()).unwrap();
         assert_eq!(decoded, file);
         assert_eq!(decoded.open(b"secret").unwrap().secret(), master.secret());
+        let (_, signing) = decoded.open_signing(b"secret").unwrap();
+        assert_eq!(signing.unwrap().public(), decoded.signer().unwrap());
         assert_eq!(
             decoded.open(b"wrong").unwrap_err().kind(),
             ErrorKind::WrongPassword
@@ -120,6 +200,26 @@ mod tests {
         let mut file = KeyFile::create(&master, b"pw", FAST, "h", "u").unwrap();
         file.kdf_params.memory_kib = u32::MAX;
         assert!(KeyFile::decode(&file.encode()).is_err());
+    }
+
+    #[test]
+    fn a_version_1_key_file_without_a_signing_key_still_opens() {
+        let master = MasterKey::generate();
+        let mut file = KeyFile::create(&master, b"pw", FAST, "h", "u").unwrap();
+        file.version = 1;
+        file.signing = None;
+        file.signing_public = None;
+        let decoded = KeyFile::decode(&file.encode()).unwrap();
+        let (opened, signing) = decoded.open_signing(b"pw").unwrap();
+        assert_eq!(opened.secret(), master.secret());
+        assert!(signing.is_none());
+        // A version 2 file must carry one; a swapped public key is damage.
+        file.version = 2;
+        assert!(KeyFile::decode(&file.encode()).is_err());
+        let mut swapped = KeyFile::create(&master, b"pw", FAST, "h", "u").unwrap();
+        swapped.signing_public = Some(SigningKey::from_seed(&[1; 32]).public().to_hex());
+        let e = swapped.open_signing(b"pw").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
     }
 
     proptest! {

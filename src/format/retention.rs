@@ -370,6 +370,9 @@ pub enum Reason {
         within: Duration,
         oldest: bool,
     },
+    /// Younger than the repository's retention lock: `forget` never
+    /// removes it, whatever the policy says.
+    Locked(Duration),
 }
 
 impl fmt::Display for Reason {
@@ -387,6 +390,7 @@ impl fmt::Display for Reason {
                 within,
                 oldest: o,
             } => write!(f, "{}{} within {within}", oldest(o), period.name()),
+            Reason::Locked(d) => write!(f, "retention lock {d}"),
         }
     }
 }

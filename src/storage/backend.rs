@@ -32,6 +32,9 @@ pub enum FileKind {
     Index,
     Pack,
     Lock,
+    /// Audit entries and snapshot manifests: plaintext, signed, named by
+    /// the BLAKE3 of their bytes, never deleted (docs/FORMAT.md 18).
+    Audit,
 }
 
 impl FileKind {
@@ -43,6 +46,7 @@ impl FileKind {
             FileKind::Index => "index",
             FileKind::Pack => "packs",
             FileKind::Lock => "locks",
+            FileKind::Audit => "audit",
         }
     }
 }

@@ -161,9 +161,9 @@ fn clean_repository_passes_every_form_of_check() {
     assert_eq!(num(&v, "snapshots"), 2);
     assert!(v["problems"].as_array().unwrap().is_empty());
     // check is read-only: the repository's files are unchanged.
-    let before = content_map(&t.repo);
+    let before = repo_content_map(&t.repo);
     check(t, &["--read-data"]);
-    assert_eq!(before, content_map(&t.repo));
+    assert_eq!(before, repo_content_map(&t.repo));
 }
 
 /// One bit flipped in each kind of repository object. The flip position

@@ -575,6 +575,14 @@ pub fn file_hash(path: &Path) -> blake3::Hash {
 }
 
 /// Relative path → content hash of every regular file below `root`.
+/// A repository's files but its audit log, which every command appends to
+/// (docs/FORMAT.md 18): what "the command changed nothing" compares.
+pub fn repo_content_map(root: &Path) -> BTreeMap<String, blake3::Hash> {
+    let mut map = content_map(root);
+    map.retain(|name, _| !name.starts_with("audit/"));
+    map
+}
+
 pub fn content_map(root: &Path) -> BTreeMap<String, blake3::Hash> {
     walk_files(root)
         .into_iter()

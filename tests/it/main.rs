@@ -6,6 +6,7 @@
 #[cfg(not(feature = "failpoints"))]
 compile_error!("the integration tests need `--features failpoints` (scripts/test.sh turns it on)");
 
+mod audit;
 mod browse;
 mod check;
 mod common;

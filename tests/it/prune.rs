@@ -99,12 +99,12 @@ fn prune_frees_the_space_of_forgotten_snapshots_and_keeps_the_rest() {
     t.ok(&["forget", &ids[0], &ids[1], &ids[2]]);
 
     // A dry run changes nothing but predicts what the real run does.
-    let repo_before = content_map(&t.repo);
+    let repo_before = repo_content_map(&t.repo);
     let dry = prune_json(&t, &["--dry-run", "--max-unused", "0"]);
     assert_eq!(dry["dry_run"], true);
     assert_eq!(
         repo_before,
-        content_map(&t.repo),
+        repo_content_map(&t.repo),
         "dry run changed the repository"
     );
     let real = prune_json(&t, &["--max-unused", "0"]);
@@ -147,14 +147,14 @@ fn prune_refuses_a_damaged_repository() {
         .max_by_key(|(_, p)| std::fs::metadata(p).unwrap().len())
         .unwrap();
     std::fs::remove_file(&pack).unwrap();
-    let before = content_map(&t.repo);
+    let before = repo_content_map(&t.repo);
     let out = t.command().args(["prune"]).run();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("damaged repository"), "{err}");
     assert_eq!(
         before,
-        content_map(&t.repo),
+        repo_content_map(&t.repo),
         "prune changed a damaged repository"
     );
 }

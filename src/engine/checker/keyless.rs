@@ -99,5 +99,6 @@ fn size_max(kind: FileKind) -> usize {
         FileKind::Config => sealed(crate::format::config::CONFIG_SIZE_MAX),
         FileKind::Lock => sealed(crate::storage::lock::LOCK_SIZE_MAX),
         FileKind::Pack => crate::format::pack::PACK_SIZE_MAX as usize,
+        FileKind::Audit => crate::format::audit::AUDIT_ENTRY_SIZE_MAX,
     }
 }

@@ -3,6 +3,7 @@
 //! directory, which must be private or is not used.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::audit::SigningKey;
 use crate::format::config::Config;
 use crate::format::crypto::{Domain, MasterKey};
 use crate::format::id::Id;
@@ -212,7 +213,7 @@ pub(super) fn open_key(
     hint: Option<&str>,
     remembered: &[String],
     warnings: &mut Vec<String>,
-) -> Result<(String, MasterKey)> {
+) -> Result<(String, MasterKey, Option<SigningKey>)> {
     let keys: Vec<String> = backend
         .list(FileKind::Key)?
         .into_iter()
@@ -253,15 +254,15 @@ pub(super) fn open_key(
             Err(e) => Err(e),
         }
     };
-    let try_open = |name: &str, key_file: &KeyFile| match key_file.open(password) {
-        Ok(key) => Ok(Some(key)),
+    let try_open = |name: &str, key_file: &KeyFile| match key_file.open_signing(password) {
+        Ok(keys) => Ok(Some(keys)),
         Err(e) if e.kind() == ErrorKind::WrongPassword => Ok(None),
         Err(e) => Err(e.context(format!("key file {name}"))),
     };
     for name in first {
         if let Some(key_file) = decode(&name)? {
-            if let Some(key) = try_open(&name, &key_file)? {
-                return Ok((name, key));
+            if let Some((key, signing)) = try_open(&name, &key_file)? {
+                return Ok((name, key, signing));
             }
         }
     }
@@ -276,8 +277,8 @@ pub(super) fn open_key(
     }
     cheapest_first(&mut others);
     for (name, key_file) in others {
-        if let Some(key) = try_open(&name, &key_file)? {
-            return Ok((name, key));
+        if let Some((key, signing)) = try_open(&name, &key_file)? {
+            return Ok((name, key, signing));
         }
     }
     if damaged == total {

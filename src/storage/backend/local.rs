@@ -290,6 +290,7 @@ impl Backend for LocalBackend {
             FileKind::Snapshot,
             FileKind::Index,
             FileKind::Lock,
+            FileKind::Audit,
         ] {
             mk(self.root.join(kind.dir()))?;
         }
@@ -305,6 +306,11 @@ impl Backend for LocalBackend {
         let dir = target
             .parent()
             .expect("repository files live in a directory");
+        // Repositories made before the audit log have no `audit/` yet.
+        if kind == FileKind::Audit && !dir.is_dir() {
+            create_private_dir(dir)?;
+            sync_dir(&self.root)?;
+        }
         let temp = temp_path(dir);
         let write = || -> std::io::Result<()> {
             full_disk_hook(kind)?;
@@ -445,6 +451,10 @@ impl Backend for LocalBackend {
                     }
                 }
                 dirs
+            }
+            // Not yet made (a repository from before the audit log).
+            FileKind::Audit if fs::symlink_metadata(self.root.join(kind.dir())).is_err() => {
+                return Ok(vec![])
             }
             _ => {
                 let dir = self.root.join(kind.dir());
