@@ -17,15 +17,23 @@ pub(crate) fn backend(cli: &Cli) -> anyhow::Result<Arc<dyn cairn::Backend>> {
         .repo
         .as_ref()
         .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))?;
-    backend_at(repo)
+    backend_at(repo, cli.connections)
 }
 
 /// The backend a repository location names: `s3:…` (restic's form) or a
 /// local directory. The repository and `copy`'s source both go through it.
-fn backend_at(location: &Path) -> anyhow::Result<Arc<dyn cairn::Backend>> {
+/// `connections`: `--connections` (S3 only).
+fn backend_at(
+    location: &Path,
+    connections: Option<u16>,
+) -> anyhow::Result<Arc<dyn cairn::Backend>> {
     if let Some(s3) = location.to_str().filter(|r| r.starts_with("s3:")) {
         let location = cairn::storage::backend::S3Location::parse(s3)?;
-        return Ok(Arc::new(cairn::storage::backend::S3Backend::new(location)?));
+        let mut backend = cairn::storage::backend::S3Backend::new(location)?;
+        if let Some(n) = connections {
+            backend = backend.with_connections(usize::from(n));
+        }
+        return Ok(Arc::new(backend));
     }
     Ok(Arc::new(LocalBackend::new(location)))
 }
@@ -122,7 +130,7 @@ pub(crate) fn open_source(
     let location = from.from_repo.as_ref().ok_or_else(|| {
         anyhow!("no source repository given: use --from-repo or set CAIRN_FROM_REPOSITORY")
     })?;
-    let backend = backend_at(location)?;
+    let backend = backend_at(location, cli.connections)?;
     if !backend.exists()? {
         return Err(cairn::Error::new(
             ErrorKind::RepositoryNotFound,

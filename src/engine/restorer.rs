@@ -22,6 +22,8 @@ pub use content::dump;
 use crate::engine::metadata::{self, Apply, Stat};
 use crate::engine::repository::Repository;
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::id::BlobId;
+use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::sys::at::{self, Handle};
@@ -86,7 +88,23 @@ struct Restorer<'r> {
     /// first was restored.
     hardlinks: HashMap<(u64, u64), FirstLink>,
     outcome: RestoreOutcome,
+    /// The backend is remote: files and trees are read in batches
+    /// (`BlobReader`), not one blob per request.
+    remote: bool,
+    /// Subtrees read ahead of the walk on a remote backend, taken when
+    /// their directory is entered.
+    trees: HashMap<BlobId, Tree>,
 }
+
+/// On a remote backend, plain files of a directory are restored in batches
+/// whose blobs are fetched together: up to this many bytes of content (the
+/// plaintext held at once) or `BATCH_FILES` files.
+const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+const BATCH_FILES: usize = 4096;
+
+/// On a remote backend, the subtrees of a directory are read ahead in one
+/// batch when it is entered, at most this many (the rest one at a time).
+const PREFETCH_TREES: usize = 1024;
 
 /// A directory being restored.
 struct Frame {
@@ -176,6 +194,8 @@ fn restore_into(
         root,
         hardlinks: HashMap::new(),
         outcome: RestoreOutcome::default(),
+        remote: repo.blob_reader().remote(),
+        trees: HashMap::new(),
     };
     let root_dir = || {
         restorer
@@ -218,6 +238,7 @@ impl Restorer<'_> {
     /// stack that was moved away, stops it; other errors are recorded.
     fn run(&mut self, root: Frame) -> Result<()> {
         let ctx = self.repo.context();
+        self.prefetch_subtrees(&root.tree)?;
         let mut stack = vec![root];
         while let Some(top) = stack.last_mut() {
             ctx.check_interrupt()?;
@@ -256,6 +277,7 @@ impl Restorer<'_> {
             }
             match self.enter_dir(dir.as_fd(), node, path) {
                 Ok(frame) => {
+                    self.prefetch_subtrees(&frame.tree)?;
                     stack.push(frame);
                     if stack.len() > HELD_DIRS {
                         let far = stack.len() - 1 - HELD_DIRS;
@@ -287,8 +309,44 @@ impl Restorer<'_> {
         self.outcome.dirs += 1;
         // Test hook: the directory is there and held; its entries are not.
         crate::failpoint::pause!("restore-dir-ready");
-        let tree = self.repo.load_tree(&node.subtree.expect("validated dir"))?;
+        let id = node.subtree.expect("validated dir");
+        let tree = match self.trees.remove(&id) {
+            Some(tree) => tree,
+            None => self.repo.load_tree(&id)?,
+        };
         Frame::new(dir, tree, path, Some(node.clone()))
+    }
+
+    /// On a remote backend, reads the subtrees of `tree`'s directories in
+    /// one batch, so entering each costs no request of its own. Best
+    /// effort: a subtree that cannot be read here is read again (and its
+    /// error recorded) when its directory is entered.
+    fn prefetch_subtrees(&mut self, tree: &Tree) -> Result<()> {
+        if !self.remote {
+            return Ok(());
+        }
+        let ids: Vec<BlobId> = tree
+            .nodes
+            .iter()
+            .filter_map(|n| n.subtree)
+            .filter(|id| !self.trees.contains_key(id))
+            .take(PREFETCH_TREES)
+            .collect();
+        if ids.len() < 2 {
+            return Ok(());
+        }
+        match self.repo.blob_reader().read(BlobKind::Tree, &ids) {
+            Ok(blobs) => {
+                for (id, bytes) in ids.into_iter().zip(blobs) {
+                    if let Ok(tree) = Tree::decode(&bytes) {
+                        self.trees.insert(id, tree);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => Err(e),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Mode and mtime last: creating entries changes the mtime, and a
@@ -309,14 +367,70 @@ impl Restorer<'_> {
         dir: BorrowedFd<'_>,
         dir_path: &Path,
     ) -> Result<()> {
+        if self.remote {
+            let mut rest = nodes;
+            while !rest.is_empty() {
+                let mut bytes = 0;
+                let batch = rest
+                    .iter()
+                    .take(BATCH_FILES)
+                    .take_while(|n| {
+                        let first = bytes == 0;
+                        bytes += n.size.max(1);
+                        first || bytes <= BATCH_BYTES
+                    })
+                    .count();
+                let read = self.read_batch(&rest[..batch])?;
+                self.write_plain_files(&rest[..batch], read, dir, dir_path)?;
+                rest = &rest[batch..];
+            }
+            return Ok(());
+        }
+        let unread = nodes.iter().map(|_| None).collect();
+        self.write_plain_files(nodes, unread, dir, dir_path)
+    }
+
+    /// The blobs of each file of a batch whose content fits in one window,
+    /// read together (remote backends). `None` for the larger ones, which
+    /// are read window by window, and for all when the batch read failed:
+    /// each file is then read on its own and its problem recorded.
+    fn read_batch(&self, nodes: &[Node]) -> Result<Vec<Option<Vec<Vec<u8>>>>> {
+        let reader = self.repo.blob_reader();
+        let window = content::window_blobs(&reader);
+        let small = |n: &Node| n.content.len() <= window;
+        let ids: Vec<BlobId> = nodes
+            .iter()
+            .filter(|n| small(n))
+            .flat_map(|n| n.content.iter().copied())
+            .collect();
+        let mut blobs = match reader.read(BlobKind::Data, &ids) {
+            Ok(blobs) => blobs.into_iter(),
+            Err(e) if e.kind() == ErrorKind::Interrupted => return Err(e),
+            Err(_) => return Ok(nodes.iter().map(|_| None).collect()),
+        };
+        Ok(nodes
+            .iter()
+            .map(|n| small(n).then(|| blobs.by_ref().take(n.content.len()).collect()))
+            .collect())
+    }
+
+    /// Writes plain files in parallel, with their blobs when already read.
+    fn write_plain_files(
+        &mut self,
+        nodes: &[Node],
+        read: Vec<Option<Vec<Vec<u8>>>>,
+        dir: BorrowedFd<'_>,
+        dir_path: &Path,
+    ) -> Result<()> {
         let ctx = self.repo.context();
         let (repo, apply) = (self.repo, self.apply);
         let results: Vec<Result<(Option<u64>, Vec<String>)>> = nodes
             .par_iter()
-            .map(|node| {
+            .zip(read)
+            .map(|(node, blobs)| {
                 ctx.check_interrupt()?;
                 let path = dir_path.join(name_of(node));
-                match write_file(repo, dir, node, &path, apply) {
+                match write_file(repo, dir, node, &path, apply, blobs) {
                     Ok((written, problems, _)) => Ok((Some(written), problems)),
                     Err(e) if e.kind() == ErrorKind::Interrupted => Err(e),
                     Err(e) => Ok((None, vec![e.to_string()])),
@@ -379,7 +493,7 @@ impl Restorer<'_> {
                 return Ok(Vec::new());
             }
         }
-        let (written, problems, file) = write_file(self.repo, dir, node, path, self.apply)?;
+        let (written, problems, file) = write_file(self.repo, dir, node, path, self.apply, None)?;
         if node.links > 1 {
             let meta = file
                 .metadata()
@@ -488,13 +602,17 @@ fn write_file(
     node: &Node,
     path: &Path,
     apply: Apply,
+    blobs: Option<Vec<Vec<u8>>>,
 ) -> Result<(u64, Vec<String>, File)> {
     let name = name_of(node);
     make_way(dir, name);
     let mut file = at::create_file(dir, name, 0o600)
         .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
-    let written = content::write_content(repo, &node.content, &mut file)
-        .map_err(|e| e.context(path.display()))?;
+    let written = match blobs {
+        Some(blobs) => content::write_read_content(repo, &blobs, &mut file),
+        None => content::write_content(repo, &node.content, &mut file),
+    }
+    .map_err(|e| e.context(path.display()))?;
     if written != node.size {
         return Err(Error::corrupt(format!(
             "{}: restored {written} bytes but the snapshot records {}",

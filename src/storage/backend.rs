@@ -147,6 +147,17 @@ pub trait Backend: Send + Sync {
     fn modified(&self, _kind: FileKind, _name: &str) -> Result<Option<std::time::SystemTime>> {
         Ok(None)
     }
+
+    /// How many requests to keep running at once against this backend when
+    /// there are many (pack uploads in a backup, ranged reads in a restore
+    /// or `check --read-data`), on IO threads of their own: `Some(n)` for a
+    /// remote backend, where each request waits on the network far longer
+    /// than it computes. `None` (the default) for a local one, whose reads
+    /// and writes are system calls made on the CPU pool's threads as they
+    /// always were.
+    fn connections(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The error of `get_bounded` for a file over its bound, the same from
