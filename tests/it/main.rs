@@ -32,6 +32,7 @@ mod progress;
 mod prune;
 mod restore_safety;
 mod s3;
+mod s3_data;
 mod s3_server;
 mod secrets;
 mod selectors;

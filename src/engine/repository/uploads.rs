@@ -26,6 +26,8 @@ pub(super) struct Uploaded {
 struct Job {
     pack: IndexPack,
     bytes: Vec<u8>,
+    /// 0 for the writer's first pack, 1 for the next, …
+    number: u64,
 }
 
 pub(super) struct Uploads {
@@ -39,6 +41,7 @@ pub(super) struct Uploads {
     /// Started on the first upload, up to `limit`.
     threads: Vec<JoinHandle<()>>,
     in_flight: usize,
+    submitted: u64,
 }
 
 impl Uploads {
@@ -54,6 +57,7 @@ impl Uploads {
             done,
             threads: Vec::new(),
             in_flight: 0,
+            submitted: 0,
         }
     }
 
@@ -72,9 +76,15 @@ impl Uploads {
             .jobs
             .as_ref()
             .expect("not closed while the writer runs");
-        jobs.send(Job { pack, bytes })
-            .map_err(|_| Error::new(ErrorKind::Io, "the pack upload threads stopped"))?;
+        let number = self.submitted;
+        jobs.send(Job {
+            pack,
+            bytes,
+            number,
+        })
+        .map_err(|_| Error::new(ErrorKind::Io, "the pack upload threads stopped"))?;
         self.in_flight += 1;
+        self.submitted += 1;
         Ok(finished)
     }
 
@@ -113,14 +123,18 @@ impl Uploads {
             .name("cairn-upload".into())
             .spawn(move || loop {
                 let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                let Ok(Job { pack, bytes }) = job else {
+                let Ok(Job {
+                    pack,
+                    bytes,
+                    number,
+                }) = job
+                else {
                     break;
                 };
-                let result = if crate::failpoint::is_set!("pack-upload-error")
-                    && pack.id.to_hex().starts_with(['0', '1', '2', '3'])
-                {
-                    // A quarter of the packs (by name) fail, to test that
-                    // one failed upload among several fails the backup.
+                let result = if number == 2 && crate::failpoint::is_set!("third-upload-error") {
+                    // Test hook: the writer's third upload fails, after
+                    // the ones handed over later have had time to succeed.
+                    std::thread::sleep(std::time::Duration::from_millis(200));
                     Err(Error::new(ErrorKind::Io, "injected upload error"))
                 } else {
                     backend.put(FileKind::Pack, &pack.id.to_hex(), &bytes)
