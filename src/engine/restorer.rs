@@ -16,6 +16,7 @@
 //! directory descriptors on it.
 
 mod content;
+mod remote;
 
 pub use content::dump;
 
@@ -23,7 +24,6 @@ use crate::engine::metadata::{self, Apply, Stat};
 use crate::engine::repository::Repository;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::id::BlobId;
-use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::sys::at::{self, Handle};
@@ -94,17 +94,10 @@ struct Restorer<'r> {
     /// Subtrees read ahead of the walk on a remote backend, taken when
     /// their directory is entered.
     trees: HashMap<BlobId, Tree>,
+    /// File content read ahead of the walk on a remote backend, with how
+    /// many more files of the plan use each blob (`remote.rs`).
+    ahead: HashMap<BlobId, (Vec<u8>, usize)>,
 }
-
-/// On a remote backend, plain files of a directory are restored in batches
-/// whose blobs are fetched together: up to this many bytes of content (the
-/// plaintext held at once) or `BATCH_FILES` files.
-const BATCH_BYTES: u64 = 16 * 1024 * 1024;
-const BATCH_FILES: usize = 4096;
-
-/// On a remote backend, the subtrees of a directory are read ahead in one
-/// batch when it is entered, at most this many (the rest one at a time).
-const PREFETCH_TREES: usize = 1024;
 
 /// A directory being restored.
 struct Frame {
@@ -196,6 +189,7 @@ fn restore_into(
         outcome: RestoreOutcome::default(),
         remote: repo.blob_reader().remote(),
         trees: HashMap::new(),
+        ahead: HashMap::new(),
     };
     let root_dir = || {
         restorer
@@ -224,11 +218,11 @@ fn restore_into(
 }
 
 /// A file that needs no hard-link bookkeeping: restored in parallel runs.
-fn plain(n: &Node) -> bool {
+pub(super) fn plain(n: &Node) -> bool {
     n.kind == NodeKind::File && n.links <= 1
 }
 
-fn name_of(node: &Node) -> &OsStr {
+pub(super) fn name_of(node: &Node) -> &OsStr {
     OsStr::from_bytes(&node.name.0)
 }
 
@@ -238,7 +232,7 @@ impl Restorer<'_> {
     /// stack that was moved away, stops it; other errors are recorded.
     fn run(&mut self, root: Frame) -> Result<()> {
         let ctx = self.repo.context();
-        self.prefetch_subtrees(&root.tree)?;
+        self.prefetch_all_trees(&root.tree)?;
         let mut stack = vec![root];
         while let Some(top) = stack.last_mut() {
             ctx.check_interrupt()?;
@@ -254,18 +248,27 @@ impl Restorer<'_> {
                 self.finish_dir(&done);
                 continue;
             }
-            let dir = top.dir.as_ref().expect("the top frame holds its directory");
             let at = top.next;
-            let nodes = &top.tree.nodes[at..];
-            if plain(&nodes[0]) {
+            if plain(&top.tree.nodes[at]) {
                 // Runs of plain files (no hard links to track) are restored
                 // in parallel: a tree of small files is bound by creating
                 // files and setting their metadata, which runs on every core.
-                let run = nodes.iter().take_while(|n| plain(n)).count();
-                self.restore_plain_files(&nodes[..run], dir.as_fd(), &top.path)?;
-                top.next += run;
+                let run = top.tree.nodes[at..].iter().take_while(|n| plain(n)).count();
+                if self.remote {
+                    self.restore_remote_files(&stack, run)?;
+                } else {
+                    let top = stack.last().expect("the loop saw a frame");
+                    let dir = top.dir.as_ref().expect("the top frame holds its directory");
+                    self.restore_plain_files(
+                        &top.tree.nodes[at..at + run],
+                        dir.as_fd(),
+                        &top.path,
+                    )?;
+                }
+                stack.last_mut().expect("the loop saw a frame").next += run;
                 continue;
             }
+            let dir = top.dir.as_ref().expect("the top frame holds its directory");
             top.next += 1;
             let node = &top.tree.nodes[at];
             let path = top.path.join(name_of(node));
@@ -317,38 +320,6 @@ impl Restorer<'_> {
         Frame::new(dir, tree, path, Some(node.clone()))
     }
 
-    /// On a remote backend, reads the subtrees of `tree`'s directories in
-    /// one batch, so entering each costs no request of its own. Best
-    /// effort: a subtree that cannot be read here is read again (and its
-    /// error recorded) when its directory is entered.
-    fn prefetch_subtrees(&mut self, tree: &Tree) -> Result<()> {
-        if !self.remote {
-            return Ok(());
-        }
-        let ids: Vec<BlobId> = tree
-            .nodes
-            .iter()
-            .filter_map(|n| n.subtree)
-            .filter(|id| !self.trees.contains_key(id))
-            .take(PREFETCH_TREES)
-            .collect();
-        if ids.len() < 2 {
-            return Ok(());
-        }
-        match self.repo.blob_reader().read(BlobKind::Tree, &ids) {
-            Ok(blobs) => {
-                for (id, bytes) in ids.into_iter().zip(blobs) {
-                    if let Ok(tree) = Tree::decode(&bytes) {
-                        self.trees.insert(id, tree);
-                    }
-                }
-                Ok(())
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => Err(e),
-            Err(_) => Ok(()),
-        }
-    }
-
     /// Mode and mtime last: creating entries changes the mtime, and a
     /// read-only mode would have stopped us creating them.
     fn finish_dir(&mut self, frame: &Frame) {
@@ -359,63 +330,20 @@ impl Restorer<'_> {
     }
 
     /// Restores files that are not hard links, several at once, into
-    /// `dir`. Only an interruption is returned as an error; the rest are
-    /// recorded.
+    /// `dir`, on a local backend. Only an interruption is returned as an
+    /// error; the rest are recorded.
     fn restore_plain_files(
         &mut self,
         nodes: &[Node],
         dir: BorrowedFd<'_>,
         dir_path: &Path,
     ) -> Result<()> {
-        if self.remote {
-            let mut rest = nodes;
-            while !rest.is_empty() {
-                let mut bytes = 0;
-                let batch = rest
-                    .iter()
-                    .take(BATCH_FILES)
-                    .take_while(|n| {
-                        let first = bytes == 0;
-                        bytes += n.size.max(1);
-                        first || bytes <= BATCH_BYTES
-                    })
-                    .count();
-                let read = self.read_batch(&rest[..batch])?;
-                self.write_plain_files(&rest[..batch], read, dir, dir_path)?;
-                rest = &rest[batch..];
-            }
-            return Ok(());
-        }
         let unread = nodes.iter().map(|_| None).collect();
         self.write_plain_files(nodes, unread, dir, dir_path)
     }
 
-    /// The blobs of each file of a batch whose content fits in one window,
-    /// read together (remote backends). `None` for the larger ones, which
-    /// are read window by window, and for all when the batch read failed:
-    /// each file is then read on its own and its problem recorded.
-    fn read_batch(&self, nodes: &[Node]) -> Result<Vec<Option<Vec<Vec<u8>>>>> {
-        let reader = self.repo.blob_reader();
-        let window = content::window_blobs(&reader);
-        let small = |n: &Node| n.content.len() <= window;
-        let ids: Vec<BlobId> = nodes
-            .iter()
-            .filter(|n| small(n))
-            .flat_map(|n| n.content.iter().copied())
-            .collect();
-        let mut blobs = match reader.read(BlobKind::Data, &ids) {
-            Ok(blobs) => blobs.into_iter(),
-            Err(e) if e.kind() == ErrorKind::Interrupted => return Err(e),
-            Err(_) => return Ok(nodes.iter().map(|_| None).collect()),
-        };
-        Ok(nodes
-            .iter()
-            .map(|n| small(n).then(|| blobs.by_ref().take(n.content.len()).collect()))
-            .collect())
-    }
-
     /// Writes plain files in parallel, with their blobs when already read.
-    fn write_plain_files(
+    pub(super) fn write_plain_files(
         &mut self,
         nodes: &[Node],
         read: Vec<Option<Vec<Vec<u8>>>>,
