@@ -159,7 +159,8 @@ for rep in $(seq 1 "$reps"); do
     if [ $kind = dump ]; then
       cmp "$dump" "$out/cairn/dump.sql" && cmp "$dump" "$out/restic/dump.sql"
     else
-      diff -rq "$tree" "$out/cairn$tree" >/dev/null && diff -rq "$tree" "$out/restic$tree" >/dev/null \
+      diff -rq --no-dereference "$tree" "$out/cairn$tree" >/dev/null \
+        && diff -rq --no-dereference "$tree" "$out/restic$tree" >/dev/null \
         || { echo "tree restore mismatch" >&2; exit 1; }
     fi
     rm -rf "$out"

@@ -23,7 +23,7 @@ pub const RANGE_GAP_MAX: u64 = 256 * 1024;
 /// is still read whole): small enough that `connections` reads in flight
 /// stay a bounded amount of memory, large enough that a request's latency
 /// is small against its transfer.
-pub const RANGE_LEN_MAX: u64 = 8 * 1024 * 1024;
+pub const RANGE_LEN_MAX: u64 = 4 * 1024 * 1024;
 
 /// One ranged read of a pack and the blobs it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]

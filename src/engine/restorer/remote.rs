@@ -24,7 +24,7 @@ use std::os::fd::AsFd;
 
 /// File content read ahead at once: the plaintext held (plus what is being
 /// written), and enough ranged reads to keep the connections busy.
-const AHEAD_BYTES: u64 = 32 * 1024 * 1024;
+const AHEAD_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Most files in one read-ahead, and written in parallel at once.
 const AHEAD_FILES: usize = 4096;
