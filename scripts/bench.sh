@@ -30,9 +30,15 @@
 # into a repository whose index already names BLOBS blobs (default 5
 # million; made cheaply by benches/index_scaling.rs) and into an empty one,
 # to compare cairn's peak memory.
+#
+# --s3 runs the object-storage mode instead (scripts/bench_s3.sh: cairn and
+# restic on one Garage server started on a free loopback port).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_root=$PWD
+for arg in "$@"; do
+  [ "$arg" = --s3 ] && exec bash scripts/bench_s3.sh "$@"
+done
 
 quick=0 data_only=0 report_only=0 scaling_only=0 scaling=0 reps="" nights=2 write_doc=1 work=/tmp/cairn-bench
 while [ $# -gt 0 ]; do

@@ -60,6 +60,12 @@ pub(crate) struct Cli {
     /// Prometheus textfile (see docs/monitoring.md).
     #[arg(long, env = "CAIRN_METRICS_FILE", global = true, value_name = "PATH")]
     pub(crate) metrics_file: Option<PathBuf>,
+    /// Requests to run at once against an S3 repository: parallel pack
+    /// uploads and ranged reads (default 5; a backup holds up to N packs in
+    /// memory while they upload). No effect on a local repository.
+    #[arg(long, env = "CAIRN_CONNECTIONS", global = true, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) connections: Option<u16>,
     /// The profile, once loaded.
     #[arg(skip)]
     pub(crate) loaded: Option<cairn::ops::profile::Profile>,

@@ -54,6 +54,7 @@ fn fill(cli: &mut Cli, p: Profile) -> anyhow::Result<()> {
     if cli.metrics_file.is_none() {
         cli.metrics_file.clone_from(&p.metrics_file);
     }
+    cli.connections = cli.connections.or(p.connections);
     cli.loaded = Some(p);
     Ok(())
 }
@@ -217,6 +218,7 @@ pub(crate) fn run_steps(cli: &Cli) -> anyhow::Result<i32> {
         step_cli.verbose = step_cli.verbose.max(cli.verbose);
         step_cli.retry_lock = step_cli.retry_lock.or(cli.retry_lock);
         step_cli.metrics_file.clone_from(&cli.metrics_file);
+        step_cli.connections = step_cli.connections.or(cli.connections);
         step_cli.profile.clone_from(&cli.profile);
         step_cli.loaded.clone_from(&cli.loaded);
         if !cli.quiet && !cli.json {

@@ -20,15 +20,24 @@ pub(crate) fn backend(cli: &Cli) -> anyhow::Result<Arc<dyn cairn::Backend>> {
     // `check` is there to find damage in the bucket: it reads every file
     // from there, never a local copy.
     let copies = !matches!(cli.command, super::args::Command::Check(_));
-    backend_at(repo, copies)
+    backend_at(repo, copies, cli.connections)
 }
 
 /// The backend a repository location names: `s3:…` (restic's form) or a
 /// local directory. The repository and `copy`'s source both go through it.
-fn backend_at(location: &Path, copies: bool) -> anyhow::Result<Arc<dyn cairn::Backend>> {
+/// `copies`: keep local copies of metadata (`CachedBackend`);
+/// `connections`: `--connections` (S3 only).
+fn backend_at(
+    location: &Path,
+    copies: bool,
+    connections: Option<u16>,
+) -> anyhow::Result<Arc<dyn cairn::Backend>> {
     if let Some(s3) = location.to_str().filter(|r| r.starts_with("s3:")) {
         let location = cairn::storage::backend::S3Location::parse(s3)?;
-        let s3 = cairn::storage::backend::S3Backend::new(location)?;
+        let mut s3 = cairn::storage::backend::S3Backend::new(location)?;
+        if let Some(n) = connections {
+            s3 = s3.with_connections(usize::from(n));
+        }
         // Snapshots, index files and tree packs are kept in the
         // repository's cache directory, checked against their names.
         return Ok(match copies {
@@ -131,7 +140,7 @@ pub(crate) fn open_source(
     let location = from.from_repo.as_ref().ok_or_else(|| {
         anyhow!("no source repository given: use --from-repo or set CAIRN_FROM_REPOSITORY")
     })?;
-    let backend = backend_at(location, true)?;
+    let backend = backend_at(location, true, cli.connections)?;
     if !backend.exists()? {
         return Err(cairn::Error::new(
             ErrorKind::RepositoryNotFound,

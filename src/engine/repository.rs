@@ -327,24 +327,6 @@ impl Repository<Indexed> {
         Tree::decode(&self.read_blob(BlobKind::Tree, id)?)
             .map_err(|e| e.context(format!("tree {id}")))
     }
-
-    /// A writer for new blobs, under `lock` (shared or exclusive).
-    pub fn blob_writer<'r>(&'r self, lock: &'r LockGuard) -> BlobWriter<'r> {
-        BlobWriter {
-            repo: self,
-            lock,
-            data: PackBuilder::new(),
-            tree: PackBuilder::new(),
-            data_file: None,
-            tree_file: None,
-            pending: HashSet::new(),
-            unindexed: Vec::new(),
-            unindexed_blobs: 0,
-            unindexed_bytes: 0,
-            unindexed_since: None,
-            stats: WriteStats::default(),
-        }
-    }
 }
 
 impl<S> Repository<S> {
@@ -818,13 +800,18 @@ pub(crate) struct IndexNotStored {
 
 mod keys;
 mod open;
+mod reader;
+mod uploads;
 mod writer;
 pub use open::{default_cache_root, OpenOptions};
+pub use reader::BlobReader;
 pub use writer::{BlobWriter, WriteStats, Written};
 
 /// What happens without a cache directory, for the warnings.
 const NO_CACHE: &str =
     "the index is kept in memory for this command (slower: it is read again every time)";
 
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod tests;

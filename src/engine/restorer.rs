@@ -16,12 +16,14 @@
 //! directory descriptors on it.
 
 mod content;
+mod remote;
 
 pub use content::dump;
 
 use crate::engine::metadata::{self, Apply, Stat};
 use crate::engine::repository::Repository;
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::id::BlobId;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::sys::at::{self, Handle};
@@ -86,6 +88,15 @@ struct Restorer<'r> {
     /// first was restored.
     hardlinks: HashMap<(u64, u64), FirstLink>,
     outcome: RestoreOutcome,
+    /// The backend is remote: files and trees are read in batches
+    /// (`BlobReader`), not one blob per request.
+    remote: bool,
+    /// Subtrees read ahead of the walk on a remote backend, taken when
+    /// their directory is entered.
+    trees: HashMap<BlobId, Tree>,
+    /// File content read ahead of the walk on a remote backend, with how
+    /// many more files of the plan use each blob (`remote.rs`).
+    ahead: HashMap<BlobId, (Vec<u8>, usize)>,
 }
 
 /// A directory being restored.
@@ -176,6 +187,9 @@ fn restore_into(
         root,
         hardlinks: HashMap::new(),
         outcome: RestoreOutcome::default(),
+        remote: repo.blob_reader().remote(),
+        trees: HashMap::new(),
+        ahead: HashMap::new(),
     };
     let root_dir = || {
         restorer
@@ -204,11 +218,11 @@ fn restore_into(
 }
 
 /// A file that needs no hard-link bookkeeping: restored in parallel runs.
-fn plain(n: &Node) -> bool {
+pub(super) fn plain(n: &Node) -> bool {
     n.kind == NodeKind::File && n.links <= 1
 }
 
-fn name_of(node: &Node) -> &OsStr {
+pub(super) fn name_of(node: &Node) -> &OsStr {
     OsStr::from_bytes(&node.name.0)
 }
 
@@ -218,6 +232,7 @@ impl Restorer<'_> {
     /// stack that was moved away, stops it; other errors are recorded.
     fn run(&mut self, root: Frame) -> Result<()> {
         let ctx = self.repo.context();
+        self.prefetch_all_trees(&root.tree)?;
         let mut stack = vec![root];
         while let Some(top) = stack.last_mut() {
             ctx.check_interrupt()?;
@@ -233,18 +248,27 @@ impl Restorer<'_> {
                 self.finish_dir(&done);
                 continue;
             }
-            let dir = top.dir.as_ref().expect("the top frame holds its directory");
             let at = top.next;
-            let nodes = &top.tree.nodes[at..];
-            if plain(&nodes[0]) {
+            if plain(&top.tree.nodes[at]) {
                 // Runs of plain files (no hard links to track) are restored
                 // in parallel: a tree of small files is bound by creating
                 // files and setting their metadata, which runs on every core.
-                let run = nodes.iter().take_while(|n| plain(n)).count();
-                self.restore_plain_files(&nodes[..run], dir.as_fd(), &top.path)?;
-                top.next += run;
+                let run = top.tree.nodes[at..].iter().take_while(|n| plain(n)).count();
+                if self.remote {
+                    self.restore_remote_files(&stack, run)?;
+                } else {
+                    let top = stack.last().expect("the loop saw a frame");
+                    let dir = top.dir.as_ref().expect("the top frame holds its directory");
+                    self.restore_plain_files(
+                        &top.tree.nodes[at..at + run],
+                        dir.as_fd(),
+                        &top.path,
+                    )?;
+                }
+                stack.last_mut().expect("the loop saw a frame").next += run;
                 continue;
             }
+            let dir = top.dir.as_ref().expect("the top frame holds its directory");
             top.next += 1;
             let node = &top.tree.nodes[at];
             let path = top.path.join(name_of(node));
@@ -256,6 +280,7 @@ impl Restorer<'_> {
             }
             match self.enter_dir(dir.as_fd(), node, path) {
                 Ok(frame) => {
+                    self.prefetch_subtrees(&frame.tree)?;
                     stack.push(frame);
                     if stack.len() > HELD_DIRS {
                         let far = stack.len() - 1 - HELD_DIRS;
@@ -287,7 +312,11 @@ impl Restorer<'_> {
         self.outcome.dirs += 1;
         // Test hook: the directory is there and held; its entries are not.
         crate::failpoint::pause!("restore-dir-ready");
-        let tree = self.repo.load_tree(&node.subtree.expect("validated dir"))?;
+        let id = node.subtree.expect("validated dir");
+        let tree = match self.trees.remove(&id) {
+            Some(tree) => tree,
+            None => self.repo.load_tree(&id)?,
+        };
         Frame::new(dir, tree, path, Some(node.clone()))
     }
 
@@ -301,11 +330,23 @@ impl Restorer<'_> {
     }
 
     /// Restores files that are not hard links, several at once, into
-    /// `dir`. Only an interruption is returned as an error; the rest are
-    /// recorded.
+    /// `dir`, on a local backend. Only an interruption is returned as an
+    /// error; the rest are recorded.
     fn restore_plain_files(
         &mut self,
         nodes: &[Node],
+        dir: BorrowedFd<'_>,
+        dir_path: &Path,
+    ) -> Result<()> {
+        let unread = nodes.iter().map(|_| None).collect();
+        self.write_plain_files(nodes, unread, dir, dir_path)
+    }
+
+    /// Writes plain files in parallel, with their blobs when already read.
+    pub(super) fn write_plain_files(
+        &mut self,
+        nodes: &[Node],
+        read: Vec<Option<Vec<Vec<u8>>>>,
         dir: BorrowedFd<'_>,
         dir_path: &Path,
     ) -> Result<()> {
@@ -313,10 +354,11 @@ impl Restorer<'_> {
         let (repo, apply) = (self.repo, self.apply);
         let results: Vec<Result<(Option<u64>, Vec<String>)>> = nodes
             .par_iter()
-            .map(|node| {
+            .zip(read)
+            .map(|(node, blobs)| {
                 ctx.check_interrupt()?;
                 let path = dir_path.join(name_of(node));
-                match write_file(repo, dir, node, &path, apply) {
+                match write_file(repo, dir, node, &path, apply, blobs) {
                     Ok((written, problems, _)) => Ok((Some(written), problems)),
                     Err(e) if e.kind() == ErrorKind::Interrupted => Err(e),
                     Err(e) => Ok((None, vec![e.to_string()])),
@@ -379,7 +421,7 @@ impl Restorer<'_> {
                 return Ok(Vec::new());
             }
         }
-        let (written, problems, file) = write_file(self.repo, dir, node, path, self.apply)?;
+        let (written, problems, file) = write_file(self.repo, dir, node, path, self.apply, None)?;
         if node.links > 1 {
             let meta = file
                 .metadata()
@@ -488,13 +530,17 @@ fn write_file(
     node: &Node,
     path: &Path,
     apply: Apply,
+    blobs: Option<Vec<Vec<u8>>>,
 ) -> Result<(u64, Vec<String>, File)> {
     let name = name_of(node);
     make_way(dir, name);
     let mut file = at::create_file(dir, name, 0o600)
         .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
-    let written = content::write_content(repo, &node.content, &mut file)
-        .map_err(|e| e.context(path.display()))?;
+    let written = match blobs {
+        Some(blobs) => content::write_read_content(repo, &blobs, &mut file),
+        None => content::write_content(repo, &node.content, &mut file),
+    }
+    .map_err(|e| e.context(path.display()))?;
     if written != node.size {
         return Err(Error::corrupt(format!(
             "{}: restored {written} bytes but the snapshot records {}",

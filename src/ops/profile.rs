@@ -33,6 +33,8 @@ pub struct Profile {
     /// As written (`30m`); the CLI parses it like `--retry-lock`.
     pub retry_lock: Option<String>,
     pub metrics_file: Option<PathBuf>,
+    /// Requests run at once against an S3 repository (`--connections`).
+    pub connections: Option<u16>,
     /// Hostname recorded in this profile's snapshots.
     pub host: Option<String>,
     /// Tags of every snapshot this profile writes.
@@ -108,6 +110,7 @@ struct RawProfile {
     cache_dir: Option<PathBuf>,
     retry_lock: Option<String>,
     metrics_file: Option<PathBuf>,
+    connections: Option<u16>,
     host: Option<String>,
     #[serde(default)]
     tags: Vec<String>,
@@ -371,6 +374,11 @@ impl RawProfile {
                 exclude: s.exclude,
             });
         }
+        if let Some(n) = self.connections {
+            if !(1..=64).contains(&n) {
+                return Err(Error::invalid("connections must be 1 to 64"));
+            }
+        }
         let mut run = Vec::new();
         for step in self.run {
             let words: Vec<String> = step.split_whitespace().map(String::from).collect();
@@ -393,6 +401,7 @@ impl RawProfile {
             cache_dir: self.cache_dir.map(|p| resolve(base, p)),
             retry_lock: self.retry_lock,
             metrics_file: self.metrics_file.map(|p| resolve(base, p)),
+            connections: self.connections,
             host: self.host,
             tags: self.tags,
             exclude: self.exclude,
@@ -419,6 +428,7 @@ mod tests {
 repository = "/srv/backup/repo"
 password-file = "password"
 retry-lock = "30m"
+connections = 8
 host = "db1"
 tags = ["nightly"]
 run = ["backup", "forget  --prune", "check --read-data-subset 1/7"]
@@ -443,6 +453,7 @@ group-by = "host"
         let p = c.profile("nightly").unwrap();
         assert_eq!(p.repository, Some("/srv/backup/repo".into()));
         assert_eq!(p.password_file, Some("/etc/cairn/password".into()));
+        assert_eq!(p.connections, Some(8));
         assert_eq!(p.sources.len(), 2);
         assert_eq!(
             p.sources[1].input,
@@ -492,6 +503,14 @@ group-by = "host"
                 "not both",
             ),
             ("[profile.a]\nrun = [\"run\"]", "cannot be a step"),
+            (
+                "[profile.a]\nconnections = 0",
+                "connections must be 1 to 64",
+            ),
+            (
+                "[profile.a]\nconnections = 65",
+                "connections must be 1 to 64",
+            ),
         ] {
             let e = parse_str(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");

@@ -198,6 +198,17 @@ pub trait Backend: Send + Sync {
     /// (`<cache root>/<repository id>`): a backend that keeps copies of
     /// remote files (`CachedBackend`) keeps them there. Others ignore it.
     fn use_cache_dir(&self, _dir: &std::path::Path) {}
+
+    /// How many requests to keep running at once against this backend when
+    /// there are many (pack uploads in a backup, ranged reads in a restore
+    /// or `check --read-data`), on IO threads of their own: `Some(n)` for a
+    /// remote backend, where each request waits on the network far longer
+    /// than it computes. `None` (the default) for a local one, whose reads
+    /// and writes are system calls made on the CPU pool's threads as they
+    /// always were.
+    fn connections(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The error of `get_bounded` for a file over its bound, the same from

@@ -35,6 +35,7 @@ mod restore_safety;
 mod s3;
 mod s3_ops;
 mod s3_proxy;
+mod s3_data;
 mod s3_server;
 mod secrets;
 mod selectors;

@@ -12,6 +12,8 @@ use crate::format::pack::{self, BlobKind, PackEntry};
 use crate::storage::backend::FileKind;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 /// Compares the pack files with the table: missing and wrongly sized packs
 /// are problems (their blobs that do not lie inside the file are marked
@@ -169,24 +171,36 @@ pub(crate) fn read_packs<S: Sync>(
         .sum();
     ctx.progress()
         .start("reading packs", selected_bytes, selected.len() as u64);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.read_threads.max(1))
-        .build()
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start reader threads: {e}")))?;
     let shared: &Table = table;
-    let results: Vec<Result<PackRead>> = pool.install(|| {
-        selected
-            .par_iter()
-            .map(|&n| {
-                ctx.check_interrupt()?;
-                let read = read_pack(repo, shared, n);
-                let progress = ctx.progress();
-                progress.add_items(1);
-                progress.add_bytes(read.as_ref().map_or(0, |r| r.bytes));
-                read
+    let counted = |read: Result<PackRead>| {
+        let progress = ctx.progress();
+        progress.add_items(1);
+        progress.add_bytes(read.as_ref().map_or(0, |r| r.bytes));
+        read
+    };
+    let results: Vec<Result<PackRead>> = match repo.backend().connections() {
+        Some(connections) => read_remote_packs(repo, shared, &selected, connections)
+            .into_iter()
+            .map(counted)
+            .collect(),
+        None => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(options.read_threads.max(1))
+                .build()
+                .map_err(|e| {
+                    Error::new(ErrorKind::Io, format!("cannot start reader threads: {e}"))
+                })?;
+            pool.install(|| {
+                selected
+                    .par_iter()
+                    .map(|&n| {
+                        ctx.check_interrupt()?;
+                        counted(read_pack(repo, shared, n))
+                    })
+                    .collect()
             })
-            .collect()
-    });
+        }
+    };
     let mut unusable = Vec::new();
     let mut damaged = Vec::new();
     for result in results {
@@ -218,9 +232,59 @@ pub(crate) fn read_packs<S: Sync>(
     Ok(())
 }
 
+/// Reads the selected packs of a remote repository: `connections` IO
+/// threads fetch whole packs while the CPU pool verifies the ones fetched.
+/// Memory: at most `connections` packs being fetched or waiting, plus one
+/// being verified per core. The first error stops the IO threads at their
+/// next pack.
+fn read_remote_packs<S: Sync>(
+    repo: &Repository<S>,
+    table: &Table,
+    selected: &[u32],
+    connections: usize,
+) -> Vec<Result<PackRead>> {
+    let ctx = repo.context();
+    let next = AtomicUsize::new(0);
+    // Rendezvous: a fetched pack waits on its IO thread for the CPU pool.
+    let (tx, rx) = mpsc::sync_channel::<Result<(u32, Fetched)>>(0);
+    std::thread::scope(|scope| {
+        for _ in 0..connections.min(selected.len()) {
+            let (tx, next) = (tx.clone(), &next);
+            scope.spawn(move || {
+                while let Some(&n) = selected.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let got = ctx
+                        .check_interrupt()
+                        .and_then(|()| fetch_pack(repo, table, n))
+                        .map(|fetched| (n, fetched));
+                    let failed = got.is_err();
+                    if tx.send(got).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut results: Vec<Result<PackRead>> = rx
+            .into_iter()
+            .par_bridge()
+            .map(|got| got.map(|(n, fetched)| verify_pack(repo, table, n, fetched)))
+            .collect();
+        // Errors first, so the caller stops at one of them.
+        results.sort_by_key(|r| r.is_ok());
+        results
+    })
+}
+
+/// A pack's bytes, or what reading it found when there are none to verify.
+type Fetched = std::result::Result<Vec<u8>, PackRead>;
+
 fn read_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32) -> Result<PackRead> {
+    let fetched = fetch_pack(repo, table, n)?;
+    Ok(verify_pack(repo, table, n, fetched))
+}
+
+fn fetch_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32) -> Result<Fetched> {
     let id = table.packs[n as usize];
-    let object = Object::pack(&id);
     let mut read = PackRead {
         pack: n,
         bytes: 0,
@@ -231,24 +295,41 @@ fn read_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32) -> Result<Pac
     // Bounded by the largest pack the format allows, so that a huge file
     // is reported damaged rather than read (`Repository::read_pack` reads
     // whatever is there).
-    let bytes =
-        match repo
-            .backend()
-            .get_bounded(FileKind::Pack, &id.to_hex(), pack::PACK_SIZE_MAX as usize)
-        {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(read),
-            Err(e) if e.kind() == ErrorKind::Corrupt => {
-                read.problems.push(Problem {
-                    object,
-                    status: Status::Damaged,
-                    message: e.to_string(),
-                });
-                read.unusable = true;
-                return Ok(read);
-            }
-            Err(e) => return Err(e),
-        };
+    match repo
+        .backend()
+        .get_bounded(FileKind::Pack, &id.to_hex(), pack::PACK_SIZE_MAX as usize)
+    {
+        Ok(bytes) => Ok(Ok(bytes)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Err(read)),
+        Err(e) if e.kind() == ErrorKind::Corrupt => {
+            read.problems.push(Problem {
+                object: Object::pack(&id),
+                status: Status::Damaged,
+                message: e.to_string(),
+            });
+            read.unusable = true;
+            Ok(Err(read))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Verifies a fetched pack: its hash, its header against the index, and
+/// every blob.
+fn verify_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32, fetched: Fetched) -> PackRead {
+    let bytes = match fetched {
+        Ok(bytes) => bytes,
+        Err(read) => return read,
+    };
+    let id = table.packs[n as usize];
+    let object = Object::pack(&id);
+    let mut read = PackRead {
+        pack: n,
+        bytes: 0,
+        problems: Vec::new(),
+        damaged: Vec::new(),
+        unusable: false,
+    };
     read.bytes = bytes.len() as u64;
     if Id::of_file_bytes(&bytes) != id.0 {
         read.problems.push(Problem {
@@ -271,7 +352,7 @@ fn read_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32) -> Result<Pac
                     read.damaged.push((row.entry.kind, row.entry.id));
                 }
             }
-            return Ok(read);
+            return read;
         }
     };
     let mut matched = 0u32;
@@ -311,7 +392,7 @@ fn read_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32) -> Result<Pac
             ),
         });
     }
-    Ok(read)
+    read
 }
 
 fn open_at<S: Sync>(repo: &Repository<S>, pack_bytes: &[u8], entry: &PackEntry) -> Result<Vec<u8>> {

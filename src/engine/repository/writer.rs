@@ -2,6 +2,7 @@
 //! order docs/FORMAT.md requires; and the `Written` token its `finish`
 //! returns, without which no snapshot can be saved.
 
+use super::uploads::{Uploaded, Uploads};
 use super::*;
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,34 @@ pub struct BlobWriter<'r> {
     pub(super) unindexed_bytes: u64,
     pub(super) unindexed_since: Option<Instant>,
     pub stats: WriteStats,
+    /// A remote backend's concurrent pack uploads (`uploads.rs`); `None`
+    /// for a local one, where a pack is streamed to a temp file as it
+    /// fills and stored in the calling thread.
+    uploads: Option<Uploads>,
+}
+
+impl Repository<Indexed> {
+    /// A writer for new blobs, under `lock` (shared or exclusive).
+    pub fn blob_writer<'r>(&'r self, lock: &'r LockGuard) -> BlobWriter<'r> {
+        BlobWriter {
+            repo: self,
+            lock,
+            data: PackBuilder::new(),
+            tree: PackBuilder::new(),
+            data_file: None,
+            tree_file: None,
+            pending: HashSet::new(),
+            unindexed: Vec::new(),
+            unindexed_blobs: 0,
+            unindexed_bytes: 0,
+            unindexed_since: None,
+            stats: WriteStats::default(),
+            uploads: self
+                .backend
+                .connections()
+                .map(|n| Uploads::new(self.backend.clone(), n)),
+        }
+    }
 }
 
 impl<'r> BlobWriter<'r> {
@@ -106,7 +135,8 @@ impl<'r> BlobWriter<'r> {
         builder.add(blob);
         if builder.len() >= self.repo.config.pack_size_target as usize || builder.is_full() {
             self.flush_pack(kind)?;
-        } else if builder.buffered_len() >= PACK_WRITE_PIECE {
+        } else if builder.buffered_len() >= PACK_WRITE_PIECE && self.uploads.is_none() {
+            // Uploads take whole packs: nothing is streamed to a remote one.
             if file.is_none() {
                 *file = Some(self.repo.backend.create_pending(FileKind::Pack)?);
             }
@@ -152,6 +182,18 @@ impl<'r> BlobWriter<'r> {
         self.repo.ensure_locked(self.lock)?;
         let flushed_len = builder.len() - builder.buffered_len();
         let (id, tail, entries) = builder.finish(&self.repo.key);
+        self.stats.packs += 1;
+        // The header and trailer; the blobs were counted by `add`.
+        self.stats.bytes_packed += (flushed_len + tail.len()
+            - entries.iter().map(|e| e.length as usize).sum::<usize>())
+            as u64;
+        let len = (flushed_len + tail.len()) as u64;
+        let pack = IndexPack { id, entries };
+        if let Some(uploads) = &mut self.uploads {
+            // Indexed once uploaded, here or at a later flush or `finish`.
+            let finished = uploads.submit(pack, tail)?;
+            return self.uploaded(finished);
+        }
         match file {
             Some(mut file) => {
                 file.write(&tail)?;
@@ -160,16 +202,34 @@ impl<'r> BlobWriter<'r> {
             // A pack smaller than one piece is written in one go.
             None => self.repo.backend.put(FileKind::Pack, &id.to_hex(), &tail)?,
         }
+        self.stored(pack, len)
+    }
+
+    /// Records finished uploads as stored packs; the first failed one is
+    /// the writer's error (the rest of the finished ones are recorded
+    /// first, so that `Drop` deletes them).
+    fn uploaded(&mut self, finished: Vec<Uploaded>) -> Result<()> {
+        let mut failed = None;
+        for upload in finished {
+            match upload.result {
+                Ok(()) if failed.is_none() => self.stored(upload.pack, upload.len)?,
+                Ok(()) => self.unindexed.push(upload.pack),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// A pack is stored: it waits for an index file, which is written once
+    /// enough packs or time have gathered.
+    fn stored(&mut self, pack: IndexPack, len: u64) -> Result<()> {
         crate::failpoint::hit!("after-pack");
-        self.stats.packs += 1;
-        // The header and trailer; the blobs were counted by `add`.
-        self.stats.bytes_packed += (flushed_len + tail.len()
-            - entries.iter().map(|e| e.length as usize).sum::<usize>())
-            as u64;
-        self.unindexed_blobs += entries.len();
-        self.unindexed_bytes += (flushed_len + tail.len()) as u64;
+        self.unindexed_blobs += pack.entries.len();
+        self.unindexed_bytes += len;
         let since = *self.unindexed_since.get_or_insert_with(Instant::now);
-        self.unindexed.push(IndexPack { id, entries });
+        self.unindexed.push(pack);
         if self.unindexed_blobs >= INDEX_FILE_BLOBS_TARGET
             || self.unindexed_bytes >= index_after_pack_bytes()
             || since.elapsed() >= INDEX_AFTER
@@ -225,6 +285,10 @@ impl<'r> BlobWriter<'r> {
     pub fn finish(mut self) -> Result<Written<'r>> {
         self.flush_pack(BlobKind::Data)?;
         self.flush_pack(BlobKind::Tree)?;
+        if let Some(uploads) = &mut self.uploads {
+            let finished = uploads.wait_all();
+            self.uploaded(finished)?;
+        }
         self.write_index()?;
         debug_assert!(self.pending.is_empty());
         Ok(Written {
@@ -244,6 +308,15 @@ impl Drop for BlobWriter<'_> {
     /// indexed them (`repair index` indexes every pack it finds), and a pack
     /// an index file names must stay. A later prune deletes them.
     fn drop(&mut self) {
+        // Uploads still running are waited for: one that succeeds is a
+        // stored, unindexed pack like the others.
+        if let Some(mut uploads) = self.uploads.take() {
+            for upload in uploads.wait_all() {
+                if upload.result.is_ok() {
+                    self.unindexed.push(upload.pack);
+                }
+            }
+        }
         if self.unindexed.is_empty() || self.repo.ensure_locked(self.lock).is_err() {
             return;
         }

@@ -1,7 +1,7 @@
 //! File content: a restored file's blobs written with holes, and `dump`,
 //! which streams one file's content.
 
-use crate::engine::repository::Repository;
+use crate::engine::repository::{BlobReader, Repository};
 use crate::error::{Error, Result};
 use crate::format::id::BlobId;
 use crate::format::pack::BlobKind;
@@ -16,8 +16,27 @@ use std::io::{IoSlice, Seek, SeekFrom, Write};
 /// at most 1 MiB with the default chunk sizes).
 const READ_WINDOW_BLOBS: usize = 32;
 
+/// The same for a remote backend, where each window is fetched as merged
+/// ranged reads (`BlobReader`) and a larger one keeps `connections` reads
+/// busy: 128 blobs of 64 KiB on average (8 MiB), at most 32 MiB with the
+/// default chunk sizes, and the next window is fetched while one is written.
+const REMOTE_WINDOW_BLOBS: usize = 128;
+
+/// How many blobs of a file are read at once (see above).
+pub(super) fn window_blobs(reader: &BlobReader<'_>) -> usize {
+    if reader.remote() {
+        REMOTE_WINDOW_BLOBS
+    } else {
+        READ_WINDOW_BLOBS
+    }
+}
+
 /// Reads a window of blobs in parallel, in order.
 fn read_window(repo: &Repository, window: &[BlobId]) -> Result<Vec<Vec<u8>>> {
+    let reader = repo.blob_reader();
+    if reader.remote() {
+        return reader.read(BlobKind::Data, window);
+    }
     if window.len() == 1 {
         return Ok(vec![repo.read_blob(BlobKind::Data, &window[0])?]);
     }
@@ -25,6 +44,21 @@ fn read_window(repo: &Repository, window: &[BlobId]) -> Result<Vec<Vec<u8>>> {
         .par_iter()
         .map(|id| repo.read_blob(BlobKind::Data, id))
         .collect()
+}
+
+/// Writes a file whose blobs were all read already (a batch of small
+/// files read together from a remote backend).
+pub(super) fn write_read_content(
+    repo: &Repository,
+    blobs: &[Vec<u8>],
+    file: &mut File,
+) -> Result<u64> {
+    write_sparse(file, blobs, 0)?;
+    let written: u64 = blobs.iter().map(|b| b.len() as u64).sum();
+    repo.context().progress().add_bytes(written);
+    file.set_len(written)
+        .map_err(|e| Error::io("cannot set length", e))?;
+    Ok(written)
 }
 
 /// Writes a file's blobs in order, leaving all-zero blocks as holes; the
@@ -42,7 +76,7 @@ pub(super) fn write_content(repo: &Repository, content: &[BlobId], file: &mut Fi
         ctx.progress().add_bytes(n);
         Ok(n)
     };
-    for window in content.chunks(READ_WINDOW_BLOBS) {
+    for window in content.chunks(window_blobs(&repo.blob_reader())) {
         ctx.check_interrupt()?;
         if ready.is_empty() {
             // The first window (most files have only one): nothing to
@@ -193,7 +227,7 @@ fn dump_content(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<u
     let ctx = repo.context();
     let progress = ctx.progress();
     let mut written = 0u64;
-    for window in node.content.chunks(READ_WINDOW_BLOBS) {
+    for window in node.content.chunks(window_blobs(&repo.blob_reader())) {
         ctx.check_interrupt()?;
         for data in read_window(repo, window)? {
             out.write_all(&data)

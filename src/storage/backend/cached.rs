@@ -391,6 +391,10 @@ impl<B: Backend> Backend for CachedBackend<B> {
         self.inner.probe_conditional_writes()
     }
 
+    fn connections(&self) -> Option<usize> {
+        self.inner.connections()
+    }
+
     fn use_cache_dir(&self, dir: &Path) {
         let _ = self.dir.set(dir.to_path_buf());
         self.inner.use_cache_dir(dir);

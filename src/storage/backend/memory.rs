@@ -16,6 +16,9 @@ use std::time::SystemTime;
 #[derive(Default)]
 pub struct MemoryBackend {
     state: Mutex<State>,
+    /// What `Backend::connections` answers: set by tests that want the
+    /// remote data path (IO threads, concurrent uploads) without a server.
+    connections: Option<usize>,
 }
 
 #[derive(Default)]
@@ -32,6 +35,15 @@ impl MemoryBackend {
     /// `Repository::init` calls) prepares it for files.
     pub fn new() -> MemoryBackend {
         MemoryBackend::default()
+    }
+
+    /// A memory backend that asks for `n` concurrent requests, as a remote
+    /// one does: the engine then reads and uploads on IO threads.
+    pub fn with_connections(n: usize) -> MemoryBackend {
+        MemoryBackend {
+            connections: Some(n.max(1)),
+            ..MemoryBackend::default()
+        }
     }
 
     /// The state, also after a thread panicked holding it: each method
@@ -94,6 +106,10 @@ fn missing(kind: FileKind, name: &str) -> Error {
 impl Backend for MemoryBackend {
     fn location(&self) -> String {
         "memory".into()
+    }
+
+    fn connections(&self) -> Option<usize> {
+        self.connections
     }
 
     fn exists(&self) -> Result<bool> {

@@ -114,7 +114,17 @@ pub struct S3Backend {
     runtime: tokio::runtime::Runtime,
     /// Probed once per process, at `create` or at the first `put_new`.
     conditional: OnceLock<ConditionalWrites>,
+    /// Requests the engine runs at once (`with_connections`).
+    connections: usize,
 }
+
+/// Requests run at once against a bucket unless `--connections` says
+/// otherwise: restic's default too. docs/recipes.md says how to size it.
+pub const CONNECTIONS_DEFAULT: usize = 5;
+
+/// The most `--connections` takes: each connection may hold a pack in
+/// memory (a backup's uploads, `check --read-data`'s reads).
+pub const CONNECTIONS_MAX: usize = 64;
 
 /// The one retry policy for every request: exponential backoff from 100 ms
 /// up to 15 s, with jitter, for at most `RETRY_TOTAL` (or
@@ -183,7 +193,17 @@ impl S3Backend {
             store,
             runtime,
             conditional: OnceLock::new(),
+            connections: CONNECTIONS_DEFAULT,
         })
+    }
+
+    /// Runs up to `n` requests at once (1 to `CONNECTIONS_MAX`): parallel
+    /// pack uploads in a backup and ranged reads in a restore and `check
+    /// --read-data`. A backup holds up to `n` packs in memory while they
+    /// upload, so memory grows by `n` × the pack size.
+    pub fn with_connections(mut self, n: usize) -> S3Backend {
+        self.connections = n.clamp(1, CONNECTIONS_MAX);
+        self
     }
 
     /// Whether the server enforces `If-None-Match: *`, probed once (by
@@ -348,6 +368,10 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
 impl Backend for S3Backend {
     fn location(&self) -> String {
         self.location.to_string()
+    }
+
+    fn connections(&self) -> Option<usize> {
+        Some(self.connections)
     }
 
     fn exists(&self) -> Result<bool> {
