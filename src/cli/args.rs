@@ -225,6 +225,10 @@ pub(crate) struct PruneArgs {
     /// Show what would be deleted and repacked; change nothing.
     #[arg(short = 'n', long)]
     pub(crate) dry_run: bool,
+    /// Memory for the blob table (e.g. 256M; default 64M); a larger
+    /// table goes to the cache directory.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) memory: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -261,6 +265,10 @@ pub(crate) struct CheckArgs {
     /// of its bytes); with --read-data, packs too.
     #[arg(long)]
     pub(crate) no_password: bool,
+    /// Memory for the blob table (e.g. 256M; default 64M); a larger
+    /// table goes to the cache directory.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) memory: Option<String>,
 }
 
 #[derive(Args)]

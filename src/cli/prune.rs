@@ -14,6 +14,11 @@ pub(crate) fn prune(cli: &Cli, args: &PruneArgs) -> anyhow::Result<i32> {
             .map(cairn::units::parse_size)
             .transpose()?,
         dry_run: args.dry_run,
+        memory: args
+            .memory
+            .as_deref()
+            .map(cairn::units::parse_size)
+            .transpose()?,
     };
     let repo = open(cli)?;
     let lock = lock_exclusive(cli, &repo)?;
