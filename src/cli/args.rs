@@ -229,6 +229,10 @@ pub(crate) struct PruneArgs {
     /// table goes to the cache directory.
     #[arg(long, value_name = "SIZE")]
     pub(crate) memory: Option<String>,
+    /// Leave packs under half the target size as they are (by default two
+    /// or more of one kind are rewritten together).
+    #[arg(long)]
+    pub(crate) no_repack_small: bool,
 }
 
 #[derive(Subcommand)]

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::id::{IndexId, PackId};
 use crate::format::index_file::INDEX_FILE_BLOBS_TARGET;
 use crate::format::index_file::{IndexFile, IndexPack};
-use crate::format::pack::{self, PackBuilder, SealedBlob};
+use crate::format::pack::{self, BlobKind, PackBuilder, SealedBlob};
 use crate::storage::backend::FileKind;
 use crate::storage::lock::{self, ExclusiveLock, LockGuard};
 use serde::Serialize;
@@ -67,6 +67,9 @@ pub struct PruneOptions {
     /// Bytes the blob table may hold in memory before it goes to the
     /// cache directory (`None`: `TABLE_MEMORY_DEFAULT`).
     pub memory: Option<u64>,
+    /// Rewrite packs under half the target size together (restic's
+    /// `--repack-small`), when a kind of blob has two or more of them.
+    pub repack_small: bool,
 }
 
 impl Default for PruneOptions {
@@ -76,6 +79,7 @@ impl Default for PruneOptions {
             max_repack_bytes: None,
             dry_run: false,
             memory: None,
+            repack_small: true,
         }
     }
 }
@@ -93,6 +97,8 @@ pub struct PruneOutcome {
     pub packs_deleted: u64,
     /// Partly used packs whose used blobs were copied to new packs.
     pub packs_repacked: u64,
+    /// Of those, packs repacked because they were small (`repack_small`).
+    pub packs_repacked_small: u64,
     /// Packs no index names (left by interrupted backups), deleted.
     pub packs_unindexed_deleted: u64,
     /// Packs no index names that are younger than the minimum age
@@ -155,7 +161,10 @@ pub fn prune(
     // range. Every other row is unused data.
     let mut used_bytes = vec![0u64; pack_count];
     let mut used_blobs = vec![0u32; pack_count];
+    // A pack's kind: a writer's packs hold one kind of blob each.
+    let mut tree_pack = vec![false; pack_count];
     for_each_keeper(table, |row, keeper| {
+        tree_pack[row.pack as usize] = row.entry.kind == BlobKind::Tree;
         let length = u64::from(row.entry.length);
         if keeper {
             used_bytes[row.pack as usize] += length;
@@ -212,6 +221,39 @@ pub fn prune(
         fate[n] = Fate::Repack;
         repack_bytes += table.pack_sizes[n];
         unused_left -= unused;
+    }
+    if options.repack_small {
+        // Small packs, one kind at a time: two or more are rewritten
+        // together into packs of the target size. One alone stays (it is
+        // what the last repack or backup left), so prune does not churn.
+        let small_size = u64::from(repo.config().pack_size_target) / 2;
+        for tree in [false, true] {
+            let small: Vec<usize> = (0..pack_count)
+                .filter(|&n| tree_pack[n] == tree && fate[n] != Fate::Delete)
+                .filter(|&n| table.pack_sizes[n] < small_size)
+                .collect();
+            if small.len() < 2 {
+                continue;
+            }
+            for n in small {
+                if fate[n] == Fate::Repack {
+                    continue;
+                }
+                if let Some(max) = options.max_repack_bytes {
+                    if repack_bytes + table.pack_sizes[n] > max {
+                        continue;
+                    }
+                }
+                fate[n] = Fate::Repack;
+                repack_bytes += table.pack_sizes[n];
+                outcome.packs_repacked_small += 1;
+                let overhead = checker::expected_pack_size(0, u64::from(table.pack_blobs[n]));
+                let unused = table.pack_sizes[n]
+                    .saturating_sub(used_bytes[n])
+                    .saturating_sub(overhead);
+                unused_left = unused_left.saturating_sub(unused);
+            }
+        }
     }
     outcome.bytes_unused_remaining = unused_left;
     outcome.packs = usage.listed_packs.len() as u64;

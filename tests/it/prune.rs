@@ -393,6 +393,9 @@ fn a_year_of_nightly_backups_under_the_runbook_policy() {
             &["--time", &format!("{day} 01:30:00"), "--host", "db1"],
         );
     }
+    // Each night left a small data pack and a small tree pack.
+    let small = |t: &TestRepo| small_packs_of(t, 512 * 1024);
+    assert!(small(&t) >= nights as usize, "{} small packs", small(&t));
     let out = t.ok(&[
         "--json",
         "forget",
@@ -410,7 +413,11 @@ fn a_year_of_nightly_backups_under_the_runbook_policy() {
     assert!(out.contains("bytes_freed"), "no prune output: {out}");
     // 30 daily + the weekly, monthly and yearly ones beyond them.
     assert!((30..=30 + 12 + 12 + 7).contains(&kept), "{kept} kept");
+    // Small packs were rewritten together: at most the last data and the
+    // last tree pack are under half the target size.
+    assert!(small(&t) <= 2, "{} small packs left", small(&t));
     prune_json(&t, &["--max-unused", "0"]);
+    assert!(small(&t) <= 2, "{} small packs left", small(&t));
     assert_check_clean(&t, "[year]", true);
     // The repository is the base file plus one nightly file per kept
     // snapshot (both incompressible or nearly), plus trees and headers.
@@ -420,9 +427,30 @@ fn a_year_of_nightly_backups_under_the_runbook_policy() {
         bytes >= data && bytes < data + 300_000 + kept * 3_000,
         "repository {bytes} bytes for {kept} kept snapshots ({data} bytes of nightly data)"
     );
-    // The newest snapshot restores byte-exact.
+    // The newest snapshot restores byte-exact, and the oldest kept one
+    // holds its night's file.
     let target = t.restore(&format!("latest:{}", path_str(&src)), "latest");
     assert_trees_equal(&src, &target);
+    let oldest = t.snapshots_json(&[])[0].clone();
+    let night = (chrono::DateTime::parse_from_rfc3339(oldest["time"].as_str().unwrap())
+        .unwrap()
+        .date_naive()
+        - start)
+        .num_days();
+    let id = oldest["id"].as_str().unwrap();
+    let target = t.restore(&format!("{id}:{}", path_str(&src)), "oldest");
+    assert_eq!(
+        std::fs::read(target.join("nightly.bin")).unwrap(),
+        random_bytes(1000 + night as u64, nightly_len)
+    );
+}
+
+/// Pack files under `below` bytes.
+fn small_packs_of(t: &TestRepo, below: u64) -> usize {
+    files_named(&t.repo.join("packs"), "")
+        .iter()
+        .filter(|p| p.is_file() && std::fs::metadata(p).unwrap().len() < below)
+        .count()
 }
 
 /// A repository's files, recursively, whose names start with `prefix`.
