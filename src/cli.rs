@@ -11,6 +11,7 @@
 pub(crate) mod args;
 pub(crate) mod backup;
 pub(crate) mod browse;
+pub(crate) mod cache;
 pub(crate) mod cat;
 pub(crate) mod check;
 pub(crate) mod copy;
@@ -113,5 +114,6 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Completions { shell } => shell::completions(*shell),
         Command::Man { dir } => shell::man(dir.as_deref()),
         Command::Unlock { remove_all } => prune::unlock(cli, *remove_all),
+        Command::Cache { cleanup, max_age } => cache::cache(cli, *cleanup, *max_age),
     }
 }

@@ -7,6 +7,8 @@ pub mod archiver;
 #[cfg(feature = "cache")]
 pub mod browse;
 #[cfg(feature = "cache")]
+pub mod cache;
+#[cfg(feature = "cache")]
 pub mod checker;
 #[cfg(feature = "cache")]
 pub mod command;

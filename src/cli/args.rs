@@ -192,6 +192,17 @@ pub(crate) enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// List the local caches of repositories; with --cleanup remove those
+    /// unused for --max-age days (every command removes those unused for
+    /// 30 days).
+    Cache {
+        /// Remove the old caches instead of only listing them.
+        #[arg(long)]
+        cleanup: bool,
+        /// Days without use after which a cache is old.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        max_age: u64,
+    },
 }
 
 #[derive(Subcommand)]
