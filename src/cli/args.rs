@@ -240,7 +240,7 @@ pub(crate) struct PruneArgs {
     /// table goes to the cache directory.
     #[arg(long, value_name = "SIZE")]
     pub(crate) memory: Option<String>,
-    /// Leave packs under half the target size as they are (by default two
+    /// Leave packs under half the target size as they are (by default ten
     /// or more of one kind are rewritten together).
     #[arg(long)]
     pub(crate) no_repack_small: bool,

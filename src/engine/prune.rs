@@ -22,6 +22,11 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::SystemTime;
 
+/// Small packs (under half the target size) of one kind that make prune
+/// rewrite them together: a backup or a repack leaves one or two each time,
+/// and rewriting a handful would only move bytes.
+pub const SMALL_PACKS_MIN: usize = 10;
+
 /// How much unused data prune may leave in partly used packs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MaxUnused {
@@ -68,7 +73,7 @@ pub struct PruneOptions {
     /// cache directory (`None`: `TABLE_MEMORY_DEFAULT`).
     pub memory: Option<u64>,
     /// Rewrite packs under half the target size together (restic's
-    /// `--repack-small`), when a kind of blob has two or more of them.
+    /// `--repack-small`), when a kind of blob has `SMALL_PACKS_MIN` of them.
     pub repack_small: bool,
 }
 
@@ -223,16 +228,17 @@ pub fn prune(
         unused_left -= unused;
     }
     if options.repack_small {
-        // Small packs, one kind at a time: two or more are rewritten
-        // together into packs of the target size. One alone stays (it is
-        // what the last repack or backup left), so prune does not churn.
+        // Small packs, one kind at a time: once there are enough to be
+        // worth a rewrite they go together into packs of the target size.
+        // The last pack of a rewrite may be small again; alone it stays, so
+        // prune does not churn.
         let small_size = u64::from(repo.config().pack_size_target) / 2;
         for tree in [false, true] {
             let small: Vec<usize> = (0..pack_count)
                 .filter(|&n| tree_pack[n] == tree && fate[n] != Fate::Delete)
                 .filter(|&n| table.pack_sizes[n] < small_size)
                 .collect();
-            if small.len() < 2 {
+            if small.len() < SMALL_PACKS_MIN {
                 continue;
             }
             for n in small {
@@ -505,20 +511,6 @@ impl<'r> IndexWriter<'r> {
         }
         Ok(self.written)
     }
-}
-
-/// Stores `packs` in index files through an `IndexWriter`.
-pub(crate) fn write_index_files(
-    repo: &Repository,
-    lock: &LockGuard,
-    packs: Vec<IndexPack>,
-    old: &[IndexId],
-) -> Result<HashSet<IndexId>> {
-    let mut writer = IndexWriter::new(repo, lock);
-    for p in packs {
-        writer.add(p)?;
-    }
-    writer.finish(old)
 }
 
 /// The packs no index file names that are old enough to delete. A younger
