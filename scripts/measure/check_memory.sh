@@ -7,7 +7,9 @@
 #
 # Default: /tmp/cairn-check-memory, 1000000 5000000 20000000. CAIRN_BIN
 # names the cairn binary (default: a release build in the shared target
-# directory); CAIRN_ARGS adds arguments to both commands (e.g. --memory 64M).
+# directory), INDEX_SCALING a built benches/index_scaling.rs (default: cargo
+# bench builds it); CAIRN_ARGS adds arguments to both commands (e.g.
+# --memory 64M).
 # Prints one line per command and size: blobs, seconds, peak RSS in MiB,
 # bytes per blob over the smallest size. The repositories are deleted after
 # each size unless --keep.
@@ -43,7 +45,11 @@ measure() { # label repo cache args...
 for n in "${sizes[@]}"; do
   repo=$work/repo-$n cache=$work/cache-$n
   rm -rf "$repo" "$cache"
-  cargo bench --quiet --bench index_scaling -- "$repo" "$cache" "$work/password" "$n" --packs >&2
+  if [ -n "${INDEX_SCALING:-}" ]; then
+    "$INDEX_SCALING" "$repo" "$cache" "$work/password" "$n" --packs >&2
+  else
+    cargo bench --quiet --bench index_scaling -- "$repo" "$cache" "$work/password" "$n" --packs >&2
+  fi
   measure check "$repo" "$cache" check
   measure "prune --dry-run" "$repo" "$cache" prune --dry-run
   [ $keep = 1 ] || rm -rf "$repo" "$cache"
