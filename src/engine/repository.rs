@@ -190,13 +190,7 @@ impl Repository<Opened> {
             let dir = root.join(config.id.to_hex());
             match open::private_dir(&dir, true) {
                 Ok(()) => {
-                    // Used now; the caches of others unused for 30 days go.
-                    crate::engine::cache::touch(&dir);
-                    let _ = crate::engine::cache::remove_old_caches(
-                        &root,
-                        crate::engine::cache::CACHE_MAX_AGE_DEFAULT,
-                        Some(&dir),
-                    );
+                    open::mark_used(&root, &dir);
                     open::remember_key(&dir, &key_name);
                     Some(dir)
                 }
