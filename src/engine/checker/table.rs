@@ -165,17 +165,20 @@ impl Table {
         flags: u8,
         mut pick: impl FnMut(&Row) -> bool,
     ) -> Result<()> {
-        let mut marked = Vec::new();
-        self.for_each(|i, row| {
-            if pick(row) {
-                marked.push(i);
+        let marks = &mut self.flags;
+        self.rows.scan(|i, rec| {
+            let (pack, entry) = rows::decode(rec)?;
+            let shift = 2 * (i % 4);
+            let row = Row {
+                pack,
+                flags: (marks[i / 4] >> shift) & 3,
+                entry,
+            };
+            if pick(&row) {
+                marks[i / 4] |= (flags & 3) << shift;
             }
             Ok(())
-        })?;
-        for i in marked {
-            self.set_flags(i, flags);
-        }
-        Ok(())
+        })
     }
 
     /// Every row in order, with its index.
