@@ -12,6 +12,7 @@ pub(crate) mod args;
 pub(crate) mod audit;
 pub(crate) mod backup;
 pub(crate) mod browse;
+pub(crate) mod cache;
 pub(crate) mod cat;
 pub(crate) mod check;
 pub(crate) mod copy;
@@ -118,5 +119,6 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Unlock { remove_all } => prune::unlock(cli, *remove_all),
         Command::Audit(command) => audit::audit(cli, command),
         Command::RetentionLock(command) => retention_lock::retention_lock(cli, command),
+        Command::Cache { cleanup, max_age } => cache::cache(cli, *cleanup, *max_age),
     }
 }

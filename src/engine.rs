@@ -8,6 +8,8 @@ pub mod audit;
 #[cfg(feature = "cache")]
 pub mod browse;
 #[cfg(feature = "cache")]
+pub mod cache;
+#[cfg(feature = "cache")]
 pub mod checker;
 #[cfg(feature = "cache")]
 pub mod command;

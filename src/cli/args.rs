@@ -206,6 +206,17 @@ pub(crate) enum Command {
     /// than it. It can be lengthened, never shortened.
     #[command(subcommand)]
     RetentionLock(RetentionLockCommand),
+    /// List the local caches of repositories; with --cleanup remove those
+    /// unused for --max-age days (every command removes those unused for
+    /// 30 days).
+    Cache {
+        /// Remove the old caches instead of only listing them.
+        #[arg(long)]
+        cleanup: bool,
+        /// Days without use after which a cache is old.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        max_age: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -239,6 +250,14 @@ pub(crate) struct PruneArgs {
     /// Show what would be deleted and repacked; change nothing.
     #[arg(short = 'n', long)]
     pub(crate) dry_run: bool,
+    /// Memory for the blob table (e.g. 256M; default 64M); a larger
+    /// table goes to the cache directory.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) memory: Option<String>,
+    /// Leave packs under half the target size as they are (by default ten
+    /// or more of one kind are rewritten together).
+    #[arg(long)]
+    pub(crate) no_repack_small: bool,
 }
 
 #[derive(Subcommand)]
@@ -275,6 +294,10 @@ pub(crate) struct CheckArgs {
     /// of its bytes); with --read-data, packs too.
     #[arg(long)]
     pub(crate) no_password: bool,
+    /// Memory for the blob table (e.g. 256M; default 64M); a larger
+    /// table goes to the cache directory.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) memory: Option<String>,
 }
 
 #[derive(Args)]

@@ -34,6 +34,11 @@ pub(crate) fn check(cli: &Cli, args: &CheckArgs) -> anyhow::Result<i32> {
         let _lock = read_lock(cli, &repo)?;
         let options = cairn::CheckOptions {
             read_data,
+            memory: args
+                .memory
+                .as_deref()
+                .map(cairn::units::parse_size)
+                .transpose()?,
             ..cairn::CheckOptions::default()
         };
         cairn::check(&repo, &options)?

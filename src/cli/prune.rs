@@ -14,6 +14,12 @@ pub(crate) fn prune(cli: &Cli, args: &PruneArgs) -> anyhow::Result<i32> {
             .map(cairn::units::parse_size)
             .transpose()?,
         dry_run: args.dry_run,
+        memory: args
+            .memory
+            .as_deref()
+            .map(cairn::units::parse_size)
+            .transpose()?,
+        repack_small: !args.no_repack_small,
     };
     let repo = open(cli)?;
     let lock = lock_exclusive(cli, &repo)?;
@@ -48,8 +54,8 @@ fn print_prune_text(o: &cairn::PruneOutcome) -> anyhow::Result<()> {
         human_bytes(o.bytes_unused)
     );
     println!(
-        "{would}delete {} unused pack(s) and {} pack(s) no index names; {would}repack {} pack(s)",
-        o.packs_deleted, o.packs_unindexed_deleted, o.packs_repacked
+        "{would}delete {} unused pack(s) and {} pack(s) no index names; {would}repack {} pack(s) ({} small)",
+        o.packs_deleted, o.packs_unindexed_deleted, o.packs_repacked, o.packs_repacked_small
     );
     if o.packs_unindexed_kept > 0 {
         println!(

@@ -27,6 +27,7 @@ mod cache;
 mod keyless;
 mod packs;
 mod report;
+mod rows;
 mod snapshots;
 mod table;
 
@@ -34,8 +35,8 @@ pub use keyless::check_keyless;
 pub use report::{
     CheckReport, DamagedPath, Note, NoteKind, Object, ObjectKind, Problem, Remedy, Status, Verdict,
 };
-pub use table::expected_pack_size;
-pub(crate) use table::{Table, USED};
+pub use table::{expected_pack_size, TABLE_MEMORY_DEFAULT};
+pub(crate) use table::{Row, Table, USED};
 
 use crate::engine::checker::cache::verify_cache;
 use crate::engine::checker::packs::{check_pack_files, read_packs};
@@ -104,6 +105,9 @@ pub struct CheckOptions {
     pub read_data: ReadData,
     /// Packs read at once by `--read-data` (I/O bound, so more than cores).
     pub read_threads: usize,
+    /// Bytes the blob table may hold in memory before it goes to the
+    /// cache directory (`None`: `TABLE_MEMORY_DEFAULT`).
+    pub memory: Option<u64>,
 }
 
 impl Default for CheckOptions {
@@ -111,6 +115,7 @@ impl Default for CheckOptions {
         CheckOptions {
             read_data: ReadData::None,
             read_threads: 4,
+            memory: None,
         }
     }
 }
@@ -123,24 +128,29 @@ pub fn check<S: Sync>(repo: &Repository<S>, options: &CheckOptions) -> Result<Ch
 
     check_keys(repo, &mut report)?;
     ctx.check_interrupt()?;
-    let (mut table, good_index_files) = build_table(repo, &mut report)?;
+    let (mut table, good_index_files) = build_table(repo, &mut report, options.memory)?;
     ctx.check_interrupt()?;
     let listed_packs = check_pack_files(repo, &mut table, &mut report)?;
     if options.read_data != ReadData::None {
         read_packs(repo, options, &listed_packs, &mut table, &mut report)?;
+        table.check_error()?;
     }
     ctx.check_interrupt()?;
     check_snapshots(repo, &mut table, &mut report)?;
+    table.check_error()?;
     if report
         .problems
         .iter()
         .all(|p| p.object.kind != ObjectKind::Snapshot)
     {
         // Unused blobs only mean something when every snapshot was read.
-        for row in table.rows.iter().filter(|r| r.flags & USED == 0) {
-            report.unused_blobs += 1;
-            report.unused_bytes += u64::from(row.entry.length);
-        }
+        table.for_each(|_, row| {
+            if row.flags & USED == 0 {
+                report.unused_blobs += 1;
+                report.unused_bytes += u64::from(row.entry.length);
+            }
+            Ok(())
+        })?;
         if report.unused_blobs > 0 {
             let text = format!(
                 "{} blobs ({} bytes) are not used by any snapshot",
@@ -165,11 +175,12 @@ pub(crate) struct Usage {
     pub(crate) report: CheckReport,
 }
 
-pub(crate) fn usage<S: Sync>(repo: &Repository<S>) -> Result<Usage> {
+pub(crate) fn usage<S: Sync>(repo: &Repository<S>, memory: Option<u64>) -> Result<Usage> {
     let mut report = CheckReport::default();
-    let (mut table, index_files) = build_table(repo, &mut report)?;
+    let (mut table, index_files) = build_table(repo, &mut report, memory)?;
     let listed_packs = check_pack_files(repo, &mut table, &mut report)?;
     check_snapshots(repo, &mut table, &mut report)?;
+    table.check_error()?;
     Ok(Usage {
         table,
         listed_packs,

@@ -8,19 +8,24 @@
 //! nothing: new packs → new index files → old index files deleted → old
 //! packs deleted. No index file ever names a deleted pack.
 
-use crate::engine::checker::{self, USED};
+use crate::engine::checker::{self, Row, Table, USED};
 use crate::engine::repository::Repository;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::id::{IndexId, PackId};
 use crate::format::index_file::INDEX_FILE_BLOBS_TARGET;
 use crate::format::index_file::{IndexFile, IndexPack};
-use crate::format::pack::{self, PackBuilder, SealedBlob};
+use crate::format::pack::{self, BlobKind, PackBuilder, SealedBlob};
 use crate::storage::backend::FileKind;
 use crate::storage::lock::{self, ExclusiveLock, LockGuard};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::SystemTime;
+
+/// Small packs (under half the target size) of one kind that make prune
+/// rewrite them together: a backup or a repack leaves one or two each time,
+/// and rewriting a handful would only move bytes.
+pub const SMALL_PACKS_MIN: usize = 10;
 
 /// How much unused data prune may leave in partly used packs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,6 +69,12 @@ pub struct PruneOptions {
     /// Stop choosing packs to repack after this many bytes (pack sizes).
     pub max_repack_bytes: Option<u64>,
     pub dry_run: bool,
+    /// Bytes the blob table may hold in memory before it goes to the
+    /// cache directory (`None`: `TABLE_MEMORY_DEFAULT`).
+    pub memory: Option<u64>,
+    /// Rewrite packs under half the target size together (restic's
+    /// `--repack-small`), when a kind of blob has `SMALL_PACKS_MIN` of them.
+    pub repack_small: bool,
 }
 
 impl Default for PruneOptions {
@@ -72,6 +83,8 @@ impl Default for PruneOptions {
             max_unused: MaxUnused::Percent(5.0),
             max_repack_bytes: None,
             dry_run: false,
+            memory: None,
+            repack_small: true,
         }
     }
 }
@@ -89,6 +102,8 @@ pub struct PruneOutcome {
     pub packs_deleted: u64,
     /// Partly used packs whose used blobs were copied to new packs.
     pub packs_repacked: u64,
+    /// Of those, packs repacked because they were small (`repack_small`).
+    pub packs_repacked_small: u64,
     /// Packs no index names (left by interrupted backups), deleted.
     pub packs_unindexed_deleted: u64,
     /// Packs no index names that are younger than the minimum age
@@ -121,7 +136,7 @@ pub fn prune(
     options: &PruneOptions,
 ) -> Result<PruneOutcome> {
     let ctx = repo.context().clone();
-    let usage = checker::usage(repo)?;
+    let usage = checker::usage(repo, options.memory)?;
     if !usage.report.is_clean() {
         let first =
             usage
@@ -149,45 +164,26 @@ pub fn prune(
 
     // One copy of each used blob is kept: the first row of its (kind, id)
     // range. Every other row is unused data.
-    let mut keeper = vec![false; table.rows.len()];
     let mut used_bytes = vec![0u64; pack_count];
     let mut used_blobs = vec![0u32; pack_count];
-    let mut start = 0;
-    while start < table.rows.len() {
-        let first = &table.rows[start];
-        let mut end = start + 1;
-        while end < table.rows.len()
-            && table.rows[end].entry.kind == first.entry.kind
-            && table.rows[end].entry.id == first.entry.id
-        {
-            end += 1;
+    // A pack's kind: a writer's packs hold one kind of blob each.
+    let mut tree_pack = vec![false; pack_count];
+    for_each_keeper(table, |row, keeper| {
+        tree_pack[row.pack as usize] = row.entry.kind == BlobKind::Tree;
+        let length = u64::from(row.entry.length);
+        if keeper {
+            used_bytes[row.pack as usize] += length;
+            used_blobs[row.pack as usize] += 1;
+            outcome.blobs_used += 1;
+            outcome.bytes_used += length;
+        } else {
+            outcome.blobs_unused += 1;
+            outcome.bytes_unused += length;
         }
-        if first.flags & USED != 0 {
-            keeper[start] = true;
-            used_bytes[first.pack as usize] += u64::from(first.entry.length);
-            used_blobs[first.pack as usize] += 1;
-        }
-        for (i, row) in table.rows[start..end].iter().enumerate() {
-            let length = u64::from(row.entry.length);
-            if i == 0 && keeper[start] {
-                outcome.blobs_used += 1;
-                outcome.bytes_used += length;
-            } else {
-                outcome.blobs_unused += 1;
-                outcome.bytes_unused += length;
-            }
-        }
-        start = end;
-    }
+    })?;
 
     // Fates: delete whole packs without used blobs; repack the worst partly
     // used packs until the unused data left is within the limit.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Fate {
-        Keep,
-        Delete,
-        Repack,
-    }
     let mut fate = vec![Fate::Keep; pack_count];
     let mut partial: Vec<(usize, u64)> = Vec::new();
     let mut unused_left = 0u64;
@@ -231,6 +227,40 @@ pub fn prune(
         repack_bytes += table.pack_sizes[n];
         unused_left -= unused;
     }
+    if options.repack_small {
+        // Small packs, one kind at a time: once there are enough to be
+        // worth a rewrite they go together into packs of the target size.
+        // The last pack of a rewrite may be small again; alone it stays, so
+        // prune does not churn.
+        let small_size = u64::from(repo.config().pack_size_target) / 2;
+        for tree in [false, true] {
+            let small: Vec<usize> = (0..pack_count)
+                .filter(|&n| tree_pack[n] == tree && fate[n] != Fate::Delete)
+                .filter(|&n| table.pack_sizes[n] < small_size)
+                .collect();
+            if small.len() < SMALL_PACKS_MIN {
+                continue;
+            }
+            for n in small {
+                if fate[n] == Fate::Repack {
+                    continue;
+                }
+                if let Some(max) = options.max_repack_bytes {
+                    if repack_bytes + table.pack_sizes[n] > max {
+                        continue;
+                    }
+                }
+                fate[n] = Fate::Repack;
+                repack_bytes += table.pack_sizes[n];
+                outcome.packs_repacked_small += 1;
+                let overhead = checker::expected_pack_size(0, u64::from(table.pack_blobs[n]));
+                let unused = table.pack_sizes[n]
+                    .saturating_sub(used_bytes[n])
+                    .saturating_sub(overhead);
+                unused_left = unused_left.saturating_sub(unused);
+            }
+        }
+    }
     outcome.bytes_unused_remaining = unused_left;
     outcome.packs = usage.listed_packs.len() as u64;
     let unindexed =
@@ -271,84 +301,42 @@ pub fn prune(
         return Ok(outcome);
     }
 
-    // 1. Copy the used blobs of repacked packs into new packs.
-    let mut rows_of: HashMap<u32, Vec<usize>> = HashMap::new();
-    for (i, row) in table.rows.iter().enumerate() {
-        if keeper[i] && fate[row.pack as usize] == Fate::Repack {
-            rows_of.entry(row.pack).or_default().push(i);
-        }
-    }
-    let mut new_packs: Vec<IndexPack> = Vec::new();
-    let mut builders = [PackBuilder::new(), PackBuilder::new()];
-    let target = repo.config().pack_size_target as usize;
-    let mut repacked: Vec<u32> = rows_of.keys().copied().collect();
-    repacked.sort_unstable();
-    let repack_total = repacked.iter().map(|&n| table.pack_sizes[n as usize]).sum();
-    ctx.progress()
-        .start("repacking", repack_total, repacked.len() as u64);
-    for n in repacked {
-        ctx.check_interrupt()?;
-        ctx.progress().add_items(1);
-        ctx.progress().add_bytes(table.pack_sizes[n as usize]);
-        let id = table.packs[n as usize];
-        let bytes = repo.read_pack(&id)?;
-        for &i in &rows_of[&n] {
-            let entry = table.rows[i].entry;
-            let sealed = bytes
-                .get(entry.offset as usize..entry.offset as usize + entry.length as usize)
-                .ok_or_else(|| {
-                    Error::corrupt(format!("pack {id} is shorter than its index says"))
-                })?;
-            // Verify before copying: prune must not spread damage.
-            repo.open_blob(&entry, sealed).map_err(|e| {
-                e.context(format!(
-                    "pack {id} (prune stopped before deleting anything)"
-                ))
-            })?;
-            let builder = &mut builders[entry.kind as usize];
-            if builder.len() + sealed.len() > target || builder.is_full() {
-                let full = std::mem::take(builder);
-                new_packs.push(store_pack(repo, lock, full, &mut outcome)?);
-            }
-            builders[entry.kind as usize].add(SealedBlob {
-                kind: entry.kind,
-                codec: entry.codec,
-                id: entry.id,
-                raw_length: entry.raw_length,
-                bytes: sealed.to_vec(),
-            });
-        }
-    }
-    for builder in builders {
-        if !builder.is_empty() {
-            new_packs.push(store_pack(repo, lock, builder, &mut outcome)?);
-        }
-    }
+    // 1. Copy the used blobs of repacked packs into new packs, indexed as
+    // they are stored.
+    let mut index = IndexWriter::new(repo, lock);
+    repack(
+        repo,
+        lock,
+        table,
+        &fate,
+        &used_blobs,
+        options.memory,
+        &mut index,
+        &mut outcome,
+    )?;
     crate::failpoint::hit!("prune-after-packs");
 
     // 2. New index files: every kept pack with all its entries (its size
-    // must still match), and the new packs.
-    let mut packs_for_index: Vec<IndexPack> = Vec::new();
-    let mut entries_of: HashMap<u32, Vec<pack::PackEntry>> = HashMap::new();
-    for row in &table.rows {
-        if fate[row.pack as usize] == Fate::Keep {
-            entries_of.entry(row.pack).or_default().push(row.entry);
+    // must still match), as the index files it came from list it.
+    let mut listed = vec![false; pack_count];
+    for id in &usage.index_files {
+        ctx.check_interrupt()?;
+        let file = repo.load_index_file(id)?;
+        for p in file.packs {
+            let Some(&n) = table.pack_numbers.get(&p.id) else {
+                continue;
+            };
+            if fate[n as usize] == Fate::Keep && !listed[n as usize] {
+                listed[n as usize] = true;
+                let mut entries = p.entries;
+                entries.sort_by_key(|e| e.offset);
+                index.add(IndexPack { id: p.id, entries })?;
+            }
         }
     }
-    let mut kept: Vec<u32> = entries_of.keys().copied().collect();
-    kept.sort_unstable();
-    for n in kept {
-        let mut entries = entries_of.remove(&n).expect("listed");
-        entries.sort_by_key(|e| e.offset);
-        packs_for_index.push(IndexPack {
-            id: table.packs[n as usize],
-            entries,
-        });
-    }
-    packs_for_index.extend(new_packs);
     let mut old_index: Vec<IndexId> = usage.index_files.clone();
     old_index.extend(&table.superseded_files);
-    let written = write_index_files(repo, lock, packs_for_index, &old_index)?;
+    let written = index.finish(&old_index)?;
     outcome.index_files_written = written.len() as u64;
     crate::failpoint::hit!("prune-after-index");
 
@@ -375,35 +363,154 @@ pub fn prune(
     Ok(outcome)
 }
 
-/// Stores `packs` in index files of up to INDEX_FILE_BLOBS_TARGET blobs.
-/// Only the LAST file names `old` as superseded: readers skip superseded
-/// files, so the list must not appear before every new file is stored
-/// (docs/FORMAT.md). Used by prune and `repair index`.
-pub(crate) fn write_index_files(
+#[derive(Clone, Copy, PartialEq)]
+enum Fate {
+    Keep,
+    Delete,
+    Repack,
+}
+
+/// Calls `f` with every row of the table and whether it is the copy of a
+/// used blob that prune keeps (the first row of its (kind, id) range).
+fn for_each_keeper(table: &Table, mut f: impl FnMut(&Row, bool)) -> Result<()> {
+    let mut last = None;
+    table.for_each(|_, row| {
+        let key = (row.entry.kind, row.entry.id);
+        let first = last != Some(key);
+        last = Some(key);
+        f(row, first && row.flags & USED != 0);
+        Ok(())
+    })
+}
+
+/// Copies the kept blobs of the packs to repack into new packs. The blobs
+/// of a batch of packs are gathered in one pass over the table, batches
+/// sized to the memory budget, so memory does not grow with the repository.
+#[allow(clippy::too_many_arguments)]
+fn repack(
     repo: &Repository,
-    lock: &LockGuard,
-    packs: Vec<IndexPack>,
-    old: &[IndexId],
-) -> Result<HashSet<IndexId>> {
-    let mut files: Vec<IndexFile> = vec![IndexFile::default()];
-    let mut blobs = 0;
-    for p in packs {
-        if blobs >= INDEX_FILE_BLOBS_TARGET {
-            files.push(IndexFile::default());
-            blobs = 0;
+    lock: &ExclusiveLock,
+    table: &Table,
+    fate: &[Fate],
+    used_blobs: &[u32],
+    memory: Option<u64>,
+    index: &mut IndexWriter,
+    outcome: &mut PruneOutcome,
+) -> Result<()> {
+    let ctx = repo.context();
+    let repacked: Vec<u32> = (0..fate.len() as u32)
+        .filter(|&n| fate[n as usize] == Fate::Repack)
+        .collect();
+    let repack_total = repacked.iter().map(|&n| table.pack_sizes[n as usize]).sum();
+    ctx.progress()
+        .start("repacking", repack_total, repacked.len() as u64);
+    let batch_blobs = (memory.unwrap_or(checker::TABLE_MEMORY_DEFAULT) / 64).max(1024);
+    let mut builders = [PackBuilder::new(), PackBuilder::new()];
+    let target = repo.config().pack_size_target as usize;
+    let mut next = 0;
+    while next < repacked.len() {
+        let mut end = next;
+        let mut blobs = 0u64;
+        while end < repacked.len() && (end == next || blobs < batch_blobs) {
+            blobs += u64::from(used_blobs[repacked[end] as usize]);
+            end += 1;
         }
-        blobs += p.entries.len();
-        files.last_mut().expect("one file at least").packs.push(p);
-    }
-    files.last_mut().expect("one file at least").supersedes = old.to_vec();
-    let mut written = HashSet::new();
-    for file in files {
-        if file.packs.is_empty() && file.supersedes.is_empty() {
-            continue;
+        let batch: HashSet<u32> = repacked[next..end].iter().copied().collect();
+        let mut kept: Vec<(u32, pack::PackEntry)> = Vec::new();
+        for_each_keeper(table, |row, keeper| {
+            if keeper && batch.contains(&row.pack) {
+                kept.push((row.pack, row.entry));
+            }
+        })?;
+        kept.sort_unstable_by_key(|(n, e)| (*n, e.offset));
+        for rows in kept.chunk_by(|a, b| a.0 == b.0) {
+            let n = rows[0].0;
+            ctx.check_interrupt()?;
+            ctx.progress().add_items(1);
+            ctx.progress().add_bytes(table.pack_sizes[n as usize]);
+            let id = table.packs[n as usize];
+            let bytes = repo.read_pack(&id)?;
+            for &(_, entry) in rows {
+                let sealed = bytes
+                    .get(entry.offset as usize..entry.offset as usize + entry.length as usize)
+                    .ok_or_else(|| {
+                        Error::corrupt(format!("pack {id} is shorter than its index says"))
+                    })?;
+                // Verify before copying: prune must not spread damage.
+                repo.open_blob(&entry, sealed).map_err(|e| {
+                    e.context(format!(
+                        "pack {id} (prune stopped before deleting anything)"
+                    ))
+                })?;
+                let builder = &mut builders[entry.kind as usize];
+                if builder.len() + sealed.len() > target || builder.is_full() {
+                    let full = std::mem::take(builder);
+                    index.add(store_pack(repo, lock, full, outcome)?)?;
+                }
+                builders[entry.kind as usize].add(SealedBlob {
+                    kind: entry.kind,
+                    codec: entry.codec,
+                    id: entry.id,
+                    raw_length: entry.raw_length,
+                    bytes: sealed.to_vec(),
+                });
+            }
         }
-        written.insert(repo.save_index_file(&file, lock)?);
+        next = end;
     }
-    Ok(written)
+    for builder in builders {
+        if !builder.is_empty() {
+            index.add(store_pack(repo, lock, builder, outcome)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores packs in index files of up to INDEX_FILE_BLOBS_TARGET blobs as
+/// they come. Only the LAST file names the old ones as superseded: readers
+/// skip superseded files, so the list must not appear before every new file
+/// is stored (docs/FORMAT.md). Used by prune and `repair index`.
+pub(crate) struct IndexWriter<'r> {
+    repo: &'r Repository,
+    lock: &'r LockGuard,
+    file: IndexFile,
+    blobs: usize,
+    written: HashSet<IndexId>,
+}
+
+impl<'r> IndexWriter<'r> {
+    pub(crate) fn new(repo: &'r Repository, lock: &'r LockGuard) -> IndexWriter<'r> {
+        IndexWriter {
+            repo,
+            lock,
+            file: IndexFile::default(),
+            blobs: 0,
+            written: HashSet::new(),
+        }
+    }
+
+    pub(crate) fn add(&mut self, pack: IndexPack) -> Result<()> {
+        if self.blobs >= INDEX_FILE_BLOBS_TARGET {
+            let full = std::mem::take(&mut self.file);
+            self.written
+                .insert(self.repo.save_index_file(&full, self.lock)?);
+            self.blobs = 0;
+        }
+        self.blobs += pack.entries.len();
+        self.file.packs.push(pack);
+        Ok(())
+    }
+
+    /// Stores the last file, naming `old` as superseded; returns every
+    /// index file written.
+    pub(crate) fn finish(mut self, old: &[IndexId]) -> Result<HashSet<IndexId>> {
+        self.file.supersedes = old.to_vec();
+        if !self.file.packs.is_empty() || !self.file.supersedes.is_empty() {
+            self.written
+                .insert(self.repo.save_index_file(&self.file, self.lock)?);
+        }
+        Ok(self.written)
+    }
 }
 
 /// The packs no index file names that are old enough to delete. A younger

@@ -7,6 +7,7 @@
 //! write order of docs/FORMAT.md: new files are stored before anything they
 //! replace is deleted, so a crash at any point loses nothing.
 
+use crate::engine::prune::IndexWriter;
 use crate::engine::repository::{BlobWriter, Repository};
 use crate::error::{ErrorKind, Result};
 use crate::format::id::{BlobId, IndexId, PackId, SnapshotId};
@@ -17,6 +18,9 @@ use crate::storage::lock::{ExclusiveLock, LockGuard};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
+
+/// Packs whose headers `repair index` holds at once.
+const REPAIR_BATCH_PACKS: usize = 256;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct UnreadablePack {
@@ -57,55 +61,67 @@ pub fn repair_index(
     };
     let packs = repo.list_packs()?;
     let repo_ref: &Repository = repo;
+    let mut outcome = RepairIndexOutcome::default();
     // Per pack: its entries from the header, and why it is damaged (an
     // unreadable header, or with --read-data a blob that fails to verify).
+    // Packs are read in batches whose entries go to the new index files
+    // at once, so memory does not grow with the repository.
     type Read = (PackId, Option<Vec<pack::PackEntry>>, Option<String>);
-    let reads: Vec<Result<Read>> = packs
-        .par_iter()
-        .map(|&(id, size)| {
-            ctx.check_interrupt()?;
-            let entries = match repo_ref.read_pack_header(&id, size) {
-                Ok(entries) => entries,
-                Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {
-                    return Ok((id, None, Some(e.to_string())))
-                }
-                Err(e) => return Err(e),
-            };
-            if read_data {
-                // A pack with a blob that fails to verify is salvaged like
-                // one without a header: its good blobs move to a new pack,
-                // and the damaged ones drop out of the index (so `repair
-                // snapshots` and the next backup see them as missing).
-                let bytes = repo_ref.read_pack(&id)?;
-                for e in &entries {
-                    // The pack may have shrunk since its header was read.
-                    let start = e.offset as usize;
-                    let sealed = bytes.get(start..start + e.length as usize).unwrap_or(&[]);
-                    if let Err(err) = repo_ref.open_blob(e, sealed) {
-                        let why = format!("{:?} blob {}: {err}", e.kind, e.id);
-                        return Ok((id, Some(entries), Some(why)));
+    let mut index = IndexWriter::new(repo_ref, lock);
+    let mut unreadable = Vec::new();
+    for batch in packs.chunks(REPAIR_BATCH_PACKS) {
+        let reads: Vec<Result<Read>> = batch
+            .par_iter()
+            .map(|&(id, size)| {
+                ctx.check_interrupt()?;
+                let entries = match repo_ref.read_pack_header(&id, size) {
+                    Ok(entries) => entries,
+                    Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {
+                        return Ok((id, None, Some(e.to_string())))
+                    }
+                    Err(e) => return Err(e),
+                };
+                if read_data {
+                    // A pack with a blob that fails to verify is salvaged like
+                    // one without a header: its good blobs move to a new pack,
+                    // and the damaged ones drop out of the index (so `repair
+                    // snapshots` and the next backup see them as missing).
+                    let bytes = repo_ref.read_pack(&id)?;
+                    for e in &entries {
+                        // The pack may have shrunk since its header was read.
+                        let start = e.offset as usize;
+                        let sealed = bytes.get(start..start + e.length as usize).unwrap_or(&[]);
+                        if let Err(err) = repo_ref.open_blob(e, sealed) {
+                            let why = format!("{:?} blob {}: {err}", e.kind, e.id);
+                            return Ok((id, Some(entries), Some(why)));
+                        }
                     }
                 }
+                Ok((id, Some(entries), None))
+            })
+            .collect();
+        for read in reads {
+            match read? {
+                (id, Some(entries), None) => {
+                    outcome.packs_indexed += 1;
+                    outcome.blobs_indexed += entries.len() as u64;
+                    index.add(IndexPack { id, entries })?;
+                }
+                (id, entries, Some(why)) => unreadable.push((id, why, entries)),
+                (_, None, None) => unreachable!("a pack without entries has a reason"),
             }
-            Ok((id, Some(entries), None))
-        })
-        .collect();
-    let mut outcome = RepairIndexOutcome::default();
-    let mut pending: Vec<IndexPack> = Vec::new();
-    let mut unreadable = Vec::new();
-    for read in reads {
-        match read? {
-            (id, Some(entries), None) => pending.push(IndexPack { id, entries }),
-            (id, entries, Some(why)) => unreadable.push((id, why, entries)),
-            (_, None, None) => unreachable!("a pack without entries has a reason"),
         }
     }
     // Packs without a readable header (e.g. truncated): move the blobs that
     // still verify, found through the old index files, into new packs.
     let mut salvaged_from = Vec::new();
     if !unreadable.is_empty() {
-        let (new_packs, done) = salvage(repo, lock, &old, &unreadable, &mut outcome)?;
-        pending.extend(new_packs);
+        let (new_packs, done) = salvage(repo_ref, lock, &old, &unreadable, &mut outcome)?;
+        for p in new_packs {
+            outcome.packs_indexed += 1;
+            outcome.blobs_indexed += p.entries.len() as u64;
+            index.add(p)?;
+        }
         salvaged_from = done;
     }
     for (pack, reason, _) in unreadable {
@@ -115,10 +131,8 @@ pub fn repair_index(
                 .push(UnreadablePack { pack, reason });
         }
     }
-    outcome.packs_indexed = pending.len() as u64;
-    outcome.blobs_indexed = pending.iter().map(|p| p.entries.len() as u64).sum();
     outcome.packs_salvaged = salvaged_from.len() as u64;
-    let written = crate::engine::prune::write_index_files(repo, lock, pending, &old)?;
+    let written = index.finish(&old)?;
     outcome.index_files_written = written.len() as u64;
     outcome.new_index_files = written.iter().copied().collect();
     outcome.new_index_files.sort();

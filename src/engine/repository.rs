@@ -202,6 +202,7 @@ impl Repository<Opened> {
             let dir = root.join(config.id.to_hex());
             match open::private_dir(&dir, true) {
                 Ok(()) => {
+                    open::mark_used(&root, &dir);
                     open::adopt_cache_dir(backend.as_ref(), &dir, &key_name);
                     Some(dir)
                 }

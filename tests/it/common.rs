@@ -178,6 +178,9 @@ impl TestRepo {
             .env("CAIRN_PASSWORD_FILE", &self.password_file)
             .env("CAIRN_CACHE_DIR", &self.cache)
             .env("XDG_CACHE_HOME", self.dir.path().join("xdg-cache"))
+            // Nothing a test runs may fall back on the real home (its
+            // ~/.cache/cairn outlives the test).
+            .env("HOME", self.dir.path().join("home"))
             // Never leave debris (core files of crash tests) in the crate.
             .current_dir(self.dir.path())
             .stdin(Stdio::null());

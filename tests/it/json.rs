@@ -265,6 +265,7 @@ const PRUNE: Schema = &[
     ("packs", Ty::U64),
     ("packs_deleted", Ty::U64),
     ("packs_repacked", Ty::U64),
+    ("packs_repacked_small", Ty::U64),
     ("packs_unindexed_deleted", Ty::U64),
     ("packs_unindexed_kept", Ty::U64),
     ("temp_files_deleted", Ty::U64),

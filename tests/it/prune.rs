@@ -393,6 +393,9 @@ fn a_year_of_nightly_backups_under_the_runbook_policy() {
             &["--time", &format!("{day} 01:30:00"), "--host", "db1"],
         );
     }
+    // Each night left a small data pack and a small tree pack.
+    let small = |t: &TestRepo| small_packs_of(t, 512 * 1024);
+    assert!(small(&t) >= nights as usize, "{} small packs", small(&t));
     let out = t.ok(&[
         "--json",
         "forget",
@@ -410,7 +413,11 @@ fn a_year_of_nightly_backups_under_the_runbook_policy() {
     assert!(out.contains("bytes_freed"), "no prune output: {out}");
     // 30 daily + the weekly, monthly and yearly ones beyond them.
     assert!((30..=30 + 12 + 12 + 7).contains(&kept), "{kept} kept");
+    // Small packs were rewritten together: at most the last data and the
+    // last tree pack are under half the target size.
+    assert!(small(&t) <= 2, "{} small packs left", small(&t));
     prune_json(&t, &["--max-unused", "0"]);
+    assert!(small(&t) <= 2, "{} small packs left", small(&t));
     assert_check_clean(&t, "[year]", true);
     // The repository is the base file plus one nightly file per kept
     // snapshot (both incompressible or nearly), plus trees and headers.
@@ -420,7 +427,122 @@ fn a_year_of_nightly_backups_under_the_runbook_policy() {
         bytes >= data && bytes < data + 300_000 + kept * 3_000,
         "repository {bytes} bytes for {kept} kept snapshots ({data} bytes of nightly data)"
     );
-    // The newest snapshot restores byte-exact.
+    // The newest snapshot restores byte-exact, and the oldest kept one
+    // holds its night's file.
     let target = t.restore(&format!("latest:{}", path_str(&src)), "latest");
     assert_trees_equal(&src, &target);
+    let oldest = t.snapshots_json(&[])[0].clone();
+    let night = (chrono::DateTime::parse_from_rfc3339(oldest["time"].as_str().unwrap())
+        .unwrap()
+        .date_naive()
+        - start)
+        .num_days();
+    let id = oldest["id"].as_str().unwrap();
+    let target = t.restore(&format!("{id}:{}", path_str(&src)), "oldest");
+    assert_eq!(
+        std::fs::read(target.join("nightly.bin")).unwrap(),
+        random_bytes(1000 + night as u64, nightly_len)
+    );
+}
+
+/// Pack files under `below` bytes.
+fn small_packs_of(t: &TestRepo, below: u64) -> usize {
+    files_named(&t.repo.join("packs"), "")
+        .iter()
+        .filter(|p| p.is_file() && std::fs::metadata(p).unwrap().len() < below)
+        .count()
+}
+
+/// A repository's files, recursively, whose names start with `prefix`.
+fn files_named(root: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                found.push(e.path());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// With `--memory` far below the size of the blob table, check and prune
+/// sort it on disk in the cache directory (runs of 1,024 rows here): the
+/// same report, the same prune, the same damage found, nothing kept lost,
+/// and nothing left behind in the cache.
+#[test]
+fn a_blob_table_over_its_memory_budget_checks_and_prunes_the_same() {
+    let t = TestRepo::uninitialised();
+    t.init(
+        &[
+            &FAST_KDF[..],
+            &["--pack-size", "1", "--chunk-sizes", "1,2,4"],
+        ]
+        .concat(),
+    );
+    let src = t.path("src");
+    let mut ids = Vec::new();
+    let mut kept = HashMap::new();
+    for n in 0..3u64 {
+        for e in std::fs::read_dir(&src).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        std::fs::write(src.join("shared.sql"), sql_bytes(7, 300_000)).unwrap();
+        std::fs::write(
+            src.join(format!("n{n}.bin")),
+            random_bytes(50 + n, 2_000_000),
+        )
+        .unwrap();
+        ids.push(backup_id(&t, &src, &[]));
+        kept.insert(ids.last().unwrap().clone(), content_map(&src));
+    }
+    let check = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--json", "check"];
+        args.extend_from_slice(extra);
+        let out = t.cmd(&args);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("check --json: {e}"))
+    };
+    let (small, big) = (check(&["--memory", "1"]), check(&[]));
+    assert!(num(&big, "blobs_indexed") > 2_000, "{big}");
+    for field in ["blobs_indexed", "unused_blobs", "trees", "packs", "clean"] {
+        assert_eq!(small[field], big[field], "{field}");
+    }
+
+    t.ok(&["forget", &ids[0]]);
+    kept.remove(&ids[0]);
+    let dry = prune_json(&t, &["--dry-run", "--max-unused", "0"]);
+    let real = prune_json(&t, &["--max-unused", "0", "--memory", "1"]);
+    for field in [
+        "packs_deleted",
+        "packs_repacked",
+        "blobs_used",
+        "blobs_unused",
+    ] {
+        assert_eq!(dry[field], real[field], "{field}: dry {dry} real {real}");
+    }
+    assert!(num(&real, "packs_repacked") > 0, "{real}");
+    assert_check_clean(&t, "[spilled prune]", true);
+    assert_restorable(&t, &src, &kept, "[spilled prune]");
+    let after = check(&["--memory", "1"]);
+    assert_eq!(num(&after, "unused_blobs"), 0, "{after}");
+
+    // Damage is found alike: a pack gone.
+    let pack = files_named(&t.repo.join("packs"), "")
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap();
+    std::fs::remove_file(pack).unwrap();
+    let (small, big) = (check(&["--memory", "1"]), check(&[]));
+    assert_eq!(big["clean"], false);
+    for field in ["problems", "damaged_paths", "unused_blobs"] {
+        assert_eq!(small[field], big[field], "{field}");
+    }
+    assert!(
+        files_named(&t.cache, "table.tmp-").is_empty(),
+        "a spilled table was left in the cache"
+    );
 }

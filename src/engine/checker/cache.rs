@@ -46,16 +46,37 @@ pub(crate) fn verify_cache<S: Sync>(
         trouble = match db.merged_index_files() {
             Ok(merged) if !merged.is_subset(&listed) => None, // stale: load_index rebuilds it
             Ok(_) => {
+                // Both are in (kind, id) order: one pass over each.
                 let mut wrong = 0u64;
+                let mut rows = table.cursor();
+                let mut failed = None;
                 let scan = db.for_each_blob(|kind, BlobLocation { pack, entry }| {
-                    let ok = table
-                        .range(kind, &entry.id)
-                        .iter()
-                        .any(|r| r.entry == entry && table.packs[r.pack as usize] == pack);
+                    if failed.is_some() {
+                        return;
+                    }
+                    let key = (kind, entry.id);
+                    let mut ok = false;
+                    loop {
+                        match rows.peek() {
+                            Ok(Some(r)) if (r.entry.kind, r.entry.id) < key => rows.advance(),
+                            Ok(Some(r)) if (r.entry.kind, r.entry.id) == key => {
+                                ok |= r.entry == entry && table.packs[r.pack as usize] == pack;
+                                rows.advance();
+                            }
+                            Ok(_) => break,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
                     if !ok {
                         wrong += 1;
                     }
                 });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
                 match scan {
                     Err(e) => Some(format!("is unreadable ({e})")),
                     Ok(()) if wrong > 0 => {

@@ -57,11 +57,11 @@ pub(crate) fn check_pack_files<S: Sync>(
             Some(_) => {}
         }
     }
-    for row in &mut table.rows {
-        let end = u64::from(row.entry.offset) + u64::from(row.entry.length);
-        if end > usable[row.pack as usize] {
-            row.flags |= DAMAGED;
-        }
+    if usable.iter().any(|&u| u != u64::MAX) {
+        table.mark_where(DAMAGED, |row| {
+            let end = u64::from(row.entry.offset) + u64::from(row.entry.length);
+            end > usable[row.pack as usize]
+        })?;
     }
     let unindexed: Vec<(&PackId, &u64)> = listed
         .iter()
@@ -216,18 +216,11 @@ pub(crate) fn read_packs<S: Sync>(
         damaged.extend(read.damaged.into_iter().map(|b| (read.pack, b)));
     }
     for (pack, (kind, id)) in damaged {
-        let range = table.range_indices(kind, &id);
-        for row in &mut table.rows[range] {
-            if row.pack == pack {
-                row.flags |= DAMAGED;
-            }
-        }
+        table.mark_copy(kind, &id, pack, DAMAGED);
     }
     let unusable: HashSet<u32> = unusable.into_iter().collect();
-    for row in &mut table.rows {
-        if unusable.contains(&row.pack) {
-            row.flags |= DAMAGED;
-        }
+    if !unusable.is_empty() {
+        table.mark_where(DAMAGED, |row| unusable.contains(&row.pack))?;
     }
     Ok(())
 }
@@ -347,7 +340,7 @@ fn verify_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32, fetched: Fe
                 message: format!("pack header is unreadable: {e}"),
             });
             // Blobs may still be intact; judge each by its index entry.
-            for row in table.rows.iter().filter(|r| r.pack == n) {
+            for row in table.rows_of_pack(n)? {
                 if open_at(repo, &bytes, &row.entry).is_err() {
                     read.damaged.push((row.entry.kind, row.entry.id));
                 }
@@ -411,18 +404,7 @@ mod tests {
     #[test]
     fn slices_cover_every_pack_exactly_once() {
         let packs: Vec<PackId> = (0..500).map(|_| PackId(Id::random())).collect();
-        let table = Table {
-            rows: Vec::new(),
-            pack_numbers: packs
-                .iter()
-                .enumerate()
-                .map(|(n, p)| (*p, n as u32))
-                .collect(),
-            pack_sizes: vec![1; packs.len()],
-            pack_blobs: vec![0; packs.len()],
-            superseded_files: Vec::new(),
-            packs: packs.clone(),
-        };
+        let table = Table::of_packs(packs.clone());
         let listed: HashMap<PackId, u64> = packs.iter().map(|p| (*p, 1)).collect();
         let mut seen = vec![0u32; packs.len()];
         for n in 1..=7 {

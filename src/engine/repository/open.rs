@@ -48,6 +48,17 @@ pub(super) fn cache_root(explicit: Option<&Path>) -> std::result::Result<PathBuf
     Ok(root)
 }
 
+/// Marks the repository's cache directory `dir` used now, and removes the
+/// caches under `root` unused for 30 days (`engine::cache`).
+pub(super) fn mark_used(root: &Path, dir: &Path) {
+    crate::engine::cache::touch(dir);
+    let _ = crate::engine::cache::remove_old_caches(
+        root,
+        crate::engine::cache::CACHE_MAX_AGE_DEFAULT,
+        Some(dir),
+    );
+}
+
 /// Creates `dir` (0700) if missing and checks that no one else can write
 /// to it: owned by this process's effective user, not writable by group or
 /// others. A cache someone else controls could hold a forged index, and
