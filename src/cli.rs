@@ -19,6 +19,8 @@ pub(crate) mod hints;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod metrics;
+#[cfg(feature = "mount")]
+pub(crate) mod mount;
 pub(crate) mod output;
 pub(crate) mod profile;
 pub(crate) mod progress;
@@ -113,5 +115,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Completions { shell } => shell::completions(*shell),
         Command::Man { dir } => shell::man(dir.as_deref()),
         Command::Unlock { remove_all } => prune::unlock(cli, *remove_all),
+        #[cfg(feature = "mount")]
+        Command::Mount(args) => mount::mount(cli, args),
     }
 }

@@ -192,6 +192,10 @@ pub(crate) enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Serve every snapshot as a read-only file system at MOUNTPOINT
+    /// (snapshots/, ids/, hosts/, tags/) until unmounted or interrupted.
+    #[cfg(feature = "mount")]
+    Mount(super::mount::MountArgs),
 }
 
 #[derive(Subcommand)]
