@@ -54,7 +54,11 @@ impl<V> Cache<V> {
     /// The cached value, loading it with `load` (which returns the value
     /// and its weight in bytes) when absent. Failures are not cached: the
     /// next read tries the pack again.
-    pub(super) fn get(&self, id: &BlobId, load: impl FnOnce() -> Result<(V, u64)>) -> Result<Arc<V>> {
+    pub(super) fn get(
+        &self,
+        id: &BlobId,
+        load: impl FnOnce() -> Result<(V, u64)>,
+    ) -> Result<Arc<V>> {
         let mut state = self.lock();
         loop {
             match state.slots.get(id) {
@@ -139,7 +143,11 @@ impl<V> State<V> {
     fn insert(&mut self, id: &BlobId, value: Arc<V>, weight: u64, budget: u64) {
         self.clock += 1;
         let stamp = self.clock;
-        if let Some(Slot::Ready { stamp: old, weight: w, .. }) = self.slots.insert(
+        if let Some(Slot::Ready {
+            stamp: old,
+            weight: w,
+            ..
+        }) = self.slots.insert(
             *id,
             Slot::Ready {
                 value,

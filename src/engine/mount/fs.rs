@@ -14,9 +14,9 @@ use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry,
-    ReplyOpen, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen,
+    ReplyXattr, Request,
 };
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -134,7 +134,9 @@ fn snapshot_root(snapshot: &Snapshot) -> Node {
 fn tree_weight(tree: &Tree) -> u64 {
     tree.nodes
         .iter()
-        .map(|n| 200 + n.name.0.len() as u64 + 32 * n.content.len() as u64 + 64 * n.xattrs.len() as u64)
+        .map(|n| {
+            200 + n.name.0.len() as u64 + 32 * n.content.len() as u64 + 64 * n.xattrs.len() as u64
+        })
         .sum::<u64>()
         + 64
 }
@@ -189,7 +191,11 @@ impl Inner {
     /// forced (at mount time); later the old list stays.
     fn refresh(&self, force: bool) -> Result<()> {
         let mut known = lock(&self.known);
-        if !force && known.checked.is_some_and(|t| t.elapsed() < REFRESH_INTERVAL) {
+        if !force
+            && known
+                .checked
+                .is_some_and(|t| t.elapsed() < REFRESH_INTERVAL)
+        {
             return Ok(());
         }
         known.checked = Some(Instant::now());
@@ -330,7 +336,11 @@ impl Inner {
     }
 
     /// A directory's entries after `.` and `..`: name, inode, type.
-    fn list(&self, ino: u64, entry: &Entry) -> std::result::Result<Vec<(Vec<u8>, FileType)>, Errno> {
+    fn list(
+        &self,
+        ino: u64,
+        entry: &Entry,
+    ) -> std::result::Result<Vec<(Vec<u8>, FileType)>, Errno> {
         match entry {
             Entry::Dir(dir) => {
                 let _ = self.refresh(false);
@@ -473,7 +483,9 @@ fn xattr_value(node: &Node, name: &[u8]) -> Option<Vec<u8>> {
 impl Filesystem for MountFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let inner = &self.inner;
-        let result = inner.entry(parent.0).and_then(|(p, _)| inner.child(&p, name.as_bytes()));
+        let result = inner
+            .entry(parent.0)
+            .and_then(|(p, _)| inner.child(&p, name.as_bytes()));
         match result {
             Ok(entry) => {
                 let (ino, entry) = lock(&inner.inodes).lookup(parent.0, name.as_bytes(), entry);
@@ -582,9 +594,11 @@ impl Filesystem for MountFs {
             (ino.0, FileType::Directory, &b"."[..]),
             (parent, FileType::Directory, &b".."[..]),
         ];
-        let all = dots.into_iter().chain(children.iter().map(|(name, kind)| {
-            (inodes.listed_ino(ino.0, name), *kind, name.as_slice())
-        }));
+        let all = dots.into_iter().chain(
+            children
+                .iter()
+                .map(|(name, kind)| (inodes.listed_ino(ino.0, name), *kind, name.as_slice())),
+        );
         for (i, (child, kind, name)) in all.enumerate().skip(offset as usize) {
             if reply.add(INodeNo(child), i as u64 + 1, kind, OsStr::from_bytes(name)) {
                 break;

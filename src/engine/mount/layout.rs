@@ -28,7 +28,10 @@ pub(super) enum Child {
     /// A snapshot's root directory: index into `Snapshots::list`.
     Snapshot(usize),
     /// `latest`: a symlink to the newest snapshot's directory beside it.
-    Latest { target: String, snapshot: usize },
+    Latest {
+        target: String,
+        snapshot: usize,
+    },
 }
 
 /// One consistent view of the snapshot list, oldest first, each with the
@@ -176,23 +179,49 @@ mod tests {
     #[test]
     fn the_top_levels_list_snapshots_by_time_id_host_and_tag() {
         let snaps = Snapshots::new(vec![
-            (SnapshotId(Id([2; 32])), snapshot("2026-01-02T10:00:00Z", "b", &["daily"])),
-            (SnapshotId(Id([1; 32])), snapshot("2026-01-01T10:00:00Z", "a", &["x/y", "daily"])),
-            (SnapshotId(Id([3; 32])), snapshot("2026-01-01T10:00:00Z", "..", &[])),
+            (
+                SnapshotId(Id([2; 32])),
+                snapshot("2026-01-02T10:00:00Z", "b", &["daily"]),
+            ),
+            (
+                SnapshotId(Id([1; 32])),
+                snapshot("2026-01-01T10:00:00Z", "a", &["x/y", "daily"]),
+            ),
+            (
+                SnapshotId(Id([3; 32])),
+                snapshot("2026-01-01T10:00:00Z", "..", &[]),
+            ),
         ]);
-        assert_eq!(names(&snaps.children(&Dir::Root)), ["hosts", "ids", "snapshots", "tags"]);
+        assert_eq!(
+            names(&snaps.children(&Dir::Root)),
+            ["hosts", "ids", "snapshots", "tags"]
+        );
         assert_eq!(
             names(&snaps.children(&Dir::Snapshots)),
-            ["2026-01-01T10:00:00+00:00", "2026-01-01T10:00:00+00:00-1", "2026-01-02T10:00:00+00:00", "latest"]
+            [
+                "2026-01-01T10:00:00+00:00",
+                "2026-01-01T10:00:00+00:00-1",
+                "2026-01-02T10:00:00+00:00",
+                "latest"
+            ]
         );
         let latest = snaps.children(&Dir::Snapshots).pop().unwrap().1;
-        assert!(matches!(latest, Child::Latest { ref target, snapshot: 2 } if target == "2026-01-02T10:00:00+00:00"));
+        assert!(
+            matches!(latest, Child::Latest { ref target, snapshot: 2 } if target == "2026-01-02T10:00:00+00:00")
+        );
         assert_eq!(names(&snaps.children(&Dir::Hosts)), ["a", "b"]);
         assert_eq!(names(&snaps.children(&Dir::Tags)), ["daily"]);
         assert_eq!(
             names(&snaps.children(&Dir::Tag("daily".into()))),
-            ["2026-01-01T10:00:00+00:00", "2026-01-02T10:00:00+00:00", "latest"]
+            [
+                "2026-01-01T10:00:00+00:00",
+                "2026-01-02T10:00:00+00:00",
+                "latest"
+            ]
         );
-        assert_eq!(names(&snaps.children(&Dir::Ids)), ["01010101", "02020202", "03030303"]);
+        assert_eq!(
+            names(&snaps.children(&Dir::Ids)),
+            ["01010101", "02020202", "03030303"]
+        );
     }
 }
