@@ -139,6 +139,15 @@ fn make_tree(src: &Path) {
     std::os::unix::fs::symlink("dir/big.bin", src.join("link")).unwrap();
     std::fs::hard_link(src.join("small.txt"), src.join("dir/hard")).unwrap();
     xattr::set(src.join("small.txt"), "user.colour", b"blue\0binary").unwrap();
+    // More entries than one readdir reply holds: listed in several calls.
+    std::fs::create_dir(src.join("many")).unwrap();
+    for i in 0..300 {
+        std::fs::write(
+            src.join(format!("many/entry-with-a-long-name-{i:04}")),
+            i.to_string(),
+        )
+        .unwrap();
+    }
     chmod(&src.join("dir/deeper/sql"), 0o600);
     chmod(&src.join("dir/deeper"), 0o710);
 }

@@ -66,6 +66,12 @@ struct Known {
     snapshots: HashMap<SnapshotId, Option<Arc<Snapshot>>>,
 }
 
+/// What `readdir` lists.
+enum Listing {
+    Layout(Vec<(Vec<u8>, FileType)>),
+    Tree(Arc<Tree>),
+}
+
 /// An open file: its blobs and where each ends in the file.
 struct OpenFile {
     node: Arc<Entry>,
@@ -335,40 +341,32 @@ impl Inner {
         }
     }
 
-    /// A directory's entries after `.` and `..`: name, inode, type.
-    fn list(
-        &self,
-        ino: u64,
-        entry: &Entry,
-    ) -> std::result::Result<Vec<(Vec<u8>, FileType)>, Errno> {
+    /// A directory's entries after `.` and `..`.
+    fn list(&self, entry: &Entry) -> std::result::Result<Listing, Errno> {
         match entry {
             Entry::Dir(dir) => {
                 let _ = self.refresh(false);
                 let layout = self.layout();
-                Ok(layout
-                    .children(dir)
-                    .into_iter()
-                    .map(|(name, child)| {
-                        let kind = match child {
-                            Child::Latest { .. } => FileType::Symlink,
-                            _ => FileType::Directory,
-                        };
-                        (name.into_bytes(), kind)
-                    })
-                    .collect())
+                Ok(Listing::Layout(
+                    layout
+                        .children(dir)
+                        .into_iter()
+                        .map(|(name, child)| {
+                            let kind = match child {
+                                Child::Latest { .. } => FileType::Symlink,
+                                _ => FileType::Directory,
+                            };
+                            (name.into_bytes(), kind)
+                        })
+                        .collect(),
+                ))
             }
-            Entry::Node(node) if node.kind == NodeKind::Dir => {
-                let Some(subtree) = node.subtree else {
-                    return Ok(Vec::new());
-                };
-                let tree = self.tree(&subtree).map_err(|e| errno(&e))?;
-                let _ = ino;
-                Ok(tree
-                    .nodes
-                    .iter()
-                    .map(|n| (n.name.0.clone(), file_type(n.kind)))
-                    .collect())
-            }
+            Entry::Node(node) if node.kind == NodeKind::Dir => match node.subtree {
+                None => Ok(Listing::Layout(Vec::new())),
+                // The cached tree itself: a large directory is listed in
+                // many calls, and none copies its names.
+                Some(subtree) => Ok(Listing::Tree(self.tree(&subtree).map_err(|e| errno(&e))?)),
+            },
             _ => Err(Errno::ENOTDIR),
         }
     }
@@ -585,22 +583,34 @@ impl Filesystem for MountFs {
             Ok(found) => found,
             Err(e) => return reply.error(e),
         };
-        let children = match self.inner.list(ino.0, &entry) {
-            Ok(children) => children,
+        let listing = match self.inner.list(&entry) {
+            Ok(listing) => listing,
             Err(e) => return reply.error(e),
+        };
+        let names: Box<dyn Iterator<Item = (&[u8], FileType)>> = match &listing {
+            Listing::Layout(children) => {
+                Box::new(children.iter().map(|(n, kind)| (n.as_slice(), *kind)))
+            }
+            Listing::Tree(tree) => Box::new(
+                tree.nodes
+                    .iter()
+                    .map(|n| (n.name.0.as_slice(), file_type(n.kind))),
+            ),
         };
         let inodes = lock(&self.inner.inodes);
         let dots = [
             (ino.0, FileType::Directory, &b"."[..]),
             (parent, FileType::Directory, &b".."[..]),
         ];
-        let all = dots.into_iter().chain(
-            children
-                .iter()
-                .map(|(name, kind)| (inodes.listed_ino(ino.0, name), *kind, name.as_slice())),
+        // Entry i (0 and 1 are the dots) is sent with offset i + 1, where
+        // the next call starts.
+        let all = dots.into_iter().skip(offset.min(2) as usize).chain(
+            names
+                .skip(offset.saturating_sub(2) as usize)
+                .map(|(name, kind)| (inodes.listed_ino(ino.0, name), kind, name)),
         );
-        for (i, (child, kind, name)) in all.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(child), i as u64 + 1, kind, OsStr::from_bytes(name)) {
+        for (i, (child, kind, name)) in (offset..).zip(all) {
+            if reply.add(INodeNo(child), i + 1, kind, OsStr::from_bytes(name)) {
                 break;
             }
         }

@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub(super) const ROOT: u64 = 1;
 
 /// What an inode is.
+// Always behind an `Arc`: boxing the node would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(super) enum Entry {
     /// A made-up directory of the top levels.

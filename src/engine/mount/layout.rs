@@ -166,7 +166,7 @@ mod tests {
         let json = serde_json::json!({
             "version": 1, "time": time, "tree": BlobId(Id([0; 32])), "paths": ["/x"],
             "hostname": host, "username": "u", "uid": 0, "gid": 0,
-            "tags": tags, "program_version": "t", "source": "files",
+            "tags": tags, "program_version": "t", "source": "directory",
             "summary": {}
         });
         Arc::new(serde_json::from_value(json).unwrap())
