@@ -37,6 +37,8 @@ const TREE_CACHE_BYTES: u64 = 64 << 20;
 /// Read-ahead stays within this, and within a quarter of the blob cache, so
 /// what is read ahead is still cached when it is asked for.
 const READ_AHEAD_MAX: u64 = 32 << 20;
+/// The first read-ahead of a file, and after a jump.
+const READ_AHEAD_MIN: u64 = 1 << 20;
 
 pub(super) struct MountFs {
     inner: Arc<Inner>,
@@ -80,6 +82,10 @@ struct OpenFile {
     last: AtomicUsize,
     /// Blobs before this one have been read ahead.
     ahead: AtomicUsize,
+    /// Bytes to read ahead: doubled by each sequential read up to the
+    /// mount's limit, back to the least after a jump, so `head` or a
+    /// random reader (`pg_restore -l`) does not pull in megabytes.
+    window: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -395,6 +401,7 @@ impl Inner {
             ends,
             last: AtomicUsize::new(0),
             ahead: AtomicUsize::new(0),
+            window: AtomicU64::new(READ_AHEAD_MIN),
         })
     }
 
@@ -412,7 +419,12 @@ impl Inner {
         // Sequential (or nearly: the kernel sends a few reads at once):
         // read the next blobs ahead on other threads.
         if first == 0 || (last_read.saturating_sub(2)..=last_read + 4).contains(&first) {
-            self.read_ahead(file, node, first);
+            let window = file.window.load(Ordering::Relaxed);
+            file.window
+                .store((window * 2).min(self.read_ahead), Ordering::Relaxed);
+            self.read_ahead(file, node, first, window.min(self.read_ahead));
+        } else {
+            file.window.store(READ_AHEAD_MIN, Ordering::Relaxed);
         }
         let mut out = Vec::with_capacity((end - offset) as usize);
         let mut i = first;
@@ -434,10 +446,10 @@ impl Inner {
         Ok(out)
     }
 
-    fn read_ahead(self: &Arc<Self>, file: &OpenFile, node: &Node, from: usize) {
+    fn read_ahead(self: &Arc<Self>, file: &OpenFile, node: &Node, from: usize, window: u64) {
         let base = if from == 0 { 0 } else { file.ends[from - 1] };
         let mut next = file.ahead.load(Ordering::Relaxed).max(from + 1);
-        while next < node.content.len() && file.ends[next - 1] - base < self.read_ahead {
+        while next < node.content.len() && file.ends[next - 1] - base < window {
             let id = node.content[next];
             if self.blobs.claim(&id) {
                 let inner = self.clone();

@@ -167,7 +167,7 @@ mod tests {
             "version": 1, "time": time, "tree": BlobId(Id([0; 32])), "paths": ["/x"],
             "hostname": host, "username": "u", "uid": 0, "gid": 0,
             "tags": tags, "program_version": "t", "source": "directory",
-            "summary": {}
+            "summary": crate::format::snapshot::Summary::default()
         });
         Arc::new(serde_json::from_value(json).unwrap())
     }
