@@ -78,6 +78,7 @@ command -v zstd >/dev/null || need_pkgs+=(zstd)
 [ -x /usr/bin/time ] || need_pkgs+=(time)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_pkgs+=(postgresql-15 postgresql-client-15)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+command -v fusermount3 >/dev/null || need_pkgs+=(fuse3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   sudo_ apt-get update -qq
@@ -352,6 +353,59 @@ restore_and_check() {
   measure "floor: hash dump" "b3sum" "$dump1_bytes" - b3sum --no-names "$dump1"
 }
 
+# cairn mount against cairn dump / cairn ls -l, and against restic mount:
+# `cat` of the last night's dump through each mount and `ls -lR` of the tree
+# snapshot through it. Mounting is not timed (the mount is up before the
+# measured command starts); the peak RSS recorded for a mount row is the
+# mount process's (VmHWM), not cat's or ls's.
+mnt_pid=""
+mount_up() {  # TOOL REPO: mounts on $work/mnt in the background
+  local tool=$1 repo=$2 mnt=$work/mnt i
+  mkdir -p "$mnt"
+  case $tool in
+    cairn) "$cairn" -q -r "$repo" mount "$mnt" >>"$work/run.log" 2>&1 & ;;
+    restic) restic -q -r "$repo" --cache-dir "$restic_cache" mount "$mnt" >>"$work/run.log" 2>&1 & ;;
+  esac
+  mnt_pid=$!
+  for i in $(seq 1 300); do
+    [ -d "$mnt/snapshots" ] && return 0
+    sleep 0.1
+  done
+  echo "FAILED: $tool mount of $repo did not appear" >&2
+  return 1
+}
+mount_down() {  # records the mount's peak RSS into the last results row
+  local rss
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$mnt_pid/status" 2>/dev/null || echo 0)
+  kill -INT "$mnt_pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$mnt_pid" 2>/dev/null || break; sleep 0.1; done
+  fusermount3 -u -z "$work/mnt" 2>/dev/null || true
+  awk -F'\t' -v OFS='\t' -v r="${rss:-0}" 'NR==n {$4=r} {print}' n="$(wc -l <"$results")" "$results" >"$results.tmp"
+  mv "$results.tmp" "$results"
+}
+mount_rows() {
+  local last=$data/night$nights.sql last_bytes mnt=$work/mnt tool
+  last_bytes=$(stat -c %s "$last")
+  warm=$repos/dump-cairn
+  measure "dump cat: cairn dump" cairn "$last_bytes" - \
+    sh -c 'exec "$1" -q -r "$2" dump latest dump.sql >/dev/null' sh "$cairn" "$repos/dump-cairn"
+  warm=$repos/tree-cairn
+  measure "tree listing: cairn ls -l" cairn "$tree_bytes" - \
+    sh -c 'exec "$1" -q -r "$2" ls -l latest >/dev/null' sh "$cairn" "$repos/tree-cairn"
+  for tool in cairn restic; do
+    warm=$repos/dump-$tool
+    mount_up "$tool" "$repos/dump-$tool" || continue
+    measure "dump cat through mount" "$tool" "$last_bytes" - \
+      sh -c 'exec cat "$1"/snapshots/latest/dump.sql >/dev/null' sh "$mnt"
+    mount_down
+    warm=$repos/tree-$tool
+    mount_up "$tool" "$repos/tree-$tool" || continue
+    measure "tree ls -lR through mount" "$tool" "$tree_bytes" - \
+      sh -c 'exec ls -lR "$1"/snapshots/latest/ >/dev/null' sh "$mnt"
+    mount_down
+  done
+}
+
 if [ $report_only = 0 ]; then
 : >"$work/run.log"
 started=$(date +%s)
@@ -373,6 +427,8 @@ fi
   run_sequence
   log "rep $rep/$reps: restore, check, floors"
   restore_and_check
+  log "rep $rep/$reps: mount"
+  mount_rows
 done
 # Peak memory against the size of the index: the same backups into an
 # empty repository and into one that already indexes $scaling blobs.

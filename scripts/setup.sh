@@ -9,10 +9,11 @@ need=()
 # The dump and tarball tests run the real tools: PostgreSQL 15 (initdb,
 # postgres, pg_dump, psql), Redis (redis-server, redis-cli, redis-check-rdb),
 # GNU tar and the compressors import-tar detects. groff-base renders the
-# generated man page in its test (scripts/man.sh).
+# generated man page in its test (scripts/man.sh). fuse3: fusermount3 for
+# `cairn mount` and its tests (tests/it/mount.rs).
 for pkg in libclang-dev clang pkg-config attr postgresql-15 redis-server \
   tar gzip zstd xz-utils bzip2 util-linux groff-base python3 python3-venv \
-  python3-pip; do
+  python3-pip fuse3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

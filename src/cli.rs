@@ -21,6 +21,8 @@ pub(crate) mod hints;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod metrics;
+#[cfg(feature = "mount")]
+pub(crate) mod mount;
 pub(crate) mod output;
 pub(crate) mod profile;
 pub(crate) mod progress;
@@ -120,5 +122,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Audit(command) => audit::audit(cli, command),
         Command::RetentionLock(command) => retention_lock::retention_lock(cli, command),
         Command::Cache { cleanup, max_age } => cache::cache(cli, *cleanup, *max_age),
+        #[cfg(feature = "mount")]
+        Command::Mount(args) => mount::mount(cli, args),
     }
 }

@@ -19,6 +19,8 @@ pub mod exclude;
 #[cfg(feature = "cache")]
 pub mod forget;
 pub mod metadata;
+#[cfg(all(feature = "cache", feature = "mount"))]
+pub mod mount;
 #[cfg(feature = "cache")]
 pub mod prune;
 #[cfg(feature = "cache")]

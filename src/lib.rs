@@ -54,6 +54,8 @@ pub use engine::command::backup_command;
 pub use engine::copy::{copy, CopiedSnapshot, CopyOptions, CopyOutcome};
 #[cfg(feature = "cache")]
 pub use engine::forget::{forget, ForgetGroup, ForgetOptions, ForgetOutcome};
+#[cfg(all(feature = "cache", feature = "mount"))]
+pub use engine::mount::{mount, MountOptions};
 #[cfg(feature = "cache")]
 pub use engine::prune::{prune, MaxUnused, PruneOptions, PruneOutcome};
 #[cfg(feature = "cache")]

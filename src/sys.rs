@@ -7,6 +7,7 @@ pub mod at;
 pub mod clock;
 pub mod fs;
 pub mod memory;
+pub mod mount;
 pub mod process;
 pub mod walk;
 

@@ -217,6 +217,10 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DAYS", default_value_t = 30)]
         max_age: u64,
     },
+    /// Serve every snapshot as a read-only file system at MOUNTPOINT
+    /// (snapshots/, ids/, hosts/, tags/) until unmounted or interrupted.
+    #[cfg(feature = "mount")]
+    Mount(super::mount::MountArgs),
 }
 
 #[derive(Subcommand)]

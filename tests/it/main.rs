@@ -26,6 +26,7 @@ mod kdf;
 mod locks;
 mod metadata;
 mod metrics;
+mod mount;
 mod oracle;
 mod pipeline;
 mod privacy;
