@@ -172,6 +172,9 @@ fn operation(command: &Command) -> &'static str {
         }
         Command::RetentionLock(super::args::RetentionLockCommand::Show) => "retention-lock show",
         Command::Completions { .. } | Command::Man { .. } => "help",
+        Command::Cache { .. } => "cache",
+        #[cfg(feature = "mount")]
+        Command::Mount(_) => "mount",
     }
 }
 

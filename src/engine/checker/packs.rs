@@ -260,7 +260,7 @@ fn read_remote_packs<S: Sync>(
         let mut results: Vec<Result<PackRead>> = rx
             .into_iter()
             .par_bridge()
-            .map(|got| got.map(|(n, fetched)| verify_pack(repo, table, n, fetched)))
+            .map(|got| got.and_then(|(n, fetched)| verify_pack(repo, table, n, fetched)))
             .collect();
         // Errors first, so the caller stops at one of them.
         results.sort_by_key(|r| r.is_ok());
@@ -273,7 +273,7 @@ type Fetched = std::result::Result<Vec<u8>, PackRead>;
 
 fn read_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32) -> Result<PackRead> {
     let fetched = fetch_pack(repo, table, n)?;
-    Ok(verify_pack(repo, table, n, fetched))
+    verify_pack(repo, table, n, fetched)
 }
 
 fn fetch_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32) -> Result<Fetched> {
@@ -309,10 +309,15 @@ fn fetch_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32) -> Result<Fe
 
 /// Verifies a fetched pack: its hash, its header against the index, and
 /// every blob.
-fn verify_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32, fetched: Fetched) -> PackRead {
+fn verify_pack<S: Sync>(
+    repo: &Repository<S>,
+    table: &Table,
+    n: u32,
+    fetched: Fetched,
+) -> Result<PackRead> {
     let bytes = match fetched {
         Ok(bytes) => bytes,
-        Err(read) => return read,
+        Err(read) => return Ok(read),
     };
     let id = table.packs[n as usize];
     let object = Object::pack(&id);
@@ -345,7 +350,7 @@ fn verify_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32, fetched: Fe
                     read.damaged.push((row.entry.kind, row.entry.id));
                 }
             }
-            return read;
+            return Ok(read);
         }
     };
     let mut matched = 0u32;
@@ -385,7 +390,7 @@ fn verify_pack<S: Sync>(repo: &Repository<S>, table: &Table, n: u32, fetched: Fe
             ),
         });
     }
-    read
+    Ok(read)
 }
 
 fn open_at<S: Sync>(repo: &Repository<S>, pack_bytes: &[u8], entry: &PackEntry) -> Result<Vec<u8>> {
