@@ -51,6 +51,8 @@ pub use engine::command::backup_command;
 #[cfg(feature = "cache")]
 pub use engine::copy::{copy, CopiedSnapshot, CopyOptions, CopyOutcome};
 #[cfg(feature = "cache")]
+pub use engine::drill::{drill, DrillOptions, DrillOutcome};
+#[cfg(feature = "cache")]
 pub use engine::forget::{forget, ForgetGroup, ForgetOptions, ForgetOutcome};
 #[cfg(feature = "cache")]
 pub use engine::prune::{prune, MaxUnused, PruneOptions, PruneOutcome};
@@ -78,7 +80,8 @@ pub use engine::tar::{
 pub use error::{Error, ErrorKind, Result};
 pub use format::chunker::ChunkerParams;
 pub use format::crypto::{IdKeys, KdfParams};
-pub use format::id::{BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
+pub use format::drill::{DrillKind, DrillRecord};
+pub use format::id::{BlobId, DrillId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
 pub use format::retention::{
     Count, Duration as RetentionDuration, GroupBy, GroupKey, Policy, Reason,
 };

@@ -716,15 +716,10 @@ impl<S> Repository<S> {
             name,
             SEALED_SLACK + crate::format::index_file::INDEX_FILE_SIZE_MAX,
         )?;
-        let domain = match kind {
-            FileKind::Config => Domain::Config,
-            FileKind::Snapshot => Domain::Snapshot,
-            FileKind::Index => Domain::Index,
-            FileKind::Lock => Domain::Lock,
-            FileKind::Key => return Ok(sealed),
-            FileKind::Pack => return Err(Error::invalid("packs are read blob by blob")),
-        };
-        self.key.open(domain, &sealed)
+        match drills::domain(kind)? {
+            Some(domain) => self.key.open(domain, &sealed),
+            None => Ok(sealed),
+        }
     }
 }
 
@@ -887,6 +882,7 @@ pub(crate) struct IndexNotStored {
     pub(crate) visible: bool,
 }
 
+mod drills;
 mod open;
 mod writer;
 pub use open::{default_cache_root, OpenOptions};

@@ -144,3 +144,7 @@ typed_id!(
     /// The repository's random identity, stored in `config`.
     RepositoryId
 );
+typed_id!(
+    /// Names a drill record (`drills/`): BLAKE3 of its bytes.
+    DrillId
+);

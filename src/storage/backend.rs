@@ -28,6 +28,9 @@ pub enum FileKind {
     Index,
     Pack,
     Lock,
+    /// Restore drills' records (`cairn drill`), added after the first
+    /// release: a repository from before has no `drills/` directory.
+    Drill,
 }
 
 impl FileKind {
@@ -39,6 +42,7 @@ impl FileKind {
             FileKind::Index => "index",
             FileKind::Pack => "packs",
             FileKind::Lock => "locks",
+            FileKind::Drill => "drills",
         }
     }
 }

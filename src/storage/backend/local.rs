@@ -290,6 +290,7 @@ impl Backend for LocalBackend {
             FileKind::Snapshot,
             FileKind::Index,
             FileKind::Lock,
+            FileKind::Drill,
         ] {
             mk(self.root.join(kind.dir()))?;
         }
@@ -305,6 +306,11 @@ impl Backend for LocalBackend {
         let dir = target
             .parent()
             .expect("repository files live in a directory");
+        if kind == FileKind::Drill && !dir.exists() {
+            // A repository made before drills existed: its first record
+            // creates the directory.
+            create_private_dir(dir)?;
+        }
         let temp = temp_path(dir);
         let write = || -> std::io::Result<()> {
             full_disk_hook(kind)?;
@@ -456,6 +462,10 @@ impl Backend for LocalBackend {
         for dir in dirs {
             let entries = match fs::read_dir(&dir) {
                 Ok(entries) => entries,
+                // No drill has run on a repository made before drills.
+                Err(e) if kind == FileKind::Drill && e.kind() == std::io::ErrorKind::NotFound => {
+                    continue
+                }
                 Err(e) => {
                     return Err(Error::storage_io(
                         format!("cannot list {}", dir.display()),
