@@ -14,6 +14,7 @@ pub(crate) mod browse;
 pub(crate) mod cat;
 pub(crate) mod check;
 pub(crate) mod copy;
+pub(crate) mod drill;
 pub(crate) mod forget;
 pub(crate) mod hints;
 pub(crate) mod init;
@@ -113,5 +114,6 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Completions { shell } => shell::completions(*shell),
         Command::Man { dir } => shell::man(dir.as_deref()),
         Command::Unlock { remove_all } => prune::unlock(cli, *remove_all),
+        Command::Drill(args) => drill::drill(cli, args),
     }
 }

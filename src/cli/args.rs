@@ -192,6 +192,11 @@ pub(crate) enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Restore a snapshot into a scratch directory and prove it loads: a
+    /// PostgreSQL dump into a throwaway cluster, an RDB into redis-server,
+    /// a tarball or a tree read back; the result is recorded in the
+    /// repository (--list shows them).
+    Drill(super::drill::DrillArgs),
 }
 
 #[derive(Subcommand)]

@@ -27,12 +27,20 @@ const SAMPLE_ROWS: u32 = 100;
 /// The line pg_dump ends a plain dump with; a dump without it was cut.
 const PLAIN_TRAILER: &[u8] = b"-- PostgreSQL database dump complete";
 
-/// The directory holding `initdb`: the one on PATH, else the newest
-/// `/usr/lib/postgresql/N/bin` (Debian's layout, not on PATH).
+/// The programs the verifier runs, all from one installation.
+const PROGRAMS: [&str; 4] = ["initdb", "postgres", "psql", "pg_restore"];
+
+fn has_programs(dir: &Path) -> bool {
+    PROGRAMS.iter().all(|p| dir.join(p).is_file())
+}
+
+/// The directory holding all of `PROGRAMS`: one on PATH, else the newest
+/// `/usr/lib/postgresql/N/bin` (Debian's layout, where only the clients
+/// are on PATH).
 pub(super) fn bin_dir() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
-            if dir.join("initdb").is_file() {
+            if has_programs(&dir) {
                 return Ok(dir);
             }
         }
@@ -44,7 +52,7 @@ pub(super) fn bin_dir() -> Result<PathBuf> {
         .filter_map(|e| {
             let v = e.file_name().to_str()?.parse::<u32>().ok()?;
             let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((v, bin))
+            has_programs(&bin).then_some((v, bin))
         })
         .collect();
     versions.sort();
