@@ -12,6 +12,7 @@ mod common;
 mod copy;
 mod crash;
 mod dedup;
+mod drill;
 mod dumps;
 mod errors;
 mod exclude;

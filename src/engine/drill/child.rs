@@ -44,14 +44,11 @@ pub(super) fn command(program: impl AsRef<OsStr>, on_parent_death: Signal) -> Co
 pub(super) enum Stdout {
     Discard,
     Keep,
-    /// Count its lines only (a key listing can be long).
-    CountLines,
 }
 
 pub(super) struct Finished {
     pub status: ExitStatus,
     pub stdout: Vec<u8>,
-    pub lines: u64,
     /// The first `STDERR_KEPT` bytes.
     pub stderr: String,
 }
@@ -81,23 +78,9 @@ pub(super) fn run(ctx: &Context, mut c: Command, what: &str, stdout: Stdout) -> 
     let mut child = c.spawn().map_err(|e| cannot_run(what, e))?;
     let out = child.stdout.take();
     let err = child.stderr.take().expect("stderr is piped");
-    let reader = std::thread::spawn(move || -> (Vec<u8>, u64) {
-        let Some(mut out) = out else {
-            return (Vec::new(), 0);
-        };
-        let mut kept = Vec::new();
-        let mut lines = 0;
-        let mut buf = vec![0u8; 64 * 1024];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-            if stdout == Stdout::Keep && kept.len() < STDOUT_KEPT {
-                kept.extend_from_slice(&buf[..n.min(STDOUT_KEPT - kept.len())]);
-            }
-        }
-        (kept, lines)
+    let reader = std::thread::spawn(move || match out {
+        Some(out) => bounded_read(out, STDOUT_KEPT),
+        None => Vec::new(),
     });
     let stderr_reader = std::thread::spawn(move || bounded_read(err, STDERR_KEPT));
     let status = loop {
@@ -113,17 +96,18 @@ pub(super) fn run(ctx: &Context, mut c: Command, what: &str, stdout: Stdout) -> 
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let (stdout, lines) = reader.join().unwrap_or_default();
-    let stderr = stderr_reader.join().unwrap_or_default();
+    let stdout = reader.join().unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&stderr_reader.join().unwrap_or_default()).into_owned();
     Ok(Finished {
         status,
         stdout,
-        lines,
         stderr,
     })
 }
 
-fn bounded_read(mut from: impl Read, limit: usize) -> String {
+/// Reads to the end, keeping the first `limit` bytes (a child blocked on a
+/// full pipe would never exit).
+fn bounded_read(mut from: impl Read, limit: usize) -> Vec<u8> {
     let mut kept = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     while let Ok(n) = from.read(&mut buf) {
@@ -134,7 +118,7 @@ fn bounded_read(mut from: impl Read, limit: usize) -> String {
             kept.extend_from_slice(&buf[..n.min(limit - kept.len())]);
         }
     }
-    String::from_utf8_lossy(&kept).into_owned()
+    kept
 }
 
 pub(super) fn cannot_run(what: &str, e: std::io::Error) -> Error {
