@@ -82,9 +82,11 @@ impl<S> Repository<S> {
 
 #[cfg(test)]
 mod tests {
+    use crate::engine::repository::{InitOptions, Repository};
+    use crate::format::crypto::KdfParams;
     use crate::format::drill::*;
+    use crate::format::id::SnapshotId;
     use crate::storage::backend::{Backend, FileKind, MemoryBackend};
-    use crate::{InitOptions, KdfParams, Repository};
     use std::sync::Arc;
 
     #[test]
@@ -103,7 +105,7 @@ mod tests {
         let lock = repo.lock_shared(std::time::Duration::ZERO).unwrap();
         let record = DrillRecord {
             version: DRILL_RECORD_VERSION,
-            snapshot: crate::SnapshotId::default(),
+            snapshot: SnapshotId::default(),
             source: "h:/x.sql".into(),
             kind: DrillKind::Files,
             started: chrono::DateTime::parse_from_rfc3339("2026-12-01T03:00:00Z").unwrap(),
