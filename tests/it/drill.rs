@@ -457,3 +457,46 @@ fn a_damaged_pack_fails_the_drill_at_restore_and_names_the_file() {
     );
     assert!(d["figures"].as_array().unwrap().is_empty(), "{d}");
 }
+
+#[test]
+fn a_profile_runs_the_drill_as_a_step() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    std::fs::write(src.join("a.txt"), b"x").unwrap();
+    let metrics = t.dir.path().join("m.prom");
+    let cfg = t.dir.path().join("cairn.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[profile.p]\nrepository = {:?}\npassword-file = {:?}\ncache-dir = {:?}\nmetrics-file = {:?}\n\
+             run = [\"backup\", \"drill --max-shrink 10%\"]\n\n[[profile.p.source]]\npaths = [{:?}]\n",
+            path_str(&t.repo),
+            path_str(&t.password_file),
+            path_str(&t.cache),
+            path_str(&metrics),
+            path_str(&src)
+        ),
+    )
+    .unwrap();
+    let out = t
+        .command()
+        .env_remove("CAIRN_REPOSITORY")
+        .env_remove("CAIRN_PASSWORD_FILE")
+        .args(["--config", path_str(&cfg), "--profile", "p", "run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("== cairn drill --max-shrink 10%"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("files): passed"), "{stdout}");
+    assert_eq!(list(&t, &[]).len(), 1);
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.contains("cairn_last_exit_code{command=\"drill\"")
+            && prom.contains("cairn_drill_passed{"),
+        "{prom}"
+    );
+}
