@@ -97,9 +97,27 @@ pub(crate) fn drill(cli: &Cli, args: &DrillArgs) -> anyhow::Result<i32> {
         require: args.require.clone(),
     };
     let mut outcomes = Vec::new();
+    let mut not_run = 0;
     for (id, snapshot) in &chosen {
         let started = std::time::Instant::now();
-        let outcome = cairn::drill(&mut repo, &lock, *id, snapshot, &options)?;
+        let outcome = match cairn::drill(&mut repo, &lock, *id, snapshot, &options) {
+            Ok(outcome) => outcome,
+            // An interrupt stops every drill; a drill that cannot run
+            // (no PostgreSQL, no space) does not stop the other sources'.
+            Err(e) if chosen.len() == 1 || e.kind() == cairn::ErrorKind::Interrupted => {
+                return Err(e.into())
+            }
+            Err(e) => {
+                eprintln!(
+                    "cairn: error: drill of snapshot {} ({}) did not run: {}",
+                    id.short(),
+                    term_safe(&cairn::engine::drill::source_of(snapshot)),
+                    term_safe(&e.to_string())
+                );
+                not_run += 1;
+                continue;
+            }
+        };
         warn_all(cli, &mut repo);
         note_drill(&outcome.record, started.elapsed().as_secs_f64());
         if !cli.quiet {
@@ -138,11 +156,11 @@ pub(crate) fn drill(cli: &Cli, args: &DrillArgs) -> anyhow::Result<i32> {
             Ok(())
         },
     )?;
-    let failed = outcomes.iter().filter(|o| !o.record.passed()).count();
+    let failed = outcomes.iter().filter(|o| !o.record.passed()).count() + not_run;
     if failed > 0 {
         eprintln!(
-            "cairn: error: {failed} of {} drill(s) failed",
-            outcomes.len()
+            "cairn: error: {failed} of {} drill(s) failed or did not run",
+            chosen.len()
         );
         return Ok(1);
     }
@@ -172,8 +190,13 @@ fn print_record(r: &DrillRecord, figures: bool) {
 }
 
 fn list(cli: &Cli, args: &DrillArgs) -> anyhow::Result<i32> {
-    let mut repo = open(cli)?;
     let filter = args.filter.filter();
+    if !filter.tags.is_empty() {
+        return Err(anyhow!(
+            "drill --list selects by --host and --path: drill records carry no tags"
+        ));
+    }
+    let mut repo = open(cli)?;
     let mut records = repo.drill_records()?;
     warn_all(cli, &mut repo);
     // The filters apply to the drilled snapshot's source: `host:paths`.
