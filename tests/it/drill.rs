@@ -500,3 +500,55 @@ fn a_profile_runs_the_drill_as_a_step() {
         "{prom}"
     );
 }
+
+#[test]
+fn an_interrupted_drill_stops_its_server_removes_its_scratch_and_records_nothing() {
+    assert!(
+        Redis::available(),
+        "redis tools missing: run scripts/setup.sh"
+    );
+    let redis = Redis::start(None);
+    redis.query(&["SET", "k", "v"]);
+    let t = TestRepo::new();
+    let scratch = scratch_parent(&t);
+    let port = redis.port.to_string();
+    let rdb = ["redis-cli", "-p", &port, "--rdb", "-"];
+    assert_success(&backup_command(&t, "dump.rdb", &rdb), &["backup dump.rdb"]);
+    let signals = t.path("failpoints");
+    let child = t
+        .command()
+        .args(["drill", "--scratch", path_str(&scratch)])
+        .env("CAIRN_FAILPOINT", "drill-server-up")
+        .env("CAIRN_FAILPOINT_DIR", &signals)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !signals.join("drill-server-up.reached").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the drill did not reach its server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let server = server_under(&scratch).expect("the drill's redis-server runs");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::fs::write(signals.join("drill-server-up.go"), b"").unwrap();
+    let out = finish_with_timeout(child, "interrupted drill", COMMAND_TIMEOUT_SECS);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        !Path::new(&format!("/proc/{server}")).exists(),
+        "redis-server outlived the interrupted drill"
+    );
+    assert!(
+        entries(&scratch).is_empty(),
+        "scratch left: {:?}",
+        entries(&scratch)
+    );
+    assert!(
+        list(&t, &[]).is_empty(),
+        "an interrupted drill records nothing"
+    );
+}
