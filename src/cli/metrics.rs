@@ -1,4 +1,4 @@
-//! `--metrics-file`: after `backup`, `forget`, `prune` and `check`, record
+//! `--metrics-file`: after `backup`, `forget`, `prune`, `check` and `drill`, record
 //! the run in a Prometheus textfile (the metrics are listed in
 //! `docs/monitoring.md`). Commands report their results here with the
 //! `note_*` calls; `cli::execute` calls `write` once the command has finished,
