@@ -70,6 +70,16 @@ pub fn send_signal(pid: u32, signal: Signal) -> bool {
     unsafe { libc::kill(pid, signal.number()) == 0 }
 }
 
+/// Sends `signal` to every process of process group `group`; false if
+/// there is none.
+pub fn send_group_signal(group: u32, signal: Signal) -> bool {
+    let Ok(group) = libc::pid_t::try_from(group) else {
+        return false;
+    };
+    // SAFETY: kill touches no memory of ours; a negative pid names a group.
+    group > 0 && unsafe { libc::kill(-group, signal.number()) == 0 }
+}
+
 /// Has the child started by `command` receive `signal` when the thread
 /// that starts it ends (`PR_SET_PDEATHSIG`), so a drill killed with
 /// SIGKILL leaves no database server running. Set after `uid`/`gid` are

@@ -6,9 +6,10 @@
 use crate::context::Context;
 use crate::engine::command::SECRET_VARIABLES;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys::process::{send_signal, stop_with_parent, Signal};
+use crate::sys::process::{send_group_signal, send_signal, stop_with_parent, Signal};
 use std::ffi::OsStr;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -23,7 +24,10 @@ const STDOUT_KEPT: usize = 16 * 1024 * 1024;
 
 /// A command for `program`: no secret variable of cairn's and no PG*
 /// variable of the caller's (a drill talks to its own server only),
-/// standard input closed, killed with `on_parent_death` if cairn dies.
+/// standard input closed, killed with `on_parent_death` if cairn dies, in
+/// a process group of its own (the terminal's Ctrl-C reaches cairn, which
+/// stops its children in order; an interrupted `--verify-command` is
+/// killed with everything it started).
 pub(super) fn command(program: impl AsRef<OsStr>, on_parent_death: Signal) -> Command {
     let mut c = Command::new(program);
     for name in SECRET_VARIABLES {
@@ -34,7 +38,7 @@ pub(super) fn command(program: impl AsRef<OsStr>, on_parent_death: Signal) -> Co
             c.env_remove(name);
         }
     }
-    c.stdin(Stdio::null());
+    c.stdin(Stdio::null()).process_group(0);
     stop_with_parent(&mut c, on_parent_death);
     c
 }
@@ -90,6 +94,7 @@ pub(super) fn run(ctx: &Context, mut c: Command, what: &str, stdout: Stdout) -> 
             Err(e) => return Err(Error::io(format!("cannot wait for {what}"), e)),
         }
         if let Err(e) = ctx.check_interrupt() {
+            send_group_signal(child.id(), Signal::Kill);
             let _ = child.kill();
             let _ = child.wait();
             return Err(e);
