@@ -187,7 +187,7 @@ pub fn drill(
         _ => None,
     };
     let started = chrono::Local::now().fixed_offset();
-    let mut scratch = scratch::Scratch::create(&parent, user)?;
+    let mut scratch = scratch::Scratch::create(&parent, user.is_some())?;
     let target = scratch.restore_dir();
     let clock = Instant::now();
     let untrusted = RestoreOptions {

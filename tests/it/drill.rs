@@ -179,6 +179,16 @@ fn postgres_plain_and_custom_dumps_load_with_their_row_counts() {
     assert_eq!(figure(&d, "public.orders"), 5000);
     let kept = PathBuf::from(d["kept"].as_str().unwrap());
     assert!(kept.starts_with(&scratch) && kept.join("restore/app.dump").is_file());
+    // The server's user may pass through the scratch, not change it: it is
+    // where cairn, as root, writes.
+    let meta = std::fs::metadata(&kept).unwrap();
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        if is_root() { 0o711 } else { 0o700 }
+    );
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), unsafe {
+        libc::geteuid()
+    });
     let probe = Command::new(Path::new(PG_BIN).join("psql"))
         .arg("-h")
         .arg(kept.join("pg"))

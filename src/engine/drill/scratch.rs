@@ -18,11 +18,13 @@ pub(super) struct Scratch {
 }
 
 impl Scratch {
-    /// Creates the directory. With `owner` (a drill run as root, whose
-    /// database server runs as an unprivileged user), that user owns it so
-    /// the server can reach its own subdirectory; the restored files go to
-    /// `restore/`, which stays root's and private.
-    pub fn create(parent: &Path, owner: Option<(u32, u32)>) -> Result<Scratch> {
+    /// Creates the directory, ours and 0700. With `reachable` (a drill run
+    /// as root, whose database server runs as an unprivileged user) it is
+    /// 0711: that user may pass through to the subdirectory it is given,
+    /// but can neither list nor change what is ours here (the restored
+    /// files, logs, query files), so it cannot plant a symlink where root
+    /// writes.
+    pub fn create(parent: &Path, reachable: bool) -> Result<Scratch> {
         let id: [u8; 4] = crate::sys::random_bytes();
         let dir = parent.join(format!(
             "{PREFIX}{}-{}",
@@ -34,9 +36,10 @@ impl Scratch {
             .create(&dir)
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         let scratch = Scratch { dir, keep: false };
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&scratch.dir, Some(uid), Some(gid))
-                .map_err(|e| Error::io(format!("cannot hand {} over", scratch.dir.display()), e))?;
+        if reachable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&scratch.dir, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| Error::io(format!("cannot open up {}", scratch.dir.display()), e))?;
         }
         Ok(scratch)
     }
@@ -79,12 +82,12 @@ pub(super) fn sweep(parent: &Path) -> Vec<PathBuf> {
             continue;
         };
         let path = entry.path();
-        // Not a symlink, and ours (or, for root, handed to the server user
-        // by root): someone else's directory is not ours to remove.
+        // Not a symlink, and ours: someone else's directory is not ours to
+        // remove.
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        if !meta.is_dir() || (uid != 0 && meta.uid() != uid) {
+        if !meta.is_dir() || meta.uid() != uid {
             continue;
         }
         if pid == std::process::id()
