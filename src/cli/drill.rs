@@ -119,7 +119,7 @@ pub(crate) fn drill(cli: &Cli, args: &DrillArgs) -> anyhow::Result<i32> {
             }
         };
         warn_all(cli, &mut repo);
-        note_drill(&outcome.record, started.elapsed().as_secs_f64());
+        note_drill(&outcome, started.elapsed().as_secs_f64());
         if !cli.quiet {
             for dir in &outcome.swept {
                 eprintln!(
@@ -229,8 +229,13 @@ fn list(cli: &Cli, args: &DrillArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// One drill's gauges, per source, for `--metrics-file` (written by
-/// `metrics::write` once the command ends).
-fn note_drill(record: &DrillRecord, seconds: f64) {
+/// Where a finished drill is reported beyond its output: its gauges, per
+/// source, for `--metrics-file` (written by `metrics::write` once the
+/// command ends), and the one hook for the audit log ("a drill is an audit
+/// entry that the audit report's verification-cadence check uses"), which
+/// had not landed on this branch: there, `audit::note_read(&record.snapshot)`
+/// and counts such as `drill_passed` go into the command's entry.
+fn note_drill(outcome: &cairn::DrillOutcome, seconds: f64) {
+    let record = &outcome.record;
     super::metrics::note_drill(&record.source, record.passed(), seconds);
 }

@@ -242,7 +242,6 @@ pub fn drill(
         failure: failure.map(|f| bounded_text(&f.replace('\n', " "))),
     };
     let record_id = repo.save_drill_record(&record, lock)?;
-    audit_entry(repo, lock, &record_id, &record)?;
     let kept = options.keep.then(|| scratch.keep());
     Ok(DrillOutcome {
         id: record_id,
@@ -250,19 +249,6 @@ pub fn drill(
         kept,
         swept,
     })
-}
-
-/// The audit log's hook (issue: "a drill is an audit entry that the audit
-/// report's verification-cadence check uses"). The audit log has not
-/// landed; when it does, this is the one place that appends the drill
-/// (record id, snapshot, source, verdict) to it.
-fn audit_entry(
-    _repo: &Repository,
-    _lock: &LockGuard,
-    _id: &DrillId,
-    _record: &DrillRecord,
-) -> Result<()> {
-    Ok(())
 }
 
 fn verify(
