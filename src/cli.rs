@@ -16,6 +16,7 @@ pub(crate) mod cache;
 pub(crate) mod cat;
 pub(crate) mod check;
 pub(crate) mod copy;
+pub(crate) mod drill;
 pub(crate) mod forget;
 pub(crate) mod hints;
 pub(crate) mod init;
@@ -124,5 +125,6 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
         Command::Cache { cleanup, max_age } => cache::cache(cli, *cleanup, *max_age),
         #[cfg(feature = "mount")]
         Command::Mount(args) => mount::mount(cli, args),
+        Command::Drill(args) => drill::drill(cli, args),
     }
 }

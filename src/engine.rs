@@ -15,6 +15,8 @@ pub mod checker;
 pub mod command;
 #[cfg(feature = "cache")]
 pub mod copy;
+#[cfg(feature = "cache")]
+pub mod drill;
 pub mod exclude;
 #[cfg(feature = "cache")]
 pub mod forget;

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod chunker;
 pub mod config;
 pub mod crypto;
+pub mod drill;
 pub mod id;
 pub mod index_file;
 pub mod key;

@@ -53,6 +53,8 @@ pub use engine::command::backup_command;
 #[cfg(feature = "cache")]
 pub use engine::copy::{copy, CopiedSnapshot, CopyOptions, CopyOutcome};
 #[cfg(feature = "cache")]
+pub use engine::drill::{drill, DrillOptions, DrillOutcome};
+#[cfg(feature = "cache")]
 pub use engine::forget::{forget, ForgetGroup, ForgetOptions, ForgetOutcome};
 #[cfg(all(feature = "cache", feature = "mount"))]
 pub use engine::mount::{mount, MountOptions};
@@ -83,7 +85,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use format::audit::{IdKind, Outcome, PublicKey};
 pub use format::chunker::ChunkerParams;
 pub use format::crypto::{IdKeys, KdfParams};
-pub use format::id::{AuditId, BlobId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
+pub use format::drill::{DrillKind, DrillRecord};
+pub use format::id::{
+    AuditId, BlobId, DrillId, IndexId, KeyId, PackId, RepositoryId, SnapshotId,
+};
 pub use format::retention::{
     Count, Duration as RetentionDuration, GroupBy, GroupKey, Policy, Reason,
 };

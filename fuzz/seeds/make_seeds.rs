@@ -38,6 +38,7 @@ fn main() {
     blob_open(&mut seeds);
     chunker(&mut seeds);
     tar_import(&mut seeds);
+    drill_record(&mut seeds);
     println!("make_seeds: wrote {} seeds under {}", seeds.count, seeds.dir.display());
 }
 
@@ -456,4 +457,31 @@ fn gnu_tarballs() -> std::io::Result<Vec<(&'static str, Vec<u8>)>> {
     }
     std::fs::remove_dir_all(&dir)?;
     Ok(out)
+}
+
+fn drill_record(s: &mut Seeds) {
+    use cairn::format::drill::{DrillKind, DrillRecord, Figure, Verdict, DRILL_RECORD_VERSION};
+    let passed = DrillRecord {
+        version: DRILL_RECORD_VERSION,
+        snapshot: SnapshotId(Id([7; 32])),
+        source: "db1:/app.sql".into(),
+        kind: DrillKind::Postgres,
+        started: DateTime::parse_from_rfc3339("2026-12-01T03:00:00.5+01:00").unwrap(),
+        restore_seconds: 12.5,
+        verify_seconds: std::time::Duration::new(7, 595_042_302).as_secs_f64(),
+        bytes: 1 << 30,
+        figures: vec![
+            Figure { name: "public.orders".into(), count: 100_000, sample: Some("9e107d9d372bb6826bd81d3542a419d6".into()) },
+            Figure { name: "app/public.customers".into(), count: 20_000, sample: None },
+        ],
+        verdict: Verdict::Passed,
+        failure: None,
+    };
+    s.put("drill_record", "passed", &passed.encode());
+    let mut failed = passed.clone();
+    failed.kind = DrillKind::Redis;
+    failed.figures = vec![Figure { name: "db0 keys".into(), count: 0, sample: None }];
+    failed.verdict = Verdict::Failed;
+    failed.failure = Some("redis-check-rdb failed: [offset 313] Unexpected EOF reading RDB file".into());
+    s.put("drill_record", "failed", &failed.encode());
 }

@@ -56,7 +56,7 @@ pub(crate) struct Cli {
     /// CAIRN_* variables override it; see docs/cairn.example.toml).
     #[arg(long, env = "CAIRN_PROFILE", global = true, value_name = "NAME")]
     pub(crate) profile: Option<String>,
-    /// After backup, forget, prune and check, record the run in this
+    /// After backup, forget, prune, check and drill, record the run in this
     /// Prometheus textfile (see docs/monitoring.md).
     #[arg(long, env = "CAIRN_METRICS_FILE", global = true, value_name = "PATH")]
     pub(crate) metrics_file: Option<PathBuf>,
@@ -221,6 +221,12 @@ pub(crate) enum Command {
     /// (snapshots/, ids/, hosts/, tags/) until unmounted or interrupted.
     #[cfg(feature = "mount")]
     Mount(super::mount::MountArgs),
+    /// Restore a snapshot into a scratch directory and prove it loads: a
+    /// PostgreSQL dump into a throwaway cluster, an RDB into redis-server,
+    /// a tarball or a tree read back; the result is recorded in the
+    /// repository (--list shows them). Exit 0 when every drill passed, 1
+    /// when one failed or could not run.
+    Drill(super::drill::DrillArgs),
 }
 
 #[derive(Subcommand)]

@@ -173,6 +173,8 @@ fn operation(command: &Command) -> &'static str {
         Command::RetentionLock(super::args::RetentionLockCommand::Show) => "retention-lock show",
         Command::Completions { .. } | Command::Man { .. } => "help",
         Command::Cache { .. } => "cache",
+        Command::Drill(args) if args.list => "drill list",
+        Command::Drill(_) => "drill",
         #[cfg(feature = "mount")]
         Command::Mount(_) => "mount",
     }

@@ -1,4 +1,4 @@
-//! `--metrics-file`: after `backup`, `forget`, `prune` and `check`, record
+//! `--metrics-file`: after `backup`, `forget`, `prune`, `check` and `drill`, record
 //! the run in a Prometheus textfile (the metrics are listed in
 //! `docs/monitoring.md`). Commands report their results here with the
 //! `note_*` calls; `cli::execute` calls `write` once the command has finished,
@@ -17,6 +17,8 @@ struct Report {
     check_damaged_snapshots: Option<u64>,
     forget_removed: Option<u64>,
     prune_bytes_freed: Option<u64>,
+    /// `drill`: per drill, its source, whether it passed, its seconds.
+    drills: Vec<(String, bool, f64)>,
 }
 
 /// Summed over the snapshots of one run (a profile writes several).
@@ -67,6 +69,10 @@ pub(crate) fn note_prune(outcome: &cairn::PruneOutcome) {
     with_report(|r| r.prune_bytes_freed = Some(outcome.bytes_freed()));
 }
 
+pub(crate) fn note_drill(source: &str, passed: bool, seconds: f64) {
+    with_report(|r| r.drills.push((source.to_string(), passed, seconds)));
+}
+
 /// When the command started; taken before it runs.
 pub(crate) struct Started {
     wall: SystemTime,
@@ -103,6 +109,7 @@ fn labels(cli: &Cli) -> Option<Vec<(&'static str, String)>> {
         Command::Forget(_) => ("forget", profile_host, profile_tags(cli)),
         Command::Prune(_) => ("prune", profile_host, profile_tags(cli)),
         Command::Check(_) => ("check", profile_host, profile_tags(cli)),
+        Command::Drill(args) if !args.list => ("drill", profile_host, profile_tags(cli)),
         _ => return None,
     };
     tags.sort();
@@ -286,6 +293,40 @@ pub(crate) fn write(cli: &Cli, code: i32, started: Started) {
                 &run,
                 n as f64,
             );
+        }
+        for (source, passed, seconds) in &report.drills {
+            let mut labels = vec![("source", source.as_str())];
+            labels.extend(repository.iter().copied());
+            f.set(
+                "cairn_drill_last_run_timestamp_seconds",
+                "When the last drill of this source finished (Unix time).",
+                g,
+                &labels,
+                now,
+            );
+            f.set(
+                "cairn_drill_duration_seconds",
+                "How long the last drill of this source took (restore and verify).",
+                g,
+                &labels,
+                *seconds,
+            );
+            f.set(
+                "cairn_drill_passed",
+                "Whether the last drill of this source passed (1) or failed (0).",
+                g,
+                &labels,
+                f64::from(u8::from(*passed)),
+            );
+            if *passed {
+                f.set(
+                    "cairn_drill_last_success_timestamp_seconds",
+                    "When a drill of this source last passed (Unix time).",
+                    g,
+                    &labels,
+                    now,
+                );
+            }
         }
         if let Some((snapshots, packs, pack_bytes)) = totals {
             f.set(

@@ -628,15 +628,10 @@ impl<S> Repository<S> {
             name,
             SEALED_SLACK + crate::format::index_file::INDEX_FILE_SIZE_MAX,
         )?;
-        let domain = match kind {
-            FileKind::Config => Domain::Config,
-            FileKind::Snapshot => Domain::Snapshot,
-            FileKind::Index => Domain::Index,
-            FileKind::Lock => Domain::Lock,
-            FileKind::Key | FileKind::Audit => return Ok(sealed),
-            FileKind::Pack => return Err(Error::invalid("packs are read blob by blob")),
-        };
-        self.key.open(domain, &sealed)
+        match drills::domain(kind)? {
+            Some(domain) => self.key.open(domain, &sealed),
+            None => Ok(sealed),
+        }
     }
 }
 
@@ -800,6 +795,7 @@ pub(crate) struct IndexNotStored {
 }
 
 mod keys;
+mod drills;
 mod open;
 mod reader;
 mod uploads;

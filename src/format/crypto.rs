@@ -32,6 +32,8 @@ pub enum Domain {
     PackHeader,
     /// The master key inside a key file, sealed with the password key.
     KeyFile,
+    /// A restore drill's record (`drills/`).
+    Drill,
 }
 
 impl Domain {
@@ -43,6 +45,7 @@ impl Domain {
             Domain::Lock => b"cairn/v1/lock",
             Domain::PackHeader => b"cairn/v1/pack-header",
             Domain::KeyFile => b"cairn/v1/key",
+            Domain::Drill => b"cairn/v1/drill",
         }
     }
 }

@@ -148,3 +148,7 @@ typed_id!(
     /// Names an audit entry: BLAKE3 of its bytes.
     AuditId
 );
+typed_id!(
+    /// Names a drill record (`drills/`): BLAKE3 of its bytes.
+    DrillId
+);

@@ -517,4 +517,11 @@ group-by = "host"
             assert!(e.contains("profile \"a\""), "{text}: {e}");
         }
     }
+
+    #[test]
+    fn drill_is_a_run_step() {
+        let c = parse_str("[profile.p]\nrun = [\"backup\", \"drill --max-shrink 10%\"]\n").unwrap();
+        let p = c.profile("p").unwrap();
+        assert_eq!(p.run[1], vec!["drill", "--max-shrink", "10%"]);
+    }
 }

@@ -35,6 +35,9 @@ pub enum FileKind {
     /// Audit entries and snapshot manifests: plaintext, signed, named by
     /// the BLAKE3 of their bytes, never deleted (docs/FORMAT.md 18).
     Audit,
+    /// Restore drills' records (`cairn drill`), added after the first
+    /// release: a repository from before has no `drills/` directory.
+    Drill,
 }
 
 impl FileKind {
@@ -46,6 +49,7 @@ impl FileKind {
             FileKind::Index => "index",
             FileKind::Pack => "packs",
             FileKind::Lock => "locks",
+            FileKind::Drill => "drills",
             FileKind::Audit => "audit",
         }
     }

@@ -283,3 +283,20 @@ pub fn read_bounded(file: &File, size: u64, limit: u64) -> std::io::Result<Vec<u
     }
     Ok(out)
 }
+
+/// Bytes an unprivileged user may still write on the file system that
+/// holds `path` (`statvfs`: available blocks times the fragment size).
+// The fields are u64 on 64-bit targets only.
+#[allow(clippy::useless_conversion)]
+pub fn free_space(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: statvfs is plain old data; all zeroes is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is NUL-terminated and st is valid for writes.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+}

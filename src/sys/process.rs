@@ -1,5 +1,7 @@
 //! Child processes: the names of the signals that can end one, for the
-//! message of a dump command that was killed (`backup --stdin-from-command`).
+//! message of a dump command that was killed (`backup --stdin-from-command`);
+//! signals, parent-death signals and user lookups for the servers a restore
+//! drill runs.
 
 /// The name of a signal that commonly ends a process (`SIGKILL`, …), or
 /// None for another number, which is then shown alone.
@@ -38,6 +40,87 @@ pub fn forbid_core_dumps() -> std::io::Result<()> {
 pub fn may_dump_core() -> bool {
     // SAFETY: PR_GET_DUMPABLE takes no pointer and returns the flag.
     unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) == 1 }
+}
+
+/// Signals cairn sends to the servers a restore drill starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// PostgreSQL's immediate shutdown.
+    Quit,
+    Terminate,
+    Kill,
+}
+
+impl Signal {
+    fn number(self) -> libc::c_int {
+        match self {
+            Signal::Quit => libc::SIGQUIT,
+            Signal::Terminate => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        }
+    }
+}
+
+/// Sends `signal` to process `pid`; false if it is gone.
+pub fn send_signal(pid: u32, signal: Signal) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill touches no memory of ours.
+    unsafe { libc::kill(pid, signal.number()) == 0 }
+}
+
+/// Sends `signal` to every process of process group `group`; false if
+/// there is none.
+pub fn send_group_signal(group: u32, signal: Signal) -> bool {
+    let Ok(group) = libc::pid_t::try_from(group) else {
+        return false;
+    };
+    // SAFETY: kill touches no memory of ours; a negative pid names a group.
+    group > 0 && unsafe { libc::kill(-group, signal.number()) == 0 }
+}
+
+/// Has the child started by `command` receive `signal` when the thread
+/// that starts it ends (`PR_SET_PDEATHSIG`), so a drill killed with
+/// SIGKILL leaves no database server running. Set after `uid`/`gid` are
+/// changed (std runs `pre_exec` hooks last), which would otherwise clear it.
+pub fn stop_with_parent(command: &mut std::process::Command, signal: Signal) {
+    use std::os::unix::process::CommandExt;
+    let number = signal.number() as libc::c_ulong;
+    // SAFETY: the hook runs between fork and exec and only calls prctl and
+    // getppid, which are async-signal-safe and allocate nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, number, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the hook ran.
+            if libc::getppid() == 1 {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The user id and primary group id of a user name (`getpwnam_r`).
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let name = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain old data; all zeroes is a valid value.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call and the buffer outlives it.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ fn snapshot_count(t: &TestRepo) -> usize {
 }
 
 /// Runs `cairn backup --stdin-from-command ... -- argv` and returns the output.
-fn backup_command(t: &TestRepo, name: &str, argv: &[&str]) -> std::process::Output {
+pub(crate) fn backup_command(t: &TestRepo, name: &str, argv: &[&str]) -> std::process::Output {
     let mut args = vec![
         "--json",
         "backup",
@@ -27,7 +27,7 @@ fn backup_command(t: &TestRepo, name: &str, argv: &[&str]) -> std::process::Outp
 }
 
 /// The one-line error of a failed command backup.
-fn failure_line(out: &std::process::Output) -> String {
+pub(crate) fn failure_line(out: &std::process::Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
         out.status.code(),
@@ -114,7 +114,7 @@ fn command_output_is_stored_exactly_and_the_command_recorded() {
 
 // ------------------------------------------------------------ servers ----
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -135,7 +135,7 @@ fn unprivileged(program: &Path) -> Command {
     }
 }
 
-fn run_ok(c: &mut Command) -> Vec<u8> {
+pub(crate) fn run_ok(c: &mut Command) -> Vec<u8> {
     let out = output_with_timeout(c, COMMAND_TIMEOUT_SECS);
     assert!(
         out.status.success(),
@@ -153,22 +153,22 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub(crate) const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A throw-away PostgreSQL 15 cluster: its own data directory, a unix
 /// socket in its temp dir and no TCP listener. Stopped on drop.
-struct Postgres {
-    dir: tempfile::TempDir,
-    port: u16,
+pub(crate) struct Postgres {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) port: u16,
     server: Child,
 }
 
 impl Postgres {
-    fn available() -> bool {
+    pub(crate) fn available() -> bool {
         Path::new(PG_BIN).join("initdb").exists()
     }
 
-    fn start() -> Postgres {
+    pub(crate) fn start() -> Postgres {
         let dir = tempfile::Builder::new()
             .prefix("cairn-pg-")
             .tempdir()
@@ -203,7 +203,7 @@ impl Postgres {
         pg
     }
 
-    fn tool(&self, name: &str) -> Command {
+    pub(crate) fn tool(&self, name: &str) -> Command {
         let mut c = Command::new(Path::new(PG_BIN).join(name));
         c.args(["-h", path_str(self.dir.path())]).args([
             "-p",
@@ -214,18 +214,18 @@ impl Postgres {
         c
     }
 
-    fn psql(&self, db: &str) -> Command {
+    pub(crate) fn psql(&self, db: &str) -> Command {
         let mut c = self.tool("psql");
         c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db]);
         c
     }
 
-    fn sql(&self, db: &str, sql: &str) -> String {
+    pub(crate) fn sql(&self, db: &str, sql: &str) -> String {
         String::from_utf8(run_ok(self.psql(db).args(["-At", "-c", sql]))).unwrap()
     }
 
     /// The pg_dump command line cairn runs, as strings.
-    fn pg_dump_argv(&self, db: &str) -> Vec<String> {
+    pub(crate) fn pg_dump_argv(&self, db: &str) -> Vec<String> {
         vec![
             format!("{PG_BIN}/pg_dump"),
             "-Fp".into(),
@@ -275,7 +275,7 @@ const WORDS: [&str; 12] = [
 ];
 
 /// COPY data for `customers` and `orders`: realistic text, deterministic.
-fn load_sql(customers: u64, orders: u64) -> Vec<u8> {
+pub(crate) fn load_sql(customers: u64, orders: u64) -> Vec<u8> {
     let mut rng = Rng::new(42);
     let mut s = Vec::new();
     writeln!(
@@ -435,20 +435,20 @@ fn postgres_dump_two_nights_restore_night_one() {
 }
 
 /// A redis-server on a free local port with its data in a temp dir.
-struct Redis {
+pub(crate) struct Redis {
     /// Holds the server's data; removed on drop.
     _dir: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
     server: Child,
 }
 
 impl Redis {
-    fn available() -> bool {
+    pub(crate) fn available() -> bool {
         have_tool("redis-server") && have_tool("redis-cli") && have_tool("redis-check-rdb")
     }
 
     /// Starts a server; with `rdb`, loaded from that file.
-    fn start(rdb: Option<&Path>) -> Redis {
+    pub(crate) fn start(rdb: Option<&Path>) -> Redis {
         let dir = tempfile::Builder::new()
             .prefix("cairn-redis-")
             .tempdir()
@@ -481,13 +481,13 @@ impl Redis {
         redis
     }
 
-    fn cli(&self) -> Command {
+    pub(crate) fn cli(&self) -> Command {
         let mut c = Command::new("redis-cli");
         c.args(["-p", &self.port.to_string()]);
         c
     }
 
-    fn query(&self, args: &[&str]) -> String {
+    pub(crate) fn query(&self, args: &[&str]) -> String {
         String::from_utf8(run_ok(self.cli().args(args))).unwrap()
     }
 }
@@ -499,7 +499,7 @@ impl Drop for Redis {
     }
 }
 
-fn resp(args: &[&[u8]], out: &mut Vec<u8>) {
+pub(crate) fn resp(args: &[&[u8]], out: &mut Vec<u8>) {
     write!(out, "*{}\r\n", args.len()).unwrap();
     for a in args {
         write!(out, "${}\r\n", a.len()).unwrap();

@@ -14,6 +14,7 @@ mod common;
 mod copy;
 mod crash;
 mod dedup;
+mod drill;
 mod dumps;
 mod errors;
 mod exclude;

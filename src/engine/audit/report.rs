@@ -603,15 +603,31 @@ fn cadence_check(good: &[Decoded]) -> Check {
                 && count(d, "packs").is_some_and(|p| count(d, "packs_read") == Some(p))
         })
         .max_by_key(|d| (d.entry.time, d.id));
+    // Restore drills (`cairn drill`) prove more than a read: that a backup
+    // loads. Shown beside the check, not required by it.
+    let drill = good
+        .iter()
+        .filter(|d| {
+            d.signature == Signature::Valid
+                && d.entry.operation == "drill"
+                && count(d, "drills_passed").is_some_and(|n| n > 0)
+        })
+        .max_by_key(|d| (d.entry.time, d.id));
+    let drill_summary = match drill {
+        Some(d) => format!("; last passed restore drill at {}", format_time(d.entry.time)),
+        None => "; no logged restore drill passed".into(),
+    };
     match full {
         Some(d) => Check {
             name: "verification cadence",
             status: Status::Pass,
             summary: format!(
-                "every pack was last read and verified at {}",
+                "every pack was last read and verified at {}{drill_summary}",
                 format_time(d.entry.time)
             ),
-            evidence: vec![describe(d)],
+            evidence: std::iter::once(describe(d))
+                .chain(drill.map(describe))
+                .collect(),
         },
         None => check(
             "verification cadence",

@@ -98,6 +98,7 @@ fn size_max(kind: FileKind) -> usize {
         FileKind::Snapshot => sealed(crate::format::snapshot::SNAPSHOT_SIZE_MAX),
         FileKind::Config => sealed(crate::format::config::CONFIG_SIZE_MAX),
         FileKind::Lock => sealed(crate::storage::lock::LOCK_SIZE_MAX),
+        FileKind::Drill => sealed(crate::format::drill::DRILL_RECORD_SIZE_MAX),
         FileKind::Pack => crate::format::pack::PACK_SIZE_MAX as usize,
         FileKind::Audit => crate::format::audit::AUDIT_ENTRY_SIZE_MAX,
     }

@@ -291,6 +291,7 @@ impl Backend for LocalBackend {
             FileKind::Index,
             FileKind::Lock,
             FileKind::Audit,
+            FileKind::Drill,
         ] {
             mk(self.root.join(kind.dir()))?;
         }
@@ -306,8 +307,9 @@ impl Backend for LocalBackend {
         let dir = target
             .parent()
             .expect("repository files live in a directory");
-        // Repositories made before the audit log have no `audit/` yet.
-        if kind == FileKind::Audit && !dir.is_dir() {
+        // Repositories made before the audit log or drills have no `audit/`
+        // or `drills/` yet.
+        if matches!(kind, FileKind::Audit | FileKind::Drill) && !dir.is_dir() {
             create_private_dir(dir)?;
             sync_dir(&self.root)?;
         }
@@ -452,8 +454,9 @@ impl Backend for LocalBackend {
                 }
                 dirs
             }
-            // Not yet made (a repository from before the audit log).
-            FileKind::Audit if fs::symlink_metadata(self.root.join(kind.dir())).is_err() => {
+            // Not yet made (a repository from before the audit log or
+            // drills).
+            FileKind::Audit | FileKind::Drill if fs::symlink_metadata(self.root.join(kind.dir())).is_err() => {
                 return Ok(vec![])
             }
             _ => {
