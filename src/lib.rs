@@ -86,9 +86,7 @@ pub use format::audit::{IdKind, Outcome, PublicKey};
 pub use format::chunker::ChunkerParams;
 pub use format::crypto::{IdKeys, KdfParams};
 pub use format::drill::{DrillKind, DrillRecord};
-pub use format::id::{
-    AuditId, BlobId, DrillId, IndexId, KeyId, PackId, RepositoryId, SnapshotId,
-};
+pub use format::id::{AuditId, BlobId, DrillId, IndexId, KeyId, PackId, RepositoryId, SnapshotId};
 pub use format::retention::{
     Count, Duration as RetentionDuration, GroupBy, GroupKey, Policy, Reason,
 };

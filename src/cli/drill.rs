@@ -159,7 +159,10 @@ pub(crate) fn drill(cli: &Cli, args: &DrillArgs) -> anyhow::Result<i32> {
     let failed = outcomes.iter().filter(|o| !o.record.passed()).count() + not_run;
     // The audit entry's figures: the report's verification-cadence check
     // looks for the last drill that passed.
-    super::audit::note_count("drills_passed", (outcomes.len() - (failed - not_run)) as u64);
+    super::audit::note_count(
+        "drills_passed",
+        (outcomes.len() - (failed - not_run)) as u64,
+    );
     super::audit::note_count("drills_failed", failed as u64);
     if failed > 0 {
         eprintln!(

@@ -794,8 +794,8 @@ pub(crate) struct IndexNotStored {
     pub(crate) visible: bool,
 }
 
-mod keys;
 mod drills;
+mod keys;
 mod open;
 mod reader;
 mod uploads;

@@ -614,7 +614,10 @@ fn cadence_check(good: &[Decoded]) -> Check {
         })
         .max_by_key(|d| (d.entry.time, d.id));
     let drill_summary = match drill {
-        Some(d) => format!("; last passed restore drill at {}", format_time(d.entry.time)),
+        Some(d) => format!(
+            "; last passed restore drill at {}",
+            format_time(d.entry.time)
+        ),
         None => "; no logged restore drill passed".into(),
     };
     match full {

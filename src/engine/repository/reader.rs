@@ -220,12 +220,7 @@ impl Repository<Indexed> {
     /// packs serves tree ranges from them.
     fn fetch_range(&self, kind: BlobKind, range: &Range) -> Result<Vec<u8>> {
         self.backend
-            .get_blob_range(
-                kind,
-                &range.pack.to_hex(),
-                range.offset,
-                range.length,
-            )
+            .get_blob_range(kind, &range.pack.to_hex(), range.offset, range.length)
             .map_err(|e| e.context(format!("pack {}", range.pack)))
     }
 

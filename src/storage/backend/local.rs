@@ -456,7 +456,9 @@ impl Backend for LocalBackend {
             }
             // Not yet made (a repository from before the audit log or
             // drills).
-            FileKind::Audit | FileKind::Drill if fs::symlink_metadata(self.root.join(kind.dir())).is_err() => {
+            FileKind::Audit | FileKind::Drill
+                if fs::symlink_metadata(self.root.join(kind.dir())).is_err() =>
+            {
                 return Ok(vec![])
             }
             _ => {
