@@ -149,16 +149,19 @@ impl Held {
 
     /// Why the lock is lost because its file is not what this process
     /// wrote, if it is: removed (`unlock --remove-all`), replaced, or
-    /// unreadable. One small read.
-    fn file_lost(&self, backend: &dyn Backend) -> Option<String> {
+    /// unreadable. One small read. A read that fails for another reason
+    /// (the storage is unreachable) is that error: nothing can be said
+    /// about the lock, and the caller stops all the same.
+    fn file_lost(&self, backend: &dyn Backend) -> Result<Option<String>> {
         let name = &self.name;
         match backend.get_bounded(FileKind::Lock, name, LOCK_SIZE_MAX + SEAL_OVERHEAD) {
-            Ok(bytes) if bytes == self.sealed => None,
-            Ok(_) => Some(format!("its file locks/{name} was replaced")),
-            Err(e) if e.kind() == ErrorKind::NotFound => Some(format!(
+            Ok(bytes) if bytes == self.sealed => Ok(None),
+            Ok(_) => Ok(Some(format!("its file locks/{name} was replaced"))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(format!(
                 "its file locks/{name} was removed by another process"
-            )),
-            Err(e) => Some(format!("its file locks/{name} cannot be read: {e}")),
+            ))),
+            Err(e) if e.kind() == ErrorKind::Io => Err(e),
+            Err(e) => Ok(Some(format!("its file locks/{name} cannot be read: {e}"))),
         }
     }
 }
@@ -182,9 +185,10 @@ impl LockGuard {
     pub fn ensure_held(&self) -> Result<()> {
         let mut held = held(&self.held);
         if held.lost.is_none() {
-            held.lost = held
-                .gap_lost(Timing::current())
-                .or_else(|| held.file_lost(self.backend.as_ref()));
+            held.lost = match held.gap_lost(Timing::current()) {
+                Some(reason) => Some(reason),
+                None => held.file_lost(self.backend.as_ref())?,
+            };
         }
         match &held.lost {
             Some(reason) => Err(lost_error(reason)),
@@ -458,9 +462,15 @@ fn refresh_loop(
         }
         // A failed refresh is retried a period later; `gap_lost` ends it.
         next_refresh = now + timing.refresh_every;
-        if let Some(reason) = held.file_lost(backend.as_ref()) {
-            held.lost = Some(reason);
-            return;
+        // Unreadable for now (the storage is unreachable): like a failed
+        // write, tried again a period later.
+        match held.file_lost(backend.as_ref()) {
+            Ok(Some(reason)) => {
+                held.lost = Some(reason);
+                return;
+            }
+            Ok(None) => {}
+            Err(_) => continue,
         }
         let Ok((name, sealed)) = write_lock(backend.as_ref(), &key, exclusive) else {
             continue;

@@ -128,7 +128,8 @@ pub const CONNECTIONS_MAX: usize = 64;
 
 /// The one retry policy for every request: exponential backoff from 100 ms
 /// up to 15 s, with jitter, for at most `RETRY_TOTAL` (or
-/// `CAIRN_S3_RETRY_SECONDS`) and 10 retries.
+/// `CAIRN_S3_RETRY_SECONDS`). The retry count is set high enough that the
+/// time bound is what ends a long outage (10 retries ran out after ~40 s).
 fn retry_config() -> RetryConfig {
     let total = std::env::var("CAIRN_S3_RETRY_SECONDS")
         .ok()
@@ -141,7 +142,7 @@ fn retry_config() -> RetryConfig {
             max_backoff: Duration::from_secs(15),
             base: 2.0,
         },
-        max_retries: 10,
+        max_retries: 40,
         retry_timeout: total,
     }
 }
