@@ -173,6 +173,17 @@ fn postgres_plain_and_custom_dumps_load_with_their_row_counts() {
     );
     assert!(prom.contains("cairn_drill_duration_seconds{"), "{prom}");
 
+    // pg_dumpall, the runbooks' own command: it creates the production
+    // server's roles (the throwaway cluster already has its superuser) and
+    // every database, whose tables are all counted.
+    let mut all = vec![format!("{PG_BIN}/pg_dumpall")];
+    all.extend(pg.pg_dump_argv("app")[2..8].iter().cloned());
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    assert_success(&backup_command(&t, "all.sql", &all), &["backup all.sql"]);
+    let d = passed(&drill(&t, &scratch, &["--path", "/all.sql"]));
+    assert_eq!(d["kind"], "postgres");
+    assert_eq!(figure(&d, "app/public.orders"), 5000);
+
     // The custom-format dump goes through pg_restore; --keep leaves the
     // scratch, with the server stopped.
     let d = passed(&drill(&t, &scratch, &["--path", "/app.dump", "--keep"]));
@@ -240,8 +251,8 @@ fn postgres_plain_and_custom_dumps_load_with_their_row_counts() {
 
     // Every drill is recorded, passed or failed.
     let records = list(&t, &[]);
-    assert_eq!(records.len(), 4, "{records:?}");
-    assert_eq!(records.iter().filter(|r| r["passed"] == true).count(), 2);
+    assert_eq!(records.len(), 5, "{records:?}");
+    assert_eq!(records.iter().filter(|r| r["passed"] == true).count(), 3);
     assert_eq!(list(&t, &["--path", "/app.sql"]).len(), 2);
     let text = t.ok(&["drill", "--list"]);
     assert_eq!(text.matches("FAILED").count(), 2, "{text}");

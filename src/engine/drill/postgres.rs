@@ -124,9 +124,13 @@ fn is_error(line: &str) -> bool {
 
 /// A plain dump's error that says nothing about the backup: the dump's
 /// owners and grantees are roles of the production server, which the
-/// throwaway cluster does not have.
+/// throwaway cluster does not have, and a `pg_dumpall` dump creates the
+/// roles of that server, among them the superuser the throwaway cluster
+/// already has.
 fn is_missing_role(line: &str) -> bool {
-    line.contains("ERROR:") && line.contains("role \"") && line.ends_with("does not exist")
+    line.contains("ERROR:")
+        && line.contains("role \"")
+        && (line.ends_with("does not exist") || line.ends_with("already exists"))
 }
 
 pub(super) fn verify(
@@ -386,6 +390,12 @@ mod tests {
     fn missing_roles_are_told_apart_from_other_errors() {
         assert!(is_missing_role(
             "psql:/x/app.sql:30: ERROR:  role \"app_owner\" does not exist"
+        ));
+        assert!(is_missing_role(
+            "psql:/x/all.sql:14: ERROR:  role \"postgres\" already exists"
+        ));
+        assert!(!is_missing_role(
+            "psql:/x/all.sql:20: ERROR:  relation \"orders\" already exists"
         ));
         assert!(!is_missing_role(
             "psql:/x/app.sql:40: ERROR:  relation \"orders\" does not exist"
