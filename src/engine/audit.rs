@@ -128,6 +128,23 @@ pub(crate) fn read_entry(
     Ok(Entry::decode(&bytes).map_err(|e| e.to_string()))
 }
 
+/// Every entry of the log that can be read and decoded. Damaged or
+/// vanished entries are skipped: they are the report's business.
+pub(crate) fn readable_entries(
+    backend: &dyn Backend,
+) -> Result<Vec<crate::format::audit::Decoded>> {
+    let mut out = Vec::new();
+    for (name, _) in backend.list(FileKind::Audit)? {
+        match read_entry(backend, &name) {
+            Ok(Ok(decoded)) => out.push(decoded),
+            Ok(Err(_)) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// The heads of `signer`'s entries (validly signed, this repository's)
 /// and the sequence number after the highest of them.
 fn heads(
@@ -136,14 +153,7 @@ fn heads(
     signer: PublicKey,
 ) -> Result<(Vec<AuditId>, u64)> {
     let mut mine = Vec::new();
-    for (name, _) in backend.list(FileKind::Audit)? {
-        let decoded = match read_entry(backend, &name) {
-            Ok(Ok(decoded)) => decoded,
-            // Damaged or vanished entries are the report's business.
-            Ok(Err(_)) => continue,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
+    for decoded in readable_entries(backend)? {
         if decoded.entry.signer == Some(signer)
             && decoded.entry.repository == repository
             && decoded.signature == crate::format::audit::Signature::Valid

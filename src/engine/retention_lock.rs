@@ -3,13 +3,13 @@
 //! set and lengthened, never shortened: the lock in force is the longest
 //! of all lock entries, so deleting or forging one cannot shorten it.
 
-use crate::engine::audit::{read_entry, AuditWriter, Record};
+use crate::engine::audit::{readable_entries, AuditWriter, Record};
 use crate::engine::repository::Repository;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::audit::{Decoded, PublicKey, Signature};
 use crate::format::id::AuditId;
 use crate::format::retention::Duration;
-use crate::storage::backend::{Backend, FileKind};
+use crate::storage::backend::Backend;
 use chrono::{DateTime, FixedOffset};
 
 /// The operation name of a lock entry.
@@ -76,13 +76,7 @@ fn locks(
     signers: &[PublicKey],
 ) -> Result<Vec<RetentionLock>> {
     let mut out = Vec::new();
-    for (name, _) in backend.list(FileKind::Audit)? {
-        let decoded = match read_entry(backend, &name) {
-            Ok(Ok(decoded)) => decoded,
-            Ok(Err(_)) => continue,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
+    for decoded in readable_entries(backend)? {
         if decoded.entry.repository != repository
             || !decoded.entry.signer.is_some_and(|s| signers.contains(&s))
         {
