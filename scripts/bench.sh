@@ -36,6 +36,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_root=$PWD
+. scripts/bench_lib.sh
 for arg in "$@"; do
   [ "$arg" = --s3 ] && exec bash scripts/bench_s3.sh "$@"
 done
@@ -240,27 +241,14 @@ measure() {
     find "$w" -type f -exec cat {} + >/dev/null 2>&1 || true
   done
   sync
-  # This VM's host takes back guest memory that stays free for a few
-  # seconds (virtio-balloon free page reporting), and a command that then
-  # takes fresh pages pays several microseconds for each as it comes back:
-  # copying the 688 MB dump with dd took 2.76 s after a pause and 0.14 s
-  # right after another copy; cairn's restore 1.22 s or 0.56-0.81 s,
-  # restic's 2.24 s or 1.44-1.57 s. Writing and deleting 1 GiB first gives
-  # every tool the same host-backed free memory, as on a physical machine.
-  # (In /dev/shm when there is one: no file system writeback to overlap
-  # with the measured command.)
-  local pre=$work/prewarm
-  [ -d /dev/shm ] && [ -w /dev/shm ] && pre=/dev/shm/cairn-bench-prewarm
-  dd if=/dev/zero of="$pre" bs=4M count=256 status=none
-  rm -f "$pre"
-  if ! /usr/bin/time -v -o "$t" "$@" >>"$work/run.log" 2>&1; then
+  # Every tool gets the same host-backed free memory (scripts/bench_lib.sh).
+  fresh_memory "$work"
+  local secs rss size=0 timing
+  if ! timing=$(timed "$t" "$work/run.log" "$@"); then
     echo "FAILED: $case / $tool: $*" >&2
-    tail -5 "$work/run.log" >&2
     return 1
   fi
-  local secs rss size=0
-  secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=0; for(i=1;i<=n;i++) s=s*60+p[i]; print s}' "$t")
-  rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$t")
+  read -r secs rss <<<"$timing"
   [ "$repo" != - ] && size=$(du -sb "$repo" | cut -f1)
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$tool" "$secs" "$rss" "$bytes" "$size" >>"$results"
 }

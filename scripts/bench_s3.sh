@@ -17,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_root=$PWD
+. scripts/bench_lib.sh
 
 quick=0 reps="" connections=5 write_doc=1 work=/tmp/cairn-bench
 while [ $# -gt 0 ]; do
@@ -110,20 +111,15 @@ unset CAIRN_PASSWORD CAIRN_PASSWORD_COMMAND RESTIC_REPOSITORY CAIRN_REPOSITORY C
 measure() {
   local case=$1 tool=$2 bytes=$3
   shift 3
-  local t=$work/time-s3.txt pre=$work/prewarm
+  local t=$work/time-s3.txt secs rss timing
   find "$work/state-s3" -type f -exec cat {} + >/dev/null 2>&1 || true
   sync
-  [ -d /dev/shm ] && [ -w /dev/shm ] && pre=/dev/shm/cairn-bench-prewarm
-  dd if=/dev/zero of="$pre" bs=4M count=256 status=none
-  rm -f "$pre"
-  if ! /usr/bin/time -v -o "$t" "$@" >>"$work/run-s3.log" 2>&1; then
+  fresh_memory "$work"
+  if ! timing=$(timed "$t" "$work/run-s3.log" "$@"); then
     echo "FAILED: $case / $tool: $*" >&2
-    tail -5 "$work/run-s3.log" >&2
     exit 1
   fi
-  local secs rss
-  secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=0; for(i=1;i<=n;i++) s=s*60+p[i]; print s}' "$t")
-  rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$t")
+  read -r secs rss <<<"$timing"
   printf '%s\t%s\t%s\t%s\t%s\n' "$case" "$tool" "$secs" "$rss" "$bytes" >>"$results"
 }
 stdin_of=(sh -c 'f=$1; shift; exec "$@" <"$f"' sh)

@@ -161,7 +161,7 @@ pub(crate) fn drill(cli: &Cli, args: &DrillArgs) -> anyhow::Result<i32> {
     // looks for the last drill that passed.
     super::audit::note_count(
         "drills_passed",
-        (outcomes.len() - (failed - not_run)) as u64,
+        (outcomes.len() - failed.saturating_sub(not_run)) as u64,
     );
     super::audit::note_count("drills_failed", failed as u64);
     if failed > 0 {

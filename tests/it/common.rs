@@ -805,3 +805,33 @@ pub fn wait_timeout(child: &mut std::process::Child, secs: u64) -> std::process:
 pub fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
+
+/// Spawns `command` with the failpoint `point` paused (`CAIRN_FAILPOINT`,
+/// `CAIRN_FAILPOINT_DIR=dir`) and waits until the process has reached it.
+/// Panics, with the process's stderr when it was piped, if it ends first or
+/// does not get there within 60 s. Write `dir/<point>.go` to let it go on.
+pub fn spawn_paused(command: &mut Command, dir: &Path, point: &str) -> std::process::Child {
+    let mut child = command
+        .env("CAIRN_FAILPOINT", point)
+        .env("CAIRN_FAILPOINT_DIR", dir)
+        .spawn()
+        .expect("spawn cairn");
+    let reached = dir.join(format!("{point}.reached"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !reached.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("the process ended ({status}) before {point}: {err}");
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{point} not reached within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
+}

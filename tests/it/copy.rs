@@ -319,30 +319,20 @@ fn an_interrupted_copy_exits_130_and_writes_no_snapshot() {
     let (src, _) = source();
     let dst = TestRepo::new();
     let dir = dst.path("failpoint");
-    let mut child = dst
-        .command()
-        .env("CAIRN_FAILPOINT", PAUSE)
-        .env("CAIRN_FAILPOINT_DIR", &dir)
-        .args([
-            "copy",
-            "--from-repo",
-            path_str(&src.repo),
-            "--from-password-file",
-            path_str(&src.password_file),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let reached = dir.join(format!("{PAUSE}.reached"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !reached.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the copy ended ({status}) before {PAUSE}");
-        }
-        assert!(std::time::Instant::now() < deadline, "{PAUSE} not reached");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let child = spawn_paused(
+        dst.command()
+            .args([
+                "copy",
+                "--from-repo",
+                path_str(&src.repo),
+                "--from-password-file",
+                path_str(&src.password_file),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+        &dir,
+        PAUSE,
+    );
     // SAFETY: a plain kill(2) of the child this test started.
     let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     assert_eq!(sent, 0);

@@ -8,7 +8,7 @@ use crate::dumps::{backup_command, load_sql, resp, run_ok, Postgres, Redis, PG_B
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A scratch parent inside the test's directory, reachable (not listable)
@@ -343,25 +343,7 @@ fn a_killed_drill_leaves_no_server_and_the_next_drill_removes_its_scratch() {
     let port = redis.port.to_string();
     let rdb = ["redis-cli", "-p", &port, "--rdb", "-"];
     assert_success(&backup_command(&t, "dump.rdb", &rdb), &["backup dump.rdb"]);
-    let signals = t.path("failpoints");
-    let mut child = t
-        .command()
-        .args(["drill", "--scratch", path_str(&scratch)])
-        .env("CAIRN_FAILPOINT", "drill-server-up")
-        .env("CAIRN_FAILPOINT_DIR", &signals)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !signals.join("drill-server-up.reached").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the drill did not reach its server"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let server = server_under(&scratch).expect("the drill's redis-server runs");
+    let (mut child, server, _) = start_drill_paused_at_server(&t, &scratch);
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -537,25 +519,7 @@ fn an_interrupted_drill_stops_its_server_removes_its_scratch_and_records_nothing
     let port = redis.port.to_string();
     let rdb = ["redis-cli", "-p", &port, "--rdb", "-"];
     assert_success(&backup_command(&t, "dump.rdb", &rdb), &["backup dump.rdb"]);
-    let signals = t.path("failpoints");
-    let child = t
-        .command()
-        .args(["drill", "--scratch", path_str(&scratch)])
-        .env("CAIRN_FAILPOINT", "drill-server-up")
-        .env("CAIRN_FAILPOINT_DIR", &signals)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !signals.join("drill-server-up.reached").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the drill did not reach its server"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let server = server_under(&scratch).expect("the drill's redis-server runs");
+    let (child, server, signals) = start_drill_paused_at_server(&t, &scratch);
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     std::fs::write(signals.join("drill-server-up.go"), b"").unwrap();
@@ -574,4 +538,21 @@ fn an_interrupted_drill_stops_its_server_removes_its_scratch_and_records_nothing
         list(&t, &[]).is_empty(),
         "an interrupted drill records nothing"
     );
+}
+
+/// Starts `cairn drill` and waits until its verification server is up:
+/// returns the drill, the server's pid and the failpoint directory (write
+/// `drill-server-up.go` there to let the drill go on).
+fn start_drill_paused_at_server(t: &TestRepo, scratch: &Path) -> (Child, u32, PathBuf) {
+    let signals = t.path("failpoints");
+    let child = spawn_paused(
+        t.command()
+            .args(["drill", "--scratch", path_str(scratch)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        &signals,
+        "drill-server-up",
+    );
+    let server = server_under(scratch).expect("the drill's redis-server runs");
+    (child, server, signals)
 }

@@ -79,25 +79,15 @@ struct Paused {
 impl Paused {
     fn start(t: &TestRepo, src: &Path, env: &[(&str, &str)]) -> Paused {
         let dir = t.path("failpoint");
-        let mut child = t
-            .command()
-            .env("CAIRN_FAILPOINT", PAUSE)
-            .env("CAIRN_FAILPOINT_DIR", &dir)
-            .envs(env.iter().copied())
-            .args(["backup", path_str(src)])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let reached = dir.join(format!("{PAUSE}.reached"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while !reached.exists() {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the backup ended ({status}) before {PAUSE}");
-            }
-            assert!(std::time::Instant::now() < deadline, "{PAUSE} not reached");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let child = spawn_paused(
+            t.command()
+                .envs(env.iter().copied())
+                .args(["backup", path_str(src)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            &dir,
+            PAUSE,
+        );
         Paused {
             child: Some(child),
             dir,

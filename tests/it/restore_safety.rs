@@ -8,7 +8,6 @@ use crate::common::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 /// A restore stopped at the test hook `point` (`failpoint::pause!`).
 struct Paused {
@@ -24,24 +23,9 @@ impl Paused {
         let dir = t.path(&format!("failpoint-{point}"));
         let mut c = t.command();
         c.args(["restore", selector, "--target", path_str(target)])
-            .env("CAIRN_FAILPOINT", point)
-            .env("CAIRN_FAILPOINT_DIR", &dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawn cairn restore");
-        let reached = dir.join(format!("{point}.reached"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !reached.exists() {
-            if let Some(status) = child.try_wait().unwrap() {
-                let out = finish_with_timeout(child, "restore", 10);
-                panic!(
-                    "restore ended ({status}) before reaching {point}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            assert!(Instant::now() < deadline, "restore never reached {point}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let child = spawn_paused(&mut c, &dir, point);
         Paused { child, dir, point }
     }
 
