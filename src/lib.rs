@@ -44,6 +44,7 @@ pub use engine::archiver::{
 };
 pub use engine::audit::report::{audit_log, audit_report, AuditReport, ReportOptions};
 pub use engine::audit::{AuditWriter, Record};
+pub use engine::audit::presence::ReadPacks;
 #[cfg(feature = "cache")]
 pub use engine::browse::{diff, find, walk, Change, Diff, DiffEntry, Found, Pattern};
 #[cfg(feature = "cache")]

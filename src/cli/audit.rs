@@ -334,6 +334,11 @@ fn report(cli: &Cli, args: &AuditReportArgs) -> anyhow::Result<i32> {
             .as_deref()
             .map(|d| parse_date(d, true))
             .transpose()?,
+        read_packs: args
+            .read_packs
+            .as_deref()
+            .map(str::parse::<cairn::ReadPacks>)
+            .transpose()?,
     };
     let report = cairn::audit_report(backend.as_ref(), &options)?;
     let failed = report.verdict == cairn::engine::audit::report::Status::Fail;
