@@ -42,9 +42,9 @@ pub use engine::archiver::{
     backup_paths, backup_stream, parse_backup_time, BackupOptions, BackupOutcome, ParentChoice,
     Unreadable,
 };
+pub use engine::audit::presence::ReadPacks;
 pub use engine::audit::report::{audit_log, audit_report, AuditReport, ReportOptions};
 pub use engine::audit::{AuditWriter, Record};
-pub use engine::audit::presence::ReadPacks;
 #[cfg(feature = "cache")]
 pub use engine::browse::{diff, find, walk, Change, Diff, DiffEntry, Found, Pattern};
 #[cfg(feature = "cache")]

@@ -6,7 +6,9 @@ use cairn::format::manifest::Manifest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(decoded) = Manifest::decode(data) else { return };
+    let Ok(decoded) = Manifest::decode(data) else {
+        return;
+    };
     let again = Manifest::decode(data).expect("decodes twice");
     assert_eq!(again.manifest, decoded.manifest);
     assert_eq!(again.signature_valid, decoded.signature_valid);

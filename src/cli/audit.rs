@@ -337,7 +337,10 @@ fn report(cli: &Cli, args: &AuditReportArgs) -> anyhow::Result<i32> {
         read_packs: args
             .read_packs
             .as_deref()
-            .map(str::parse::<cairn::ReadPacks>)
+            .map(|text| {
+                text.parse::<cairn::ReadPacks>()
+                    .map_err(|e| e.context("--read-packs"))
+            })
             .transpose()?,
     };
     let report = cairn::audit_report(backend.as_ref(), &options)?;

@@ -32,7 +32,7 @@ impl std::str::FromStr for ReadPacks {
     fn from_str(text: &str) -> Result<ReadPacks> {
         let bad = || {
             Error::invalid(format!(
-                "--read-packs takes all, a percentage (5%) or a group n/m (1/7), not {text:?}"
+                "a choice of packs is all, a percentage (5%) or a group n/m (1/7), not {text:?}"
             ))
         };
         if text == "all" {
@@ -113,9 +113,7 @@ pub(crate) fn read_manifests(
 
 /// The manifests in force for each snapshot among `accepted`: those no
 /// other accepted manifest of the same snapshot supersedes.
-pub(crate) fn current(
-    accepted: &[DecodedManifest],
-) -> BTreeMap<SnapshotId, Vec<&DecodedManifest>> {
+pub(crate) fn current(accepted: &[DecodedManifest]) -> BTreeMap<SnapshotId, Vec<&DecodedManifest>> {
     let superseded: HashSet<(SnapshotId, ManifestId)> = accepted
         .iter()
         .flat_map(|d| {

@@ -123,8 +123,7 @@ impl Repository<Indexed> {
                     note(BlobKind::Tree, id)?;
                 }
                 for (id, bytes) in batch.iter().zip(reader.read(BlobKind::Tree, batch)?) {
-                    let tree =
-                        Tree::decode(&bytes).map_err(|e| e.context(format!("tree {id}")))?;
+                    let tree = Tree::decode(&bytes).map_err(|e| e.context(format!("tree {id}")))?;
                     for node in &tree.nodes {
                         if let Some(sub) = node.subtree {
                             if seen.insert(sub) {
