@@ -58,6 +58,9 @@ impl ReadPacks {
     fn selects(self, id: &Id) -> bool {
         match self {
             ReadPacks::All => true,
+            // Not by the comparison below: ids near the top of the range
+            // round up to 2^64 as floats.
+            ReadPacks::Percent(p) if p >= 100.0 => true,
             ReadPacks::Percent(p) => {
                 let at = u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
                 (at as f64) < p / 100.0 * (u64::MAX as f64)
