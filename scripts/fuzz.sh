@@ -22,7 +22,7 @@ fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-all_targets="pack_header index_file snapshot tree key_file config lock blob_open chunker tar_import audit_entry drill_record"
+all_targets="pack_header index_file snapshot tree key_file config lock blob_open chunker tar_import audit_entry drill_record manifest"
 targets="${CAIRN_FUZZ_TARGETS:-$all_targets}"
 
 skip() {

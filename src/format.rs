@@ -12,6 +12,7 @@ pub mod drill;
 pub mod id;
 pub mod index_file;
 pub mod key;
+pub mod manifest;
 pub mod pack;
 pub mod retention;
 pub mod snapshot;

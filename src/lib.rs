@@ -42,6 +42,7 @@ pub use engine::archiver::{
     backup_paths, backup_stream, parse_backup_time, BackupOptions, BackupOutcome, ParentChoice,
     Unreadable,
 };
+pub use engine::audit::presence::ReadPacks;
 pub use engine::audit::report::{audit_log, audit_report, AuditReport, ReportOptions};
 pub use engine::audit::{AuditWriter, Record};
 #[cfg(feature = "cache")]

@@ -39,6 +39,7 @@ fn main() {
     chunker(&mut seeds);
     tar_import(&mut seeds);
     drill_record(&mut seeds);
+    manifest(&mut seeds);
     println!("make_seeds: wrote {} seeds under {}", seeds.count, seeds.dir.display());
 }
 
@@ -484,4 +485,25 @@ fn drill_record(s: &mut Seeds) {
     failed.verdict = Verdict::Failed;
     failed.failure = Some("redis-check-rdb failed: [offset 313] Unexpected EOF reading RDB file".into());
     s.put("drill_record", "failed", &failed.encode());
+}
+
+fn manifest(s: &mut Seeds) {
+    use cairn::format::audit::SigningKey;
+    use cairn::format::id::{ManifestId, RepositoryId};
+    use cairn::format::manifest::{Manifest, ManifestPack};
+    let key = SigningKey::from_seed(&[3; 32]);
+    let mut m = Manifest {
+        repository: RepositoryId(Id([1; 32])),
+        signer: key.public(),
+        snapshot: SnapshotId(Id([7; 32])),
+        time: 1_790_000_000,
+        supersedes: vec![],
+        packs: vec![
+            ManifestPack { id: PackId(Id([2; 32])), size: 33_554_432, blobs: 40 },
+            ManifestPack { id: PackId(Id([5; 32])), size: 4_096, blobs: 1 },
+        ],
+    };
+    s.put("manifest", "signed", &m.encode(&key).unwrap());
+    m.supersedes = vec![ManifestId(Id([8; 32]))];
+    s.put("manifest", "replacement", &m.encode(&key).unwrap());
 }

@@ -530,6 +530,10 @@ pub(crate) struct AuditReportArgs {
     /// Write the report to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+    /// Re-hash packs against their names: all, a share (5%) or a group n/m
+    /// (1/7); the snapshots a bad pack affects are listed.
+    #[arg(long, value_name = "WHICH")]
+    pub(crate) read_packs: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -334,6 +334,14 @@ fn report(cli: &Cli, args: &AuditReportArgs) -> anyhow::Result<i32> {
             .as_deref()
             .map(|d| parse_date(d, true))
             .transpose()?,
+        read_packs: args
+            .read_packs
+            .as_deref()
+            .map(|text| {
+                text.parse::<cairn::ReadPacks>()
+                    .map_err(|e| e.context("--read-packs"))
+            })
+            .transpose()?,
     };
     let report = cairn::audit_report(backend.as_ref(), &options)?;
     let failed = report.verdict == cairn::engine::audit::report::Status::Fail;

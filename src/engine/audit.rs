@@ -11,6 +11,7 @@
 //! rewritten or deleted, and no lock is needed: an entry is a new file
 //! named by its hash.
 
+pub mod presence;
 pub mod report;
 
 use crate::error::{ErrorKind, Result};

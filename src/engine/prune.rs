@@ -360,6 +360,8 @@ pub fn prune(
     }
     ctx.progress().finish();
     repo.reload_index()?;
+    // 5. Snapshots whose blobs moved get manifests naming the new packs.
+    repo.refresh_manifests(lock)?;
     Ok(outcome)
 }
 

@@ -444,18 +444,6 @@ impl<S> Repository<S> {
         crate::format::snapshot::select(&all, selector).cloned()
     }
 
-    /// Writes a snapshot. Every blob it references MUST be indexed first
-    /// (packs, then index files, then the snapshot): `written` is the token
-    /// only `BlobWriter::finish` hands out, and it carries the writer's lock.
-    pub fn save_snapshot(&self, snapshot: &Snapshot, written: &Written<'_>) -> Result<SnapshotId> {
-        self.ensure_locked(written.lock)?;
-        let sealed = self.key.seal(Domain::Snapshot, &snapshot.encode());
-        let id = SnapshotId(Id::of_file_bytes(&sealed));
-        self.backend
-            .put(FileKind::Snapshot, &id.to_hex(), &sealed)?;
-        Ok(id)
-    }
-
     /// Seals and stores one index file; returns its id. Every pack it names
     /// MUST be stored already.
     pub fn save_index_file(&self, file: &IndexFile, lock: &LockGuard) -> Result<IndexId> {
@@ -796,6 +784,7 @@ pub(crate) struct IndexNotStored {
 
 mod drills;
 mod keys;
+mod manifests;
 mod open;
 mod reader;
 mod uploads;

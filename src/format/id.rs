@@ -152,3 +152,7 @@ typed_id!(
     /// Names a drill record (`drills/`): BLAKE3 of its bytes.
     DrillId
 );
+typed_id!(
+    /// Names a snapshot manifest (`manifests/`): BLAKE3 of its bytes.
+    ManifestId
+);

@@ -32,12 +32,16 @@ pub enum FileKind {
     Index,
     Pack,
     Lock,
-    /// Audit entries and snapshot manifests: plaintext, signed, named by
-    /// the BLAKE3 of their bytes, never deleted (docs/FORMAT.md 18).
+    /// Audit entries: plaintext, signed, named by the BLAKE3 of their
+    /// bytes, never deleted (docs/FORMAT.md 18).
     Audit,
     /// Restore drills' records (`cairn drill`), added after the first
     /// release: a repository from before has no `drills/` directory.
     Drill,
+    /// Snapshot manifests: plaintext, signed, named by the BLAKE3 of their
+    /// bytes (docs/FORMAT.md 18.2). A repository from before has no
+    /// `manifests/` directory.
+    Manifest,
 }
 
 impl FileKind {
@@ -51,6 +55,7 @@ impl FileKind {
             FileKind::Lock => "locks",
             FileKind::Drill => "drills",
             FileKind::Audit => "audit",
+            FileKind::Manifest => "manifests",
         }
     }
 }

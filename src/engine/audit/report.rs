@@ -41,6 +41,8 @@ pub struct ReportOptions {
     /// under results and activity; integrity always covers the whole log.
     pub from: Option<i64>,
     pub to: Option<i64>,
+    /// Packs to re-hash in the presence and integrity check.
+    pub read_packs: Option<super::presence::ReadPacks>,
 }
 
 /// The report: the checks, the verdict, and the heads to save for the
@@ -251,6 +253,7 @@ pub fn audit_report(backend: &dyn Backend, options: &ReportOptions) -> Result<Au
     let heads = heads_of(&good);
     let rollback = rollback_check(&by_id, &heads, options);
     let snapshots = snapshot_check(backend, &good)?;
+    let presence = super::presence::presence_check(backend, &good, options)?;
     let retention = retention_check(&good);
     let in_range = |d: &&Decoded| {
         options.from.is_none_or(|from| d.entry.time >= from)
@@ -300,6 +303,7 @@ pub fn audit_report(backend: &dyn Backend, options: &ReportOptions) -> Result<Au
         signer_check,
         rollback,
         snapshots,
+        presence,
         retention,
         results,
         cadence,

@@ -101,5 +101,6 @@ fn size_max(kind: FileKind) -> usize {
         FileKind::Drill => sealed(crate::format::drill::DRILL_RECORD_SIZE_MAX),
         FileKind::Pack => crate::format::pack::PACK_SIZE_MAX as usize,
         FileKind::Audit => crate::format::audit::AUDIT_ENTRY_SIZE_MAX,
+        FileKind::Manifest => crate::format::manifest::MANIFEST_SIZE_MAX,
     }
 }

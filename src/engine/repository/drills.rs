@@ -19,7 +19,7 @@ pub(super) fn domain(kind: FileKind) -> Result<Option<Domain>> {
         FileKind::Index => Domain::Index,
         FileKind::Lock => Domain::Lock,
         FileKind::Drill => Domain::Drill,
-        FileKind::Key | FileKind::Audit => return Ok(None),
+        FileKind::Key | FileKind::Audit | FileKind::Manifest => return Ok(None),
         FileKind::Pack => return Err(Error::invalid("packs are read blob by blob")),
     }))
 }

@@ -292,6 +292,7 @@ impl Backend for LocalBackend {
             FileKind::Lock,
             FileKind::Audit,
             FileKind::Drill,
+            FileKind::Manifest,
         ] {
             mk(self.root.join(kind.dir()))?;
         }
@@ -307,9 +308,9 @@ impl Backend for LocalBackend {
         let dir = target
             .parent()
             .expect("repository files live in a directory");
-        // Repositories made before the audit log or drills have no `audit/`
-        // or `drills/` yet.
-        if matches!(kind, FileKind::Audit | FileKind::Drill) && !dir.is_dir() {
+        // Repositories made before the audit log, drills or manifests have
+        // no `audit/`, `drills/` or `manifests/` yet.
+        if matches!(kind, FileKind::Audit | FileKind::Drill | FileKind::Manifest) && !dir.is_dir() {
             create_private_dir(dir)?;
             sync_dir(&self.root)?;
         }
@@ -346,6 +347,7 @@ impl Backend for LocalBackend {
         let mut dirs = vec![
             self.root.join("snapshots"),
             self.root.join("index"),
+            self.root.join("manifests"),
             packs.clone(),
         ];
         if let Ok(entries) = fs::read_dir(&packs) {
@@ -454,9 +456,9 @@ impl Backend for LocalBackend {
                 }
                 dirs
             }
-            // Not yet made (a repository from before the audit log or
-            // drills).
-            FileKind::Audit | FileKind::Drill
+            // Not yet made (a repository from before the audit log,
+            // drills or manifests).
+            FileKind::Audit | FileKind::Drill | FileKind::Manifest
                 if fs::symlink_metadata(self.root.join(kind.dir())).is_err() =>
             {
                 return Ok(vec![])
