@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 const WAIT_SECS: u64 = 20;
 const EROFS: i32 = 30;
 const EIO: i32 = 5;
+const EOPNOTSUPP: i32 = 95;
 
 fn can_mount() -> bool {
     if !is_root() || !Path::new("/dev/fuse").exists() {
@@ -275,6 +276,16 @@ fn mount_shows_every_snapshot_as_stored_refuses_writes_and_sigterm_unmounts() {
     let latest = inside("snapshots/latest");
     assert_eq!(ino(&latest, "small.txt"), ino(&latest, "dir/hard"));
     assert_eq!(ino(&src, "small.txt"), ino(&src, "dir/hard"));
+
+    // What `ls -l` asks of every file: "not supported" where no xattr is
+    // stored (so it stops asking), "no such attribute" where some are.
+    let probe = |rel: &str| xattr::get(latest.join(rel), "security.selinux");
+    assert_eq!(probe("empty").unwrap_err().raw_os_error(), Some(EOPNOTSUPP));
+    assert_eq!(probe("small.txt").unwrap(), None);
+    assert_eq!(
+        xattr::get(latest.join("small.txt"), "user.colour").unwrap(),
+        Some(b"blue\0binary".to_vec())
+    );
 
     // Private to the mounting user unless --allow-other is given.
     let options = mount_options(&m.dir);
