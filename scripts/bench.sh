@@ -5,9 +5,15 @@
 #
 #   bash scripts/bench.sh [--quick] [--reps N] [--nights N] [--scaling [BLOBS]] [--scaling-only]
 #                          [--no-doc] [--data-only] [--report-only] [WORKDIR]
+#   bash scripts/bench.sh --mount-only [--quick] [--full-tree] [--reps N] [WORKDIR]
 #
 # --report-only renders the table again from WORKDIR/results.tsv (same options);
 # --scaling-only (with --scaling) redoes only the scaling rows and keeps the others.
+# --mount-only runs only the mount rows (cat of the dump and ls -lR of the
+# tree through cairn mount and restic mount, against cairn dump and cairn
+# ls -l), on repositories made once in WORKDIR/mount-repos, and prints
+# them (not written to docs/PERFORMANCE.md). --full-tree uses the full
+# mode's tree (40,000+ files) in --quick mode too.
 #
 # WORKDIR (default /tmp/cairn-bench) holds the generated data, the
 # repositories and the raw results; data is generated once and reused
@@ -42,6 +48,7 @@ for arg in "$@"; do
 done
 
 quick=0 data_only=0 report_only=0 scaling_only=0 scaling=0 reps="" nights=2 write_doc=1 work=/tmp/cairn-bench
+mount_only=0 full_tree=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -51,10 +58,12 @@ while [ $# -gt 0 ]; do
     --data-only) data_only=1 ;;
     --report-only) report_only=1 ;;
     --scaling-only) scaling_only=1 ;;
+    --mount-only) mount_only=1 write_doc=0 ;;
+    --full-tree) full_tree=1 ;;
     --scaling)
       scaling=5000000
       if [ $# -gt 1 ] && [[ $2 =~ ^[0-9]+$ ]]; then scaling=$2; shift; fi ;;
-    -h|--help) sed -n 2,30p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,36p "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) work=$1 ;;
   esac
@@ -106,10 +115,14 @@ if [ $quick = 1 ]; then
   tree_dirs=(/usr/share/doc /usr/include)
 else
   pgscale=20 customers=600000 orders=1500000
+fi
+if [ $quick = 0 ] || [ $full_tree = 1 ]; then
   tree_dirs=(/usr/share/doc /usr/share/man /usr/include /usr/lib/python3.11 /usr/share/locale
              /usr/share/perl /usr/share/zoneinfo /usr/share/i18n)
 fi
 stamp="$data/.done-$mode"  # holds the number of nights generated
+# Which directories the tree holds (it is copied again when they change).
+tree_stamp="$data/.tree-$(echo "${tree_dirs[*]}" | md5sum | cut -c1-8)"
 
 # One night of changes, ~1% of the rows of each table: ~90% of the changed
 # rows among the newest 5% of ids (recent activity), ~10% anywhere; new
@@ -192,12 +205,17 @@ if [ "$(cat "$stamp" 2>/dev/null || echo 0)" -lt "$nights" ]; then
   mkdir -p "$data/tree"
   started=$(date +%s)
   generate_dumps
+  log "data generated in $(($(date +%s) - started)) s"
+  echo "$nights" >"$stamp"
+fi
+if [ ! -e "$tree_stamp" ]; then
   log "file tree: copying ${tree_dirs[*]}"
+  rm -rf "$data/tree" "$data"/.tree-*
+  mkdir -p "$data/tree"
   for d in "${tree_dirs[@]}"; do
     [ -d "$d" ] && cp -a "$d" "$data/tree/$(echo "${d#/}" | tr / _)"
   done
-  log "data generated in $(($(date +%s) - started)) s"
-  echo "$nights" >"$stamp"
+  touch "$tree_stamp"
 fi
 dump1=$data/night1.sql
 dump1_bytes=$(stat -c %s "$dump1")
@@ -208,6 +226,7 @@ log "dump $((dump1_bytes / 1000000)) MB; tree $tree_files files, $((tree_bytes /
 
 # --- measuring -----------------------------------------------------------------
 results=$work/results.tsv
+[ $mount_only = 1 ] && results=$work/results-mount.tsv
 if [ $scaling_only = 1 ]; then
   grep -v '^scaling:' "$results" >"$results.tmp" || true
   mv "$results.tmp" "$results"
@@ -393,6 +412,60 @@ mount_rows() {
     mount_down
   done
 }
+
+# --mount-only: the mount rows alone, on repositories holding the last
+# night's dump and the tree (made once, not timed), then a summary of the
+# ratios the issue's targets are about.
+if [ $mount_only = 1 ]; then
+  : >"$work/run.log"
+  : >"$results"
+  repos=$work/mount-repos
+  made="$repos/.made-$(basename "$tree_stamp")-$nights"
+  if [ ! -e "$made" ]; then
+    log "mount-only: repositories (not timed)"
+    rm -rf "$repos" "$work/state"
+    mkdir -p "$repos" "$work/state"
+    last=$data/night$nights.sql
+    "$cairn" -q -r "$repos/dump-cairn" init >>"$work/run.log"
+    "$cairn" -q -r "$repos/tree-cairn" init >>"$work/run.log"
+    "$cairn" -q -r "$repos/dump-cairn" backup --stdin --stdin-filename dump.sql <"$last" >>"$work/run.log"
+    "$cairn" -q -r "$repos/tree-cairn" backup "$data/tree" >>"$work/run.log"
+    restic -q -r "$repos/dump-restic" init >>"$work/run.log"
+    restic -q -r "$repos/tree-restic" init >>"$work/run.log"
+    restic -q -r "$repos/dump-restic" --cache-dir "$restic_cache" backup --stdin --stdin-filename dump.sql <"$last" >>"$work/run.log"
+    restic -q -r "$repos/tree-restic" --cache-dir "$restic_cache" backup "$data/tree" >>"$work/run.log"
+    touch "$made"
+  fi
+  for rep in $(seq 1 "$reps"); do
+    log "rep $rep/$reps: mount"
+    mount_rows
+  done
+  cut -d' ' -f1-3 /proc/loadavg >"$work/loadavg"
+  python3 - "$results" "$(cat "$work/loadavg")" "$tree_files" <<'PY'
+import sys, statistics, collections
+rows = collections.defaultdict(list)
+rss = collections.defaultdict(int)
+for line in open(sys.argv[1]):
+    case, tool, secs, kib, nbytes, _ = line.rstrip("\n").split("\t")
+    rows[(case, tool)].append(float(secs))
+    rss[(case, tool)] = max(rss[(case, tool)], int(kib))
+med = {k: statistics.median(v) for k, v in rows.items()}
+print("| case | tool | seconds (median) | runs | peak RSS MiB |")
+print("|---|---|---:|---:|---:|")
+for (case, tool), v in rows.items():
+    print(f"| {case} | {tool} | {med[(case, tool)]:.2f} | {len(v)} | {rss[(case, tool)] / 1024:.0f} |")
+def ratio(a, b):
+    return f"{med[a] / med[b]:.2f}" if a in med and b in med and med[b] > 0 else "n/a"
+cat, dump = ("dump cat through mount", "cairn"), ("dump cat: cairn dump", "cairn")
+print(f"\ncat through cairn mount / cairn dump: {ratio(cat, dump)}x the time (target <= 1.43)")
+print(f"restic mount / cairn mount (cat): {ratio(('dump cat through mount', 'restic'), cat)}x the time (target >= 2)")
+ls, lsl = ("tree ls -lR through mount", "cairn"), ("tree listing: cairn ls -l", "cairn")
+print(f"ls -lR through cairn mount / cairn ls -l ({sys.argv[3]} files): {ratio(ls, lsl)}x (target <= 2)")
+print(f"restic mount / cairn mount (ls -lR): {ratio(('tree ls -lR through mount', 'restic'), ls)}x the time")
+print(f"load average at the end: {sys.argv[2]} (a shared machine: medians of interleaved runs)")
+PY
+  exit 0
+fi
 
 if [ $report_only = 0 ]; then
 : >"$work/run.log"

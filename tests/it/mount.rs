@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 const WAIT_SECS: u64 = 20;
 const EROFS: i32 = 30;
 const EIO: i32 = 5;
+const EOPNOTSUPP: i32 = 95;
 
 fn can_mount() -> bool {
     if !is_root() || !Path::new("/dev/fuse").exists() {
@@ -100,6 +101,22 @@ fn is_mounted(dir: &Path) -> bool {
         .unwrap()
         .lines()
         .any(|l| l.split(' ').nth(1) == Some(dir))
+}
+
+/// The mount options /proc/self/mounts shows for `dir`.
+fn mount_options(dir: &Path) -> Vec<String> {
+    let dir = path_str(dir);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(dir))
+        .unwrap_or_else(|| panic!("{dir} is not mounted"));
+    line.split(' ')
+        .nth(3)
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect()
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -250,6 +267,31 @@ fn mount_shows_every_snapshot_as_stored_refuses_writes_and_sigterm_unmounts() {
         b"hello through the mount\n"
     );
 
+    // Hard links: one inode under both names, as in the source; the link
+    // found first by its second name (a fresh view of the snapshot).
+    let ino = |dir: &Path, rel: &str| dir.join(rel).symlink_metadata().unwrap().ino();
+    let fresh = inside("hosts/box/latest");
+    assert_eq!(ino(&fresh, "dir/hard"), ino(&fresh, "small.txt"));
+    assert_ne!(ino(&fresh, "small.txt"), ino(&fresh, "empty"));
+    let latest = inside("snapshots/latest");
+    assert_eq!(ino(&latest, "small.txt"), ino(&latest, "dir/hard"));
+    assert_eq!(ino(&src, "small.txt"), ino(&src, "dir/hard"));
+
+    // What `ls -l` asks of every file: "not supported" where no xattr is
+    // stored (so it stops asking), "no such attribute" where some are.
+    let probe = |rel: &str| xattr::get(latest.join(rel), "security.selinux");
+    assert_eq!(probe("empty").unwrap_err().raw_os_error(), Some(EOPNOTSUPP));
+    assert_eq!(probe("small.txt").unwrap(), None);
+    assert_eq!(
+        xattr::get(latest.join("small.txt"), "user.colour").unwrap(),
+        Some(b"blue\0binary".to_vec())
+    );
+
+    // Private to the mounting user unless --allow-other is given.
+    let options = mount_options(&m.dir);
+    assert!(options.iter().any(|o| o == "ro"), "{options:?}");
+    assert!(!options.iter().any(|o| o == "allow_other"), "{options:?}");
+
     // Read-only: writes, new files and new directories are refused.
     let file = inside("snapshots/latest").join("small.txt");
     let err = std::fs::OpenOptions::new()
@@ -302,6 +344,16 @@ fn a_snapshot_taken_while_mounted_appears_and_fusermount_ends_the_mount() {
     run_tool("fusermount3", &["-u", path_str(&m.dir)]);
     let status = m.wait();
     assert_eq!(status.code(), Some(0), "{status}");
+
+    // --allow-other opens it to other users, with the stored owners and
+    // modes checked by the kernel.
+    let m = Mounted::start(&t, &["--allow-other"]);
+    let options = mount_options(&m.dir);
+    assert!(options.iter().any(|o| o == "allow_other"), "{options:?}");
+    assert!(
+        options.iter().any(|o| o == "default_permissions"),
+        "{options:?}"
+    );
 }
 
 #[test]

@@ -14,9 +14,9 @@ use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen,
-    ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -70,8 +70,42 @@ struct Known {
 
 /// What `readdir` lists.
 enum Listing {
-    Layout(Vec<(Vec<u8>, FileType)>),
+    Layout(Arc<Snapshots>, Vec<(String, Child)>),
     Tree(Arc<Tree>),
+}
+
+impl Listing {
+    fn len(&self) -> usize {
+        match self {
+            Listing::Layout(_, children) => children.len(),
+            Listing::Tree(tree) => tree.nodes.len(),
+        }
+    }
+
+    fn name(&self, i: usize) -> &[u8] {
+        match self {
+            Listing::Layout(_, children) => children[i].0.as_bytes(),
+            Listing::Tree(tree) => &tree.nodes[i].name.0,
+        }
+    }
+
+    fn kind(&self, i: usize) -> FileType {
+        match self {
+            Listing::Layout(_, children) => match children[i].1 {
+                Child::Latest { .. } => FileType::Symlink,
+                _ => FileType::Directory,
+            },
+            Listing::Tree(tree) => file_type(tree.nodes[i].kind),
+        }
+    }
+
+    /// The entry of the `i`th name, as `lookup` would make it.
+    fn entry(&self, i: usize) -> Entry {
+        match self {
+            Listing::Layout(layout, children) => layout_entry(layout, &children[i].1),
+            Listing::Tree(tree) => Entry::Node(tree.nodes[i].clone()),
+        }
+    }
 }
 
 /// An open file: its blobs and where each ends in the file.
@@ -353,22 +387,11 @@ impl Inner {
             Entry::Dir(dir) => {
                 let _ = self.refresh(false);
                 let layout = self.layout();
-                Ok(Listing::Layout(
-                    layout
-                        .children(dir)
-                        .into_iter()
-                        .map(|(name, child)| {
-                            let kind = match child {
-                                Child::Latest { .. } => FileType::Symlink,
-                                _ => FileType::Directory,
-                            };
-                            (name.into_bytes(), kind)
-                        })
-                        .collect(),
-                ))
+                let children = layout.children(dir);
+                Ok(Listing::Layout(layout, children))
             }
             Entry::Node(node) if node.kind == NodeKind::Dir => match node.subtree {
-                None => Ok(Listing::Layout(Vec::new())),
+                None => Ok(Listing::Layout(self.layout(), Vec::new())),
                 // The cached tree itself: a large directory is listed in
                 // many calls, and none copies its names.
                 Some(subtree) => Ok(Listing::Tree(self.tree(&subtree).map_err(|e| errno(&e))?)),
@@ -491,6 +514,20 @@ fn xattr_value(node: &Node, name: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl Filesystem for MountFs {
+    /// Asks for `readdirplus` on every listing (the attributes come from
+    /// the tree being listed anyway), symlink targets cached, and parallel
+    /// lookups in one directory. A kernel without one of them goes without.
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        for wanted in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            let _ = config.add_capabilities(wanted);
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let inner = &self.inner;
         let result = inner
@@ -599,16 +636,6 @@ impl Filesystem for MountFs {
             Ok(listing) => listing,
             Err(e) => return reply.error(e),
         };
-        let names: Box<dyn Iterator<Item = (&[u8], FileType)>> = match &listing {
-            Listing::Layout(children) => {
-                Box::new(children.iter().map(|(n, kind)| (n.as_slice(), *kind)))
-            }
-            Listing::Tree(tree) => Box::new(
-                tree.nodes
-                    .iter()
-                    .map(|n| (n.name.0.as_slice(), file_type(n.kind))),
-            ),
-        };
         let inodes = lock(&self.inner.inodes);
         let dots = [
             (ino.0, FileType::Directory, &b"."[..]),
@@ -617,9 +644,10 @@ impl Filesystem for MountFs {
         // Entry i (0 and 1 are the dots) is sent with offset i + 1, where
         // the next call starts.
         let all = dots.into_iter().skip(offset.min(2) as usize).chain(
-            names
-                .skip(offset.saturating_sub(2) as usize)
-                .map(|(name, kind)| (inodes.listed_ino(ino.0, name), kind, name)),
+            (offset.saturating_sub(2) as usize..listing.len()).map(|i| {
+                let name = listing.name(i);
+                (inodes.listed_ino(ino.0, name), listing.kind(i), name)
+            }),
         );
         for (i, (child, kind, name)) in (offset..).zip(all) {
             if reply.add(INodeNo(child), i + 1, kind, OsStr::from_bytes(name)) {
@@ -630,15 +658,101 @@ impl Filesystem for MountFs {
         reply.ok();
     }
 
+    /// `readdir` with each entry's attributes (the kernel asks for it, as
+    /// it was told it may in `init`): `ls -l` then needs no `lookup` per
+    /// name. Each entry sent counts as one lookup of its inode, as the
+    /// kernel counts it (it forgets each later); the dots do not.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let inner = &self.inner;
+        let (entry, parent) = match inner.entry(ino.0) {
+            Ok(found) => found,
+            Err(e) => return reply.error(e),
+        };
+        let listing = match inner.list(&entry) {
+            Ok(listing) => listing,
+            Err(e) => return reply.error(e),
+        };
+        let dir = inner.attr(ino.0, &entry);
+        let ttl = Inner::ttl(&entry);
+        for (i, (child, name)) in [(ino.0, &b"."[..]), (parent, &b".."[..])]
+            .into_iter()
+            .enumerate()
+            .skip(offset.min(2) as usize)
+        {
+            let attr = FileAttr {
+                ino: INodeNo(child),
+                ..dir
+            };
+            if reply.add(
+                INodeNo(child),
+                i as u64 + 1,
+                OsStr::from_bytes(name),
+                &ttl,
+                &attr,
+                Generation(0),
+            ) {
+                return reply.ok();
+            }
+        }
+        let mut inodes = lock(&inner.inodes);
+        for i in offset.saturating_sub(2) as usize..listing.len() {
+            let name = listing.name(i);
+            let (child, entry) = inodes.lookup(ino.0, name, listing.entry(i));
+            let full = reply.add(
+                INodeNo(child),
+                i as u64 + 3,
+                OsStr::from_bytes(name),
+                &Inner::ttl(&entry),
+                &inner.attr(child, &entry),
+                Generation(0),
+            );
+            if full {
+                // Not sent: not held by the kernel either.
+                inodes.forget(child, 1);
+                break;
+            }
+        }
+        drop(inodes);
+        reply.ok();
+    }
+
+    /// A snapshot's directory never changes: the kernel may keep its
+    /// listing across opens.
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let flags = match self.inner.entry(ino.0) {
+            Ok((entry, _)) if matches!(*entry, Entry::Node(_)) => {
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+            }
+            Ok(_) => FopenFlags::empty(),
+            Err(e) => return reply.error(e),
+        };
+        reply.opened(FileHandle(0), flags);
+    }
+
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let value = match self.inner.entry(ino.0) {
+        let (value, none_stored) = match self.inner.entry(ino.0) {
             Ok((entry, _)) => match &*entry {
-                Entry::Node(node) => xattr_value(node, name.as_bytes()),
-                _ => None,
+                Entry::Node(node) => (xattr_value(node, name.as_bytes()), node.xattrs.is_empty()),
+                _ => (None, true),
             },
             Err(e) => return reply.error(e),
         };
         match value {
+            // `ls -l` asks every file for these two (the kernel caches
+            // neither answer); "not supported" where nothing is stored
+            // makes it stop asking for the rest of the mount, which would
+            // otherwise cost two round trips a file. A file with stored
+            // xattrs still answers "no such attribute".
+            None if none_stored && ASKED_BY_LS.contains(&name.as_bytes()) => {
+                reply.error(Errno::EOPNOTSUPP)
+            }
             None => reply.error(Errno::ENODATA),
             Some(v) => xattr_reply(reply, &v, size),
         }
@@ -660,6 +774,10 @@ impl Filesystem for MountFs {
         xattr_reply(reply, &names, size);
     }
 }
+
+/// The attributes `ls -l` reads from every file it lists (SELinux label,
+/// access ACL).
+const ASKED_BY_LS: [&[u8]; 2] = [b"security.selinux", b"system.posix_acl_access"];
 
 /// `size` 0 asks for the length; a buffer too small is ERANGE.
 fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
