@@ -30,6 +30,8 @@ fn other_host(exclusive: bool, age_minutes: i64) -> LockInfo {
         hostname: format!("not-{}", crate::sys::hostname()),
         username: "someone".into(),
         pid: 1,
+        started: None,
+        prune: false,
     }
 }
 
