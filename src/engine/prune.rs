@@ -16,7 +16,8 @@ use crate::format::index_file::INDEX_FILE_BLOBS_TARGET;
 use crate::format::index_file::{IndexFile, IndexPack};
 use crate::format::pack::{self, BlobKind, PackBuilder, SealedBlob};
 use crate::storage::backend::FileKind;
-use crate::storage::lock::{self, DeleteLock, LockGuard};
+use crate::format::id::SnapshotId;
+use crate::storage::lock::{self, DeleteLock, LiveLocks, LockGuard};
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -157,6 +158,13 @@ pub fn prune<L: DeleteLock>(
     options: &PruneOptions,
 ) -> Result<PruneOutcome> {
     let ctx = repo.context().clone();
+    // The locks live before the snapshots are read: a backup that ends
+    // after this has its snapshot read below, and one that is still
+    // running is among these (docs/FORMAT.md, section 15, "Two-phase
+    // delete", why nothing is lost).
+    let exclusive = lock.is_exclusive();
+    let live = repo.live_locks(lock)?;
+    let snapshots_before: HashSet<_> = repo.list_snapshot_ids()?.into_iter().collect();
     let usage = checker::usage(repo, options.memory)?;
     if !usage.report.is_clean() {
         let first =
@@ -184,22 +192,11 @@ pub fn prune<L: DeleteLock>(
     };
     // Which marks are due: under an exclusive lock all of them (no other
     // lock is live), else those no live lock is older than.
-    let mut due_at = HashMap::new();
-    let mut is_due = |at: i64| -> Result<bool> {
-        if lock.is_exclusive() {
-            return Ok(true);
-        }
-        if let Some(&due) = due_at.get(&at) {
-            return Ok(due);
-        }
-        let due = repo.blocking_lock(mark_time(at), lock)?.is_none();
-        due_at.insert(at, due);
-        Ok(due)
-    };
+    let is_due = |at: i64| exclusive || live.blocking(mark_time(at)).is_none();
     let mut state = vec![State::Live; pack_count];
     for (n, marked) in table.pack_marked.iter().enumerate() {
         if let Some(at) = *marked {
-            state[n] = if is_due(at)? {
+            state[n] = if is_due(at) {
                 State::Due
             } else {
                 State::Waiting
@@ -208,7 +205,7 @@ pub fn prune<L: DeleteLock>(
     }
     let mut due_files = Vec::new();
     for (id, at) in &table.mark_files {
-        if is_due(*at)? {
+        if is_due(*at) {
             due_files.push(*id);
         } else {
             outcome.mark_files_waiting += 1;
@@ -337,7 +334,7 @@ pub fn prune<L: DeleteLock>(
     outcome.packs = usage.listed_packs.len() as u64;
     let unindexed = old_unindexed_packs(
         repo,
-        lock,
+        (!exclusive).then_some(&live),
         &usage.listed_packs,
         &table.pack_numbers,
         &mut outcome,
@@ -364,7 +361,7 @@ pub fn prune<L: DeleteLock>(
     outcome.bytes_deleted += unindexed.iter().map(|(_, s)| s).sum::<u64>();
     // Temporary files are a crashed writer's only when no other process
     // holds a lock: under a prune lock a backup may be streaming one.
-    if lock.is_exclusive() || !repo.other_lock_live(lock)? {
+    if exclusive || !repo.live_locks(lock)?.any() {
         let (temp_files, temp_bytes) = repo.sweep_temp_files(options.dry_run, lock)?;
         outcome.temp_files_deleted = temp_files;
         outcome.bytes_deleted += temp_bytes;
@@ -465,14 +462,12 @@ pub fn prune<L: DeleteLock>(
         }
     }
     crate::failpoint::hit!("prune-after-index-delete");
-    // Tests stop a prune here, its packs marked and not yet deleted.
-    crate::failpoint::pause!("prune-marked");
 
     // 4. Only now the packs: those of due marks, those this run marked if
     // no lock older than the marks is live now (always so under an
     // exclusive lock), and old unindexed packs.
-    let delete_now = lock.is_exclusive() || new_marks_due(repo, lock, &new_marks)?;
-    if delete_now && !lock.is_exclusive() {
+    let delete_now = exclusive || new_marks_due(repo, lock, &new_marks, &snapshots_before)?;
+    if delete_now && !exclusive {
         for (id, _) in &new_marks {
             repo.delete_index_file(id, lock)?;
         }
@@ -500,13 +495,24 @@ pub fn prune<L: DeleteLock>(
     Ok(outcome)
 }
 
-/// Whether the marks this run wrote are already due: no live lock is older
-/// than the latest of them.
-fn new_marks_due(repo: &Repository, lock: &LockGuard, marks: &[(IndexId, i64)]) -> Result<bool> {
-    match marks.iter().map(|(_, at)| *at).max() {
-        None => Ok(true),
-        Some(at) => Ok(repo.blocking_lock(mark_time(at), lock)?.is_none()),
+/// Whether the marks this run wrote are already due: no live lock is
+/// older than the latest of them, and no snapshot was stored since this
+/// run read them (a backup that ended meanwhile may use a marked pack, and
+/// its snapshot was not read).
+fn new_marks_due(
+    repo: &Repository,
+    lock: &LockGuard,
+    marks: &[(IndexId, i64)],
+    snapshots_before: &HashSet<SnapshotId>,
+) -> Result<bool> {
+    let Some(at) = marks.iter().map(|(_, at)| *at).max() else {
+        return Ok(true);
+    };
+    if repo.live_locks(lock)?.blocking(mark_time(at)).is_some() {
+        return Ok(false);
     }
+    let now: HashSet<SnapshotId> = repo.list_snapshot_ids()?.into_iter().collect();
+    Ok(now.is_subset(snapshots_before))
 }
 
 /// A mark file's time (ms since the epoch) as a date; out of range: now.
@@ -742,7 +748,7 @@ impl<'r> IndexWriter<'r> {
 /// does one whose age the backend cannot tell.
 fn old_unindexed_packs(
     repo: &Repository,
-    lock: &LockGuard,
+    live: Option<&LiveLocks>,
     listed: &HashMap<PackId, u64>,
     indexed: &HashMap<PackId, u32>,
     outcome: &mut PruneOutcome,
@@ -764,13 +770,14 @@ fn old_unindexed_packs(
         // Under a prune lock, a backup whose lock is older than the pack
         // may still index it, however long ago it stored it.
         let orphaned = old_enough
-            && (lock.is_exclusive()
-                || match repo.backend().modified(FileKind::Pack, &id.to_hex()) {
-                    Ok(Some(written)) => repo
-                        .blocking_lock(DateTime::<chrono::Local>::from(written).fixed_offset(), lock)?
-                        .is_none(),
-                    _ => false,
-                });
+            && match (live, repo.backend().modified(FileKind::Pack, &id.to_hex())) {
+                (None, _) => true,
+                (Some(live), Ok(Some(written))) => {
+                    let written = DateTime::<chrono::Local>::from(written).fixed_offset();
+                    live.blocking(written).is_none()
+                }
+                _ => false,
+            };
         if orphaned {
             old.push((*id, *size));
         } else {

@@ -610,21 +610,9 @@ impl<S> Repository<S> {
         lock::acquire_prune_with_retry(self.backend.clone(), &self.key, retry_for, &self.ctx)
     }
 
-    /// The first lock that keeps prune from deleting what was marked at
-    /// `mark` (`lock::blocking_lock`), if any.
-    pub fn blocking_lock(
-        &self,
-        mark: chrono::DateTime<chrono::FixedOffset>,
-        own: &LockGuard,
-    ) -> Result<Option<String>> {
-        lock::blocking_lock(self.backend.as_ref(), &self.key, mark, own)
-    }
-
-    /// Whether a process other than `own`'s holds a live lock (or a lock
-    /// file cannot be read).
-    pub fn other_lock_live(&self, own: &LockGuard) -> Result<bool> {
-        let far = chrono::Local::now().fixed_offset() + chrono::Duration::days(36500);
-        Ok(self.blocking_lock(far, own)?.is_some())
+    /// The live locks other than `own` (`lock::live_locks`).
+    pub fn live_locks(&self, own: &LockGuard) -> Result<lock::LiveLocks> {
+        lock::live_locks(self.backend.as_ref(), &self.key, own)
     }
 
     /// Takes an exclusive lock (what forget, prune, repair, tag and key

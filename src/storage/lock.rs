@@ -618,42 +618,68 @@ impl Drop for LockGuard {
     }
 }
 
-/// The first lock, other than `own`'s, that keeps prune from deleting what
-/// it marked at `mark` (docs/FORMAT.md, section 15, "Two-phase delete"): a
-/// live lock that started before `mark` plus `mark_clock_margin`, or one
-/// that does not say when it started. A lock file that cannot be read
-/// blocks too (it may be a running backup's). `None`: nothing blocks.
-pub fn blocking_lock(
-    backend: &dyn Backend,
-    key: &MasterKey,
-    mark: DateTime<FixedOffset>,
-    own: &LockGuard,
-) -> Result<Option<String>> {
+/// The locks other than `own`'s that are live now, as prune sees them
+/// when it decides which marks are due (docs/FORMAT.md, section 15,
+/// "Two-phase delete").
+pub struct LiveLocks {
+    /// When each started (`None`: a lock that does not say) and who holds it.
+    locks: Vec<(Option<DateTime<FixedOffset>>, String)>,
+    /// A lock file that cannot be read: it may be a running backup's.
+    unreadable: Option<String>,
+}
+
+impl LiveLocks {
+    /// The first lock that keeps what was marked at `mark` from being
+    /// deleted: one that started before `mark` plus `mark_clock_margin`,
+    /// one that does not say when it started, or an unreadable lock file.
+    pub fn blocking(&self, mark: DateTime<FixedOffset>) -> Option<String> {
+        if let Some(what) = &self.unreadable {
+            return Some(what.clone());
+        }
+        let margin = chrono::Duration::from_std(mark_clock_margin()).unwrap_or_default();
+        let until = mark.checked_add_signed(margin).unwrap_or(mark);
+        self.locks
+            .iter()
+            .find(|(started, _)| started.is_none_or(|started| started <= until))
+            .map(|(_, who)| who.clone())
+    }
+
+    /// Whether any other process holds a live lock (or a lock file cannot
+    /// be read).
+    pub fn any(&self) -> bool {
+        self.unreadable.is_some() || !self.locks.is_empty()
+    }
+}
+
+/// The live locks other than `own`.
+pub fn live_locks(backend: &dyn Backend, key: &MasterKey, own: &LockGuard) -> Result<LiveLocks> {
     let own = own.file_name();
     let now = Local::now().fixed_offset();
-    let margin = chrono::Duration::from_std(mark_clock_margin()).unwrap_or_default();
-    let until = mark.checked_add_signed(margin).unwrap_or(mark);
+    let mut out = LiveLocks {
+        locks: Vec::new(),
+        unreadable: None,
+    };
     for (name, _) in backend.list(FileKind::Lock)? {
         if name == own {
             continue;
         }
         match read_lock(backend, key, &name) {
-            Found::Lock(info) => {
-                let older = info.started.is_none_or(|started| started <= until);
-                if older && !info.is_stale(now) {
-                    return Ok(Some(format!(
-                        "the lock of pid {} on {} (since {})",
-                        info.pid,
-                        info.hostname,
-                        info.started.unwrap_or(info.time).format("%Y-%m-%d %H:%M:%S")
-                    )));
-                }
+            Found::Lock(info) if !info.is_stale(now) => {
+                let who = format!(
+                    "the lock of pid {} on {} (since {})",
+                    info.pid,
+                    info.hostname,
+                    info.started.unwrap_or(info.time).format("%Y-%m-%d %H:%M:%S")
+                );
+                out.locks.push((info.started, who));
             }
-            Found::Gone => {}
-            Found::Unreadable(what) => return Ok(Some(what)),
+            Found::Lock(_) | Found::Gone => {}
+            Found::Unreadable(what) => {
+                out.unreadable.get_or_insert(what);
+            }
         }
     }
-    Ok(None)
+    Ok(out)
 }
 
 /// What `remove_locks` did.

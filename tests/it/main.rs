@@ -46,3 +46,4 @@ mod shell;
 mod stdin;
 mod tarball;
 mod tidy;
+mod prune_concurrent;
