@@ -466,7 +466,9 @@ pub fn prune<L: DeleteLock>(
     // 4. Only now the packs: those of due marks, those this run marked if
     // no lock older than the marks is live now (always so under an
     // exclusive lock), and old unindexed packs.
-    let delete_now = exclusive || new_marks_due(repo, lock, &new_marks, &snapshots_before)?;
+    let delete_now = exclusive
+        || outcome.packs_marked == 0
+        || new_marks_due(repo, lock, &new_marks, &snapshots_before)?;
     if delete_now && !exclusive {
         for (id, _) in &new_marks {
             repo.delete_index_file(id, lock)?;
@@ -506,7 +508,8 @@ fn new_marks_due(
     snapshots_before: &HashSet<SnapshotId>,
 ) -> Result<bool> {
     let Some(at) = marks.iter().map(|(_, at)| *at).max() else {
-        return Ok(true);
+        // Packs to go and no mark listing them: never delete unmarked.
+        return Ok(false);
     };
     if repo.live_locks(lock)?.blocking(mark_time(at)).is_some() {
         return Ok(false);

@@ -185,17 +185,30 @@ mod tests {
             supersedes in proptest::collection::vec(any::<[u8; 32]>(), 0..3),
             packs in proptest::collection::vec(
                 (any::<[u8; 32]>(), proptest::collection::vec(entry_strategy(), 0..5)), 0..5),
+            marked_at in proptest::option::of(any::<i64>()),
         ) {
+            // A mark file supersedes nothing.
+            let supersedes = if marked_at.is_some() { Vec::new() } else { supersedes };
             let file = IndexFile {
                 supersedes: supersedes.into_iter().map(|b| IndexId(Id(b))).collect(),
                 packs: packs.into_iter().map(|(id, entries)| IndexPack { id: PackId(Id(id)), entries }).collect(),
-                marked_at: None,
+                marked_at,
             };
             let encoded = file.encode();
             prop_assert_eq!(IndexFile::decode(&encoded).unwrap(), file);
             for cut in 0..encoded.len() {
                 prop_assert!(IndexFile::decode(&encoded[..cut]).is_err());
             }
+        }
+
+        #[test]
+        fn a_mark_file_that_supersedes_is_corrupt(at in any::<i64>()) {
+            let file = IndexFile {
+                supersedes: vec![IndexId(Id([1; 32]))],
+                packs: Vec::new(),
+                marked_at: Some(at),
+            };
+            prop_assert!(IndexFile::decode(&file.encode()).is_err());
         }
 
         #[test]

@@ -496,6 +496,33 @@ mod tests {
         assert!(!other.contains(BlobKind::Data, &id).unwrap());
     }
 
+    /// A mark file's blobs are found by readers and not by writers, even
+    /// where an index file lists the same pack, and merging it drops the
+    /// snapshots' completeness keys.
+    #[test]
+    fn a_marked_pack_is_read_but_not_deduplicated_against() {
+        let (file, id) = one_blob();
+        let db = IndexDb::in_memory(RepositoryId(Id([1; 32]))).unwrap();
+        let marked = IndexFile {
+            marked_at: Some(1),
+            ..file.clone()
+        };
+        db.merge(IndexId(Id([8; 32])), &marked).unwrap();
+        assert!(db.get(BlobKind::Data, &id).unwrap().is_some());
+        assert!(!db.contains(BlobKind::Data, &id).unwrap());
+        let snapshot = SnapshotId(Id([5; 32]));
+        db.mark_snapshot_complete(&snapshot).unwrap();
+        db.merge(IndexId(Id([9; 32])), &file).unwrap();
+        assert_eq!(
+            db.get(BlobKind::Data, &id).unwrap().unwrap().pack,
+            PackId(Id([4; 32]))
+        );
+        assert!(!db.contains(BlobKind::Data, &id).unwrap(), "still marked");
+        assert!(db.snapshot_complete(&snapshot).unwrap());
+        db.merge(IndexId(Id([7; 32])), &marked).unwrap();
+        assert!(!db.snapshot_complete(&snapshot).unwrap());
+    }
+
     #[test]
     fn the_cache_on_disk_is_the_owners_alone() {
         let dir = tempfile::tempdir().unwrap();
