@@ -11,12 +11,12 @@
 use crate::engine::checker::{self, Row, Table, USED};
 use crate::engine::repository::Repository;
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::id::SnapshotId;
 use crate::format::id::{IndexId, PackId};
 use crate::format::index_file::INDEX_FILE_BLOBS_TARGET;
 use crate::format::index_file::{IndexFile, IndexPack};
 use crate::format::pack::{self, BlobKind, PackBuilder, SealedBlob};
 use crate::storage::backend::FileKind;
-use crate::format::id::SnapshotId;
 use crate::storage::lock::{self, DeleteLock, LiveLocks, LockGuard};
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;

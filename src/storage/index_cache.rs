@@ -237,11 +237,7 @@ impl IndexDb {
     /// as absent, so a backup stores it again (docs/FORMAT.md, section 15,
     /// "Two-phase delete").
     pub fn contains(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
-        let Some(value) = self
-            .db()
-            .get_pinned(blob_key(kind, id))
-            .map_err(db_error)?
-        else {
+        let Some(value) = self.db().get_pinned(blob_key(kind, id)).map_err(db_error)? else {
             return Ok(false);
         };
         if value.len() != 32 + ENTRY_LEN {

@@ -664,12 +664,17 @@ pub fn live_locks(backend: &dyn Backend, key: &MasterKey, own: &LockGuard) -> Re
             continue;
         }
         match read_lock(backend, key, &name) {
+            // Our own, also under the name a refresh is just replacing.
+            Found::Lock(info)
+                if info.pid == std::process::id() && info.hostname == crate::sys::hostname() => {}
             Found::Lock(info) if !info.is_stale(now) => {
                 let who = format!(
                     "the lock of pid {} on {} (since {})",
                     info.pid,
                     info.hostname,
-                    info.started.unwrap_or(info.time).format("%Y-%m-%d %H:%M:%S")
+                    info.started
+                        .unwrap_or(info.time)
+                        .format("%Y-%m-%d %H:%M:%S")
                 );
                 out.locks.push((info.started, who));
             }

@@ -152,7 +152,11 @@ fn a_backup_that_deduplicated_against_a_marked_pack_keeps_it() {
 
     let third = prune_json(&t, &[]);
     assert_eq!(num(&third, "marked_packs_restored"), 1, "{third}");
-    assert_eq!(num(&third, "marked_packs_deleted"), 1, "the tree pack: {third}");
+    assert_eq!(
+        num(&third, "marked_packs_deleted"),
+        1,
+        "the tree pack: {third}"
+    );
     let text = check_read_data(&t, "after the pack was restored");
     assert!(!text.contains("marked for deletion"), "{text}");
     let again = t.restore(&format!("{snapshot}:{}", path_str(&src)), "again");
@@ -269,8 +273,7 @@ fn four_writers_and_a_continuous_prune_under_kill_9_lose_nothing() {
     let running = Running::default();
     let stop = AtomicBool::new(false);
     // Tag of each attempt → what its tree held.
-    let attempts: Arc<Mutex<BTreeMap<String, BTreeMap<String, blake3::Hash>>>> =
-        Arc::default();
+    let attempts: Arc<Mutex<BTreeMap<String, BTreeMap<String, blake3::Hash>>>> = Arc::default();
     let prunes = Mutex::new((0u32, 0u32));
     let writers = 4;
     std::thread::scope(|s| {
@@ -282,11 +285,8 @@ fn four_writers_and_a_continuous_prune_under_kill_9_lose_nothing() {
                 while !stop.load(Ordering::Relaxed) {
                     round += 1;
                     let seed = 1000 * w + round;
-                    std::fs::write(
-                        dir.join("common.bin"),
-                        random_bytes(round % 3, 150_000),
-                    )
-                    .unwrap();
+                    std::fs::write(dir.join("common.bin"), random_bytes(round % 3, 150_000))
+                        .unwrap();
                     std::fs::write(
                         dir.join(format!("own-{round}.bin")),
                         random_bytes(seed, 200_000 + 50_000 * (round % 4) as usize),
@@ -294,7 +294,10 @@ fn four_writers_and_a_continuous_prune_under_kill_9_lose_nothing() {
                     .unwrap();
                     let _ = std::fs::remove_file(dir.join(format!("own-{}.bin", round - 2)));
                     let tag = format!("w{w}-r{round}");
-                    attempts.lock().unwrap().insert(tag.clone(), content_map(&dir));
+                    attempts
+                        .lock()
+                        .unwrap()
+                        .insert(tag.clone(), content_map(&dir));
                     let out = running.run(
                         t.command()
                             .envs(env)
@@ -316,11 +319,13 @@ fn four_writers_and_a_continuous_prune_under_kill_9_lose_nothing() {
         }
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
-                let out = running.run(
-                    t.command()
-                        .envs(env)
-                        .args(["prune", "--retry-lock", "30s", "--max-unused", "0"]),
-                );
+                let out = running.run(t.command().envs(env).args([
+                    "prune",
+                    "--retry-lock",
+                    "30s",
+                    "--max-unused",
+                    "0",
+                ]));
                 let mut counts = prunes.lock().unwrap();
                 counts.0 += 1;
                 if out.status.success() {
