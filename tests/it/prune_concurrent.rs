@@ -292,7 +292,9 @@ fn four_writers_and_a_continuous_prune_under_kill_9_lose_nothing() {
                         random_bytes(seed, 200_000 + 50_000 * (round % 4) as usize),
                     )
                     .unwrap();
-                    let _ = std::fs::remove_file(dir.join(format!("own-{}.bin", round - 2)));
+                    if round > 2 {
+                        let _ = std::fs::remove_file(dir.join(format!("own-{}.bin", round - 2)));
+                    }
                     let tag = format!("w{w}-r{round}");
                     attempts
                         .lock()
