@@ -96,3 +96,4 @@ pub use storage::backend::{Backend, FileKind, LocalBackend, MemoryBackend, Pendi
 pub use storage::lock::{ExclusiveLock, LockGuard};
 
 pub use context::{Context, Progress};
+pub use storage::lock::{DeleteLock, PruneLock};

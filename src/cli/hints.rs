@@ -30,7 +30,8 @@ fn note_command(kind: NoteKind) -> Option<&'static str> {
         NoteKind::SupersededIndexFile
         | NoteKind::CacheUnopenable
         | NoteKind::CacheRebuilt
-        | NoteKind::Keyless => None,
+        | NoteKind::Keyless
+        | NoteKind::MarkedPacks => None,
     }
 }
 

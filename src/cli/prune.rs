@@ -3,7 +3,7 @@
 
 use super::args::{Cli, PruneArgs};
 use super::output::{emit, human_bytes};
-use super::repo::{lock_exclusive, open, warn_all};
+use super::repo::{lock_prune, open, warn_all};
 
 pub(crate) fn prune(cli: &Cli, args: &PruneArgs) -> anyhow::Result<i32> {
     let options = cairn::PruneOptions {
@@ -22,7 +22,8 @@ pub(crate) fn prune(cli: &Cli, args: &PruneArgs) -> anyhow::Result<i32> {
         repack_small: !args.no_repack_small,
     };
     let repo = open(cli)?;
-    let lock = lock_exclusive(cli, &repo)?;
+    // Not exclusive: backups go on while prune runs (two-phase delete).
+    let lock = lock_prune(cli, &repo)?;
     let mut repo = repo.load_index()?;
     let outcome = cairn::prune(&mut repo, &lock, &options)?;
     warn_all(cli, &mut repo);
@@ -61,6 +62,25 @@ fn print_prune_text(o: &cairn::PruneOutcome) -> anyhow::Result<()> {
         println!(
             "kept {} pack(s) no index names that are too young to delete (a backup may still index them)",
             o.packs_unindexed_kept
+        );
+    }
+    if o.marked_packs_deleted > 0 || o.marked_packs_restored > 0 {
+        println!(
+            "{would}delete {} pack(s) an earlier prune marked; {} marked pack(s) are needed again and {would}stay",
+            o.marked_packs_deleted, o.marked_packs_restored
+        );
+    }
+    if o.packs_marked > 0 {
+        println!(
+            "{would}mark {} pack(s) ({}) for deletion: backups that started before are still running, so a later prune deletes them",
+            o.packs_marked,
+            human_bytes(o.bytes_marked)
+        );
+    }
+    if o.mark_files_waiting > 0 {
+        println!(
+            "{} mark file(s) of an earlier prune wait for backups that started before them",
+            o.mark_files_waiting
         );
     }
     if o.temp_files_deleted > 0 {

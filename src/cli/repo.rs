@@ -225,6 +225,12 @@ pub(crate) fn lock_exclusive<S>(
     Ok(repo.lock_exclusive(cli.retry_lock.unwrap_or_default())?)
 }
 
+/// Takes prune's lock (backups go on), waiting up to `--retry-lock` for it.
+pub(crate) fn lock_prune<S>(cli: &Cli, repo: &Repository<S>) -> anyhow::Result<cairn::PruneLock> {
+    refuse_no_lock(cli)?;
+    Ok(repo.lock_prune(cli.retry_lock.unwrap_or_default())?)
+}
+
 /// The shared lock of a reading command, or none with `--no-lock` (for a
 /// repository on read-only media, as restic allows).
 pub(crate) fn read_lock<S>(

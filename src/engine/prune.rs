@@ -11,12 +11,14 @@
 use crate::engine::checker::{self, Row, Table, USED};
 use crate::engine::repository::Repository;
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::id::SnapshotId;
 use crate::format::id::{IndexId, PackId};
 use crate::format::index_file::INDEX_FILE_BLOBS_TARGET;
 use crate::format::index_file::{IndexFile, IndexPack};
 use crate::format::pack::{self, BlobKind, PackBuilder, SealedBlob};
 use crate::storage::backend::FileKind;
-use crate::storage::lock::{self, ExclusiveLock, LockGuard};
+use crate::storage::lock::{self, DeleteLock, LiveLocks, LockGuard};
+use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -120,6 +122,18 @@ pub struct PruneOutcome {
     pub bytes_unused_remaining: u64,
     pub index_files_written: u64,
     pub index_files_removed: u64,
+    /// Packs this run would delete or repacked, left marked for a later
+    /// prune because a lock older than the mark is still live (prune lock
+    /// only), and their bytes (not in `bytes_deleted`).
+    pub packs_marked: u64,
+    pub bytes_marked: u64,
+    pub mark_files_written: u64,
+    /// Packs an earlier prune marked, deleted now (their bytes are in
+    /// `bytes_deleted`) or indexed again because a snapshot needs them.
+    pub marked_packs_deleted: u64,
+    pub marked_packs_restored: u64,
+    /// Mark files whose packs must wait: a lock older than them is live.
+    pub mark_files_waiting: u64,
 }
 
 impl PruneOutcome {
@@ -129,13 +143,28 @@ impl PruneOutcome {
     }
 }
 
-/// Prunes the repository, under the caller's exclusive lock.
-pub fn prune(
+/// Prunes the repository, under the caller's exclusive lock or prune lock.
+///
+/// Under an exclusive lock no other process runs, so what prune no longer
+/// needs is deleted at once. Under a prune lock backups go on, and prune
+/// deletes in two phases (docs/FORMAT.md, section 15, "Two-phase delete"):
+/// the packs it would delete are listed in mark files and left out of the
+/// new index; they are deleted once no lock that may have seen them as
+/// live remains (in this run if none does, else by a later prune), and a
+/// marked pack that a snapshot written since needs is indexed again.
+pub fn prune<L: DeleteLock>(
     repo: &mut Repository,
-    lock: &ExclusiveLock,
+    lock: &L,
     options: &PruneOptions,
 ) -> Result<PruneOutcome> {
     let ctx = repo.context().clone();
+    // The locks live before the snapshots are read: a backup that ends
+    // after this has its snapshot read below, and one that is still
+    // running is among these (docs/FORMAT.md, section 15, "Two-phase
+    // delete", why nothing is lost).
+    let exclusive = lock.is_exclusive();
+    let live = repo.live_locks(lock)?;
+    let snapshots_before: HashSet<_> = repo.list_snapshot_ids()?.into_iter().collect();
     let usage = checker::usage(repo, options.memory)?;
     if !usage.report.is_clean() {
         let first =
@@ -161,14 +190,36 @@ pub fn prune(
         dry_run: options.dry_run,
         ..PruneOutcome::default()
     };
+    // Which marks are due: under an exclusive lock all of them (no other
+    // lock is live), else those no live lock is older than.
+    let is_due = |at: i64| exclusive || live.blocking(mark_time(at)).is_none();
+    let mut state = vec![State::Live; pack_count];
+    for (n, marked) in table.pack_marked.iter().enumerate() {
+        if let Some(at) = *marked {
+            state[n] = if is_due(at) {
+                State::Due
+            } else {
+                State::Waiting
+            };
+        }
+    }
+    let mut due_files = Vec::new();
+    for (id, at) in &table.mark_files {
+        if is_due(*at) {
+            due_files.push(*id);
+        } else {
+            outcome.mark_files_waiting += 1;
+        }
+    }
 
     // One copy of each used blob is kept: the first row of its (kind, id)
-    // range. Every other row is unused data.
+    // range in a pack that is not marked, else the first row. Every other
+    // row is unused data.
     let mut used_bytes = vec![0u64; pack_count];
     let mut used_blobs = vec![0u32; pack_count];
     // A pack's kind: a writer's packs hold one kind of blob each.
     let mut tree_pack = vec![false; pack_count];
-    for_each_keeper(table, |row, keeper| {
+    for_each_keeper(table, &state, |row, keeper| {
         tree_pack[row.pack as usize] = row.entry.kind == BlobKind::Tree;
         let length = u64::from(row.entry.length);
         if keeper {
@@ -183,12 +234,29 @@ pub fn prune(
     })?;
 
     // Fates: delete whole packs without used blobs; repack the worst partly
-    // used packs until the unused data left is within the limit.
+    // used packs until the unused data left is within the limit. A marked
+    // pack that is due goes if nothing needs it, and is indexed again if a
+    // snapshot does; one that is waiting is left alone.
     let mut fate = vec![Fate::Keep; pack_count];
     let mut partial: Vec<(usize, u64)> = Vec::new();
     let mut unused_left = 0u64;
     for n in 0..pack_count {
         let size = table.pack_sizes[n];
+        match state[n] {
+            State::Waiting => {
+                fate[n] = Fate::Wait;
+                continue;
+            }
+            State::Due if used_blobs[n] > 0 => {
+                outcome.marked_packs_restored += 1;
+                continue;
+            }
+            State::Due => {
+                fate[n] = Fate::Delete;
+                continue;
+            }
+            State::Live => {}
+        }
         if used_blobs[n] == 0 {
             fate[n] = Fate::Delete;
         } else {
@@ -235,7 +303,8 @@ pub fn prune(
         let small_size = u64::from(repo.config().pack_size_target) / 2;
         for tree in [false, true] {
             let small: Vec<usize> = (0..pack_count)
-                .filter(|&n| tree_pack[n] == tree && fate[n] != Fate::Delete)
+                .filter(|&n| tree_pack[n] == tree && fate[n] == Fate::Keep)
+                .filter(|&n| state[n] == State::Live)
                 .filter(|&n| table.pack_sizes[n] < small_size)
                 .collect();
             if small.len() < SMALL_PACKS_MIN {
@@ -263,30 +332,43 @@ pub fn prune(
     }
     outcome.bytes_unused_remaining = unused_left;
     outcome.packs = usage.listed_packs.len() as u64;
-    let unindexed =
-        old_unindexed_packs(repo, &usage.listed_packs, &table.pack_numbers, &mut outcome)?;
-    for (f, size) in fate.iter().zip(&table.pack_sizes) {
-        match f {
-            Fate::Delete => {
-                outcome.packs_deleted += 1;
+    let unindexed = old_unindexed_packs(
+        repo,
+        (!exclusive).then_some(&live),
+        &usage.listed_packs,
+        &table.pack_numbers,
+        &mut outcome,
+    )?;
+    for n in 0..pack_count {
+        let size = table.pack_sizes[n];
+        match (fate[n], state[n]) {
+            (Fate::Delete, State::Due) => {
+                outcome.marked_packs_deleted += 1;
                 outcome.bytes_deleted += size;
             }
-            Fate::Repack => {
-                outcome.packs_repacked += 1;
-                outcome.bytes_deleted += size;
-            }
-            Fate::Keep => {}
+            (Fate::Delete, _) => outcome.packs_deleted += 1,
+            (Fate::Repack, _) => outcome.packs_repacked += 1,
+            (Fate::Keep | Fate::Wait, _) => continue,
+        }
+        if state[n] == State::Live {
+            // Deleted at once under an exclusive lock; else marked, and
+            // counted as deleted only if this run may delete them too.
+            outcome.packs_marked += 1;
+            outcome.bytes_marked += size;
         }
     }
     outcome.packs_unindexed_deleted = unindexed.len() as u64;
     outcome.bytes_deleted += unindexed.iter().map(|(_, s)| s).sum::<u64>();
-    // No other process writes under our exclusive lock, so every temporary
-    // file is a crashed writer's.
-    let (temp_files, temp_bytes) = repo.sweep_temp_files(options.dry_run, lock)?;
-    outcome.temp_files_deleted = temp_files;
-    outcome.bytes_deleted += temp_bytes;
-    let nothing_to_do = fate.iter().all(|f| *f == Fate::Keep)
+    // Temporary files are a crashed writer's only when no other process
+    // holds a lock: under a prune lock a backup may be streaming one.
+    if exclusive || !repo.live_locks(lock)?.any() {
+        let (temp_files, temp_bytes) = repo.sweep_temp_files(options.dry_run, lock)?;
+        outcome.temp_files_deleted = temp_files;
+        outcome.bytes_deleted += temp_bytes;
+    }
+    let nothing_to_do = fate.iter().all(|f| matches!(f, Fate::Keep | Fate::Wait))
         && unindexed.is_empty()
+        && due_files.is_empty()
         && table.superseded_files.is_empty();
     if nothing_to_do {
         // Rewriting an index that would come out the same is churn.
@@ -298,6 +380,11 @@ pub fn prune(
             .filter(|&n| fate[n] == Fate::Repack)
             .map(|n| used_bytes[n])
             .sum();
+        if lock.is_exclusive() {
+            outcome.bytes_deleted += outcome.bytes_marked;
+            outcome.packs_marked = 0;
+            outcome.bytes_marked = 0;
+        }
         return Ok(outcome);
     }
 
@@ -308,6 +395,7 @@ pub fn prune(
         repo,
         lock,
         table,
+        &state,
         &fate,
         &used_blobs,
         options.memory,
@@ -317,31 +405,57 @@ pub fn prune(
     crate::failpoint::hit!("prune-after-packs");
 
     // 2. New index files: every kept pack with all its entries (its size
-    // must still match), as the index files it came from list it.
+    // must still match), as the index files it came from list it; marked
+    // packs that are due and still needed come back from their mark files.
+    // Under a prune lock the packs to go are listed in mark files, all
+    // stored before the new index leaves them out.
+    let marks_needed = !lock.is_exclusive() && outcome.packs_marked > 0;
+    let mut marks = IndexWriter::marking(repo, lock);
+    let mark_set: HashSet<IndexId> = table.mark_files.iter().map(|(id, _)| *id).collect();
+    let live_files: Vec<IndexId> = usage
+        .index_files
+        .iter()
+        .filter(|id| !mark_set.contains(id))
+        .copied()
+        .collect();
     let mut listed = vec![false; pack_count];
-    for id in &usage.index_files {
+    let mut marked = vec![false; pack_count];
+    for id in live_files.iter().chain(&due_files) {
         ctx.check_interrupt()?;
         let file = repo.load_index_file(id)?;
         for p in file.packs {
             let Some(&n) = table.pack_numbers.get(&p.id) else {
                 continue;
             };
-            if fate[n as usize] == Fate::Keep && !listed[n as usize] {
-                listed[n as usize] = true;
-                let mut entries = p.entries;
-                entries.sort_by_key(|e| e.offset);
-                index.add(IndexPack { id: p.id, entries })?;
+            let n = n as usize;
+            let mut entries = p.entries;
+            entries.sort_by_key(|e| e.offset);
+            let pack = IndexPack { id: p.id, entries };
+            match (fate[n], state[n]) {
+                (Fate::Keep, State::Live | State::Due) if !listed[n] => {
+                    listed[n] = true;
+                    index.add(pack)?;
+                }
+                (Fate::Delete | Fate::Repack, State::Live) if marks_needed && !marked[n] => {
+                    marked[n] = true;
+                    marks.add(pack)?;
+                }
+                _ => {}
             }
         }
     }
-    let mut old_index: Vec<IndexId> = usage.index_files.clone();
+    let new_marks = marks.finish_marks()?;
+    outcome.mark_files_written = new_marks.len() as u64;
+    crate::failpoint::hit!("prune-after-mark");
+    let mut old_index = live_files;
     old_index.extend(&table.superseded_files);
     let written = index.finish(&old_index)?;
     outcome.index_files_written = written.len() as u64;
     crate::failpoint::hit!("prune-after-index");
 
-    // 3. Old index files go, so no index names a pack about to be deleted.
-    for id in &old_index {
+    // 3. Old index files and due mark files go, so no index names a pack
+    // about to be deleted.
+    for id in old_index.iter().chain(&due_files) {
         if !written.contains(id) {
             repo.delete_index_file(id, lock)?;
             outcome.index_files_removed += 1;
@@ -349,11 +463,31 @@ pub fn prune(
     }
     crate::failpoint::hit!("prune-after-index-delete");
 
-    // 4. Only now the packs.
-    for (f, id) in fate.iter().zip(&table.packs) {
-        if *f != Fate::Keep {
-            repo.delete_pack(id, lock)?;
+    // 4. Only now the packs: those of due marks, those this run marked if
+    // no lock older than the marks is live now (always so under an
+    // exclusive lock), and old unindexed packs.
+    let delete_now = exclusive
+        || outcome.packs_marked == 0
+        || new_marks_due(repo, lock, &new_marks, &snapshots_before)?;
+    if delete_now && !exclusive {
+        for (id, _) in &new_marks {
+            repo.delete_index_file(id, lock)?;
         }
+    }
+    for n in 0..pack_count {
+        let deleted = match (fate[n], state[n]) {
+            (Fate::Delete, State::Due) => true,
+            (Fate::Delete | Fate::Repack, State::Live) => delete_now,
+            _ => false,
+        };
+        if deleted {
+            repo.delete_pack(&table.packs[n], lock)?;
+        }
+    }
+    if delete_now {
+        outcome.bytes_deleted += outcome.bytes_marked;
+        outcome.packs_marked = 0;
+        outcome.bytes_marked = 0;
     }
     for (id, _) in &unindexed {
         repo.delete_pack(id, lock)?;
@@ -365,24 +499,82 @@ pub fn prune(
     Ok(outcome)
 }
 
+/// Whether the marks this run wrote are already due: no live lock is
+/// older than the latest of them, and no snapshot was stored since this
+/// run read them (a backup that ended meanwhile may use a marked pack, and
+/// its snapshot was not read).
+fn new_marks_due(
+    repo: &Repository,
+    lock: &LockGuard,
+    marks: &[(IndexId, i64)],
+    snapshots_before: &HashSet<SnapshotId>,
+) -> Result<bool> {
+    let Some(at) = marks.iter().map(|(_, at)| *at).max() else {
+        // Packs to go and no mark listing them: never delete unmarked.
+        return Ok(false);
+    };
+    if repo.live_locks(lock)?.blocking(mark_time(at)).is_some() {
+        return Ok(false);
+    }
+    let now: HashSet<SnapshotId> = repo.list_snapshot_ids()?.into_iter().collect();
+    Ok(now.is_subset(snapshots_before))
+}
+
+/// A mark file's time (ms since the epoch) as a date; out of range: now.
+fn mark_time(at: i64) -> DateTime<FixedOffset> {
+    DateTime::from_timestamp_millis(at)
+        .map(|t| t.fixed_offset())
+        .unwrap_or_else(|| chrono::Local::now().fixed_offset())
+}
+
+/// What prune may do with a pack, from the mark files that list it.
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    /// No mark file lists it.
+    Live,
+    /// Marked, and no lock that may have seen it live remains.
+    Due,
+    /// Marked, and some such lock is still live: left alone.
+    Waiting,
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Fate {
     Keep,
     Delete,
     Repack,
+    /// A marked pack that is not due yet.
+    Wait,
 }
 
 /// Calls `f` with every row of the table and whether it is the copy of a
-/// used blob that prune keeps (the first row of its (kind, id) range).
-fn for_each_keeper(table: &Table, mut f: impl FnMut(&Row, bool)) -> Result<()> {
-    let mut last = None;
+/// used blob that prune keeps: the first row of its (kind, id) range in a
+/// pack no mark file lists, else the first row. One range at a time is
+/// held (a blob has a copy or two).
+fn for_each_keeper(table: &Table, state: &[State], mut f: impl FnMut(&Row, bool)) -> Result<()> {
+    let mut group: Vec<Row> = Vec::new();
+    let mut flush = |group: &mut Vec<Row>| {
+        let used = group.iter().any(|r| r.flags & USED != 0);
+        let keeper = group
+            .iter()
+            .position(|r| state[r.pack as usize] == State::Live)
+            .unwrap_or(0);
+        for (i, row) in group.iter().enumerate() {
+            f(row, used && i == keeper);
+        }
+        group.clear();
+    };
     table.for_each(|_, row| {
-        let key = (row.entry.kind, row.entry.id);
-        let first = last != Some(key);
-        last = Some(key);
-        f(row, first && row.flags & USED != 0);
+        if let Some(last) = group.last() {
+            if (last.entry.kind, last.entry.id) != (row.entry.kind, row.entry.id) {
+                flush(&mut group);
+            }
+        }
+        group.push(*row);
         Ok(())
-    })
+    })?;
+    flush(&mut group);
+    Ok(())
 }
 
 /// Copies the kept blobs of the packs to repack into new packs. The blobs
@@ -391,8 +583,9 @@ fn for_each_keeper(table: &Table, mut f: impl FnMut(&Row, bool)) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn repack(
     repo: &Repository,
-    lock: &ExclusiveLock,
+    lock: &LockGuard,
     table: &Table,
+    state: &[State],
     fate: &[Fate],
     used_blobs: &[u32],
     memory: Option<u64>,
@@ -419,7 +612,7 @@ fn repack(
         }
         let batch: HashSet<u32> = repacked[next..end].iter().copied().collect();
         let mut kept: Vec<(u32, pack::PackEntry)> = Vec::new();
-        for_each_keeper(table, |row, keeper| {
+        for_each_keeper(table, state, |row, keeper| {
             if keeper && batch.contains(&row.pack) {
                 kept.push((row.pack, row.entry));
             }
@@ -478,6 +671,10 @@ pub(crate) struct IndexWriter<'r> {
     file: IndexFile,
     blobs: usize,
     written: HashSet<IndexId>,
+    /// Writes mark files (`marking`): each gets the time it is stored at,
+    /// and they are returned with their times.
+    marking: bool,
+    marks: Vec<(IndexId, i64)>,
 }
 
 impl<'r> IndexWriter<'r> {
@@ -488,14 +685,39 @@ impl<'r> IndexWriter<'r> {
             file: IndexFile::default(),
             blobs: 0,
             written: HashSet::new(),
+            marking: false,
+            marks: Vec::new(),
         }
+    }
+
+    /// A writer of mark files (docs/FORMAT.md, section 15, "Two-phase
+    /// delete"). Each file's time is taken just before it is stored: a
+    /// process that read the index before then holds a lock that started
+    /// before it.
+    pub(crate) fn marking(repo: &'r Repository, lock: &'r LockGuard) -> IndexWriter<'r> {
+        IndexWriter {
+            marking: true,
+            ..IndexWriter::new(repo, lock)
+        }
+    }
+
+    fn store(&mut self, mut file: IndexFile) -> Result<()> {
+        if self.marking {
+            let at = chrono::Utc::now().timestamp_millis();
+            file.marked_at = Some(at);
+            let id = self.repo.save_index_file(&file, self.lock)?;
+            self.marks.push((id, at));
+        } else {
+            self.written
+                .insert(self.repo.save_index_file(&file, self.lock)?);
+        }
+        Ok(())
     }
 
     pub(crate) fn add(&mut self, pack: IndexPack) -> Result<()> {
         if self.blobs >= INDEX_FILE_BLOBS_TARGET {
             let full = std::mem::take(&mut self.file);
-            self.written
-                .insert(self.repo.save_index_file(&full, self.lock)?);
+            self.store(full)?;
             self.blobs = 0;
         }
         self.blobs += pack.entries.len();
@@ -508,10 +730,19 @@ impl<'r> IndexWriter<'r> {
     pub(crate) fn finish(mut self, old: &[IndexId]) -> Result<HashSet<IndexId>> {
         self.file.supersedes = old.to_vec();
         if !self.file.packs.is_empty() || !self.file.supersedes.is_empty() {
-            self.written
-                .insert(self.repo.save_index_file(&self.file, self.lock)?);
+            let last = std::mem::take(&mut self.file);
+            self.store(last)?;
         }
         Ok(self.written)
+    }
+
+    /// `finish` for a writer of mark files: the mark files and their times.
+    pub(crate) fn finish_marks(mut self) -> Result<Vec<(IndexId, i64)>> {
+        if !self.file.packs.is_empty() {
+            let last = std::mem::take(&mut self.file);
+            self.store(last)?;
+        }
+        Ok(self.marks)
     }
 }
 
@@ -522,6 +753,7 @@ impl<'r> IndexWriter<'r> {
 /// does one whose age the backend cannot tell.
 fn old_unindexed_packs(
     repo: &Repository,
+    live: Option<&LiveLocks>,
     listed: &HashMap<PackId, u64>,
     indexed: &HashMap<PackId, u32>,
     outcome: &mut PruneOutcome,
@@ -540,7 +772,18 @@ fn old_unindexed_packs(
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        if old_enough {
+        // Under a prune lock, a backup whose lock is older than the pack
+        // may still index it, however long ago it stored it.
+        let orphaned = old_enough
+            && match (live, repo.backend().modified(FileKind::Pack, &id.to_hex())) {
+                (None, _) => true,
+                (Some(live), Ok(Some(written))) => {
+                    let written = DateTime::<chrono::Local>::from(written).fixed_offset();
+                    live.blocking(written).is_none()
+                }
+                _ => false,
+            };
+        if orphaned {
             old.push((*id, *size));
         } else {
             outcome.packs_unindexed_kept += 1;

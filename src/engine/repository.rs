@@ -17,7 +17,7 @@ use crate::format::snapshot::{Snapshot, SnapshotFilter};
 use crate::format::tree::Tree;
 use crate::storage::backend::{Backend, FileKind, PendingFile};
 use crate::storage::index_cache::{BlobLocation, IndexDb};
-use crate::storage::lock::{self, ExclusiveLock, LockGuard};
+use crate::storage::lock::{self, DeleteLock, ExclusiveLock, LockGuard};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -290,6 +290,12 @@ impl Repository<Indexed> {
         self.index().get(kind, id)
     }
 
+    /// Whether a backup may reference this blob without storing it: it is
+    /// indexed in a pack that prune has not marked for deletion.
+    pub fn has_live_blob(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
+        self.index().contains(kind, id)
+    }
+
     /// Whether this machine's cache knows every data blob of a snapshot to
     /// be indexed (see `IndexDb::mark_snapshot_complete`).
     pub fn snapshot_blobs_indexed(&self, id: &SnapshotId) -> bool {
@@ -559,7 +565,7 @@ impl<S> Repository<S> {
 
     /// Deletes a pack; one already gone is not an error. No index file
     /// may name it any more (prune and repair delete index files first).
-    pub fn delete_pack(&self, id: &PackId, lock: &ExclusiveLock) -> Result<()> {
+    pub fn delete_pack(&self, id: &PackId, lock: &impl DeleteLock) -> Result<()> {
         self.ensure_locked(lock)?;
         match self.backend.delete(FileKind::Pack, &id.to_hex()) {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
@@ -568,14 +574,14 @@ impl<S> Repository<S> {
     }
 
     /// Deletes an index file that a stored one supersedes.
-    pub fn delete_index_file(&self, id: &IndexId, lock: &ExclusiveLock) -> Result<()> {
+    pub fn delete_index_file(&self, id: &IndexId, lock: &impl DeleteLock) -> Result<()> {
         self.ensure_locked(lock)?;
         self.backend.delete(FileKind::Index, &id.to_hex())
     }
 
     /// Deletes crashed writers' temporary files (with `dry_run`, counts
     /// them): safe only under an exclusive lock, when no writer runs.
-    pub fn sweep_temp_files(&self, dry_run: bool, lock: &ExclusiveLock) -> Result<(u64, u64)> {
+    pub fn sweep_temp_files(&self, dry_run: bool, lock: &impl DeleteLock) -> Result<(u64, u64)> {
         self.ensure_locked(lock)?;
         self.backend.sweep_temp_files(dry_run)
     }
@@ -584,6 +590,17 @@ impl<S> Repository<S> {
     /// while an exclusive one is held.
     pub fn lock_shared(&self, retry_for: std::time::Duration) -> Result<LockGuard> {
         lock::acquire_shared_with_retry(self.backend.clone(), &self.key, retry_for, &self.ctx)
+    }
+
+    /// Takes a prune lock (what `prune` needs: backups go on), waiting up
+    /// to `retry_for` while an exclusive or another prune lock is held.
+    pub fn lock_prune(&self, retry_for: std::time::Duration) -> Result<lock::PruneLock> {
+        lock::acquire_prune_with_retry(self.backend.clone(), &self.key, retry_for, &self.ctx)
+    }
+
+    /// The live locks other than `own` (`lock::live_locks`).
+    pub fn live_locks(&self, own: &LockGuard) -> Result<lock::LiveLocks> {
+        lock::live_locks(self.backend.as_ref(), &self.key, own)
     }
 
     /// Takes an exclusive lock (what forget, prune, repair, tag and key

@@ -3,12 +3,19 @@
 //! Plaintext: `magic "CIX\x01" || supersedes_count u32 || supersedes ids ||
 //! pack_count u32 || { pack_id [32] || entry_count u32 || entries }*`,
 //! entries as in the pack header. Sealed with the `index` domain.
+//!
+//! A mark file (prune's two-phase delete) is `magic "CIX\x02" || marked_at
+//! i64 || ...` with the same fields after: its packs are marked for
+//! deletion at `marked_at` (ms since the Unix epoch).
 
 use crate::error::{Error, Result};
 use crate::format::id::{Id, IndexId, PackId};
 use crate::format::pack::{PackEntry, ENTRY_LEN};
 
 pub const INDEX_MAGIC: &[u8; 4] = b"CIX\x01";
+/// The magic of a mark file: an index file whose packs are marked for
+/// deletion (docs/FORMAT.md, section 15, "Two-phase delete").
+pub const MARK_MAGIC: &[u8; 4] = b"CIX\x02";
 /// Largest index file plaintext a reader accepts.
 pub const INDEX_FILE_SIZE_MAX: usize = 64 * 1024 * 1024;
 /// Writers start a new index file after this many blobs (~4.6 MiB).
@@ -25,6 +32,10 @@ pub struct IndexFile {
     /// Index files this one replaces (written by repair and prune).
     pub supersedes: Vec<IndexId>,
     pub packs: Vec<IndexPack>,
+    /// A mark file: when prune marked its packs for deletion (ms since the
+    /// Unix epoch, prune's wall clock). Readers still find its blobs;
+    /// writers do not deduplicate against them.
+    pub marked_at: Option<i64>,
 }
 
 impl IndexFile {
@@ -35,7 +46,13 @@ impl IndexFile {
     pub fn encode(&self) -> Vec<u8> {
         let mut out =
             Vec::with_capacity(12 + 36 * self.packs.len() + ENTRY_LEN * self.blob_count());
-        out.extend_from_slice(INDEX_MAGIC);
+        match self.marked_at {
+            None => out.extend_from_slice(INDEX_MAGIC),
+            Some(at) => {
+                out.extend_from_slice(MARK_MAGIC);
+                out.extend_from_slice(&at.to_le_bytes());
+            }
+        }
         out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
         for id in &self.supersedes {
             out.extend_from_slice(id.as_bytes());
@@ -65,12 +82,16 @@ impl IndexFile {
         if magic[..3] != INDEX_MAGIC[..3] {
             return Err(Error::corrupt("index file has a bad magic"));
         }
-        if magic[3] != INDEX_MAGIC[3] {
-            return Err(Error::new(
-                crate::error::ErrorKind::UnsupportedVersion,
-                format!("index file version {} is not supported", magic[3]),
-            ));
-        }
+        let marked_at = match magic[3] {
+            1 => None,
+            2 => Some(i64::from_le_bytes(r.take(8)?.try_into().expect("8"))),
+            v => {
+                return Err(Error::new(
+                    crate::error::ErrorKind::UnsupportedVersion,
+                    format!("index file version {v} is not supported"),
+                ))
+            }
+        };
         let supersedes_count = r.count(32)?;
         let mut supersedes = Vec::with_capacity(supersedes_count);
         for _ in 0..supersedes_count {
@@ -90,7 +111,14 @@ impl IndexFile {
         if r.at != plain.len() {
             return Err(Error::corrupt("index file has trailing bytes"));
         }
-        Ok(IndexFile { supersedes, packs })
+        if marked_at.is_some() && !supersedes.is_empty() {
+            return Err(Error::corrupt("a mark file supersedes index files"));
+        }
+        Ok(IndexFile {
+            supersedes,
+            packs,
+            marked_at,
+        })
     }
 }
 
@@ -157,16 +185,30 @@ mod tests {
             supersedes in proptest::collection::vec(any::<[u8; 32]>(), 0..3),
             packs in proptest::collection::vec(
                 (any::<[u8; 32]>(), proptest::collection::vec(entry_strategy(), 0..5)), 0..5),
+            marked_at in proptest::option::of(any::<i64>()),
         ) {
+            // A mark file supersedes nothing.
+            let supersedes = if marked_at.is_some() { Vec::new() } else { supersedes };
             let file = IndexFile {
                 supersedes: supersedes.into_iter().map(|b| IndexId(Id(b))).collect(),
                 packs: packs.into_iter().map(|(id, entries)| IndexPack { id: PackId(Id(id)), entries }).collect(),
+                marked_at,
             };
             let encoded = file.encode();
             prop_assert_eq!(IndexFile::decode(&encoded).unwrap(), file);
             for cut in 0..encoded.len() {
                 prop_assert!(IndexFile::decode(&encoded[..cut]).is_err());
             }
+        }
+
+        #[test]
+        fn a_mark_file_that_supersedes_is_corrupt(at in any::<i64>()) {
+            let file = IndexFile {
+                supersedes: vec![IndexId(Id([1; 32]))],
+                packs: Vec::new(),
+                marked_at: Some(at),
+            };
+            prop_assert!(IndexFile::decode(&file.encode()).is_err());
         }
 
         #[test]

@@ -66,6 +66,22 @@ pub fn unindexed_pack_min_age() -> Duration {
     Timing::current().stale_after
 }
 
+/// How far apart two hosts' clocks may be for the two-phase delete: a lock
+/// that started up to this long after a mark still counts as older than
+/// it. Section 13 asks hosts to keep clocks within a few minutes.
+pub const MARK_CLOCK_MARGIN: Duration = Duration::from_secs(10 * 60);
+
+/// `MARK_CLOCK_MARGIN`, or its test-shortened value (a third of the
+/// shortened stale time).
+pub fn mark_clock_margin() -> Duration {
+    let timing = Timing::current();
+    if timing.stale_after == STALE_AFTER {
+        MARK_CLOCK_MARGIN
+    } else {
+        timing.stale_after / 3
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LockInfo {
     pub time: DateTime<FixedOffset>,
@@ -73,6 +89,17 @@ pub struct LockInfo {
     pub hostname: String,
     pub username: String,
     pub pid: u32,
+    /// When the holder took the lock: the same in every refreshed file, so
+    /// prune can tell whether a lock existed when it marked packs
+    /// (docs/FORMAT.md, section 15, "Two-phase delete"). Absent in locks
+    /// written before it existed: such a lock counts as older than any mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<DateTime<FixedOffset>>,
+    /// A prune lock: conflicts with exclusive locks and other prune locks,
+    /// not with shared ones. Older readers see `exclusive: false`, a shared
+    /// lock, which their exclusive commands still wait for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune: bool,
 }
 
 impl LockInfo {
@@ -200,6 +227,11 @@ impl LockGuard {
         self.exclusive
     }
 
+    /// The name of this lock's current file (it changes on every refresh).
+    pub fn file_name(&self) -> String {
+        held(&self.held).name.clone()
+    }
+
     /// Lock files that could not be read or opened when this lock was
     /// taken. A shared lock is taken all the same (such a file may be a
     /// lock of a process that is gone); an exclusive one is refused.
@@ -226,18 +258,57 @@ impl std::ops::Deref for ExclusiveLock {
     }
 }
 
+/// A prune lock: what `prune` takes so that backups go on (docs/FORMAT.md,
+/// section 15, "Two-phase delete"). It conflicts with exclusive locks and
+/// other prune locks. Only `acquire_prune` makes one.
+pub struct PruneLock(LockGuard);
+
+impl std::ops::Deref for PruneLock {
+    type Target = LockGuard;
+    fn deref(&self) -> &LockGuard {
+        &self.0
+    }
+}
+
+/// A lock under which files other than one's own may be deleted: an
+/// exclusive lock, or prune's (which deletes only by the two-phase rule).
+pub trait DeleteLock: std::ops::Deref<Target = LockGuard> {}
+impl DeleteLock for ExclusiveLock {}
+impl DeleteLock for PruneLock {}
+
+/// What kind of lock is wanted or held.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Shared,
+    Prune,
+    Exclusive,
+}
+
+impl Mode {
+    fn conflicts_with(self, other: &LockInfo) -> bool {
+        match self {
+            Mode::Exclusive => true,
+            Mode::Prune => other.exclusive || other.prune,
+            Mode::Shared => other.exclusive,
+        }
+    }
+}
+
 /// Writes a new lock file; its name and sealed bytes.
 fn write_lock(
     backend: &dyn Backend,
     key: &MasterKey,
-    exclusive: bool,
+    mode: Mode,
+    started: DateTime<FixedOffset>,
 ) -> Result<(String, Vec<u8>)> {
     let info = LockInfo {
         time: Local::now().fixed_offset(),
-        exclusive,
+        exclusive: mode == Mode::Exclusive,
         hostname: crate::sys::hostname(),
         username: crate::sys::username(),
         pid: std::process::id(),
+        started: Some(started),
+        prune: mode == Mode::Prune,
     };
     let sealed = key.seal(
         Domain::Lock,
@@ -282,7 +353,7 @@ struct Scan {
     unreadable: Vec<String>,
 }
 
-fn scan(backend: &dyn Backend, key: &MasterKey, exclusive: bool, own: &str) -> Result<Scan> {
+fn scan(backend: &dyn Backend, key: &MasterKey, mode: Mode, own: &str) -> Result<Scan> {
     let now = Local::now().fixed_offset();
     let mut out = Scan {
         conflicts: Vec::new(),
@@ -294,7 +365,7 @@ fn scan(backend: &dyn Backend, key: &MasterKey, exclusive: bool, own: &str) -> R
         }
         match read_lock(backend, key, &name) {
             Found::Lock(info) => {
-                if !info.is_stale(now) && (exclusive || info.exclusive) {
+                if !info.is_stale(now) && mode.conflicts_with(&info) {
                     out.conflicts.push(info);
                 }
             }
@@ -310,12 +381,12 @@ fn scan(backend: &dyn Backend, key: &MasterKey, exclusive: bool, own: &str) -> R
 /// be the lock of a running backup that this process cannot read (another
 /// user's, a backend error), so an exclusive operation that deletes data
 /// does not run (restic refuses too).
-fn refusal(scan: &Scan, exclusive: bool) -> Option<Error> {
+fn refusal(scan: &Scan, mode: Mode) -> Option<Error> {
     if let Some(other) = scan.conflicts.first() {
         return Some(locked_error(other));
     }
     match scan.unreadable.first() {
-        Some(what) if exclusive => Some(Error::new(
+        Some(what) if mode != Mode::Shared => Some(Error::new(
             ErrorKind::Locked,
             format!(
                 "{what}: it may be the lock of a running process, so no exclusive lock can be taken"
@@ -327,31 +398,38 @@ fn refusal(scan: &Scan, exclusive: bool) -> Option<Error> {
 
 /// Takes a shared lock (backups), failing at once if an exclusive one is held.
 pub fn acquire_shared(backend: Arc<dyn Backend>, key: &MasterKey) -> Result<LockGuard> {
-    acquire(backend, key, false)
+    acquire(backend, key, Mode::Shared)
+}
+
+/// Takes a prune lock, failing at once if an exclusive or another prune
+/// lock is held or any lock file cannot be read.
+pub fn acquire_prune(backend: Arc<dyn Backend>, key: &MasterKey) -> Result<PruneLock> {
+    acquire(backend, key, Mode::Prune).map(PruneLock)
 }
 
 /// Takes an exclusive lock, failing at once if any other lock is held or
 /// any lock file cannot be read.
 pub fn acquire_exclusive(backend: Arc<dyn Backend>, key: &MasterKey) -> Result<ExclusiveLock> {
-    acquire(backend, key, true).map(ExclusiveLock)
+    acquire(backend, key, Mode::Exclusive).map(ExclusiveLock)
 }
 
-fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> Result<LockGuard> {
-    if let Some(refused) = refusal(&scan(backend.as_ref(), key, exclusive, "")?, exclusive) {
+fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, mode: Mode) -> Result<LockGuard> {
+    if let Some(refused) = refusal(&scan(backend.as_ref(), key, mode, "")?, mode) {
         return Err(refused);
     }
     let refreshed = clock::boottime();
-    let (name, sealed) = write_lock(backend.as_ref(), key, exclusive)?;
+    let started = Local::now().fixed_offset();
+    let (name, sealed) = write_lock(backend.as_ref(), key, mode, started)?;
     // Re-check after writing: two processes that raced both see each other
     // and both back off, rather than both proceeding.
-    let found = match scan(backend.as_ref(), key, exclusive, &name) {
+    let found = match scan(backend.as_ref(), key, mode, &name) {
         Ok(found) => found,
         Err(e) => {
             let _ = backend.delete(FileKind::Lock, &name);
             return Err(e);
         }
     };
-    if let Some(refused) = refusal(&found, exclusive) {
+    if let Some(refused) = refusal(&found, mode) {
         let _ = backend.delete(FileKind::Lock, &name);
         return Err(refused);
     }
@@ -364,12 +442,12 @@ fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> Resul
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let refresher = {
         let (backend, key, held) = (backend.clone(), key.clone(), held.clone());
-        std::thread::spawn(move || refresh_loop(backend, key, exclusive, held, stopped))
+        std::thread::spawn(move || refresh_loop(backend, key, mode, started, held, stopped))
     };
     Ok(LockGuard {
         backend,
         held,
-        exclusive,
+        exclusive: mode == Mode::Exclusive,
         warnings: found.unreadable,
         stop: Some(stop),
         refresher: Some(refresher),
@@ -388,7 +466,17 @@ pub fn acquire_shared_with_retry(
     retry_for: Duration,
     ctx: &Context,
 ) -> Result<LockGuard> {
-    acquire_with_retry(backend, key, false, retry_for, ctx)
+    acquire_with_retry(backend, key, Mode::Shared, retry_for, ctx)
+}
+
+/// `acquire_shared_with_retry` for a prune lock.
+pub fn acquire_prune_with_retry(
+    backend: Arc<dyn Backend>,
+    key: &MasterKey,
+    retry_for: Duration,
+    ctx: &Context,
+) -> Result<PruneLock> {
+    acquire_with_retry(backend, key, Mode::Prune, retry_for, ctx).map(PruneLock)
 }
 
 /// `acquire_shared_with_retry` for an exclusive lock.
@@ -398,20 +486,20 @@ pub fn acquire_exclusive_with_retry(
     retry_for: Duration,
     ctx: &Context,
 ) -> Result<ExclusiveLock> {
-    acquire_with_retry(backend, key, true, retry_for, ctx).map(ExclusiveLock)
+    acquire_with_retry(backend, key, Mode::Exclusive, retry_for, ctx).map(ExclusiveLock)
 }
 
 fn acquire_with_retry(
     backend: Arc<dyn Backend>,
     key: &MasterKey,
-    exclusive: bool,
+    mode: Mode,
     retry_for: Duration,
     ctx: &Context,
 ) -> Result<LockGuard> {
     let deadline = std::time::Instant::now() + retry_for;
     let mut wait = Duration::from_millis(500);
     loop {
-        match acquire(backend.clone(), key, exclusive) {
+        match acquire(backend.clone(), key, mode) {
             Err(e) if e.kind() == ErrorKind::Locked => {
                 let now = std::time::Instant::now();
                 if now >= deadline {
@@ -435,7 +523,8 @@ fn acquire_with_retry(
 fn refresh_loop(
     backend: Arc<dyn Backend>,
     key: MasterKey,
-    exclusive: bool,
+    mode: Mode,
+    started: DateTime<FixedOffset>,
     shared: Arc<Mutex<Held>>,
     stopped: crossbeam_channel::Receiver<()>,
 ) {
@@ -472,7 +561,7 @@ fn refresh_loop(
             Ok(None) => {}
             Err(_) => continue,
         }
-        let Ok((name, sealed)) = write_lock(backend.as_ref(), &key, exclusive) else {
+        let Ok((name, sealed)) = write_lock(backend.as_ref(), &key, mode, started) else {
             continue;
         };
         let old = std::mem::replace(&mut held.name, name);
@@ -503,7 +592,13 @@ fn locked_error(other: &LockInfo) -> Error {
         ErrorKind::Locked,
         format!(
             "repository is locked{} by pid {} on {} (user {}) since {}",
-            if other.exclusive { " exclusively" } else { "" },
+            if other.exclusive {
+                " exclusively"
+            } else if other.prune {
+                " by a prune"
+            } else {
+                ""
+            },
             other.pid,
             other.hostname,
             other.username,
@@ -521,6 +616,75 @@ impl Drop for LockGuard {
         let name = held(&self.held).name.clone();
         let _ = self.backend.delete(FileKind::Lock, &name);
     }
+}
+
+/// The locks other than `own`'s that are live now, as prune sees them
+/// when it decides which marks are due (docs/FORMAT.md, section 15,
+/// "Two-phase delete").
+pub struct LiveLocks {
+    /// When each started (`None`: a lock that does not say) and who holds it.
+    locks: Vec<(Option<DateTime<FixedOffset>>, String)>,
+    /// A lock file that cannot be read: it may be a running backup's.
+    unreadable: Option<String>,
+}
+
+impl LiveLocks {
+    /// The first lock that keeps what was marked at `mark` from being
+    /// deleted: one that started before `mark` plus `mark_clock_margin`,
+    /// one that does not say when it started, or an unreadable lock file.
+    pub fn blocking(&self, mark: DateTime<FixedOffset>) -> Option<String> {
+        if let Some(what) = &self.unreadable {
+            return Some(what.clone());
+        }
+        let margin = chrono::Duration::from_std(mark_clock_margin()).unwrap_or_default();
+        let until = mark.checked_add_signed(margin).unwrap_or(mark);
+        self.locks
+            .iter()
+            .find(|(started, _)| started.is_none_or(|started| started <= until))
+            .map(|(_, who)| who.clone())
+    }
+
+    /// Whether any other process holds a live lock (or a lock file cannot
+    /// be read).
+    pub fn any(&self) -> bool {
+        self.unreadable.is_some() || !self.locks.is_empty()
+    }
+}
+
+/// The live locks other than `own`.
+pub fn live_locks(backend: &dyn Backend, key: &MasterKey, own: &LockGuard) -> Result<LiveLocks> {
+    let own = own.file_name();
+    let now = Local::now().fixed_offset();
+    let mut out = LiveLocks {
+        locks: Vec::new(),
+        unreadable: None,
+    };
+    for (name, _) in backend.list(FileKind::Lock)? {
+        if name == own {
+            continue;
+        }
+        match read_lock(backend, key, &name) {
+            // Our own, also under the name a refresh is just replacing.
+            Found::Lock(info)
+                if info.pid == std::process::id() && info.hostname == crate::sys::hostname() => {}
+            Found::Lock(info) if !info.is_stale(now) => {
+                let who = format!(
+                    "the lock of pid {} on {} (since {})",
+                    info.pid,
+                    info.hostname,
+                    info.started
+                        .unwrap_or(info.time)
+                        .format("%Y-%m-%d %H:%M:%S")
+                );
+                out.locks.push((info.started, who));
+            }
+            Found::Lock(_) | Found::Gone => {}
+            Found::Unreadable(what) => {
+                out.unreadable.get_or_insert(what);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What `remove_locks` did.

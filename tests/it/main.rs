@@ -35,6 +35,7 @@ mod privacy;
 mod profile;
 mod progress;
 mod prune;
+mod prune_concurrent;
 mod restore_safety;
 mod s3;
 mod s3_data;

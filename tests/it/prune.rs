@@ -235,8 +235,8 @@ fn random_operation_sequences_keep_every_kept_snapshot_restorable() {
 }
 
 /// Four backup processes and prunes at the same time on one repository.
-/// Locks serialise prune against backups (`--retry-lock` waits); afterwards
-/// the repository checks clean and every kept snapshot restores.
+/// Prune runs beside the backups (two-phase delete); afterwards the
+/// repository checks clean and every kept snapshot restores.
 #[test]
 fn four_backups_and_prune_in_parallel() {
     let t = Arc::new(small_packs());
@@ -329,6 +329,7 @@ fn prune_killed_at_any_moment_loses_nothing() {
     };
     for failpoint in [
         "prune-after-packs",
+        "prune-after-mark",
         "prune-after-index",
         "prune-after-index-delete",
     ] {

@@ -210,7 +210,7 @@ impl EntryReader<'_> {
                 || old
                     .content
                     .iter()
-                    .all(|id| matches!(self.repo.locate(BlobKind::Data, id), Ok(Some(_)))))
+                    .all(|id| matches!(self.repo.has_live_blob(BlobKind::Data, id), Ok(true))))
     }
 }
 

@@ -154,6 +154,8 @@ pub enum NoteKind {
     CacheRebuilt,
     /// The check was keyless: nothing was decrypted.
     Keyless,
+    /// Packs prune marked for deletion (two-phase delete), still readable.
+    MarkedPacks,
 }
 
 /// A finding that is not damage. Its text says what was found; what to run

@@ -48,6 +48,11 @@ pub(crate) struct Table {
     pub(crate) pack_blobs: Vec<u32>,
     /// Readable index files that a newer one supersedes; not in the table.
     pub(crate) superseded_files: Vec<IndexId>,
+    /// When prune marked each pack for deletion (the latest mark file that
+    /// lists it, ms since the epoch); `None` for a pack no mark file lists.
+    pub(crate) pack_marked: Vec<Option<i64>>,
+    /// The mark files in the table and their times.
+    pub(crate) mark_files: Vec<(IndexId, i64)>,
     /// The first error reading rows from disk in a lookup (which has no
     /// `Result`, so that callers stay simple); `check_error` returns it.
     error: Mutex<Option<Error>>,
@@ -62,6 +67,8 @@ impl Table {
             pack_numbers: packs.numbers,
             pack_sizes: packs.sizes,
             pack_blobs: packs.blobs,
+            pack_marked: packs.marked,
+            mark_files: Vec::new(),
             superseded_files,
             error: Mutex::new(None),
         }
@@ -257,6 +264,7 @@ struct Packs {
     numbers: HashMap<PackId, u32>,
     sizes: Vec<u64>,
     blobs: Vec<u32>,
+    marked: Vec<Option<i64>>,
 }
 
 impl Packs {
@@ -270,6 +278,7 @@ impl Packs {
                 self.numbers.insert(id, n);
                 self.sizes.push(size);
                 self.blobs.push(blobs);
+                self.marked.push(None);
                 (n, false)
             }
         }
@@ -306,12 +315,16 @@ pub(crate) fn build_table<S: Sync>(
     let mut mismatches = CheckReport::default();
     let mut good = Vec::new();
     let mut superseded = HashSet::new();
+    let mut marks = HashMap::new();
     for id in ids {
         report.index_files += 1;
         repo.context().check_interrupt()?;
         match repo.load_index_file(&id) {
             Ok(file) => {
                 superseded.extend(file.supersedes.iter().copied());
+                if let Some(at) = file.marked_at {
+                    marks.insert(id, at);
+                }
                 add_index_file(&mut rows, &mut packs, &file, &id, &mut mismatches)?;
                 good.push(id);
             }
@@ -349,7 +362,20 @@ pub(crate) fn build_table<S: Sync>(
         report.problem(p.object, p.status, p.message);
     }
     report.problems_unlisted += mismatches.problems_unlisted;
-    let table = Table::new(rows.finish()?, packs, superseded_files);
+    let mut table = Table::new(rows.finish()?, packs, superseded_files);
+    table.mark_files = good
+        .iter()
+        .filter_map(|id| marks.get(id).map(|at| (*id, *at)))
+        .collect();
+    let marked = table.pack_marked.iter().flatten().count();
+    if marked > 0 {
+        report.note(
+            NoteKind::MarkedPacks,
+            format!(
+                "{marked} pack(s) are marked for deletion by prune (still readable; a later prune deletes them once the backups that ran when they were marked have ended)"
+            ),
+        );
+    }
     report.blobs_indexed = table.len() as u64;
     Ok((table, good))
 }
@@ -365,6 +391,10 @@ fn add_index_file(
         let blob_bytes: u64 = pack.entries.iter().map(|e| u64::from(e.length)).sum();
         let size = expected_pack_size(blob_bytes, pack.entries.len() as u64);
         let (number, other_size) = packs.number(pack.id, size, pack.entries.len() as u32);
+        if let Some(at) = file.marked_at {
+            let marked = &mut packs.marked[number as usize];
+            *marked = Some(marked.map_or(at, |m| m.max(at)));
+        }
         if other_size {
             report.problem(
                 Object::index_file(id),

@@ -190,6 +190,7 @@ fn a_lock_on_another_repository_authorises_nothing() {
     let index = IndexFile {
         supersedes: Vec::new(),
         packs: Vec::new(),
+        marked_at: None,
     };
     assert_eq!(
         repo.save_index_file(&index, &foreign).unwrap_err().kind(),

@@ -248,6 +248,7 @@ impl<'r> BlobWriter<'r> {
         let file = IndexFile {
             supersedes: Vec::new(),
             packs: self.unindexed.clone(),
+            marked_at: None,
         };
         // Tests stop here to suspend the backup or remove its lock.
         crate::failpoint::pause!("before-index");

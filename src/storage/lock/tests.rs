@@ -30,6 +30,8 @@ fn other_host(exclusive: bool, age_minutes: i64) -> LockInfo {
         hostname: format!("not-{}", crate::sys::hostname()),
         username: "someone".into(),
         pid: 1,
+        started: None,
+        prune: false,
     }
 }
 
@@ -221,4 +223,53 @@ fn an_unreadable_lock_file_blocks_exclusive_locks_and_warns_shared_ones() {
         );
         acquire_exclusive(backend.clone(), &key).unwrap();
     }
+}
+
+/// A prune lock lets backups in and keeps other prunes and exclusive
+/// commands out; backups' locks block a mark until they end.
+#[test]
+fn a_prune_lock_runs_beside_shared_ones_only() {
+    let (backend, key) = (backend(), MasterKey::generate());
+    let shared = acquire_shared(backend.clone(), &key).unwrap();
+    let prune = acquire_prune(backend.clone(), &key).unwrap();
+    let also = acquire_shared(backend.clone(), &key).unwrap();
+    for refused in [
+        acquire_prune(backend.clone(), &key).err().unwrap(),
+        acquire_exclusive(backend.clone(), &key).err().unwrap(),
+    ] {
+        assert_eq!(refused.kind(), ErrorKind::Locked, "{refused}");
+    }
+    let now = Local::now().fixed_offset();
+    let live = live_locks(backend.as_ref(), &key, &prune).unwrap();
+    assert!(live.any());
+    assert!(live.blocking(now).is_some(), "backups older than the mark");
+    // Locks that started well after a mark (beyond the clock margin) do
+    // not hold it back.
+    let long_ago = now - chrono::Duration::hours(2);
+    assert!(live.blocking(long_ago).is_none());
+    drop((shared, also));
+    let live = live_locks(backend.as_ref(), &key, &prune).unwrap();
+    assert!(!live.any() && live.blocking(now).is_none());
+    drop(prune);
+    acquire_exclusive(backend.clone(), &key).unwrap();
+}
+
+/// A live lock that does not say when it started (an older build's) is
+/// taken to be older than any mark; a stale one blocks nothing.
+#[test]
+fn a_lock_without_a_start_time_blocks_every_mark() {
+    let (backend, key) = (backend(), MasterKey::generate());
+    let prune = acquire_prune(backend.clone(), &key).unwrap();
+    put_lock(&backend, &key, &other_host(false, 1));
+    let live = live_locks(backend.as_ref(), &key, &prune).unwrap();
+    let later = Local::now().fixed_offset() + chrono::Duration::days(1);
+    assert!(live.blocking(later).is_some());
+    let stale = put_lock(&backend, &key, &other_host(false, 120));
+    let old = lock_names(&backend)
+        .into_iter()
+        .find(|n| *n != stale && *n != prune.file_name())
+        .unwrap();
+    backend.delete(FileKind::Lock, &old).unwrap();
+    let live = live_locks(backend.as_ref(), &key, &prune).unwrap();
+    assert!(live.blocking(later).is_none());
 }
