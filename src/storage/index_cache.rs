@@ -192,9 +192,10 @@ impl IndexDb {
         let mut read = rocksdb::ReadOptions::default();
         read.fill_cache(false);
         read.set_readahead_size(1 << 20);
-        let scan = self
-            .db()
-            .iterator_opt(rocksdb::IteratorMode::From(b"b", rocksdb::Direction::Forward), read);
+        let scan = self.db().iterator_opt(
+            rocksdb::IteratorMode::From(b"b", rocksdb::Direction::Forward),
+            read,
+        );
         for item in scan {
             let (key, value) = item.map_err(db_error)?;
             if key.first() != Some(&b'b') {

@@ -79,13 +79,20 @@ fn stats_reports_the_local_caches_size() {
     let path = Path::new(v["cache"]["path"].as_str().unwrap()).to_path_buf();
     let bytes = v["cache"]["bytes"].as_u64().unwrap();
     assert_eq!(path.parent().unwrap(), t.cache, "{v}");
-    let listed: serde_json::Value = serde_json::from_str(t.ok(&["--json", "cache"]).trim()).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(t.ok(&["--json", "cache"]).trim()).unwrap();
     let entry = &listed["caches"][0];
     assert_eq!(Path::new(entry["path"].as_str().unwrap()), path);
     // The same directory measured the same way; closing the index cache
     // after `stats` measured it may flush or trim its log a little.
     let after = entry["bytes"].as_u64().unwrap();
-    assert!(bytes > 0 && bytes / 2 <= after && after / 2 <= bytes, "stats {bytes}, cache {after}");
+    assert!(
+        bytes > 0 && bytes / 2 <= after && after / 2 <= bytes,
+        "stats {bytes}, cache {after}"
+    );
     let text = t.ok(&["stats"]);
-    assert!(text.contains("local cache:") && text.contains(&*path.to_string_lossy()), "{text}");
+    assert!(
+        text.contains("local cache:") && text.contains(&*path.to_string_lossy()),
+        "{text}"
+    );
 }
