@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Peak memory and time of `check` and `prune --dry-run` on repositories whose
-# index names millions of blobs (benches/index_scaling.rs --packs: fake blobs
-# in sparse pack files, one snapshot using every fourth blob).
+# Peak memory and time of `backup`, `check`, `prune --dry-run` and `restore`
+# on repositories whose index names millions of blobs
+# (benches/index_scaling.rs --packs: fake blobs in sparse pack files, one
+# snapshot using every fourth blob). The backup stores a 60 MB file of
+# numbers (new data: every chunk is looked up in the big index), check and
+# prune then see that snapshot too, and restore writes it back.
 #
 #   bash scripts/measure/check_memory.sh [--keep] [WORKDIR] [BLOBS ...]
 #
@@ -28,6 +31,8 @@ if [ -z "${CAIRN_BIN:-}" ]; then
 fi
 mkdir -p "$work"
 printf 'bench-password\n' >"$work/password"
+mkdir -p "$work/src"
+[ -s "$work/src/numbers.txt" ] || seq 1 8000000 >"$work/src/numbers.txt"
 export CAIRN_PASSWORD_FILE=$work/password
 unset CAIRN_PASSWORD CAIRN_PASSWORD_COMMAND
 
@@ -50,7 +55,12 @@ for n in "${sizes[@]}"; do
   else
     cargo bench --quiet --bench index_scaling -- "$repo" "$cache" "$work/password" "$n" --packs >&2
   fi
+  measure backup "$repo" "$cache" backup "$work/src"
   measure check "$repo" "$cache" check
   measure "prune --dry-run" "$repo" "$cache" prune --dry-run
+  rm -rf "$work/restored"
+  measure restore "$repo" "$cache" restore latest --path "$work/src" --target "$work/restored"
+  cmp "$work/src/numbers.txt" "$work/restored$work/src/numbers.txt" >&2 || echo "restore: wrong bytes" >&2
+  rm -rf "$work/restored"
   [ $keep = 1 ] || rm -rf "$repo" "$cache"
 done

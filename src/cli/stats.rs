@@ -35,10 +35,18 @@ pub(crate) fn stats(
     // One named snapshot: its own figures, which are the selection's.
     let single = single_id.map(|id| (id, cairn::SnapshotStats::from(&selection)));
     let r = cairn::repository_stats(&repo)?;
+    // This machine's cache of the repository (none: kept in memory).
+    let cache = repo
+        .cache_dir()
+        .map(|dir| (dir.to_path_buf(), cairn::engine::cache::cache_size(dir)));
     emit_text_even_quiet(
         cli,
         || {
             let mut v = serde_json::json!({"repository": r, "selection": selection});
+            v["cache"] = match &cache {
+                Some((path, bytes)) => serde_json::json!({"path": path, "bytes": bytes}),
+                None => serde_json::Value::Null,
+            };
             if let Some((id, s)) = &single {
                 v["snapshot"] = serde_json::to_value(s)?;
                 v["snapshot"]["id"] = id.to_hex().into();
@@ -87,6 +95,14 @@ pub(crate) fn stats(
                 human_bytes(r.pack_bytes),
                 r.packs
             );
+            match &cache {
+                Some((path, bytes)) => println!(
+                    "local cache:          {} in {}",
+                    human_bytes(*bytes),
+                    path.display()
+                ),
+                None => println!("local cache:          none (kept in memory)"),
+            }
             Ok(())
         },
     )?;

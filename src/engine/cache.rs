@@ -105,6 +105,11 @@ pub fn remove_old_caches(
 }
 
 /// Bytes of the regular files under `dir`, symbolic links not followed.
+/// Bytes of the files in one repository's cache directory (`stats`).
+pub fn cache_size(dir: &Path) -> u64 {
+    bytes_under(dir)
+}
+
 fn bytes_under(dir: &Path) -> u64 {
     let mut total = 0;
     let mut dirs = vec![dir.to_path_buf()];

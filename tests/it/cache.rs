@@ -66,3 +66,33 @@ fn caches_unused_for_thirty_days_are_removed_and_nothing_else() {
     assert!(t.cache.join("c".repeat(64)).symlink_metadata().is_ok());
     assert!(t.path("src").join("f").exists());
 }
+
+/// `stats` names this machine's cache of the repository and its size, the
+/// figure `cairn cache` lists for the same directory.
+#[test]
+fn stats_reports_the_local_caches_size() {
+    let t = TestRepo::new();
+    let src = t.path("src");
+    std::fs::write(src.join("f"), b"cached").unwrap();
+    t.ok(&["backup", path_str(&src)]);
+    let v: serde_json::Value = serde_json::from_str(t.ok(&["--json", "stats"]).trim()).unwrap();
+    let path = Path::new(v["cache"]["path"].as_str().unwrap()).to_path_buf();
+    let bytes = v["cache"]["bytes"].as_u64().unwrap();
+    assert_eq!(path.parent().unwrap(), t.cache, "{v}");
+    let listed: serde_json::Value =
+        serde_json::from_str(t.ok(&["--json", "cache"]).trim()).unwrap();
+    let entry = &listed["caches"][0];
+    assert_eq!(Path::new(entry["path"].as_str().unwrap()), path);
+    // The same directory measured the same way; closing the index cache
+    // after `stats` measured it may flush or trim its log a little.
+    let after = entry["bytes"].as_u64().unwrap();
+    assert!(
+        bytes > 0 && bytes / 2 <= after && after / 2 <= bytes,
+        "stats {bytes}, cache {after}"
+    );
+    let text = t.ok(&["stats"]);
+    assert!(
+        text.contains("local cache:") && text.contains(&*path.to_string_lossy()),
+        "{text}"
+    );
+}

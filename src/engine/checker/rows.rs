@@ -25,7 +25,7 @@ const ID_KEY: usize = 33;
 /// Records per block of the merged file: one lookup reads one block (6.4 KB)
 /// and memory keeps the first key of each block (33 bytes per 128 blobs).
 const BLOCK_ROWS: usize = 128;
-/// Read buffer of each run while merging.
+/// Read buffer of each run while merging, at most.
 const RUN_BUFFER: usize = 256 * 1024;
 /// Prefix of the spill directories in a repository's cache directory.
 const SPILL_PREFIX: &str = "table.tmp-";
@@ -105,16 +105,31 @@ impl Builder {
     /// Adds a record; `other` is memory the caller holds besides the
     /// records (counted against the same limit).
     pub(crate) fn push(&mut self, rec: Rec, other: usize) -> Result<()> {
-        if (self.run.len() + 1) * REC + other > self.limit && !self.run.is_empty() {
+        let room = self.room(other);
+        if self.run.len() >= room && !self.run.is_empty() {
             self.spill_run()?;
+            if self.run.capacity() > room {
+                // The other memory grew since the run's buffer was sized:
+                // a buffer kept at its old size would hold both (with 200k
+                // packs, 20 MB more than the budget).
+                self.run = Vec::new();
+            }
         }
         if self.run.len() == self.run.capacity() && self.limit != usize::MAX {
-            // Grow to the limit at once, not by doubling past it.
-            let want = (self.limit / REC).saturating_sub(self.run.len()).max(1);
-            self.run.reserve_exact(want);
+            // Grow to what the budget leaves at once, not by doubling past it.
+            self.run
+                .reserve_exact(room.saturating_sub(self.run.len()).max(1));
         }
         self.run.push(rec);
         Ok(())
+    }
+
+    /// Records a run may hold besides `other` bytes: what the budget leaves,
+    /// but at least a quarter of it, so that a budget the other memory
+    /// already fills still writes runs of a useful size (not one record
+    /// each) and the merge has few to read.
+    fn room(&self, other: usize) -> usize {
+        self.limit.saturating_sub(other).max(self.limit / 4) / REC
     }
 
     fn spill_run(&mut self) -> Result<()> {
@@ -157,7 +172,9 @@ impl Builder {
         }
         self.run = Vec::new();
         let spill = self.spill.take().expect("spilled");
-        merge(spill)
+        // The runs' read buffers share the budget too.
+        let buffer = (self.limit / spill.runs.len().max(1)).clamp(16 * 1024, RUN_BUFFER);
+        merge(spill, buffer)
     }
 }
 
@@ -168,11 +185,11 @@ fn sort_dedup(run: &mut Vec<Rec>) {
 
 /// Merges the sorted runs into one file, without duplicates, and keeps the
 /// first key of each block.
-fn merge(spill: Spill) -> Result<Rows> {
+fn merge(spill: Spill, buffer: usize) -> Result<Rows> {
     let mut readers = Vec::new();
     for path in &spill.runs {
         readers.push(BufReader::with_capacity(
-            RUN_BUFFER,
+            buffer,
             File::open(path).map_err(spill_error)?,
         ));
     }
@@ -370,6 +387,59 @@ mod tests {
             length: 1000,
             raw_length: 2000,
         }
+    }
+
+    fn runs(b: &Builder) -> usize {
+        b.spill.as_ref().map_or(0, |s| s.runs.len())
+    }
+
+    /// Memory the caller holds besides the rows (the packs) grows while the
+    /// table is built: the run's buffer must shrink to what the budget
+    /// leaves, not keep the size it got when the packs took nothing.
+    #[test]
+    fn the_run_buffer_shrinks_when_the_packs_grow() {
+        let cache = tempfile::tempdir().unwrap();
+        let limit = REC * 4096;
+        let mut b = Builder::new(Some(limit as u64), Some(cache.path()));
+        let rec = |n: u32| encode(n, &entry(BlobId(Id::random()), n));
+        for n in 0..4096 {
+            b.push(rec(n), 0).unwrap();
+        }
+        assert_eq!(b.run.capacity(), 4096);
+        assert_eq!(runs(&b), 0);
+        // The packs now take half the budget.
+        for n in 0..4096 {
+            b.push(rec(n), limit / 2).unwrap();
+            assert!(b.run.capacity() * REC + limit / 2 <= limit || runs(&b) == 0);
+        }
+        assert!(runs(&b) >= 2, "{}", runs(&b));
+        let rows = b.finish().unwrap();
+        assert_eq!(rows.len(), 8192);
+    }
+
+    /// Memory besides the rows that fills the whole budget still leaves
+    /// runs of a quarter of it: spilling one record a run would write
+    /// thousands of files and hold a read buffer for each in the merge.
+    #[test]
+    fn a_full_budget_still_spills_runs_of_a_useful_size() {
+        let cache = tempfile::tempdir().unwrap();
+        let limit = REC * 4096;
+        let mut b = Builder::new(Some(limit as u64), Some(cache.path()));
+        for n in 0..10_000u32 {
+            b.push(encode(n, &entry(BlobId(Id::random()), n)), 2 * limit)
+                .unwrap();
+        }
+        // 1,024 records a run: 9 full runs, the rest still in memory.
+        assert_eq!(runs(&b), 9);
+        let rows = b.finish().unwrap();
+        assert_eq!(rows.len(), 10_000);
+        let mut last = None;
+        rows.scan(|_, r| {
+            assert!(last < Some(*r));
+            last = Some(*r);
+            Ok(())
+        })
+        .unwrap();
     }
 
     /// The same records, through memory and through spilled runs, give the
