@@ -11,6 +11,7 @@ mod browse;
 mod cache;
 mod check;
 mod common;
+mod compression;
 mod copy;
 mod crash;
 mod dedup;
