@@ -32,7 +32,7 @@ const SEALED_SLACK: usize = crate::format::crypto::SEAL_OVERHEAD;
 
 /// zstd level of new repositories, measured on four kinds of input (a
 /// text-heavy SQL dump, a tarball of compressed files, a tree of small
-/// files, a Redis RDB; `scripts/bench.sh --corpora`): level 3 stores 2-4 %
+/// files, a Redis RDB; `scripts/bench.sh --corpora`): level 3 stores 2-6 %
 /// less than level 1 on each of them, at or near restic's first-night size
 /// (docs/FORMAT.md 5.3). Existing repositories keep the level in their config.
 pub const ZSTD_LEVEL_DEFAULT: i32 = 3;
