@@ -39,12 +39,15 @@
 #
 # --s3 runs the object-storage mode instead (scripts/bench_s3.sh: cairn and
 # restic on one Garage server started on a free loopback port).
+# --corpora runs the compression comparison instead (scripts/bench_corpora.sh:
+# cairn, restic and zstd -T2 alone on the four inputs of scripts/corpora.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo_root=$PWD
 . scripts/bench_lib.sh
 for arg in "$@"; do
   [ "$arg" = --s3 ] && exec bash scripts/bench_s3.sh "$@"
+  [ "$arg" = --corpora ] && exec bash scripts/bench_corpora.sh "$@"
 done
 
 quick=0 data_only=0 report_only=0 scaling_only=0 scaling=0 reps="" nights=2 write_doc=1 work=/tmp/cairn-bench

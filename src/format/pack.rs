@@ -537,6 +537,42 @@ mod tests {
         assert!(blob.bytes.len() < 200);
     }
 
+    /// The level reaches zstd, and a reader needs none: blobs written at
+    /// the old default (1) and the new one (3) open alike (FORMAT.md 5.3).
+    #[test]
+    fn blobs_sealed_at_levels_1_and_3_differ_and_both_open() {
+        let key = MasterKey::generate();
+        let mut text = Vec::new();
+        for i in 0..3000u32 {
+            let word = ["alpha", "bravo", "charlie", "delta", "echo"][(i * 7 % 5) as usize];
+            text.extend_from_slice(
+                format!(
+                    "INSERT INTO t VALUES ({i}, '{word}-{}', {});\n",
+                    i * 37 % 1009,
+                    i % 97
+                )
+                .as_bytes(),
+            );
+        }
+        let id = key.blob_id(&text);
+        let mut sizes = Vec::new();
+        for level in [1, 3] {
+            let blob = seal_blob(&key, BlobKind::Data, id, &text, level);
+            assert_eq!(blob.codec, Codec::Zstd);
+            let entry = PackEntry {
+                kind: BlobKind::Data,
+                codec: blob.codec,
+                id,
+                offset: 0,
+                length: blob.bytes.len() as u32,
+                raw_length: blob.raw_length,
+            };
+            assert_eq!(open_blob(&key, &entry, &blob.bytes).unwrap(), text);
+            sizes.push(blob.bytes.len());
+        }
+        assert_ne!(sizes[0], sizes[1], "the level must change the frame");
+    }
+
     #[test]
     fn blobs_that_start_like_a_compressed_file_are_stored_raw_and_open() {
         let key = MasterKey::generate();

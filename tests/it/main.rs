@@ -12,6 +12,7 @@ mod browse;
 mod cache;
 mod check;
 mod common;
+mod compression;
 mod copy;
 mod crash;
 mod dedup;
