@@ -588,6 +588,7 @@ mod tests {
             ids.extend(entries.iter().step_by(997).map(|e| e.id));
             let file = IndexFile {
                 supersedes: vec![],
+                marked_at: None,
                 packs: vec![IndexPack {
                     id: PackId(Id([f; 32])),
                     entries,

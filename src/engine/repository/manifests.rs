@@ -12,7 +12,7 @@ use crate::format::pack::BlobKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
 use crate::storage::backend::{Backend, FileKind};
-use crate::storage::lock::ExclusiveLock;
+use crate::storage::lock::DeleteLock;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Trees read at once while walking a snapshot: one batch of requests on
@@ -147,7 +147,7 @@ impl Repository<Indexed> {
     /// After prune: every snapshot whose manifests in force name a pack
     /// that is gone or has another size (or that has no manifest) gets a
     /// new manifest superseding them. Returns how many were written.
-    pub fn refresh_manifests(&self, lock: &ExclusiveLock) -> Result<u64> {
+    pub fn refresh_manifests<L: DeleteLock>(&self, lock: &L) -> Result<u64> {
         self.ensure_locked(lock)?;
         if self.signing.is_none() {
             return Ok(0);
