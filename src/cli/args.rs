@@ -524,18 +524,23 @@ pub(crate) struct AuditReportArgs {
     /// Updated when the report passes.
     #[arg(long, value_name = "FILE")]
     pub(crate) state: Option<PathBuf>,
-    /// text or markdown (--json for JSON).
+    /// text, markdown or html (one self-contained page); --json for JSON.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) format: ReportFormat,
     /// Write the report to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+    /// The expected backups of each source (docs/audit.md): each due one
+    /// must be logged; a gap is named "missing" or "failed".
+    #[arg(long, value_name = "FILE")]
+    pub(crate) policy: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum ReportFormat {
     Text,
     Markdown,
+    Html,
 }
 
 #[derive(Subcommand)]

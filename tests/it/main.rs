@@ -7,6 +7,7 @@
 compile_error!("the integration tests need `--features failpoints` (scripts/test.sh turns it on)");
 
 mod audit;
+mod audit_report;
 mod browse;
 mod cache;
 mod check;
