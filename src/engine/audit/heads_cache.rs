@@ -84,7 +84,11 @@ impl Heads {
 
 /// Where `signer`'s cache lives in the repository's cache directory.
 pub(crate) fn path(dir: &Path, signer: PublicKey) -> PathBuf {
-    dir.join(format!("audit-heads-{}", signer.to_hex()))
+    dir.join(file_name(signer))
+}
+
+fn file_name(signer: PublicKey) -> String {
+    format!("audit-heads-{}", signer.to_hex())
 }
 
 fn encode(heads: &Heads, repository: RepositoryId, signer: PublicKey) -> String {
@@ -129,25 +133,30 @@ fn decode(text: &str, repository: RepositoryId, signer: PublicKey) -> Option<Hea
     Some(heads)
 }
 
-/// Reads the cache back, or `None` when it is missing or unusable.
-fn load(file: &Path, repository: RepositoryId, signer: PublicKey) -> Option<Heads> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(file)
-        .ok()?
-        .take(CACHE_SIZE_MAX)
-        .read_to_string(&mut text)
-        .ok()?;
-    decode(&text, repository, signer)
+/// Reads the cache back, or `None` when it is missing or unusable (a
+/// symlink or anything but a regular file counts as unusable).
+fn load(dir: &Path, signer: PublicKey, repository: RepositoryId) -> Option<Heads> {
+    let name = file_name(signer);
+    let (file, size) = crate::sys::fs::open_regular_beneath(dir, &[], &name).ok()?;
+    let bytes = crate::sys::fs::read_bounded(&file, size, CACHE_SIZE_MAX).ok()?;
+    decode(std::str::from_utf8(&bytes).ok()?, repository, signer)
 }
 
 /// Writes the cache (a temporary file renamed over it, so a reader sees
 /// a whole file). A failure only costs the next command a full read.
 pub(crate) fn save(file: &Path, heads: &Heads, repository: RepositoryId, signer: PublicKey) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let temp = file.with_extension(format!("tmp-{}", std::process::id()));
-    if std::fs::write(&temp, encode(heads, repository, signer)).is_ok()
-        && std::fs::rename(&temp, file).is_err()
-    {
+    // Private like the rest of the cache: it names the log's entries.
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(encode(heads, repository, signer).as_bytes()))
+        .and_then(|()| std::fs::rename(&temp, file));
+    if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
 }
@@ -171,7 +180,7 @@ pub(crate) fn heads(
         h.seen.iter().all(|n| listed.contains(n))
             && h.heads.keys().all(|id| listed.contains(&id.to_hex()))
     };
-    let mut heads = load(&file, repository, signer)
+    let mut heads = load(dir, signer, repository)
         .filter(fits)
         .unwrap_or_default();
     let mut new: Vec<&String> = listed.iter().filter(|n| !heads.seen.contains(*n)).collect();
