@@ -16,6 +16,11 @@ for pkg in libclang-dev clang pkg-config attr postgresql-15 redis-server \
   python3-pip fuse3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# chromium: the audit report's HTML page is rendered headless in its test
+# (tests/it/audit_report.rs), which fails without it.
+for pkg in chromium; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

@@ -76,3 +76,18 @@ pub(crate) fn abort_if_set(name: &str) {
 pub(crate) fn env_is(name: &str) -> bool {
     std::env::var_os("CAIRN_FAILPOINT").is_some_and(|v| v == name)
 }
+
+/// The time audit entries record, seconds since the epoch: the clock, or
+/// with the `failpoints` feature `CAIRN_TEST_AUDIT_TIME` when set, so tests
+/// can write a schedule of nights (the report's schedule check) without
+/// waiting for them. A release build always reads the clock.
+pub(crate) fn audit_time() -> i64 {
+    #[cfg(feature = "failpoints")]
+    if let Some(t) = std::env::var("CAIRN_TEST_AUDIT_TIME")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        return t;
+    }
+    chrono::Utc::now().timestamp()
+}

@@ -524,7 +524,7 @@ pub(crate) struct AuditReportArgs {
     /// Updated when the report passes.
     #[arg(long, value_name = "FILE")]
     pub(crate) state: Option<PathBuf>,
-    /// text or markdown (--json for JSON).
+    /// text, markdown or html (one self-contained page); --json for JSON.
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) format: ReportFormat,
     /// Write the report to this file instead of standard output.
@@ -534,12 +534,17 @@ pub(crate) struct AuditReportArgs {
     /// (1/7); the snapshots a bad pack affects are listed.
     #[arg(long, value_name = "WHICH")]
     pub(crate) read_packs: Option<String>,
+    /// The expected backups of each source (docs/audit.md): each due one
+    /// must be logged; a gap is named "missing" or "failed".
+    #[arg(long, value_name = "FILE")]
+    pub(crate) policy: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum ReportFormat {
     Text,
     Markdown,
+    Html,
 }
 
 #[derive(Subcommand)]

@@ -44,7 +44,8 @@ pub(crate) fn begin<S>(cli: &Cli, repo: &cairn::Repository<S>) {
             repo.backend().clone(),
             repo.config().id,
             repo.signing_key().cloned(),
-        ),
+        )
+        .with_cache(repo.cache_dir()),
         record: Record::default(),
     });
 }
@@ -292,6 +293,25 @@ fn read_keys(path: &std::path::Path) -> anyhow::Result<Vec<PublicKey>> {
         .collect()
 }
 
+/// The `--policy` file, read up to its size limit.
+fn read_policy(path: &std::path::Path) -> anyhow::Result<cairn::engine::audit::schedule::Policy> {
+    use std::io::Read;
+    let limit = cairn::engine::audit::schedule::POLICY_SIZE_MAX;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_string(&mut text))
+        .with_context(|| format!("cannot read policy {}", path.display()))?;
+    if text.len() as u64 > limit {
+        return Err(anyhow!(
+            "policy {} is larger than {} KiB",
+            path.display(),
+            limit / 1024
+        ));
+    }
+    cairn::engine::audit::schedule::Policy::parse(&text)
+        .with_context(|| format!("policy {}", path.display()))
+}
+
 fn report(cli: &Cli, args: &AuditReportArgs) -> anyhow::Result<i32> {
     let backend = backend(cli)?;
     if !cairn::Backend::exists(backend.as_ref())? {
@@ -342,6 +362,7 @@ fn report(cli: &Cli, args: &AuditReportArgs) -> anyhow::Result<i32> {
                     .map_err(|e| e.context("--read-packs"))
             })
             .transpose()?,
+        policy: args.policy.as_deref().map(read_policy).transpose()?,
     };
     let report = cairn::audit_report(backend.as_ref(), &options)?;
     let failed = report.verdict == cairn::engine::audit::report::Status::Fail;
@@ -353,10 +374,18 @@ fn report(cli: &Cli, args: &AuditReportArgs) -> anyhow::Result<i32> {
             .and_then(|()| std::fs::rename(&temp, path))
             .with_context(|| format!("cannot write state {}", path.display()))?;
     }
+    use cairn::engine::audit::render::{render, ReportFormat};
     let text = if cli.json {
         format!("{}\n", serde_json::to_string_pretty(&report)?)
     } else {
-        render(&report, args.format == super::args::ReportFormat::Markdown)
+        render(
+            &report,
+            match args.format {
+                super::args::ReportFormat::Text => ReportFormat::Text,
+                super::args::ReportFormat::Markdown => ReportFormat::Markdown,
+                super::args::ReportFormat::Html => ReportFormat::Html,
+            },
+        )
     };
     match &args.output {
         Some(path) => std::fs::write(path, text)
@@ -364,52 +393,6 @@ fn report(cli: &Cli, args: &AuditReportArgs) -> anyhow::Result<i32> {
         None => print!("{text}"),
     }
     Ok(if failed { 1 } else { 0 })
-}
-
-fn render(report: &cairn::AuditReport, markdown: bool) -> String {
-    use cairn::engine::audit::report::Status;
-    use std::fmt::Write;
-    let word = |s: Status| match s {
-        Status::Pass => "PASS",
-        Status::Warn => "WARN",
-        Status::Fail => "FAIL",
-    };
-    let mut out = String::new();
-    if markdown {
-        let _ = writeln!(out, "# cairn audit report\n");
-        let _ = writeln!(
-            out,
-            "**Verdict: {}** ({} entries, {} signer(s))\n",
-            word(report.verdict),
-            report.entries,
-            report.signers.len()
-        );
-        let _ = writeln!(out, "| check | status | summary |\n|---|---|---|");
-        for c in &report.checks {
-            let _ = writeln!(out, "| {} | {} | {} |", c.name, word(c.status), c.summary);
-        }
-        for c in report.checks.iter().filter(|c| !c.evidence.is_empty()) {
-            let _ = writeln!(out, "\n## {}\n", c.name);
-            for e in &c.evidence {
-                let _ = writeln!(out, "- {}", e.replace('|', "\\|"));
-            }
-        }
-    } else {
-        let _ = writeln!(
-            out,
-            "verdict: {} ({} entries, {} signer(s))",
-            word(report.verdict),
-            report.entries,
-            report.signers.len()
-        );
-        for c in &report.checks {
-            let _ = writeln!(out, "{}  {}: {}", word(c.status), c.name, c.summary);
-            for e in &c.evidence {
-                let _ = writeln!(out, "      {e}");
-            }
-        }
-    }
-    out
 }
 
 /// The public signing keys of the key files, for the auditor to pin. Needs

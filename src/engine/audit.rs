@@ -11,8 +11,12 @@
 //! rewritten or deleted, and no lock is needed: an entry is a new file
 //! named by its hash.
 
+mod checks;
+mod heads_cache;
 pub mod presence;
+pub mod render;
 pub mod report;
+pub mod schedule;
 
 use crate::error::{ErrorKind, Result};
 use crate::format::audit::{Entry, IdKind, Outcome, PublicKey, SigningKey, AUDIT_LINKS_MAX};
@@ -43,6 +47,10 @@ pub struct AuditWriter {
     /// (links, seq) for the next entry; read from the log at the first
     /// append.
     next: Option<(Vec<AuditId>, u64)>,
+    /// The repository's cache directory, where the signer's chain heads
+    /// are kept between commands (`heads_cache`), and what it holds.
+    cache: Option<std::path::PathBuf>,
+    cached: Option<heads_cache::Heads>,
 }
 
 impl AuditWriter {
@@ -58,7 +66,17 @@ impl AuditWriter {
             host: crate::sys::hostname(),
             user: crate::sys::username(),
             next: None,
+            cache: None,
+            cached: None,
         }
+    }
+
+    /// Keeps the signer's chain heads in `dir` (the repository's cache
+    /// directory), so the next command reads only entries it has not seen
+    /// instead of the whole log.
+    pub fn with_cache(mut self, dir: Option<&std::path::Path>) -> AuditWriter {
+        self.cache = dir.map(std::path::Path::to_path_buf);
+        self
     }
 
     /// The public key entries are signed with, if any.
@@ -72,7 +90,16 @@ impl AuditWriter {
         let (links, seq) = match (&self.next, signer) {
             (_, None) => (Vec::new(), 0),
             (Some(next), Some(_)) => next.clone(),
-            (None, Some(signer)) => heads(self.backend.as_ref(), self.repository, signer)?,
+            (None, Some(signer)) => match &self.cache {
+                Some(dir) => {
+                    let cached =
+                        heads_cache::heads(self.backend.as_ref(), self.repository, signer, dir)?;
+                    let next = cached.next();
+                    self.cached = Some(cached);
+                    next
+                }
+                None => heads(self.backend.as_ref(), self.repository, signer)?,
+            },
         };
         let mut ids = record.ids.clone();
         ids.truncate(AUDIT_IDS_MAX);
@@ -93,7 +120,7 @@ impl AuditWriter {
             signer,
             seq,
             links,
-            time: chrono::Utc::now().timestamp(),
+            time: crate::failpoint::audit_time(),
             host: clip(&self.host, crate::format::audit::AUDIT_NAME_MAX),
             user: clip(&self.user, crate::format::audit::AUDIT_NAME_MAX),
             pid: std::process::id(),
@@ -106,8 +133,17 @@ impl AuditWriter {
         let bytes = entry.encode(self.signing.as_ref())?;
         let id = AuditId(Id::of_file_bytes(&bytes));
         self.backend.put(FileKind::Audit, &id.to_hex(), &bytes)?;
-        if signer.is_some() {
+        if let Some(signer) = signer {
             self.next = Some((vec![id], seq + 1));
+            if let (Some(dir), Some(cached)) = (&self.cache, &mut self.cached) {
+                cached.link(id, seq, &entry.links);
+                heads_cache::save(
+                    &heads_cache::path(dir, signer),
+                    cached,
+                    self.repository,
+                    signer,
+                );
+            }
         }
         Ok(id)
     }

@@ -8,6 +8,7 @@ compile_error!("the integration tests need `--features failpoints` (scripts/test
 
 mod audit;
 mod audit_manifest;
+mod audit_report;
 mod browse;
 mod cache;
 mod check;

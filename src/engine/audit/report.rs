@@ -43,6 +43,9 @@ pub struct ReportOptions {
     pub to: Option<i64>,
     /// Packs to re-hash in the presence and integrity check.
     pub read_packs: Option<super::presence::ReadPacks>,
+    /// The auditor's schedule (`--policy`): the schedule check runs only
+    /// with one, up to `to` (or the time the report is made).
+    pub policy: Option<super::schedule::Policy>,
 }
 
 /// The report: the checks, the verdict, and the heads to save for the
@@ -254,7 +257,18 @@ pub fn audit_report(backend: &dyn Backend, options: &ReportOptions) -> Result<Au
     let rollback = rollback_check(&by_id, &heads, options);
     let snapshots = snapshot_check(backend, &good)?;
     let presence = super::presence::presence_check(backend, &good, options)?;
-    let retention = retention_check(&good);
+    let mut retention = retention_check(&good);
+    let gone = super::checks::deletions_attributable(backend, &good, describe)?;
+    if !gone.is_empty() {
+        retention.status = Status::Fail;
+        retention.summary = format!("{} problem(s)", gone.len() + retention.evidence.len());
+        retention.evidence.splice(0..0, gone);
+    }
+    let present = super::checks::log_expected(backend, &good, options.trusted.as_deref())?;
+    let schedule = options.policy.as_ref().map(|policy| {
+        let end = options.to.unwrap_or_else(|| chrono::Utc::now().timestamp());
+        super::schedule::schedule_check(policy, &good, end, describe)
+    });
     let in_range = |d: &&Decoded| {
         options.from.is_none_or(|from| d.entry.time >= from)
             && options.to.is_none_or(|to| d.entry.time <= to)
@@ -291,24 +305,21 @@ pub fn audit_report(backend: &dyn Backend, options: &ReportOptions) -> Result<Au
                         | "key passwd"
                         | "retention-lock set"
                         | "retention-lock"
+                        | "mount"
+                        | "drill"
+                        | "copy"
+                        | "unlock"
                 )
             })
             .map(|d| describe(d))
             .collect(),
     };
     let cadence = cadence_check(&good);
-    let checks = vec![
-        integrity,
-        chains,
-        signer_check,
-        rollback,
-        snapshots,
-        presence,
-        retention,
-        results,
-        cadence,
-        activity,
-    ];
+    let checks = [integrity, present, chains, signer_check, rollback]
+        .into_iter()
+        .chain(schedule)
+        .chain([snapshots, presence, retention, results, cadence, activity])
+        .collect::<Vec<_>>();
     let verdict = if checks.iter().any(|c| c.status == Status::Fail) {
         Status::Fail
     } else {
