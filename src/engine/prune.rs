@@ -495,7 +495,7 @@ pub fn prune<L: DeleteLock>(
     ctx.progress().finish();
     repo.reload_index()?;
     // 5. Snapshots whose blobs moved get manifests naming the new packs.
-    repo.refresh_manifests(lock)?;
+    repo.refresh_manifests(lock, &snapshots_before)?;
     Ok(outcome)
 }
 

@@ -29,6 +29,9 @@ use std::sync::Arc;
 const PACK_WRITE_PIECE: usize = 4 * 1024 * 1024;
 
 const SEALED_SLACK: usize = crate::format::crypto::SEAL_OVERHEAD;
+/// How many times an index sync lists again after a listed index file
+/// vanished (a prune beside us deleted it after superseding it).
+const INDEX_SYNC_RETRIES: usize = 5;
 
 /// zstd level of new repositories, measured on four kinds of input (a
 /// text-heavy SQL dump, a tarball of compressed files, a tree of small
@@ -655,7 +658,18 @@ impl IndexSource<'_> {
     /// Syncs `db` with the index files; a cache that reads as damaged is
     /// cleared and synced again.
     fn sync_or_rebuild(&mut self, db: &mut IndexDb) -> Result<()> {
-        if let Err(e) = self.sync_index(db) {
+        // A prune running beside us (docs/FORMAT.md, section 15) deletes
+        // index files it has superseded: one listed here may be gone when we
+        // read it. The file superseding it was stored before, so listing
+        // again finds a consistent set.
+        let mut result = self.sync_index(db);
+        for _ in 0..INDEX_SYNC_RETRIES {
+            match &result {
+                Err(e) if e.kind() == ErrorKind::NotFound => result = self.sync_index(db),
+                _ => break,
+            }
+        }
+        if let Err(e) = result {
             if e.kind() != ErrorKind::Corrupt {
                 return Err(e);
             }

@@ -653,7 +653,12 @@ impl LiveLocks {
 
 /// The live locks other than `own`.
 pub fn live_locks(backend: &dyn Backend, key: &MasterKey, own: &LockGuard) -> Result<LiveLocks> {
-    let own = own.file_name();
+    // Held while the locks are read, so our own refresher (new file, then
+    // the old one deleted, under this mutex) cannot rename our lock in
+    // between: our own lock is exactly this name. Locks of other guards in
+    // this process (a library caller's backup beside its prune) count.
+    let own_held = held(&own.held);
+    let own = own_held.name.clone();
     let now = Local::now().fixed_offset();
     let mut out = LiveLocks {
         locks: Vec::new(),
@@ -664,9 +669,6 @@ pub fn live_locks(backend: &dyn Backend, key: &MasterKey, own: &LockGuard) -> Re
             continue;
         }
         match read_lock(backend, key, &name) {
-            // Our own, also under the name a refresh is just replacing.
-            Found::Lock(info)
-                if info.pid == std::process::id() && info.hostname == crate::sys::hostname() => {}
             Found::Lock(info) if !info.is_stale(now) => {
                 let who = format!(
                     "the lock of pid {} on {} (since {})",

@@ -147,7 +147,16 @@ impl Repository<Indexed> {
     /// After prune: every snapshot whose manifests in force name a pack
     /// that is gone or has another size (or that has no manifest) gets a
     /// new manifest superseding them. Returns how many were written.
-    pub fn refresh_manifests<L: DeleteLock>(&self, lock: &L) -> Result<u64> {
+    ///
+    /// Only `seen` are considered: the snapshots listed before this
+    /// process last synced its index. A backup running beside a prune may
+    /// store a snapshot after that, whose trees this index does not hold;
+    /// that backup wrote its own manifest.
+    pub fn refresh_manifests<L: DeleteLock>(
+        &self,
+        lock: &L,
+        seen: &HashSet<SnapshotId>,
+    ) -> Result<u64> {
         self.ensure_locked(lock)?;
         if self.signing.is_none() {
             return Ok(0);
@@ -162,6 +171,9 @@ impl Repository<Indexed> {
         let mut written = 0;
         for id in self.list_snapshot_ids()? {
             self.ctx.check_interrupt()?;
+            if !seen.contains(&id) {
+                continue;
+            }
             let old = in_force.get(&id).map(Vec::as_slice).unwrap_or_default();
             let whole = !old.is_empty()
                 && old.iter().all(|d| {
