@@ -49,7 +49,14 @@ pub(crate) fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<i32> {
     };
     if let Some(lock) = &args.retention_lock {
         // Before anything is created: a bad duration makes no repository.
-        cairn::RetentionDuration::parse(lock)?;
+        let duration = cairn::RetentionDuration::parse(lock)?;
+        // On object storage, a bucket that can keep the lock (S3 Object
+        // Lock; made so if `init` creates it), checked before anything is
+        // written, and every retained file of the new repository under it.
+        if backend.can_retain() {
+            let now = chrono::Utc::now().fixed_offset();
+            backend.retain_until(cairn::engine::retention_lock::retain_until(duration, now))?;
+        }
     }
     if backend.exists()? {
         return Err(cairn::Error::new(

@@ -27,12 +27,15 @@ use crate::storage::lock::LockGuard;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 
-/// Data blobs of one file read and sealed at once (in parallel): at most
-/// this many, and a batch ends once it holds `BATCH_BYTES` of plaintext (by
+/// Data blobs (of the files of one directory) read and sealed at once (in
+/// parallel): at most this many, and a batch ends once it holds `BATCH_BYTES` of plaintext (by
 /// the source's index), so memory is bounded whatever the size of the file
 /// or of the source's chunks.
 const BATCH: usize = 32;
 const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+/// `BATCH` for a remote source, whose blobs are fetched as merged ranged
+/// reads (`BlobReader`): a directory of small files in a few requests.
+const BATCH_REMOTE: usize = 1024;
 
 /// Most source trees whose copies are remembered (about 40 MiB): past it
 /// the memory is given back and trees met again are walked again, which
@@ -267,10 +270,29 @@ impl Copier<'_, '_> {
                     stack.push(self.enter(sub)?);
                 }
                 _ => {
-                    if !node.content.is_empty() {
-                        node.content = self.data_blobs(&node.content)?;
+                    // With the entries after it up to the next directory:
+                    // their blobs are read together, grouped by pack into
+                    // merged ranged reads on a remote source (`read_plain`),
+                    // not one request per file.
+                    let more = top
+                        .rest
+                        .as_slice()
+                        .iter()
+                        .take_while(|n| !(n.kind == NodeKind::Dir && n.subtree.is_some()))
+                        .count();
+                    let mut nodes = vec![node];
+                    nodes.extend(top.rest.by_ref().take(more));
+                    let ids: Vec<BlobId> = nodes
+                        .iter()
+                        .flat_map(|n| n.content.iter().copied())
+                        .collect();
+                    let mut new = self.data_blobs(&ids)?.into_iter();
+                    for mut node in nodes {
+                        if !node.content.is_empty() {
+                            node.content = new.by_ref().take(node.content.len()).collect();
+                        }
+                        top.done.push(node);
                     }
-                    top.done.push(node);
                 }
             }
         }
@@ -322,11 +344,15 @@ impl Copier<'_, '_> {
         let level = dst.config().compression.level;
         let mut out = Vec::with_capacity(ids.len());
         let progress = dst.context().progress();
+        let batch_max = match src.blob_reader().remote() {
+            true => BATCH_REMOTE,
+            false => BATCH,
+        };
         let mut rest = ids;
         while !rest.is_empty() {
             let mut len = 0;
             let mut bytes = 0;
-            while len < rest.len() && len < BATCH && (len == 0 || bytes < BATCH_BYTES) {
+            while len < rest.len() && len < batch_max && (len == 0 || bytes < BATCH_BYTES) {
                 bytes += src
                     .locate(BlobKind::Data, &rest[len])?
                     .map_or(0, |at| u64::from(at.entry.raw_length));
@@ -339,15 +365,11 @@ impl Copier<'_, '_> {
             let mut todo: Vec<(BlobId, Vec<u8>)> = Vec::new();
             if self.rehashed {
                 // The id is known only from the plaintext: read them all.
-                let read: Vec<Result<(BlobId, Vec<u8>)>> = batch
-                    .par_iter()
-                    .map(|id| {
-                        let plain = src.read_blob(BlobKind::Data, id)?;
-                        Ok((dst.blob_id(&plain), plain))
-                    })
+                let read: Vec<(BlobId, Vec<u8>)> = read_plain(src, batch)?
+                    .into_par_iter()
+                    .map(|plain| (dst.blob_id(&plain), plain))
                     .collect();
-                for blob in read {
-                    let (id, plain) = blob?;
+                for (id, plain) in read {
                     progress.add_bytes(plain.len() as u64);
                     out.push(id);
                     if self.writer.reserve(BlobKind::Data, id)? {
@@ -361,12 +383,8 @@ impl Copier<'_, '_> {
                         missing.push(*id);
                     }
                 }
-                let read: Vec<Result<(BlobId, Vec<u8>)>> = missing
-                    .par_iter()
-                    .map(|id| Ok((*id, src.read_blob(BlobKind::Data, id)?)))
-                    .collect();
-                for blob in read {
-                    let (id, plain) = blob?;
+                let read = read_plain(src, &missing)?;
+                for (id, plain) in missing.into_iter().zip(read) {
                     progress.add_bytes(plain.len() as u64);
                     todo.push((id, plain));
                 }
@@ -382,6 +400,19 @@ impl Copier<'_, '_> {
         }
         Ok(out)
     }
+}
+
+/// The plaintext of data blobs, in order: on a remote source through
+/// `BlobReader` (grouped by pack into merged ranged reads on IO threads),
+/// on a local one a blob per task on the CPU pool, as before.
+fn read_plain(src: &Repository, ids: &[BlobId]) -> Result<Vec<Vec<u8>>> {
+    let reader = src.blob_reader();
+    if reader.remote() {
+        return reader.read(BlobKind::Data, ids);
+    }
+    ids.par_iter()
+        .map(|id| src.read_blob(BlobKind::Data, id))
+        .collect()
 }
 
 #[cfg(test)]

@@ -217,7 +217,7 @@ impl Repository<Opened> {
                 }
             }
         });
-        Ok(Repository {
+        let mut repo = Repository {
             backend,
             key,
             key_name,
@@ -227,7 +227,19 @@ impl Repository<Opened> {
             warnings,
             ctx: Context::default(),
             state: Opened,
-        })
+        };
+        // Packs and snapshots written under a retention lock carry it on
+        // object storage (S3 Object Lock).
+        // A bucket that cannot keep the lock does not keep the repository
+        // from being read (a restore must work); writers are told.
+        match crate::engine::retention_lock::apply_object_lock(&repo) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Refused => repo
+                .warnings
+                .push(format!("{e}; files are stored without Object Lock")),
+            Err(e) => return Err(e),
+        }
+        Ok(repo)
     }
 
     /// Opens the local index cache and merges index files it has not seen.

@@ -97,6 +97,8 @@ struct Restorer<'r> {
     /// File content read ahead of the walk on a remote backend, with how
     /// many more files of the plan use each blob (`remote.rs`).
     ahead: HashMap<BlobId, (Vec<u8>, usize)>,
+    /// The next read-ahead, fetched while this one is written (remote).
+    fetch: Option<remote::Fetch>,
 }
 
 /// A directory being restored.
@@ -190,6 +192,7 @@ fn restore_into(
         remote: repo.blob_reader().remote(),
         trees: HashMap::new(),
         ahead: HashMap::new(),
+        fetch: None,
     };
     let root_dir = || {
         restorer
@@ -201,12 +204,12 @@ fn restore_into(
         None => {
             let tree = repo.load_tree(&snapshot.tree)?;
             let frame = Frame::new(root_dir()?, tree, target.to_path_buf(), None)?;
-            restorer.run(frame)?;
+            restorer.run_frame(frame)?;
         }
         Some(node) if node.kind == NodeKind::Dir => {
             let tree = repo.load_tree(&node.subtree.expect("validated dir"))?;
             let frame = Frame::new(root_dir()?, tree, target.to_path_buf(), Some(node))?;
-            restorer.run(frame)?;
+            restorer.run_frame(frame)?;
         }
         Some(node) => {
             let root = root_dir()?;
@@ -227,6 +230,20 @@ pub(super) fn name_of(node: &Node) -> &OsStr {
 }
 
 impl Restorer<'_> {
+    /// `run`, with a thread that fetches file content ahead on a remote
+    /// backend (`remote::Fetch`).
+    fn run_frame(&mut self, root: Frame) -> Result<()> {
+        if !self.remote {
+            return self.run(root);
+        }
+        remote::with_fetch_thread(self.repo, |fetch| {
+            self.fetch = Some(fetch);
+            let done = self.run(root);
+            self.fetch = None;
+            done
+        })
+    }
+
     /// Restores the tree of `root` and everything below it, depth first,
     /// with an explicit stack. Only an interruption, or a directory on the
     /// stack that was moved away, stops it; other errors are recorded.

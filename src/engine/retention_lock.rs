@@ -120,6 +120,36 @@ pub fn strongest(
     })
 }
 
+/// The date until which a file written at `now` stays under S3 Object
+/// Lock for a lock of `duration`: the span the lock reaches back from
+/// `now`, forward from `now`, plus a day for calendar differences (months
+/// and leap days measured backwards and forwards differ by at most that).
+/// At most a hundred years when the duration reaches past the calendar.
+pub fn retain_until(duration: Duration, now: DateTime<FixedOffset>) -> std::time::SystemTime {
+    const DAY: u64 = 86_400;
+    let span = duration
+        .before(now)
+        .and_then(|cutoff| u64::try_from((now - cutoff).num_seconds()).ok())
+        .unwrap_or(100 * 366 * DAY)
+        .min(100 * 366 * DAY);
+    std::time::SystemTime::from(now) + std::time::Duration::from_secs(span + DAY)
+}
+
+/// On storage that can keep files immutable (S3 Object Lock), has it keep
+/// the retained kinds written by this process for the lock in force. Only
+/// there is the lock read at all (it costs a listing of the audit log).
+pub(crate) fn apply_object_lock<S>(repo: &Repository<S>) -> Result<()> {
+    if !repo.backend().can_retain() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now().fixed_offset();
+    if let Some(lock) = retention_lock(repo, now)? {
+        repo.backend()
+            .retain_until(retain_until(lock.duration, now))?;
+    }
+    Ok(())
+}
+
 /// Sets or lengthens the lock; a lock shorter than the one in force is
 /// refused (`ErrorKind::Refused`). Needs a key file with a signing key.
 pub fn set_retention_lock<S>(repo: &Repository<S>, duration: Duration) -> Result<RetentionLock> {
@@ -148,6 +178,12 @@ pub fn set_retention_lock<S>(repo: &Repository<S>, duration: Duration) -> Result
                 ),
             ));
         }
+    }
+    // On object storage, the bucket must be able to keep the lock (Object
+    // Lock): checked before the lock entry is written, and the entry is
+    // itself kept under it.
+    if repo.backend().can_retain() {
+        repo.backend().retain_until(retain_until(duration, now))?;
     }
     let mut writer = AuditWriter::new(
         repo.backend().clone(),

@@ -58,6 +58,14 @@ impl FileKind {
             FileKind::Manifest => "manifests",
         }
     }
+    /// The kinds a retention lock keeps on object storage (S3 Object Lock,
+    /// compliance mode): files never rewritten once written, which a
+    /// snapshot under the lock needs or which prove it existed (packs,
+    /// snapshots, audit entries and manifests). Index files are not among
+    /// them: prune rewrites them, and they can be rebuilt from the packs.
+    pub fn is_retained(self) -> bool {
+        matches!(self, FileKind::Pack | FileKind::Snapshot | FileKind::Audit)
+    }
 }
 
 /// Does the storage refuse a second create-if-absent (`put_new`) of one
@@ -188,6 +196,22 @@ pub trait Backend: Send + Sync {
     /// `None` where it is not a question (a local file system).
     fn probe_conditional_writes(&self) -> Result<Option<ConditionalWrites>> {
         Ok(None)
+    }
+
+    /// Can this storage keep files immutable until a date (S3 Object
+    /// Lock)? Only then is the retention lock read when opening, to pass
+    /// it to `retain_until`.
+    fn can_retain(&self) -> bool {
+        false
+    }
+
+    /// Files of the retained kinds (`FileKind::is_retained`) written from
+    /// now on cannot be deleted or overwritten before `until`, where the
+    /// storage can enforce that (`can_retain`); elsewhere a no-op. An error
+    /// in one line when the storage should and cannot (a bucket without
+    /// Object Lock, a server without it).
+    fn retain_until(&self, _until: std::time::SystemTime) -> Result<()> {
+        Ok(())
     }
 
     /// `get_range` of one blob of `kind` out of a pack. A backend that

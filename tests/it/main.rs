@@ -41,6 +41,7 @@ mod prune_concurrent;
 mod restore_safety;
 mod s3;
 mod s3_data;
+mod s3_lock;
 mod s3_ops;
 mod s3_proxy;
 mod s3_server;

@@ -13,14 +13,55 @@
 //! walk skipped a directory it could not create, a tree was not read ahead)
 //! starts a new plan from that file, so the restorer never depends on the
 //! plan being followed.
+//!
+//! Fetching overlaps writing: as soon as one read-ahead is in, the content
+//! of the files after it is fetched by a thread of its own (`Fetch`) while
+//! the walk writes these, so at most two read-aheads are held (about
+//! 2 × `AHEAD_BYTES` of plaintext).
 
 use super::{content, plain, Frame, Restorer};
+use crate::engine::repository::Repository;
 use crate::error::{ErrorKind, Result};
 use crate::format::id::BlobId;
 use crate::format::pack::BlobKind;
 use crate::format::tree::{Node, NodeKind, Tree};
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::os::fd::AsFd;
+
+/// A read-ahead being fetched on the fetch thread while the walk writes
+/// the previous one.
+pub(super) struct Fetch {
+    send: Sender<Vec<BlobId>>,
+    recv: Receiver<Result<Vec<Vec<u8>>>>,
+    /// The blobs asked for, and how many planned files use each.
+    pending: Option<(Vec<BlobId>, HashMap<BlobId, usize>)>,
+}
+
+/// Runs `walk` with a fetch thread for read-aheads (`Fetch`) beside it; the
+/// thread ends with `walk` (a fetch still running is waited for).
+pub(super) fn with_fetch_thread<T>(
+    repo: &Repository,
+    walk: impl FnOnce(Fetch) -> Result<T>,
+) -> Result<T> {
+    let (send, requests) = crossbeam_channel::bounded::<Vec<BlobId>>(1);
+    let (answers, recv) = crossbeam_channel::bounded(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for order in requests {
+                let read = repo.blob_reader().read(BlobKind::Data, &order);
+                if answers.send(read).is_err() {
+                    break;
+                }
+            }
+        });
+        walk(Fetch {
+            send,
+            recv,
+            pending: None,
+        })
+    })
+}
 
 /// File content read ahead at once: the plaintext held (plus what is being
 /// written), and enough ranged reads to keep the connections busy.
@@ -134,7 +175,12 @@ impl Restorer<'_> {
                 }
             }
             if read.is_empty() {
-                if self.read_ahead(stack, at + done, window)? {
+                // The next read-ahead, fetched while the last one was
+                // written; else read now.
+                let fetched = self.take_fetched()?
+                    && rest[0].content.iter().all(|id| self.ahead.contains_key(id));
+                if fetched || self.read_ahead(stack, at + done, window)? {
+                    self.fetch_next(stack, at + done, window);
                     continue;
                 }
                 // The read failed: this file reads its own content, and
@@ -164,22 +210,69 @@ impl Restorer<'_> {
         Some(blobs)
     }
 
+    /// Puts the read-ahead fetched on the fetch thread in place of what is
+    /// left of the last one (files the walk did not reach as planned, which
+    /// are planned again if it does). False: none was pending, or it failed.
+    fn take_fetched(&mut self) -> Result<bool> {
+        let Some(fetch) = self.fetch.as_mut() else {
+            return Ok(false);
+        };
+        let Some((order, uses)) = fetch.pending.take() else {
+            return Ok(false);
+        };
+        let read = match fetch.recv.recv() {
+            Ok(read) => read,
+            // The thread is gone (it panicked): read here from now on.
+            Err(_) => {
+                self.fetch = None;
+                return Ok(false);
+            }
+        };
+        self.ahead.clear();
+        match read {
+            Ok(blobs) => {
+                for (id, bytes) in order.into_iter().zip(blobs) {
+                    self.ahead.insert(id, (bytes, uses[&id]));
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => Err(e),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Asks the fetch thread for the content of the files the walk restores
+    /// after those read ahead now (from entry `from` of the top frame on,
+    /// skipping files whose blobs are all held), while these are written.
+    fn fetch_next(&mut self, stack: &[Frame], from: usize, window: usize) {
+        let Some(fetch) = self.fetch.as_mut() else {
+            return;
+        };
+        if fetch.pending.is_some() {
+            return;
+        }
+        let (order, uses) = count_uses(plan(stack, from, &self.trees, window, &self.ahead));
+        if order.is_empty() {
+            return;
+        }
+        if fetch.send.send(order.clone()).is_ok() {
+            fetch.pending = Some((order, uses));
+        }
+    }
+
     /// Plans the next files the walk will restore, from entry `from` of the
     /// top frame on, and reads their content. Returns false when the read
     /// failed (not interrupted).
     fn read_ahead(&mut self, stack: &[Frame], from: usize, window: usize) -> Result<bool> {
         self.ahead.clear();
-        let mut uses: HashMap<BlobId, usize> = HashMap::new();
-        let mut order = Vec::new();
-        for node in plan(stack, from, &self.trees, window) {
-            for id in &node.content {
-                let count = uses.entry(*id).or_insert(0);
-                if *count == 0 {
-                    order.push(*id);
-                }
-                *count += 1;
+        // A fetch still running is for files after those planned here:
+        // waited for and dropped, since they are planned again next.
+        if let Some(fetch) = self.fetch.as_mut() {
+            if fetch.pending.take().is_some() && fetch.recv.recv().is_err() {
+                self.fetch = None;
             }
         }
+        let (order, uses) = count_uses(plan(stack, from, &self.trees, window, &self.ahead));
         match self.repo.blob_reader().read(BlobKind::Data, &order) {
             Ok(blobs) => {
                 for (id, bytes) in order.into_iter().zip(blobs) {
@@ -193,17 +286,35 @@ impl Restorer<'_> {
     }
 }
 
+/// The distinct blobs of `files` in order, and how many of them use each.
+fn count_uses(files: Vec<&Node>) -> (Vec<BlobId>, HashMap<BlobId, usize>) {
+    let mut uses: HashMap<BlobId, usize> = HashMap::new();
+    let mut order = Vec::new();
+    for node in files {
+        for id in &node.content {
+            let count = uses.entry(*id).or_insert(0);
+            if *count == 0 {
+                order.push(*id);
+            }
+            *count += 1;
+        }
+    }
+    (order, uses)
+}
+
 /// The plain files of at most `window` blobs that the walk restores next,
 /// in its order, from entry `from` of the top frame: the rest of that
 /// directory (and the directories in it whose trees were read ahead), then
 /// the rest of each directory below it on the stack; up to `AHEAD_BYTES`
-/// of content or `AHEAD_FILES` files. The first is the top frame's entry
-/// `from` itself.
-fn plan<'t>(
+/// of content or `AHEAD_FILES` files. Files whose blobs are all in `held`
+/// are passed over. The first is the top frame's entry `from` itself,
+/// unless it is held.
+fn plan<'t, V>(
     stack: &'t [Frame],
     from: usize,
     trees: &'t HashMap<BlobId, Tree>,
     window: usize,
+    held: &HashMap<BlobId, V>,
 ) -> Vec<&'t Node> {
     let mut levels: Vec<(&'t [Node], usize)> =
         stack.iter().map(|f| (&f.tree.nodes[..], f.next)).collect();
@@ -218,6 +329,9 @@ fn plan<'t>(
         };
         *next += 1;
         if plain(node) && node.content.len() <= window {
+            if node.content.iter().all(|id| held.contains_key(id)) {
+                continue;
+            }
             files.push(node);
             bytes += node.size;
             if bytes >= AHEAD_BYTES || files.len() >= AHEAD_FILES {

@@ -391,6 +391,14 @@ impl<B: Backend> Backend for CachedBackend<B> {
         self.inner.probe_conditional_writes()
     }
 
+    fn can_retain(&self) -> bool {
+        self.inner.can_retain()
+    }
+
+    fn retain_until(&self, until: std::time::SystemTime) -> Result<()> {
+        self.inner.retain_until(until)
+    }
+
     fn connections(&self) -> Option<usize> {
         self.inner.connections()
     }

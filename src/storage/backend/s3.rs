@@ -14,6 +14,8 @@
 //! `retry_config`: exponential backoff with jitter, bounded in total time.
 //! Permanent ones (403, a missing bucket, bad credentials) fail at once.
 
+mod signed;
+
 use super::{Backend, FileKind};
 use crate::error::{Error, ErrorKind, Result};
 use futures::TryStreamExt;
@@ -23,8 +25,9 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
     RetryConfig,
 };
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 /// How long transient errors are retried before the last one is reported,
 /// unless `CAIRN_S3_RETRY_SECONDS` says otherwise.
@@ -35,6 +38,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One request (a whole 32 MiB pack on a slow uplink) may take this long;
 /// a server that stalls longer is retried as a timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// A server that accepts a request and then sends nothing (no first byte,
+/// or a body that stops) for this long is retried as a timeout, so the
+/// retry bound, not `REQUEST_TIMEOUT`, is what a silent server costs. Each
+/// read restarts it: a slow but moving transfer is not cut.
+/// `CAIRN_S3_READ_TIMEOUT_SECONDS` overrides it (tests).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn read_timeout() -> Duration {
+    std::env::var("CAIRN_S3_READ_TIMEOUT_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(READ_TIMEOUT, Duration::from_secs)
+}
 
 /// Where a repository is: parsed from `s3:http(s)://host[:port]/bucket[/prefix]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +133,15 @@ pub struct S3Backend {
     conditional: OnceLock<ConditionalWrites>,
     /// Requests the engine runs at once (`with_connections`).
     connections: usize,
+    /// For the requests object_store cannot make (`signed`).
+    http: OnceLock<reqwest::Client>,
+    /// Files of retained kinds written from now on are kept (S3 Object
+    /// Lock, compliance mode) until this date (`Backend::retain_until`).
+    retain: Mutex<Option<SystemTime>>,
+    /// The bucket's Object Lock configuration was found enabled.
+    bucket_lock_checked: OnceLock<()>,
+    /// No bucket yet: `create` makes it with Object Lock enabled.
+    lock_at_create: AtomicBool,
 }
 
 /// Requests run at once against a bucket unless `--connections` says
@@ -167,6 +193,7 @@ impl S3Backend {
             .with_client_options(
                 ClientOptions::new()
                     .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_read_timeout(read_timeout())
                     .with_timeout(REQUEST_TIMEOUT),
             )
             .with_allow_http(location.endpoint.starts_with("http://"));
@@ -195,6 +222,10 @@ impl S3Backend {
             runtime,
             conditional: OnceLock::new(),
             connections: CONNECTIONS_DEFAULT,
+            http: OnceLock::new(),
+            retain: Mutex::new(None),
+            bucket_lock_checked: OnceLock::new(),
+            lock_at_create: AtomicBool::new(false),
         })
     }
 
@@ -299,50 +330,13 @@ impl S3Backend {
         )
     }
 
-    /// Creates the bucket, with a request signed by the client's own signer
-    /// (object_store has no bucket calls). An existing bucket is fine.
-    async fn create_bucket(&self) -> std::result::Result<(), String> {
-        use object_store::signer::Signer;
-        let url = self
-            .store
-            .signed_url(
-                reqwest::Method::PUT,
-                &Path::from(""),
-                Duration::from_secs(300),
-            )
-            .await
-            .map_err(|e| one_line(&e))?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| one_line(&e))?;
-        // AWS wants the region named for any but us-east-1 (the presigned
-        // URL does not cover the body).
-        let body = match self.region.as_str() {
-            "us-east-1" => String::new(),
-            region => format!(
-                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
-                 <LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
-            ),
-        };
-        let response = client
-            .put(url)
-            // Also for an empty body: S3 refuses a PUT without it (411).
-            .header(reqwest::header::CONTENT_LENGTH, body.len())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| one_line(&e))?;
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        if status.is_success()
-            || body.contains("BucketAlreadyOwnedByYou")
-            || body.contains("BucketAlreadyExists")
-        {
-            return Ok(());
+    /// The retain-until date for a file of `kind`, if a retention lock
+    /// is in force and the kind is one it keeps.
+    fn retained(&self, kind: FileKind) -> Option<SystemTime> {
+        if !kind.is_retained() {
+            return None;
         }
-        Err(format!("HTTP {status}: {}", one_line(&body)))
+        *self.retain.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -405,6 +399,21 @@ impl Backend for S3Backend {
                         format!("cannot create bucket {}: {e}", self.location),
                     )
                 })?;
+                // A server that ignored the Object Lock header says so now,
+                // before any file is written.
+                if self.lock_at_create.load(Ordering::Relaxed) {
+                    match self.block(self.bucket_lock())? {
+                        signed::BucketLock::Enabled => {
+                            let _ = self.bucket_lock_checked.set(());
+                        }
+                        signed::BucketLock::NoBucket => {
+                            return Err(Error::new(
+                                ErrorKind::Io,
+                                format!("bucket {} was created but is not there", self.location),
+                            ))
+                        }
+                    }
+                }
             }
             Err(e) => return Err(self.error(e, "cannot list")),
         }
@@ -414,6 +423,9 @@ impl Backend for S3Backend {
 
     fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.path(kind, name)?;
+        if let Some(until) = self.retained(kind) {
+            return self.put_locked(&path, bytes, until, false).map(|_| ());
+        }
         let payload = PutPayload::from(bytes.to_vec());
         self.block(self.store.put(&path, payload))
             .map_err(|e| self.error(e, &format!("cannot store {path} in")))?;
@@ -426,6 +438,13 @@ impl Backend for S3Backend {
     /// two is overwritten (docs/FORMAT.md, section 3, "On object storage").
     fn put_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<bool> {
         let path = self.path(kind, name)?;
+        if let Some(until) = self.retained(kind) {
+            let enforced = self.conditional_writes()? == ConditionalWrites::Enforced;
+            if !enforced && self.size(kind, name).is_ok() {
+                return Ok(false);
+            }
+            return self.put_locked(&path, bytes, until, enforced);
+        }
         let payload = PutPayload::from(bytes.to_vec());
         let result = match self.conditional_writes()? {
             ConditionalWrites::Enforced => self.block(self.store.put_opts(
@@ -566,6 +585,27 @@ impl Backend for S3Backend {
 
     fn probe_conditional_writes(&self) -> Result<Option<ConditionalWrites>> {
         self.conditional_writes().map(Some)
+    }
+
+    fn can_retain(&self) -> bool {
+        true
+    }
+
+    /// Checks once that the bucket has Object Lock enabled (or, with no
+    /// bucket yet, has `create` make it so), then keeps `until`, the latest
+    /// date asked for.
+    fn retain_until(&self, until: SystemTime) -> Result<()> {
+        if self.bucket_lock_checked.get().is_none() {
+            match self.block(self.bucket_lock())? {
+                signed::BucketLock::Enabled => {
+                    let _ = self.bucket_lock_checked.set(());
+                }
+                signed::BucketLock::NoBucket => self.lock_at_create.store(true, Ordering::Relaxed),
+            }
+        }
+        let mut retain = self.retain.lock().unwrap_or_else(|e| e.into_inner());
+        *retain = Some(retain.map_or(until, |old| old.max(until)));
+        Ok(())
     }
 }
 
