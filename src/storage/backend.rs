@@ -64,7 +64,10 @@ impl FileKind {
     /// snapshots, audit entries and manifests). Index files are not among
     /// them: prune rewrites them, and they can be rebuilt from the packs.
     pub fn is_retained(self) -> bool {
-        matches!(self, FileKind::Pack | FileKind::Snapshot | FileKind::Audit)
+        matches!(
+            self,
+            FileKind::Pack | FileKind::Snapshot | FileKind::Audit | FileKind::Manifest
+        )
     }
 }
 

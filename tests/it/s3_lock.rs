@@ -128,12 +128,19 @@ fn retention_lock_keeps_packs_and_snapshots_under_object_lock() {
             .collect()
     };
     let (packs, snapshots, audit, index) = (of("packs"), of("snapshots"), of("audit"), of("index"));
+    let manifests = of("manifests");
     assert!(!packs.is_empty() && snapshots.len() == 1 && !audit.is_empty() && !index.is_empty());
+    assert_eq!(manifests.len(), 1, "one signed manifest for the snapshot");
 
-    // Packs, snapshots and audit entries: compliance mode, until about two
-    // days (the lock) and a day (the margin) from now.
+    // Packs, snapshots, audit entries and manifests: compliance mode, until
+    // about two days (the lock) and a day (the margin) from now.
     let now = chrono::Utc::now();
-    for (key, _) in packs.iter().chain(&snapshots).chain(&audit) {
+    for (key, _) in packs
+        .iter()
+        .chain(&snapshots)
+        .chain(&audit)
+        .chain(&manifests)
+    {
         let until = compliance_until(&server.endpoint, bucket, key)
             .unwrap_or_else(|| panic!("{key} is not under Object Lock"));
         let until = chrono::NaiveDateTime::parse_from_str(&until, "%Y-%m-%dT%H:%M:%SZ")
