@@ -232,7 +232,7 @@ impl Repository<Opened> {
         // object storage (S3 Object Lock).
         // A bucket that cannot keep the lock does not keep the repository
         // from being read (a restore must work); writers are told.
-        match crate::engine::retention_lock::apply_object_lock(&repo) {
+        match repo.apply_object_lock() {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Refused => repo
                 .warnings
@@ -277,6 +277,32 @@ impl Repository<Opened> {
             ctx,
             state: Indexed { db },
         })
+    }
+}
+
+impl<S> Repository<S> {
+    /// On storage that can keep files immutable (S3 Object Lock), has it
+    /// keep the retained kinds written by this process for the lock in
+    /// force. Only there is the lock read at all (it costs a listing of the
+    /// audit log).
+    fn apply_object_lock(&self) -> Result<()> {
+        use crate::engine::retention_lock::rules;
+        if !self.backend.can_retain() {
+            return Ok(());
+        }
+        let signers: Vec<_> = self
+            .list_keys()?
+            .into_iter()
+            .filter_map(|(_, k)| k.ok().and_then(|k| k.signer()))
+            .collect();
+        let now = chrono::Utc::now().fixed_offset();
+        if let Some(lock) =
+            rules::lock_in_force(self.backend.as_ref(), self.config.id, &signers, now)?
+        {
+            self.backend
+                .retain_until(rules::retain_until(lock.duration, now))?;
+        }
+        Ok(())
     }
 }
 

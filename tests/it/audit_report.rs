@@ -131,6 +131,25 @@ fn a_skipped_night_and_a_failed_night_are_told_apart() {
             .any(|l| l.contains("5 due, 2 present, 1 failed, 2 missing")),
         "{lines:#?}"
     );
+    // --from leaves out the slots that open before it (January 1 here).
+    let (r, code) = report(
+        &t,
+        &[
+            "--policy",
+            &policy,
+            "--from",
+            "2040-01-02",
+            "--to",
+            "2040-01-05",
+        ],
+    );
+    assert_eq!(code, 1, "{r:#}");
+    let text = r.to_string();
+    assert!(
+        text.contains("4 due, 2 present, 1 failed, 1 missing"),
+        "{r:#}"
+    );
+    assert!(!text.contains("due 2040-01-01T01:00:00Z"), "{r:#}");
     // Due from January 2 and checked up to it: the schedule holds.
     std::fs::write(
         &policy,

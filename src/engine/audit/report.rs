@@ -267,7 +267,7 @@ pub fn audit_report(backend: &dyn Backend, options: &ReportOptions) -> Result<Au
     let present = super::checks::log_expected(backend, &good, options.trusted.as_deref())?;
     let schedule = options.policy.as_ref().map(|policy| {
         let end = options.to.unwrap_or_else(|| chrono::Utc::now().timestamp());
-        super::schedule::schedule_check(policy, &good, end, describe)
+        super::schedule::schedule_check(policy, &good, options.from, end, describe)
     });
     let in_range = |d: &&Decoded| {
         options.from.is_none_or(|from| d.entry.time >= from)

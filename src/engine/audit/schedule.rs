@@ -267,6 +267,7 @@ enum Found<'a> {
 pub fn schedule_check(
     policy: &Policy,
     good: &[Decoded],
+    start: Option<i64>,
     end: i64,
     describe: impl Fn(&Decoded) -> String,
 ) -> Check {
@@ -286,12 +287,20 @@ pub fn schedule_check(
         times.sort_by_key(|d| (d.entry.time, d.id));
         let first = source.since + source.window_start;
         let close = source.window_len + source.grace;
-        // Slots that have closed by `end`.
-        let due = if end < first + close {
+        // Slots that have closed by `end`, from the first one that opens at
+        // or after `start` (`--from`).
+        let closed = if end < first + close {
             0
         } else {
             ((end - first - close) / source.every + 1) as u64
         };
+        let skipped = match start {
+            Some(start) if start > first => {
+                ((start - first + source.every - 1) / source.every) as u64
+            }
+            _ => 0,
+        };
+        let due = closed.saturating_sub(skipped);
         if due > SLOTS_MAX {
             fail.push(format!(
                 "source {:?}: {due} backups due, more than the {SLOTS_MAX} one report checks (narrow --to or since)",
@@ -301,7 +310,7 @@ pub fn schedule_check(
         }
         due_total += due;
         let (mut ok, mut failed, mut missing) = (0u64, 0u64, 0u64);
-        for k in 0..due {
+        for k in skipped..skipped + due {
             let open = first + k as i64 * source.every;
             let shut = open + close;
             let lo = times.partition_point(|d| d.entry.time < open);
