@@ -835,3 +835,63 @@ pub fn spawn_paused(command: &mut Command, dir: &Path, point: &str) -> std::proc
     }
     child
 }
+
+/// Sends `signal` to a child this test started.
+pub fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill has no memory effects; the pid is our own child's.
+    let rc = unsafe { libc::kill(child.id() as i32, signal) };
+    assert_eq!(rc, 0, "kill({}, {signal})", child.id());
+}
+
+/// A backup stopped at the failpoint `before-index`: its packs are stored,
+/// none is indexed, it holds its lock, and it has deduplicated against the
+/// index it loaded. Dropping it kills the process, so a test that fails
+/// half-way leaves no stopped process behind.
+pub struct PausedBackup {
+    pub child: Option<std::process::Child>,
+    dir: PathBuf,
+}
+
+impl PausedBackup {
+    pub const POINT: &'static str = "before-index";
+
+    /// Starts `cairn [ARGS…] backup SRC` with `env` and waits until it is
+    /// paused.
+    pub fn start(t: &TestRepo, args: &[&str], src: &Path, env: &[(&str, &str)]) -> PausedBackup {
+        let dir = t.path("failpoint");
+        let child = spawn_paused(
+            t.command()
+                .envs(env.iter().copied())
+                .args(args)
+                .args(["backup", path_str(src)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            &dir,
+            Self::POINT,
+        );
+        PausedBackup {
+            child: Some(child),
+            dir,
+        }
+    }
+
+    /// Lets the backup go on (and, when it was stopped, continue) and waits
+    /// for it to end.
+    pub fn release(mut self, stopped: bool) -> Output {
+        std::fs::write(self.dir.join(format!("{}.go", Self::POINT)), b"").unwrap();
+        let child = self.child.take().unwrap();
+        if stopped {
+            signal(&child, libc::SIGCONT);
+        }
+        finish_with_timeout(child, "the paused backup", 60)
+    }
+}
+
+impl Drop for PausedBackup {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

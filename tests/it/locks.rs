@@ -5,11 +5,8 @@
 
 use crate::common::*;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
-
-const PAUSE: &str = "before-index";
 
 fn small_packs() -> TestRepo {
     let t = TestRepo::uninitialised();
@@ -63,59 +60,6 @@ fn assert_check_clean(t: &TestRepo, ctx: &str) {
     );
 }
 
-fn signal(child: &Child, signal: i32) {
-    // SAFETY: kill has no memory effects; the pid is our own child's.
-    let rc = unsafe { libc::kill(child.id() as i32, signal) };
-    assert_eq!(rc, 0, "kill({}, {signal})", child.id());
-}
-
-/// A backup stopped at the failpoint before its first index file: its
-/// packs are stored, none is indexed, and it holds its lock.
-struct Paused {
-    child: Option<Child>,
-    dir: PathBuf,
-}
-
-impl Paused {
-    fn start(t: &TestRepo, src: &Path, env: &[(&str, &str)]) -> Paused {
-        let dir = t.path("failpoint");
-        let child = spawn_paused(
-            t.command()
-                .envs(env.iter().copied())
-                .args(["backup", path_str(src)])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-            &dir,
-            PAUSE,
-        );
-        Paused {
-            child: Some(child),
-            dir,
-        }
-    }
-
-    /// Lets the backup go on (and, when it was stopped, continue) and waits
-    /// for it to end.
-    fn release(mut self, stopped: bool) -> Output {
-        std::fs::write(self.dir.join(format!("{PAUSE}.go")), b"").unwrap();
-        let child = self.child.take().unwrap();
-        if stopped {
-            signal(&child, libc::SIGCONT);
-        }
-        finish_with_timeout(child, "the paused backup", 60)
-    }
-}
-
-impl Drop for Paused {
-    /// A test that fails half-way leaves no stopped process behind.
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// A repository with one snapshot, and a new incompressible file in `src`
 /// that the next backup stores in several 1 MiB packs.
 fn repository_with_a_snapshot() -> (TestRepo, PathBuf, String) {
@@ -143,7 +87,7 @@ fn a_backup_suspended_past_the_stale_threshold_writes_no_index_or_snapshot() {
     let (t, src, first) = repository_with_a_snapshot();
     let fast = [("CAIRN_TEST_LOCK_STALE_MS", "2000")];
     let before = packs(&t);
-    let paused = Paused::start(&t, &src, &fast);
+    let paused = PausedBackup::start(&t, &[], &src, &fast);
     signal(paused.child.as_ref().unwrap(), libc::SIGSTOP);
     let written: Vec<String> = packs(&t).difference(&before).cloned().collect();
     assert!(
@@ -183,7 +127,7 @@ fn a_backup_suspended_past_the_stale_threshold_writes_no_index_or_snapshot() {
 fn a_backup_whose_lock_was_removed_writes_no_index_or_snapshot() {
     let (t, src, first) = repository_with_a_snapshot();
     let before = packs(&t);
-    let paused = Paused::start(&t, &src, &[]);
+    let paused = PausedBackup::start(&t, &[], &src, &[]);
     let written: Vec<String> = packs(&t).difference(&before).cloned().collect();
     assert!(
         !written.is_empty(),
@@ -306,7 +250,7 @@ fn prune_keeps_a_young_unindexed_pack_and_deletes_it_once_old() {
 fn a_backup_that_outlives_many_refresh_periods_keeps_its_lock() {
     let (t, src, first) = repository_with_a_snapshot();
     let fast = [("CAIRN_TEST_LOCK_STALE_MS", "600")];
-    let paused = Paused::start(&t, &src, &fast);
+    let paused = PausedBackup::start(&t, &[], &src, &fast);
     let at_pause = lock_files(&t);
     std::thread::sleep(Duration::from_millis(1500));
     let later = lock_files(&t);

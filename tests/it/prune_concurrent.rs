@@ -5,13 +5,11 @@
 
 use crate::common::*;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const PAUSE: &str = "before-index";
 
 fn small_packs() -> TestRepo {
     let t = TestRepo::uninitialised();
@@ -38,67 +36,6 @@ fn check_read_data(t: &TestRepo, ctx: &str) -> String {
     );
     assert_eq!(out.status.code(), Some(0), "{ctx}: check failed:\n{text}");
     text
-}
-
-fn signal(child: &Child, signal: i32) {
-    // SAFETY: kill has no memory effects; the pid is our own child's.
-    let rc = unsafe { libc::kill(child.id() as i32, signal) };
-    assert_eq!(rc, 0, "kill({}, {signal})", child.id());
-}
-
-/// A backup stopped at the failpoint before its first index file: it has
-/// deduplicated against the index it loaded, stored its new packs, and
-/// holds its lock.
-struct Paused {
-    child: Option<Child>,
-    dir: PathBuf,
-}
-
-impl Paused {
-    fn start(t: &TestRepo, src: &Path, env: &[(&str, &str)]) -> Paused {
-        let dir = t.path("failpoint");
-        let mut child = t
-            .command()
-            .env("CAIRN_FAILPOINT", PAUSE)
-            .env("CAIRN_FAILPOINT_DIR", &dir)
-            .envs(env.iter().copied())
-            .args(["--json", "backup", path_str(src)])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let reached = dir.join(format!("{PAUSE}.reached"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !reached.exists() {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the backup ended ({status}) before {PAUSE}");
-            }
-            assert!(Instant::now() < deadline, "{PAUSE} not reached");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Paused {
-            child: Some(child),
-            dir,
-        }
-    }
-
-    fn release(mut self, stopped: bool) -> Output {
-        std::fs::write(self.dir.join(format!("{PAUSE}.go")), b"").unwrap();
-        let child = self.child.take().unwrap();
-        if stopped {
-            signal(&child, libc::SIGCONT);
-        }
-        finish_with_timeout(child, "the paused backup", 60)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// A repository whose only snapshot was forgotten: the pack of `kept.bin`
@@ -129,7 +66,7 @@ fn repository_with_an_unused_pack() -> (TestRepo, PathBuf) {
 #[test]
 fn a_backup_that_deduplicated_against_a_marked_pack_keeps_it() {
     let (t, src) = repository_with_an_unused_pack();
-    let paused = Paused::start(&t, &src, &[]);
+    let paused = PausedBackup::start(&t, &["--json"], &src, &[]);
 
     let first = prune_json(&t, &[]);
     // The data pack of kept.bin and the forgotten snapshot's tree pack.
@@ -169,7 +106,7 @@ fn a_backup_that_deduplicated_against_a_marked_pack_keeps_it() {
 #[test]
 fn a_backup_after_the_mark_stores_the_marked_blob_again() {
     let (t, src) = repository_with_an_unused_pack();
-    let paused = Paused::start(&t, &src, &[]);
+    let paused = PausedBackup::start(&t, &["--json"], &src, &[]);
     let first = prune_json(&t, &[]);
     assert_eq!(num(&first, "packs_marked"), 2, "{first}");
     let later = t.path("later");
@@ -195,7 +132,7 @@ fn a_backup_after_the_mark_stores_the_marked_blob_again() {
 fn a_stale_lock_does_not_block_deletion_forever() {
     let fast = [("CAIRN_TEST_LOCK_STALE_MS", "2000")];
     let (t, src) = repository_with_an_unused_pack();
-    let paused = Paused::start(&t, &src, &fast);
+    let paused = PausedBackup::start(&t, &["--json"], &src, &fast);
     let first = prune_json(&t, &fast);
     assert_eq!(num(&first, "packs_marked"), 2, "{first}");
     signal(paused.child.as_ref().unwrap(), libc::SIGSTOP);
