@@ -120,6 +120,7 @@ fn index_file(s: &mut Seeds) {
     let (_, entries) = sample_pack(&sample_blobs());
     let file = IndexFile {
         supersedes: vec![IndexId(Id([1; 32])), IndexId(Id([2; 32]))],
+        marked_at: None,
         packs: vec![
             IndexPack { id: PackId(Id([3; 32])), entries },
             IndexPack { id: PackId(Id([4; 32])), entries: vec![sample_entry(5, 0, true), sample_entry(6, 91, false)] },
@@ -127,6 +128,9 @@ fn index_file(s: &mut Seeds) {
         ],
     };
     s.put("index_file", "packs", &file.encode());
+    // A prune's mark file (two-phase delete): the same packs, marked.
+    let marked = IndexFile { supersedes: Vec::new(), marked_at: Some(1_764_000_000_000), ..file };
+    s.put("index_file", "marked", &marked.encode());
 }
 
 fn sample_snapshot() -> Snapshot {
@@ -234,10 +238,14 @@ fn lock(s: &mut Seeds) {
         hostname: "backup-host".into(),
         username: "root".into(),
         pid: 4242,
+        started: Some(DateTime::parse_from_rfc3339("2026-03-14T01:29:26.5+02:00").unwrap()),
+        prune: false,
     };
     s.put("lock", "exclusive", &serde_json::to_vec(&info).unwrap());
     let shared = LockInfo { exclusive: false, pid: u32::MAX, ..info };
     s.put("lock", "shared", &serde_json::to_vec_pretty(&shared).unwrap());
+    let prune = LockInfo { exclusive: false, prune: true, started: None, ..shared };
+    s.put("lock", "prune", &serde_json::to_vec(&prune).unwrap());
 }
 
 fn blob_open(s: &mut Seeds) {
